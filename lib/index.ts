@@ -1,0 +1,18 @@
+// The package root: everything a user imports.
+export { Tensor } from './tensor';
+export type { DType, Layout, TensorOptions } from './tensor';
+export { backends, resolveDevice, cudaAvailable, memoryStats, resetPeakMemory, emptyCache, synchronize } from './backend';
+export type { DeviceName, DeviceOption, BackendsInfo } from './backend';
+export * as ops from './ops';
+export { Module, Parameter, Counter } from './nn/module';
+export {
+  Conv2d, ReLU, MaxPool2d, AdaptiveAvgPool2d, Flatten, BatchNorm2d, Linear, Dropout, Sequential,
+} from './nn/layers';
+export { crossEntropy } from './nn/loss';
+export { VGGNet, vgg11, vgg13, vgg16, vgg19, cfgs, models } from './models/vgg';
+export type { VGGConfig, VGGOptions, Precision, ModelName } from './models/vgg';
+export { SGD, sgd } from './optim/sgd';
+export type { SGDOptions } from './optim/sgd';
+export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetensors } from './io/safetensors';
+export type { StateRecord } from './io/safetensors';
+export { Rng } from './random';

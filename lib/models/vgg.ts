@@ -1,0 +1,288 @@
+// VGG from a table of layer widths, the way torchvision's models/vgg.py builds it: configurations A/B/D/E
+// (VGG11/13/16/19), optional batch norm, torchvision's layer indices, parameter names and initialisation.
+import { DeviceOption, DeviceName, resolveDevice } from '../backend';
+import { Tensor } from '../tensor';
+import * as ops from '../ops';
+import { Rng } from '../random';
+import { Counter, Module, Parameter, NamedParameter } from '../nn/module';
+import {
+  AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
+} from '../nn/layers';
+import { loadStateDictInto, readSafetensors, writeSafetensors, StateRecord } from '../io/safetensors';
+
+/** A width is a 3×3 conv with that many output channels; 'M' is a 2×2 max pool. */
+export type VGGConfig = (number | 'M')[];
+
+export const cfgs: Record<'A' | 'B' | 'D' | 'E', VGGConfig> = {
+  A: [64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'],
+  B: [64, 64, 'M', 128, 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'],
+  D: [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'],
+  E: [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M', 512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M'],
+};
+
+export type Precision = 'fp32' | 'tf32' | 'bf16';
+
+export interface VGGOptions {
+  numClasses?: number;
+  batchNorm?: boolean;
+  dropout?: number;
+  initWeights?: boolean;
+  seed?: number;
+  device?: DeviceOption;
+  /** Compute precision of activations; parameters stay float32. Default: bf16 on CUDA, fp32 on CPU. */
+  precision?: Precision;
+  /** Input channels (3 for RGB). */
+  inChannels?: number;
+  /** Width of the two hidden fully connected layers (4096 in the paper). */
+  hiddenFeatures?: number;
+}
+
+export interface ParameterInfo {
+  name: string;
+  value: Tensor;
+  grad: Tensor;
+  param: Parameter;
+}
+
+export class VGGNet extends Module {
+  readonly features: Sequential;
+  readonly avgpool = new AdaptiveAvgPool2d([7, 7]);
+  readonly flatten = new Flatten();
+  readonly classifier: Sequential;
+  readonly device: DeviceName;
+  readonly precision: Precision;
+  readonly options: Required<Omit<VGGOptions, 'device' | 'precision'>> & { config: VGGConfig; name?: string };
+  private acts: Tensor[] = [];
+
+  constructor(config: VGGConfig, options: VGGOptions = {}, name?: string) {
+    super();
+    const device = resolveDevice(options.device ?? 'cpu');
+    this.device = device;
+    this.precision = options.precision ?? (device === 'cuda' ? 'bf16' : 'fp32');
+    if (this.precision !== 'fp32' && device === 'cpu' && this.precision !== 'bf16') {
+      throw new Error(`VGGNet: precision '${this.precision}' is a CUDA mode; on the CPU use fp32 or bf16`);
+    }
+    const o = {
+      numClasses: options.numClasses ?? 1000,
+      batchNorm: options.batchNorm ?? false,
+      dropout: options.dropout ?? 0.5,
+      initWeights: options.initWeights ?? true,
+      seed: options.seed ?? 0,
+      inChannels: options.inChannels ?? 3,
+      hiddenFeatures: options.hiddenFeatures ?? 4096,
+      config,
+      name,
+    };
+    this.options = o;
+    if (!Number.isInteger(o.numClasses) || o.numClasses < 1) throw new Error(`VGGNet: numClasses must be a positive integer, got ${o.numClasses}`);
+    const layers: Module[] = [];
+    let inC = o.inChannels;
+    for (const v of config) {
+      if (v === 'M') {
+        layers.push(new MaxPool2d(2, 2));
+      } else {
+        if (!Number.isInteger(v) || v < 1) throw new Error(`VGGNet: bad layer width ${String(v)} in the config`);
+        layers.push(new Conv2d(inC, v, 3, { padding: 1, device }));
+        if (o.batchNorm) layers.push(new BatchNorm2d(v, { device }));
+        layers.push(new ReLU());
+        inC = v; // the channel count is set, not added (the seed tutorial's bug)
+      }
+    }
+    this.features = new Sequential(layers);
+    if (layers[0] instanceof Conv2d) layers[0].computeInputGrad = false;
+    const h = o.hiddenFeatures;
+    this.classifier = new Sequential([
+      new Linear(inC * 7 * 7, h, { device }), new ReLU(), new Dropout(o.dropout),
+      new Linear(h, h, { device }), new ReLU(), new Dropout(o.dropout),
+      new Linear(h, o.numClasses, { device }),
+    ]);
+    this.setSeed(o.seed);
+    this.initialize(o.initWeights);
+  }
+
+  children(): [string, Module][] {
+    return [['features', this.features], ['avgpool', this.avgpool], ['classifier', this.classifier]];
+  }
+
+  /** Seeds the dropout masks (initialisation uses the seed at construction). */
+  setSeed(seed: number): void {
+    let k = 0;
+    for (const m of this.classifier.layers) if (m instanceof Dropout) m.seed = (seed * 1000003 + ++k) >>> 0;
+  }
+
+  private initialize(torchvisionInit: boolean): void {
+    const rng = new Rng(this.options.seed);
+    const set = (p: Parameter, data: Float32Array) => {
+      const t = Tensor.from(data, p.shape);
+      p.set(t);
+      t.dispose();
+    };
+    const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+    for (const m of [...this.features.layers, ...this.classifier.layers]) {
+      if (m instanceof Conv2d) {
+        const [cout, cin, kh, kw] = m.weight.shape;
+        if (torchvisionInit) {
+          // kaiming_normal_(mode='fan_out', nonlinearity='relu'); bias 0
+          set(m.weight, rng.fillNormal(new Float32Array(size(m.weight.shape)), 0, Math.sqrt(2 / (cout * kh * kw))));
+        } else {
+          defaultInit(rng, m.weight, m.bias, cin * kh * kw, set);
+        }
+      } else if (m instanceof Linear) {
+        if (torchvisionInit) {
+          set(m.weight, rng.fillNormal(new Float32Array(size(m.weight.shape)), 0, 0.01));
+        } else {
+          defaultInit(rng, m.weight, m.bias, m.inFeatures, set);
+        }
+      }
+      // BatchNorm2d starts at weight 1, bias 0 either way; Conv/Linear biases are created as zeros.
+    }
+  }
+
+  forward(x: Tensor): Tensor {
+    this.freeActs();
+    const [, c, h, w] = x.shape;
+    if (x.shape.length !== 4 || c !== this.options.inChannels) {
+      throw new Error(`VGGNet.forward: expected input (N, ${this.options.inChannels}, H, W), got [${x.shape.join(', ')}]`);
+    }
+    if (h < 32 || w < 32) throw new Error(`VGGNet.forward: input is ${h}×${w}; VGG's five pools need at least 32×32`);
+    if (x.device !== this.device) throw new Error(`VGGNet.forward: input is on ${x.device}, the model on ${this.device}`);
+    // Entry: activations in the compute dtype, channels-last on the GPU.
+    let cur = x;
+    const dt = this.precision === 'bf16' ? 'bfloat16' : 'float32';
+    if (cur.dtype !== dt) cur = this.keep(ops.cast(cur, dt));
+    if (this.device === 'cuda' && cur.layout !== 'nhwc') cur = this.keep(ops.toLayout(cur, 'nhwc'));
+    cur = this.keep(this.features.forward(cur));
+    cur = this.keep(this.avgpool.forward(cur));
+    cur = this.keep(this.flatten.forward(cur));
+    let logits = this.classifier.forward(cur);
+    if (logits.dtype !== 'float32') {
+      const f = ops.cast(logits, 'float32');
+      if (this.training) this.keep(logits);
+      else logits.dispose();
+      logits = f;
+    }
+    if (!this.training) this.freeActs();
+    return logits;
+  }
+
+  /** Backpropagates d loss / d logits, accumulating every parameter's gradient. */
+  backward(gradLogits: Tensor): undefined {
+    let g = gradLogits;
+    const owned: Tensor[] = [];
+    const step = (t: Tensor | undefined) => {
+      if (!t) return;
+      if (t !== g) owned.push(t);
+      g = t;
+    };
+    if (this.precision === 'bf16') step(ops.cast(g, 'bfloat16'));
+    step(this.classifier.backward(g));
+    step(this.flatten.backward(g));
+    step(this.avgpool.backward(g));
+    step(this.features.backward(g)); // undefined: the first conv skips the image's gradient
+    for (const t of owned) t.dispose();
+    this.freeActs();
+    return undefined;
+  }
+
+  /** Parameters with torchvision's names, gradients included. */
+  parameters(): ParameterInfo[] {
+    return this.namedParameters().map(({ name, param }: NamedParameter) => ({
+      name,
+      param,
+      get value() {
+        return param.value;
+      },
+      get grad() {
+        return param.grad;
+      },
+    }));
+  }
+
+  zeroGrad(): void {
+    for (const { param } of this.namedParameters()) param.zeroGrad();
+  }
+
+  /** Parameters and buffers by torchvision name (tensors are the model's own; do not dispose them). */
+  stateDict(): StateRecord {
+    const out: StateRecord = {};
+    for (const { name, param } of this.namedParameters()) out[name] = param.value;
+    for (const [name, b] of this.namedBuffers()) out[name] = b instanceof Counter ? b.value : b;
+    return out;
+  }
+
+  /** Loads a state dict (a safetensors path or a record). Missing, extra or mis-shaped entries are errors. */
+  loadStateDict(source: string | StateRecord, options: { strict?: boolean } = {}): void {
+    const record = typeof source === 'string' ? readSafetensors(source).tensors : source;
+    try {
+      loadStateDictInto(this, record, { strict: options.strict ?? true, source: typeof source === 'string' ? source : 'state dict' });
+    } finally {
+      if (typeof source === 'string') for (const v of Object.values(record)) if (v instanceof Tensor) v.dispose();
+    }
+  }
+
+  saveStateDict(path: string, metadata: Record<string, string> = {}): void {
+    writeSafetensors(path, this.stateDict(), metadata);
+  }
+
+  /** Class probabilities (softmax of the logits) for a batch, in eval mode; the model's mode is restored. */
+  predict(images: Tensor): Float32Array[] {
+    const wasTraining = this.training;
+    this.eval();
+    try {
+      const logits = this.forward(images);
+      const [n, c] = logits.shape;
+      const l = logits.toArray() as Float32Array;
+      logits.dispose();
+      const out: Float32Array[] = [];
+      for (let i = 0; i < n; i++) {
+        const row = l.subarray(i * c, (i + 1) * c);
+        const m = Math.max(...row);
+        const e = Float32Array.from(row, (v) => Math.exp(v - m));
+        const s = e.reduce((a, b) => a + b, 0);
+        out.push(e.map((v) => v / s));
+      }
+      return out;
+    } finally {
+      this.train(wasTraining);
+    }
+  }
+
+  /** The number of learnable scalars. */
+  numParameters(): number {
+    return this.namedParameters().reduce((a, { param }) => a + param.shape.reduce((x, y) => x * y, 1), 0);
+  }
+
+  releaseSaved(): void {
+    super.releaseSaved();
+    this.freeActs();
+  }
+
+  private keep(t: Tensor): Tensor {
+    this.acts.push(t);
+    return t;
+  }
+  private freeActs(): void {
+    for (const t of this.acts) t.dispose();
+    this.acts = [];
+  }
+}
+
+// PyTorch's default init of Conv2d/Linear: kaiming_uniform_(a=√5) for the weight, i.e. U(±1/√fan_in), and the
+// bias U(±1/√fan_in).
+function defaultInit(
+  rng: Rng, w: Parameter, b: Parameter | undefined, fanIn: number, set: (p: Parameter, d: Float32Array) => void,
+): void {
+  const bound = 1 / Math.sqrt(fanIn);
+  set(w, rng.fillUniform(new Float32Array(w.shape.reduce((a, c) => a * c, 1)), -bound, bound));
+  if (b) set(b, rng.fillUniform(new Float32Array(b.shape[0]), -bound, bound));
+}
+
+export type VGGFactoryOptions = VGGOptions;
+const make = (cfg: keyof typeof cfgs, name: string) => (options: VGGOptions = {}) =>
+  new VGGNet(cfgs[cfg], options, `${name}${options.batchNorm ? '_bn' : ''}`);
+export const vgg11 = make('A', 'vgg11');
+export const vgg13 = make('B', 'vgg13');
+export const vgg16 = make('D', 'vgg16');
+export const vgg19 = make('E', 'vgg19');
+export const models = { vgg11, vgg13, vgg16, vgg19 };
+export type ModelName = keyof typeof models;

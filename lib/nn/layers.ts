@@ -1,0 +1,363 @@
+// The layers of VGG, each a forward and a backward over the addon's ops, with torchvision's parameter names.
+import { Tensor } from '../tensor';
+import * as ops from '../ops';
+import { Counter, ForwardOptions, Module, Parameter, disposeAll } from './module';
+
+function requireSaved<T>(v: T | undefined, layer: string): T {
+  if (v === undefined) throw new Error(`${layer}.backward: no forward in training mode to go back through`);
+  return v;
+}
+
+export interface Conv2dOptions {
+  stride?: number;
+  padding?: number;
+  bias?: boolean;
+  device?: 'cpu' | 'cuda';
+}
+
+export class Conv2d extends Module {
+  readonly weight: Parameter;
+  readonly bias: Parameter | undefined;
+  readonly params: ops.Conv2dParams;
+  /** False for a network's first layer: the image's gradient is not needed, so backward skips it. */
+  computeInputGrad = true;
+  private x: Tensor | undefined;
+
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    readonly kernelSize: number,
+    options: Conv2dOptions = {},
+  ) {
+    super();
+    const device = options.device ?? 'cpu';
+    const stride = options.stride ?? 1;
+    const pad = options.padding ?? 0;
+    this.params = { strideH: stride, strideW: stride, padH: pad, padW: pad };
+    this.weight = new Parameter(Tensor.zeros([outChannels, inChannels, kernelSize, kernelSize], { device }));
+    this.bias = options.bias === false ? undefined : new Parameter(Tensor.zeros([outChannels], { device }));
+  }
+
+  ownParameters(): [string, Parameter][] {
+    return this.bias ? [['weight', this.weight], ['bias', this.bias]] : [['weight', this.weight]];
+  }
+
+  forward(x: Tensor, options: ForwardOptions = {}): Tensor {
+    this.x = this.training ? x : undefined;
+    return ops.conv2dForward(x, this.weight.value, this.bias?.value ?? null, this.params, options.fuseRelu ?? false);
+  }
+
+  backward(dy: Tensor): Tensor | undefined {
+    const x = requireSaved(this.x, 'Conv2d');
+    const w = this.weight.gradForBackward();
+    const b = this.bias?.gradForBackward();
+    // Both weight and bias grads are written in one call, so they must agree on accumulation.
+    if (b && b.accumulate !== w.accumulate) {
+      if (!b.accumulate) ops.fill(b.grad, 0);
+      else ops.fill(w.grad, 0);
+    }
+    const accumulate = w.accumulate || (b?.accumulate ?? false);
+    ops.conv2dBackwardWeights(x, dy, this.params, w.grad, b?.grad ?? null, accumulate);
+    this.x = undefined;
+    return this.computeInputGrad ? ops.conv2dBackwardData(dy, this.weight.value, x.shape, this.params) : undefined;
+  }
+
+  releaseSaved(): void {
+    this.x = undefined;
+  }
+}
+
+export class ReLU extends Module {
+  private y: Tensor | undefined;
+  private ownsY = false;
+
+  forward(x: Tensor): Tensor {
+    this.releaseSaved();
+    const y = ops.reluForward(x);
+    if (this.training) {
+      this.y = y;
+      this.ownsY = false; // the output belongs to whoever receives it; we only read it in backward
+    }
+    return y;
+  }
+
+  /** The previous layer already applied max(0, ·): pass x through and remember it as the output. */
+  forwardFused(y: Tensor): Tensor {
+    this.releaseSaved();
+    if (this.training) this.y = y;
+    return y;
+  }
+
+  backward(dy: Tensor): Tensor {
+    const y = requireSaved(this.y, 'ReLU');
+    const dx = ops.reluBackward(dy, y);
+    this.releaseSaved();
+    return dx;
+  }
+
+  releaseSaved(): void {
+    if (this.ownsY) this.y?.dispose();
+    this.y = undefined;
+  }
+}
+
+export class MaxPool2d extends Module {
+  readonly params: ops.Pool2dParams;
+  private saved: { x: Tensor; y: Tensor; ws: Tensor[] } | undefined;
+
+  constructor(kernelSize = 2, stride = kernelSize, padding = 0) {
+    super();
+    this.params = { kernel: kernelSize, stride, pad: padding };
+  }
+
+  forward(x: Tensor): Tensor {
+    this.releaseSaved();
+    const r = ops.maxpool2dForward(x, this.params, this.training);
+    if (this.training) this.saved = { x, y: r.y, ws: r.saved };
+    return r.y;
+  }
+
+  backward(dy: Tensor): Tensor {
+    const s = requireSaved(this.saved, 'MaxPool2d');
+    const dx = ops.maxpool2dBackward(dy, s.x, s.y, this.params, s.ws);
+    this.releaseSaved();
+    return dx;
+  }
+
+  releaseSaved(): void {
+    if (this.saved) disposeAll(this.saved.ws);
+    this.saved = undefined;
+  }
+}
+
+export class AdaptiveAvgPool2d extends Module {
+  private x: { shape: number[]; layout: 'nchw' | 'nhwc' } | undefined;
+
+  constructor(readonly outputSize: [number, number] = [7, 7]) {
+    super();
+  }
+
+  forward(x: Tensor): Tensor {
+    this.x = { shape: x.shape, layout: x.layout };
+    return ops.adaptiveAvgpool2dForward(x, this.outputSize[0], this.outputSize[1]);
+  }
+
+  backward(dy: Tensor): Tensor {
+    const x = requireSaved(this.x, 'AdaptiveAvgPool2d');
+    return ops.adaptiveAvgpool2dBackward(dy, x.shape, x.layout);
+  }
+}
+
+/** (N, C, H, W) -> (N, C*H*W), a view of the same storage. */
+export class Flatten extends Module {
+  private shape: number[] | undefined;
+
+  forward(x: Tensor): Tensor {
+    this.shape = x.shape;
+    const [n, ...rest] = x.shape;
+    return ops.toLayout(x, 'nchw').view([n, rest.reduce((a, b) => a * b, 1)]);
+  }
+
+  backward(dy: Tensor): Tensor {
+    return ops.toLayout(dy, 'nchw').view(requireSaved(this.shape, 'Flatten'));
+  }
+}
+
+export interface BatchNormOptions {
+  eps?: number;
+  momentum?: number;
+  device?: 'cpu' | 'cuda';
+}
+
+export class BatchNorm2d extends Module {
+  readonly weight: Parameter;
+  readonly bias: Parameter;
+  readonly runningMean: Tensor;
+  readonly runningVar: Tensor;
+  readonly numBatchesTracked = new Counter();
+  readonly eps: number;
+  readonly momentum: number;
+  private saved: { x: Tensor; stats: Tensor[] } | undefined;
+
+  constructor(readonly numFeatures: number, options: BatchNormOptions = {}) {
+    super();
+    const device = options.device ?? 'cpu';
+    this.eps = options.eps ?? 1e-5;
+    this.momentum = options.momentum ?? 0.1;
+    this.weight = new Parameter(Tensor.from(new Float32Array(numFeatures).fill(1), [numFeatures], { device }));
+    this.bias = new Parameter(Tensor.zeros([numFeatures], { device }));
+    this.runningMean = Tensor.zeros([numFeatures], { device });
+    this.runningVar = Tensor.from(new Float32Array(numFeatures).fill(1), [numFeatures], { device });
+  }
+
+  ownParameters(): [string, Parameter][] {
+    return [['weight', this.weight], ['bias', this.bias]];
+  }
+  ownBuffers(): [string, Tensor | Counter][] {
+    return [['running_mean', this.runningMean], ['running_var', this.runningVar], ['num_batches_tracked', this.numBatchesTracked]];
+  }
+
+  forward(x: Tensor): Tensor {
+    this.releaseSaved();
+    const r = ops.batchnormForward(
+      x, this.weight.value, this.bias.value, this.runningMean, this.runningVar, this.training, this.momentum, this.eps,
+    );
+    if (this.training) {
+      this.numBatchesTracked.value += 1n;
+      this.saved = { x, stats: r.saved };
+    }
+    return r.y;
+  }
+
+  backward(dy: Tensor): Tensor {
+    const s = requireSaved(this.saved, 'BatchNorm2d');
+    const g = this.weight.gradForBackward();
+    const b = this.bias.gradForBackward();
+    if (g.accumulate !== b.accumulate) ops.fill(g.accumulate ? b.grad : g.grad, 0);
+    const dx = ops.batchnormBackward(dy, s.x, this.weight.value, this.eps, s.stats, g.grad, b.grad, g.accumulate || b.accumulate);
+    this.releaseSaved();
+    return dx;
+  }
+
+  releaseSaved(): void {
+    if (this.saved) disposeAll(this.saved.stats);
+    this.saved = undefined;
+  }
+}
+
+export class Linear extends Module {
+  readonly weight: Parameter;
+  readonly bias: Parameter | undefined;
+  private x: Tensor | undefined;
+
+  constructor(readonly inFeatures: number, readonly outFeatures: number, options: { bias?: boolean; device?: 'cpu' | 'cuda' } = {}) {
+    super();
+    const device = options.device ?? 'cpu';
+    this.weight = new Parameter(Tensor.zeros([outFeatures, inFeatures], { device }));
+    this.bias = options.bias === false ? undefined : new Parameter(Tensor.zeros([outFeatures], { device }));
+  }
+
+  ownParameters(): [string, Parameter][] {
+    return this.bias ? [['weight', this.weight], ['bias', this.bias]] : [['weight', this.weight]];
+  }
+
+  forward(x: Tensor, options: ForwardOptions = {}): Tensor {
+    this.x = this.training ? x : undefined;
+    return ops.linearForward(x, this.weight.value, this.bias?.value ?? null, options.fuseRelu ?? false);
+  }
+
+  backward(dy: Tensor): Tensor {
+    const x = requireSaved(this.x, 'Linear');
+    const w = this.weight.gradForBackward();
+    const b = this.bias?.gradForBackward();
+    if (b && b.accumulate !== w.accumulate) ops.fill(w.accumulate ? b.grad : w.grad, 0);
+    ops.linearBackwardWeights(x, dy, w.grad, b?.grad ?? null, w.accumulate || (b?.accumulate ?? false));
+    const dx = ops.linearBackwardData(dy, this.weight.value);
+    this.x = undefined;
+    return dx;
+  }
+
+  releaseSaved(): void {
+    this.x = undefined;
+  }
+}
+
+/**
+ * Dropout with a counter-based mask: call k of this layer uses seed `seed` and offset k·2^32, so a run is
+ * reproducible on any device and resumable from `calls`.
+ */
+export class Dropout extends Module {
+  calls = 0;
+  private mask: Tensor[] | undefined;
+
+  constructor(readonly p = 0.5, public seed = 0) {
+    super();
+    if (!(p >= 0 && p < 1)) throw new Error(`Dropout: p must be in [0, 1), got ${p}`);
+  }
+
+  forward(x: Tensor): Tensor {
+    this.releaseSaved();
+    if (!this.training || this.p === 0) return x;
+    const r = ops.dropoutForward(x, this.p, this.seed, BigInt(this.calls) << 32n, true);
+    this.calls++;
+    this.mask = r.saved;
+    return r.y;
+  }
+
+  backward(dy: Tensor): Tensor {
+    if (!this.training || this.p === 0) return dy;
+    const dx = ops.dropoutBackward(dy, this.p, requireSaved(this.mask, 'Dropout'));
+    this.releaseSaved();
+    return dx;
+  }
+
+  releaseSaved(): void {
+    if (this.mask) disposeAll(this.mask);
+    this.mask = undefined;
+  }
+}
+
+/**
+ * Children run in order, named "0", "1", ... like torch.nn.Sequential. Owns the activations between children:
+ * in training they live until backward has passed them, in eval each is freed once the next child has run.
+ * A Conv2d or Linear followed by a ReLU runs as one fused op.
+ */
+export class Sequential extends Module {
+  readonly layers: Module[];
+  private acts: Tensor[] = [];
+
+  constructor(layers: Module[]) {
+    super();
+    this.layers = layers;
+  }
+
+  children(): [string, Module][] {
+    return this.layers.map((m, i) => [String(i), m]);
+  }
+
+  forward(x: Tensor): Tensor {
+    this.freeActs();
+    let cur = x;
+    for (let i = 0; i < this.layers.length; i++) {
+      const layer = this.layers[i];
+      const next = this.layers[i + 1];
+      let out: Tensor;
+      if ((layer instanceof Conv2d || layer instanceof Linear) && next instanceof ReLU) {
+        out = next.forwardFused(layer.forward(cur, { fuseRelu: true }));
+        i++;
+      } else {
+        out = layer.forward(cur);
+      }
+      if (out !== cur) {
+        if (!this.training && cur !== x) cur.dispose();
+        if (this.training) this.acts.push(out);
+      }
+      cur = out;
+    }
+    // The final output belongs to the caller.
+    if (this.training && this.acts[this.acts.length - 1] === cur) this.acts.pop();
+    return cur;
+  }
+
+  backward(dy: Tensor): Tensor | undefined {
+    let cur: Tensor | undefined = dy;
+    for (let i = this.layers.length - 1; i >= 0; i--) {
+      if (!cur) throw new Error(`Sequential.backward: layer ${i + 1} gave no input gradient, but layer ${i} needs one`);
+      const g: Tensor | undefined = this.layers[i].backward(cur);
+      if (cur !== dy && g !== cur) cur.dispose();
+      cur = g;
+    }
+    this.freeActs();
+    return cur;
+  }
+
+  releaseSaved(): void {
+    super.releaseSaved();
+    this.freeActs();
+  }
+
+  private freeActs(): void {
+    disposeAll(this.acts);
+    this.acts = [];
+  }
+}

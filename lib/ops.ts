@@ -1,0 +1,116 @@
+// Typed wrappers of the addon's ops (native/ops.h): one function per op and direction, Tensors in and out.
+import { addon, DeviceName } from './backend';
+import { DType, Layout, Tensor } from './tensor';
+
+export interface Conv2dParams {
+  strideH: number;
+  strideW: number;
+  padH: number;
+  padW: number;
+}
+export interface Pool2dParams {
+  kernel: number;
+  stride: number;
+  pad: number;
+}
+export interface SgdStepParams {
+  lr: number;
+  momentum: number;
+  dampening: number;
+  weightDecay: number;
+  nesterov: boolean;
+}
+export interface WithSaved {
+  y: Tensor;
+  saved: Tensor[];
+}
+
+const n = (t: Tensor | null | undefined) => (t ? t.native : null);
+const T = (h: unknown) => Tensor.fromNative(h);
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const withSaved = (r: any): WithSaved => ({ y: T(r.y), saved: (r.saved as unknown[]).map(T) });
+const natives = (ts: Tensor[]) => ts.map((t) => t.native);
+
+export function conv2dForward(x: Tensor, w: Tensor, b: Tensor | null, p: Conv2dParams, relu = false): Tensor {
+  return T(addon().conv2dForward(x.native, w.native, n(b), p, relu));
+}
+export function conv2dBackwardData(dy: Tensor, w: Tensor, xShape: number[], p: Conv2dParams): Tensor {
+  return T(addon().conv2dBackwardData(dy.native, w.native, xShape, p));
+}
+export function conv2dBackwardWeights(
+  x: Tensor, dy: Tensor, p: Conv2dParams, dw: Tensor, db: Tensor | null, accumulate: boolean,
+): void {
+  addon().conv2dBackwardWeights(x.native, dy.native, p, dw.native, n(db), accumulate);
+}
+export function reluForward(x: Tensor): Tensor {
+  return T(addon().reluForward(x.native));
+}
+export function reluBackward(dy: Tensor, y: Tensor): Tensor {
+  return T(addon().reluBackward(dy.native, y.native));
+}
+export function maxpool2dForward(x: Tensor, p: Pool2dParams, train: boolean): WithSaved {
+  return withSaved(addon().maxpool2dForward(x.native, p, train));
+}
+export function maxpool2dBackward(dy: Tensor, x: Tensor, y: Tensor, p: Pool2dParams, saved: Tensor[]): Tensor {
+  return T(addon().maxpool2dBackward(dy.native, x.native, y.native, p, natives(saved)));
+}
+export function adaptiveAvgpool2dForward(x: Tensor, oh: number, ow: number): Tensor {
+  return T(addon().adaptiveAvgpool2dForward(x.native, oh, ow));
+}
+export function adaptiveAvgpool2dBackward(dy: Tensor, xShape: number[], xLayout: Layout): Tensor {
+  return T(addon().adaptiveAvgpool2dBackward(dy.native, xShape, xLayout));
+}
+export function batchnormForward(
+  x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
+  training: boolean, momentum: number, eps: number,
+): WithSaved {
+  return withSaved(
+    addon().batchnormForward(x.native, gamma.native, beta.native, runningMean.native, runningVar.native, training, momentum, eps),
+  );
+}
+export function batchnormBackward(
+  dy: Tensor, x: Tensor, gamma: Tensor, eps: number, saved: Tensor[], dgamma: Tensor, dbeta: Tensor, accumulate: boolean,
+): Tensor {
+  return T(addon().batchnormBackward(dy.native, x.native, gamma.native, eps, natives(saved), dgamma.native, dbeta.native, accumulate));
+}
+export function linearForward(x: Tensor, w: Tensor, b: Tensor | null, relu = false): Tensor {
+  return T(addon().linearForward(x.native, w.native, n(b), relu));
+}
+export function linearBackwardData(dy: Tensor, w: Tensor): Tensor {
+  return T(addon().linearBackwardData(dy.native, w.native));
+}
+export function linearBackwardWeights(x: Tensor, dy: Tensor, dw: Tensor, db: Tensor | null, accumulate: boolean): void {
+  addon().linearBackwardWeights(x.native, dy.native, dw.native, n(db), accumulate);
+}
+/** In eval (train=false) the output is the input itself and nothing is saved. */
+export function dropoutForward(x: Tensor, p: number, seed: number | bigint, offset: number | bigint, train: boolean): WithSaved {
+  const r = withSaved(addon().dropoutForward(x.native, p, BigInt(seed), BigInt(offset), train));
+  return train ? r : { y: x, saved: [] };
+}
+export function dropoutBackward(dy: Tensor, p: number, saved: Tensor[]): Tensor {
+  return T(addon().dropoutBackward(dy.native, p, natives(saved)));
+}
+export function crossEntropy(logits: Tensor, labels: Tensor): { loss: Tensor; dlogits: Tensor } {
+  const r = addon().crossEntropy(logits.native, labels.native);
+  return { loss: T(r.loss), dlogits: T(r.dlogits) };
+}
+export function sgdStep(params: Tensor[], grads: Tensor[], bufs: Tensor[], p: SgdStepParams, first: boolean): void {
+  addon().sgdStep(natives(params), natives(grads), natives(bufs), p, first);
+}
+export function fill(t: Tensor, value: number): void {
+  addon().fill(t.native, value);
+}
+/** dst += alpha * src */
+export function add_(dst: Tensor, src: Tensor, alpha = 1): void {
+  addon().add_(dst.native, src.native, alpha);
+}
+/** A converted copy (or x itself when it already has that dtype). */
+export function cast(x: Tensor, dtype: DType): Tensor {
+  return x.dtype === dtype ? x : T(addon().cast(x.native, dtype));
+}
+export function toLayout(x: Tensor, layout: Layout): Tensor {
+  return x.layout === layout ? x : T(addon().toLayout(x.native, layout));
+}
+export function synchronize(device: DeviceName): void {
+  addon().synchronize(device);
+}

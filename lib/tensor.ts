@@ -1,0 +1,135 @@
+// Tensor: the only owner of native memory on the JS side. Data lives in the addon (host or GPU); this class holds
+// the handle. dispose() frees now; otherwise the finaliser frees when the object is collected.
+import { addon, DeviceName, resolveDevice, DeviceOption } from './backend';
+
+export type DType = 'float32' | 'bfloat16' | 'int32' | 'int64' | 'uint8';
+export type Layout = 'nchw' | 'nhwc';
+export type TensorData = Float32Array | Int32Array | Uint8Array | BigInt64Array;
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type NativeHandle = any;
+
+function dtypeOf(data: TensorData): DType {
+  if (data instanceof Float32Array) return 'float32';
+  if (data instanceof Int32Array) return 'int32';
+  if (data instanceof Uint8Array) return 'uint8';
+  if (data instanceof BigInt64Array) return 'int64';
+  throw new Error('Tensor.from: expected a Float32Array, Int32Array, Uint8Array or BigInt64Array');
+}
+
+export interface TensorOptions {
+  device?: DeviceOption;
+  dtype?: DType;
+  layout?: Layout;
+}
+
+export class Tensor {
+  /** The addon's NativeTensor. */
+  readonly native: NativeHandle;
+
+  private constructor(native: NativeHandle) {
+    this.native = native;
+  }
+
+  static fromNative(native: NativeHandle): Tensor {
+    return new Tensor(native);
+  }
+
+  /**
+   * A tensor from host data in row-major (NCHW) order. `dtype: 'bfloat16'` takes a Float32Array and rounds it.
+   * `layout: 'nhwc'` stores a 4-D tensor channels-last (the logical shape stays NCHW).
+   */
+  static from(data: TensorData | number[], shape: number[], options: TensorOptions = {}): Tensor {
+    const arr = Array.isArray(data) ? Float32Array.from(data) : data;
+    const dtype = options.dtype ?? dtypeOf(arr);
+    if (dtype === 'bfloat16' && !(arr instanceof Float32Array)) {
+      throw new Error('Tensor.from: bfloat16 tensors are made from a Float32Array');
+    }
+    if (dtype !== 'bfloat16' && dtype !== dtypeOf(arr)) {
+      throw new Error(`Tensor.from: dtype ${dtype} does not match the data (${dtypeOf(arr)})`);
+    }
+    const device = resolveDevice(options.device ?? 'cpu');
+    return new Tensor(addon().tensorFromBuffer(arr, shape, dtype, device, options.layout ?? 'nchw'));
+  }
+
+  static zeros(shape: number[], options: TensorOptions = {}): Tensor {
+    return new Tensor(
+      addon().tensorZeros(shape, options.dtype ?? 'float32', resolveDevice(options.device ?? 'cpu'), options.layout ?? 'nchw'),
+    );
+  }
+
+  static empty(shape: number[], options: TensorOptions = {}): Tensor {
+    return new Tensor(
+      addon().tensorEmpty(shape, options.dtype ?? 'float32', resolveDevice(options.device ?? 'cpu'), options.layout ?? 'nchw'),
+    );
+  }
+
+  get shape(): number[] {
+    return this.native.shape;
+  }
+  get dtype(): DType {
+    return this.native.dtype;
+  }
+  get device(): DeviceName {
+    return this.native.device;
+  }
+  get layout(): Layout {
+    return this.native.layout;
+  }
+  get disposed(): boolean {
+    return this.native.disposed;
+  }
+  get numel(): number {
+    return this.shape.reduce((a, b) => a * b, 1);
+  }
+
+  /** A host copy in row-major NCHW order; bfloat16 comes back as float32. */
+  toArray(): Float32Array | Int32Array | Uint8Array | BigInt64Array {
+    const buf: ArrayBuffer = this.native.toBuffer();
+    switch (this.dtype) {
+      case 'float32':
+      case 'bfloat16':
+        return new Float32Array(buf);
+      case 'int32':
+        return new Int32Array(buf);
+      case 'uint8':
+        return new Uint8Array(buf);
+      case 'int64':
+        return new BigInt64Array(buf);
+    }
+  }
+
+  /** The single value of a one-element tensor. */
+  item(): number {
+    if (this.numel !== 1) throw new Error(`item: tensor has ${this.numel} elements, expected 1`);
+    return Number(this.toArray()[0]);
+  }
+
+  /** Same storage under another shape of the same size (contiguous tensors only). */
+  view(shape: number[]): Tensor {
+    return new Tensor(addon().tensorView(this.native, shape));
+  }
+
+  to(device: DeviceOption): Tensor {
+    return new Tensor(addon().tensorTo(this.native, resolveDevice(device)));
+  }
+
+  clone(): Tensor {
+    return new Tensor(addon().tensorClone(this.native));
+  }
+
+  /** Copies src into this tensor (same shape; dtype, layout and device are converted). */
+  copy_(src: Tensor): this {
+    addon().tensorCopyInto(this.native, src.native);
+    return this;
+  }
+
+  /** Frees the memory now. Using the tensor afterwards is an error. Safe to call twice. */
+  dispose(): void {
+    this.native.dispose();
+  }
+
+  toString(): string {
+    return this.disposed ? 'Tensor(disposed)' : `Tensor(${this.dtype}[${this.shape.join(',')}] ${this.device})`;
+  }
+}

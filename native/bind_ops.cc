@@ -1,0 +1,346 @@
+// N-API bindings of ops.h: argument conversion and device checks only; the arithmetic is in the backends.
+// Names are the camelCase of the ops; lib/ops.ts is the typed wrapper.
+#include <napi.h>
+
+#include <initializer_list>
+
+#include "cuda/cuda_hooks.h"
+#include "js_tensor.h"
+#include "ops.h"
+
+namespace vgg::js {
+
+namespace {
+
+// All defined tensors of an op must live on one device; returns that device's backend.
+Backend& backend_of(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor* t : ts) {
+    if (!t->defined()) continue;
+    if (!first) first = t;
+    VGG_CHECK(t->device() == first->device(), "%s: tensors on different devices (%s and %s)", op,
+              device_name(first->device()), device_name(t->device()));
+  }
+  VGG_CHECK(first != nullptr, "%s: no tensor given", op);
+  return backend(first->device());
+}
+
+Conv2dParams conv_params(const Napi::Value& v, const char* op) {
+  VGG_CHECK(v.IsObject(), "%s: expected conv parameters {strideH, strideW, padH, padW}", op);
+  Napi::Object o = v.As<Napi::Object>();
+  Conv2dParams p;
+  p.stride_h = int(get_int(o.Get("strideH"), op));
+  p.stride_w = int(get_int(o.Get("strideW"), op));
+  p.pad_h = int(get_int(o.Get("padH"), op));
+  p.pad_w = int(get_int(o.Get("padW"), op));
+  VGG_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
+            "%s: strides must be >= 1 and paddings >= 0", op);
+  return p;
+}
+Pool2dParams pool_params(const Napi::Value& v, const char* op) {
+  VGG_CHECK(v.IsObject(), "%s: expected pool parameters {kernel, stride, pad}", op);
+  Napi::Object o = v.As<Napi::Object>();
+  Pool2dParams p;
+  p.kernel = int(get_int(o.Get("kernel"), op));
+  p.stride = int(get_int(o.Get("stride"), op));
+  p.pad = int(get_int(o.Get("pad"), op));
+  VGG_CHECK(p.kernel >= 1 && p.stride >= 1 && p.pad >= 0 && 2 * p.pad <= p.kernel,
+            "%s: kernel and stride must be >= 1, padding at most half the kernel", op);
+  return p;
+}
+Napi::Array wrap_all(Napi::Env env, const Saved& s) {
+  Napi::Array a = Napi::Array::New(env, s.size());
+  for (size_t i = 0; i < s.size(); i++) a.Set(uint32_t(i), wrap(env, s[i]));
+  return a;
+}
+Saved unwrap_all(const Napi::Value& v, const char* what) {
+  VGG_CHECK(v.IsArray(), "%s: expected an array of tensors", what);
+  Napi::Array a = v.As<Napi::Array>();
+  Saved s;
+  for (uint32_t i = 0; i < a.Length(); i++) s.push_back(unwrap(a.Get(i), what));
+  return s;
+}
+Napi::Object pair(Napi::Env env, const Tensor& y, const Saved& saved) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("y", wrap(env, y));
+  o.Set("saved", wrap_all(env, saved));
+  return o;
+}
+Layout layout_arg(const Napi::Value& v, const char* what) {
+  std::string s = get_string(v, what);
+  if (s == "nchw") return Layout::Contiguous;
+  if (s == "nhwc") return Layout::ChannelsLast;
+  throw Error(std::string(what) + ": unknown layout '" + s + "' (expected nchw or nhwc)");
+}
+
+// conv2dForward(x, w, b|null, params, relu)
+Napi::Value Conv2dForward(const Napi::CallbackInfo& info) {
+  const char* op = "conv2dForward";
+  Tensor& x = unwrap(arg(info, 0), "conv2dForward: input");
+  Tensor& w = unwrap(arg(info, 1), "conv2dForward: weight");
+  Tensor b = unwrap_optional(arg(info, 2), "conv2dForward: bias");
+  Conv2dParams p = conv_params(arg(info, 3), op);
+  bool relu = get_bool(arg(info, 4), op);
+  return wrap(info.Env(), backend_of(op, {&x, &w, &b}).conv2d_forward(x, w, b, p, relu));
+}
+// conv2dBackwardData(dy, w, xShape, params)
+Napi::Value Conv2dBackwardData(const Napi::CallbackInfo& info) {
+  const char* op = "conv2dBackwardData";
+  Tensor& dy = unwrap(arg(info, 0), "conv2dBackwardData: grad output");
+  Tensor& w = unwrap(arg(info, 1), "conv2dBackwardData: weight");
+  Shape xs = get_shape(arg(info, 2), op);
+  return wrap(info.Env(), backend_of(op, {&dy, &w}).conv2d_backward_data(dy, w, xs, conv_params(arg(info, 3), op)));
+}
+// conv2dBackwardWeights(x, dy, params, dw, db|null, accumulate)
+Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
+  const char* op = "conv2dBackwardWeights";
+  Tensor& x = unwrap(arg(info, 0), "conv2dBackwardWeights: input");
+  Tensor& dy = unwrap(arg(info, 1), "conv2dBackwardWeights: grad output");
+  Conv2dParams p = conv_params(arg(info, 2), op);
+  Tensor& dw = unwrap(arg(info, 3), "conv2dBackwardWeights: weight grad");
+  Tensor db = unwrap_optional(arg(info, 4), "conv2dBackwardWeights: bias grad");
+  backend_of(op, {&x, &dy, &dw, &db}).conv2d_backward_weights(x, dy, p, dw, db, get_bool(arg(info, 5), op));
+  return info.Env().Undefined();
+}
+Napi::Value ReluForward(const Napi::CallbackInfo& info) {
+  Tensor& x = unwrap(arg(info, 0), "reluForward: input");
+  return wrap(info.Env(), backend_of("reluForward", {&x}).relu_forward(x));
+}
+Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
+  Tensor& dy = unwrap(arg(info, 0), "reluBackward: grad output");
+  Tensor& y = unwrap(arg(info, 1), "reluBackward: output");
+  return wrap(info.Env(), backend_of("reluBackward", {&dy, &y}).relu_backward(dy, y));
+}
+// maxpool2dForward(x, params, train) -> {y, saved}
+Napi::Value Maxpool2dForward(const Napi::CallbackInfo& info) {
+  const char* op = "maxpool2dForward";
+  Tensor& x = unwrap(arg(info, 0), "maxpool2dForward: input");
+  Pool2dParams p = pool_params(arg(info, 1), op);
+  bool train = get_bool(arg(info, 2), op);
+  Saved saved;
+  Tensor y = backend_of(op, {&x}).maxpool2d_forward(x, p, train ? &saved : nullptr);
+  return pair(info.Env(), y, saved);
+}
+// maxpool2dBackward(dy, x, y, params, saved)
+Napi::Value Maxpool2dBackward(const Napi::CallbackInfo& info) {
+  const char* op = "maxpool2dBackward";
+  Tensor& dy = unwrap(arg(info, 0), "maxpool2dBackward: grad output");
+  Tensor& x = unwrap(arg(info, 1), "maxpool2dBackward: input");
+  Tensor& y = unwrap(arg(info, 2), "maxpool2dBackward: output");
+  Pool2dParams p = pool_params(arg(info, 3), op);
+  Saved saved = unwrap_all(arg(info, 4), "maxpool2dBackward: saved");
+  return wrap(info.Env(), backend_of(op, {&dy, &x, &y}).maxpool2d_backward(dy, x, y, p, saved));
+}
+Napi::Value AdaptiveAvgpool2dForward(const Napi::CallbackInfo& info) {
+  const char* op = "adaptiveAvgpool2dForward";
+  Tensor& x = unwrap(arg(info, 0), "adaptiveAvgpool2dForward: input");
+  int oh = int(get_int(arg(info, 1), op)), ow = int(get_int(arg(info, 2), op));
+  VGG_CHECK(oh >= 1 && ow >= 1, "%s: output size must be >= 1, got %dx%d", op, oh, ow);
+  return wrap(info.Env(), backend_of(op, {&x}).adaptive_avgpool2d_forward(x, oh, ow));
+}
+Napi::Value AdaptiveAvgpool2dBackward(const Napi::CallbackInfo& info) {
+  const char* op = "adaptiveAvgpool2dBackward";
+  Tensor& dy = unwrap(arg(info, 0), "adaptiveAvgpool2dBackward: grad output");
+  Shape xs = get_shape(arg(info, 1), op);
+  return wrap(info.Env(),
+              backend_of(op, {&dy}).adaptive_avgpool2d_backward(dy, xs, layout_arg(arg(info, 2), op)));
+}
+// batchnormForward(x, gamma, beta, runningMean, runningVar, training, momentum, eps) -> {y, saved}
+Napi::Value BatchnormForward(const Napi::CallbackInfo& info) {
+  const char* op = "batchnormForward";
+  Tensor& x = unwrap(arg(info, 0), "batchnormForward: input");
+  Tensor& g = unwrap(arg(info, 1), "batchnormForward: weight");
+  Tensor& b = unwrap(arg(info, 2), "batchnormForward: bias");
+  Tensor& rm = unwrap(arg(info, 3), "batchnormForward: running_mean");
+  Tensor& rv = unwrap(arg(info, 4), "batchnormForward: running_var");
+  bool training = get_bool(arg(info, 5), op);
+  double momentum = get_number(arg(info, 6), op), eps = get_number(arg(info, 7), op);
+  Saved saved;
+  Tensor y = backend_of(op, {&x, &g, &b, &rm, &rv})
+                 .batchnorm_forward(x, g, b, rm, rv, training, momentum, eps, training ? &saved : nullptr);
+  return pair(info.Env(), y, saved);
+}
+// batchnormBackward(dy, x, gamma, eps, saved, dgamma, dbeta, accumulate)
+Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
+  const char* op = "batchnormBackward";
+  Tensor& dy = unwrap(arg(info, 0), "batchnormBackward: grad output");
+  Tensor& x = unwrap(arg(info, 1), "batchnormBackward: input");
+  Tensor& g = unwrap(arg(info, 2), "batchnormBackward: weight");
+  double eps = get_number(arg(info, 3), op);
+  Saved saved = unwrap_all(arg(info, 4), "batchnormBackward: saved");
+  Tensor& dg = unwrap(arg(info, 5), "batchnormBackward: weight grad");
+  Tensor& db = unwrap(arg(info, 6), "batchnormBackward: bias grad");
+  return wrap(info.Env(), backend_of(op, {&dy, &x, &g, &dg, &db})
+                              .batchnorm_backward(dy, x, g, eps, saved, dg, db, get_bool(arg(info, 7), op)));
+}
+Napi::Value LinearForward(const Napi::CallbackInfo& info) {
+  const char* op = "linearForward";
+  Tensor& x = unwrap(arg(info, 0), "linearForward: input");
+  Tensor& w = unwrap(arg(info, 1), "linearForward: weight");
+  Tensor b = unwrap_optional(arg(info, 2), "linearForward: bias");
+  return wrap(info.Env(), backend_of(op, {&x, &w, &b}).linear_forward(x, w, b, get_bool(arg(info, 3), op)));
+}
+Napi::Value LinearBackwardData(const Napi::CallbackInfo& info) {
+  Tensor& dy = unwrap(arg(info, 0), "linearBackwardData: grad output");
+  Tensor& w = unwrap(arg(info, 1), "linearBackwardData: weight");
+  return wrap(info.Env(), backend_of("linearBackwardData", {&dy, &w}).linear_backward_data(dy, w));
+}
+Napi::Value LinearBackwardWeights(const Napi::CallbackInfo& info) {
+  const char* op = "linearBackwardWeights";
+  Tensor& x = unwrap(arg(info, 0), "linearBackwardWeights: input");
+  Tensor& dy = unwrap(arg(info, 1), "linearBackwardWeights: grad output");
+  Tensor& dw = unwrap(arg(info, 2), "linearBackwardWeights: weight grad");
+  Tensor db = unwrap_optional(arg(info, 3), "linearBackwardWeights: bias grad");
+  backend_of(op, {&x, &dy, &dw, &db}).linear_backward_weights(x, dy, dw, db, get_bool(arg(info, 4), op));
+  return info.Env().Undefined();
+}
+// dropoutForward(x, p, seed, offset, train) -> {y, saved}; in eval (train=false) y is x itself.
+Napi::Value DropoutForward(const Napi::CallbackInfo& info) {
+  const char* op = "dropoutForward";
+  Tensor& x = unwrap(arg(info, 0), "dropoutForward: input");
+  double p = get_number(arg(info, 1), op);
+  VGG_CHECK(p >= 0 && p < 1, "%s: p must be in [0, 1), got %g", op, p);
+  uint64_t seed = uint64_t(get_int(arg(info, 2), op)), offset = uint64_t(get_int(arg(info, 3), op));
+  if (!get_bool(arg(info, 4), op)) return pair(info.Env(), x, {});
+  Saved saved;
+  Tensor y = backend_of(op, {&x}).dropout_forward(x, p, seed, offset, &saved);
+  return pair(info.Env(), y, saved);
+}
+Napi::Value DropoutBackward(const Napi::CallbackInfo& info) {
+  const char* op = "dropoutBackward";
+  Tensor& dy = unwrap(arg(info, 0), "dropoutBackward: grad output");
+  double p = get_number(arg(info, 1), op);
+  Saved saved = unwrap_all(arg(info, 2), "dropoutBackward: saved");
+  return wrap(info.Env(), backend_of(op, {&dy}).dropout_backward(dy, p, saved));
+}
+// crossEntropy(logits, labels) -> {loss, dlogits}
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  const char* op = "crossEntropy";
+  Tensor& logits = unwrap(arg(info, 0), "crossEntropy: logits");
+  Tensor& labels = unwrap(arg(info, 1), "crossEntropy: labels");
+  Tensor loss, dlogits;
+  backend_of(op, {&logits, &labels}).cross_entropy(logits, labels, loss, dlogits);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("loss", wrap(info.Env(), loss));
+  o.Set("dlogits", wrap(info.Env(), dlogits));
+  return o;
+}
+// sgdStep(params[], grads[], bufs[], {lr, momentum, dampening, weightDecay, nesterov}, first)
+Napi::Value SgdStep(const Napi::CallbackInfo& info) {
+  const char* op = "sgdStep";
+  Saved params = unwrap_all(arg(info, 0), "sgdStep: params");
+  Saved grads = unwrap_all(arg(info, 1), "sgdStep: grads");
+  Saved bufs = unwrap_all(arg(info, 2), "sgdStep: momentum buffers");
+  VGG_CHECK(arg(info, 3).IsObject(), "%s: expected options {lr, momentum, dampening, weightDecay, nesterov}", op);
+  Napi::Object o = arg(info, 3).As<Napi::Object>();
+  SgdParams p;
+  p.lr = get_number(o.Get("lr"), "sgdStep: lr");
+  p.momentum = get_number(o.Get("momentum"), "sgdStep: momentum");
+  p.dampening = get_number(o.Get("dampening"), "sgdStep: dampening");
+  p.weight_decay = get_number(o.Get("weightDecay"), "sgdStep: weightDecay");
+  p.nesterov = get_bool(o.Get("nesterov"), "sgdStep: nesterov");
+  bool first = get_bool(arg(info, 4), op);
+  VGG_CHECK(params.size() == grads.size(), "%s: %zu params but %zu grads", op, params.size(), grads.size());
+  VGG_CHECK(p.momentum == 0 || bufs.size() == params.size(), "%s: %zu params but %zu momentum buffers", op,
+            params.size(), bufs.size());
+  if (params.empty()) return info.Env().Undefined();
+  for (size_t i = 0; i < params.size(); i++) {
+    VGG_CHECK(params[i].device() == params[0].device() && grads[i].device() == params[0].device() &&
+                  (bufs.size() <= i || bufs[i].device() == params[0].device()),
+              "%s: parameter %zu is not on the same device as the others", op, i);
+  }
+  backend(params[0].device()).sgd_step(params, grads, bufs, p, first);
+  return info.Env().Undefined();
+}
+Napi::Value Fill(const Napi::CallbackInfo& info) {
+  Tensor& t = unwrap(arg(info, 0), "fill: tensor");
+  backend(t.device()).fill(t, get_number(arg(info, 1), "fill: value"));
+  return info.Env().Undefined();
+}
+Napi::Value Add(const Napi::CallbackInfo& info) {
+  Tensor& dst = unwrap(arg(info, 0), "add_: destination");
+  Tensor& src = unwrap(arg(info, 1), "add_: source");
+  backend_of("add_", {&dst, &src}).add_(dst, src, get_number(arg(info, 2), "add_: alpha"));
+  return info.Env().Undefined();
+}
+Napi::Value Cast(const Napi::CallbackInfo& info) {
+  Tensor& x = unwrap(arg(info, 0), "cast: input");
+  DType dt = dtype_from_name(get_string(arg(info, 1), "cast: dtype"));
+  if (x.dtype == dt) return wrap(info.Env(), x);
+  return wrap(info.Env(), backend(x.device()).cast(x, dt));
+}
+Napi::Value ToLayout(const Napi::CallbackInfo& info) {
+  Tensor& x = unwrap(arg(info, 0), "toLayout: input");
+  Layout l = layout_arg(arg(info, 1), "toLayout");
+  if (x.layout == l) return wrap(info.Env(), x);
+  return wrap(info.Env(), backend(x.device()).to_layout(x, l));
+}
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  backend(device_from_name(get_string(arg(info, 0), "synchronize: device"))).synchronize();
+  return info.Env().Undefined();
+}
+Napi::Value MemoryStatsJs(const Napi::CallbackInfo& info) {
+  MemoryStats s = device_memory_stats(device_from_name(get_string(arg(info, 0), "memoryStats: device")));
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("inUse", double(s.in_use));
+  o.Set("cached", double(s.cached));
+  o.Set("peak", double(s.peak));
+  return o;
+}
+Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
+  device_reset_peak(device_from_name(get_string(arg(info, 0), "resetPeakMemory: device")));
+  return info.Env().Undefined();
+}
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  device_empty_cache(device_from_name(get_string(arg(info, 0), "emptyCache: device")));
+  return info.Env().Undefined();
+}
+Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("cudaBuilt", cuda_built());
+  o.Set("cudaDeviceCount", double(cuda_device_count()));
+  o.Set("cuda", cuda_info_json());
+  return o;
+}
+Napi::Value SetCudaMathMode(const Napi::CallbackInfo& info) {
+  cuda_set_math_mode(int(get_int(arg(info, 0), "setCudaMathMode")));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void init_ops(Napi::Env env, Napi::Object exports) {
+  auto def = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
+    exports.Set(name, Napi::Function::New(env, fn, name));
+  };
+  def("conv2dForward", Conv2dForward);
+  def("conv2dBackwardData", Conv2dBackwardData);
+  def("conv2dBackwardWeights", Conv2dBackwardWeights);
+  def("reluForward", ReluForward);
+  def("reluBackward", ReluBackward);
+  def("maxpool2dForward", Maxpool2dForward);
+  def("maxpool2dBackward", Maxpool2dBackward);
+  def("adaptiveAvgpool2dForward", AdaptiveAvgpool2dForward);
+  def("adaptiveAvgpool2dBackward", AdaptiveAvgpool2dBackward);
+  def("batchnormForward", BatchnormForward);
+  def("batchnormBackward", BatchnormBackward);
+  def("linearForward", LinearForward);
+  def("linearBackwardData", LinearBackwardData);
+  def("linearBackwardWeights", LinearBackwardWeights);
+  def("dropoutForward", DropoutForward);
+  def("dropoutBackward", DropoutBackward);
+  def("crossEntropy", CrossEntropy);
+  def("sgdStep", SgdStep);
+  def("fill", Fill);
+  def("add_", Add);
+  def("cast", Cast);
+  def("toLayout", ToLayout);
+  def("synchronize", Synchronize);
+  def("memoryStats", MemoryStatsJs);
+  def("resetPeakMemory", ResetPeak);
+  def("emptyCache", EmptyCache);
+  def("buildInfo", BuildInfo);
+  def("setCudaMathMode", SetCudaMathMode);
+}
+
+}  // namespace vgg::js

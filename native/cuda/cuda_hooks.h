@@ -1,0 +1,66 @@
+// The plain-C++ surface of the CUDA backend that the rest of the native code calls (no CUDA headers here).
+//
+// Defined by native/cuda/*.cc|*.cu when the CUDA backend is built (VGG_WITH_CUDA), otherwise by native/cuda_stub.cc,
+// where every function below throws vgg::Error("CUDA backend not built") except the queries, which answer
+// "nothing": cuda_memory_stats() -> {}, cuda_math_mode() -> 0, cuda_info_json() -> "{\"built\":false}".
+//
+// Also defined by the same files (declared in tensor.h / ops.h, NOT to be defined in tensor.cc):
+//   bool vgg::cuda_built();            true only in the CUDA build
+//   int  vgg::cuda_device_count();     0 when not built, no driver, or no device
+//   Backend* vgg::cuda_backend_or_null();   null when not built or no usable device
+//
+// How tensor.cc uses them:
+//   device_alloc(Device::CUDA, n)       -> cuda_alloc(n)
+//   device_free(Device::CUDA, p, n)     -> cuda_free(p, n)
+//   device_empty_cache(Device::CUDA)    -> cuda_empty_cache()
+//   device_memory_stats(Device::CUDA)   -> cuda_memory_stats()
+//   device_reset_peak(Device::CUDA)     -> cuda_reset_peak()
+//   copy_bytes(dst, dd, src, sd, n)     -> cuda_copy(dst, dd, src, sd, n) whenever dd or sd is Device::CUDA
+//                                          (CPU<->CPU stays memcpy in tensor.cc)
+#pragma once
+#include <cstddef>
+#include <string>
+
+#include "../tensor.h"
+
+namespace vgg {
+
+// Caching allocator over cudaMalloc on the current device. Blocks are 256-byte aligned; freed blocks are kept by
+// size and reused (all GPU work of the backend is queued on one stream, so reuse in stream order is safe).
+// Out of memory: first empties the cache and retries, then throws
+//   vgg::Error("CUDA out of memory: asked N bytes, M free (of T), K cached by vggnet")
+// nbytes == 0 returns nullptr.
+void* cuda_alloc(size_t nbytes);
+// Returns a block to the cache (never throws; p == nullptr is a no-op). nbytes must be what was asked.
+void cuda_free(void* p, size_t nbytes) noexcept;
+// Hands every cached (unused) block back to the driver.
+void cuda_empty_cache();
+// in_use: bytes handed out and not yet freed; cached: bytes held in the free lists; peak: max of in_use since
+// start or the last cuda_reset_peak(). Sizes are the rounded block sizes.
+MemoryStats cuda_memory_stats();
+void cuda_reset_peak();
+
+// Byte copy where dst and/or src is on the GPU (CPU<->CUDA, CUDA<->CUDA). Ordered after all queued backend work;
+// returns when the data is at dst (a CUDA->CPU copy is complete on return; CPU->CUDA source may be reused on
+// return).
+void cuda_copy(void* dst, Device dd, const void* src, Device sd, size_t n);
+
+// Page-locked host memory for fast host->device batches (cudaHostAlloc); cuda_host_free(nullptr) is a no-op.
+void* cuda_host_alloc(size_t nbytes);
+void cuda_host_free(void* p) noexcept;
+
+// Math mode of float32 work on the GPU, process-wide:
+//   0 'fp32': true fp32 convs and GEMMs (no TF32),
+//   1 'tf32': TF32 tensor-core math allowed for float32 convs and GEMMs,
+//   2 'bf16': as 'tf32' for whatever still runs in float32 (bf16 activations always use bf16 tensor cores).
+// Throws on any other value.
+void cuda_set_math_mode(int mode);
+int cuda_math_mode();
+
+// JSON text describing the CUDA build and devices, for backends():
+//   {"built":true,"runtime":"13.0","driver":"13.0","cudnn":"9.13.0","cublas":"13.0.2",
+//    "devices":[{"index":0,"name":"NVIDIA H100 80GB HBM3","cc":"9.0","memory":85..,"sms":132}],"error":null}
+// Never throws: a failing driver query is reported in "error" with an empty device list.
+std::string cuda_info_json();
+
+}  // namespace vgg

@@ -1,0 +1,29 @@
+// Linked instead of native/cuda/ when the CUDA backend is not built: every CUDA entry point says so.
+#include "cuda/cuda_hooks.h"
+#include "ops.h"
+
+namespace vgg {
+
+namespace {
+[[noreturn]] void not_built() {
+  throw Error("CUDA backend not built: this addon was compiled CPU-only (rebuild where CUDA, cuDNN and cuBLAS are "
+              "installed; see README)");
+}
+}  // namespace
+
+void* cuda_alloc(size_t) { not_built(); }
+void cuda_free(void*, size_t) noexcept {}
+void cuda_empty_cache() {}
+MemoryStats cuda_memory_stats() { return {}; }
+void cuda_reset_peak() {}
+void cuda_copy(void*, Device, const void*, Device, size_t) { not_built(); }
+void* cuda_host_alloc(size_t) { not_built(); }
+void cuda_host_free(void*) noexcept {}
+void cuda_set_math_mode(int) { not_built(); }
+int cuda_math_mode() { return 0; }
+std::string cuda_info_json() { return "{\"built\":false}"; }
+bool cuda_built() { return false; }
+int cuda_device_count() { return 0; }
+Backend* cuda_backend_or_null() { return nullptr; }
+
+}  // namespace vgg

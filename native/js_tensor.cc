@@ -1,0 +1,221 @@
+// NativeTensor: the JS object that owns a vgg::Tensor, and the argument helpers used by every binding.
+#include "js_tensor.h"
+
+#include "ops.h"
+
+namespace vgg::js {
+
+namespace {
+struct InstanceData {
+  Napi::FunctionReference ctor;
+};
+InstanceData& instance(Napi::Env env) {
+  auto* d = env.GetInstanceData<InstanceData>();
+  if (!d) {
+    d = new InstanceData();
+    env.SetInstanceData(d);
+  }
+  return *d;
+}
+const char* layout_name(Layout l) { return l == Layout::ChannelsLast ? "nhwc" : "nchw"; }
+Layout layout_from_name(const std::string& s, const char* what) {
+  if (s == "nchw" || s == "contiguous") return Layout::Contiguous;
+  if (s == "nhwc" || s == "channels_last") return Layout::ChannelsLast;
+  throw Error(std::string(what) + ": unknown layout '" + s + "' (expected nchw or nhwc)");
+}
+}  // namespace
+
+Napi::Function NativeTensor::Define(Napi::Env env) {
+  return DefineClass(env, "NativeTensor",
+                     {
+                         InstanceAccessor<&NativeTensor::Shape>("shape"),
+                         InstanceAccessor<&NativeTensor::DTypeName>("dtype"),
+                         InstanceAccessor<&NativeTensor::DeviceName>("device"),
+                         InstanceAccessor<&NativeTensor::LayoutName>("layout"),
+                         InstanceAccessor<&NativeTensor::Disposed>("disposed"),
+                         InstanceMethod<&NativeTensor::Dispose>("dispose"),
+                         InstanceMethod<&NativeTensor::ToBuffer>("toBuffer"),
+                     });
+}
+
+NativeTensor::NativeTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTensor>(info) {}
+NativeTensor::~NativeTensor() {
+  // The finaliser: frees what dispose() did not, and gives back the external-memory count V8 was told of.
+  t_ = Tensor();
+  if (accounted_) napi_adjust_external_memory(Env(), -accounted_, nullptr);
+}
+
+void NativeTensor::adjust(int64_t delta) {
+  if (delta == 0) return;
+  Napi::MemoryManagement::AdjustExternalMemory(Env(), delta);
+  accounted_ += delta;
+}
+
+void NativeTensor::set(Tensor t) {
+  t_ = std::move(t);
+  disposed_ = false;
+  if (t_.device() == Device::CPU) adjust(int64_t(t_.nbytes()) - accounted_);
+}
+
+Tensor& NativeTensor::get(const char* what) {
+  VGG_CHECK(!disposed_, "%s: tensor was disposed", what);
+  return t_;
+}
+
+Napi::Value NativeTensor::Shape(const Napi::CallbackInfo& info) {
+  const auto& s = get("shape").shape;
+  Napi::Array a = Napi::Array::New(info.Env(), s.size());
+  for (size_t i = 0; i < s.size(); i++) a.Set(uint32_t(i), Napi::Number::New(info.Env(), double(s[i])));
+  return a;
+}
+Napi::Value NativeTensor::DTypeName(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), dtype_name(get("dtype").dtype));
+}
+Napi::Value NativeTensor::DeviceName(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), device_name(get("device").device()));
+}
+Napi::Value NativeTensor::LayoutName(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), layout_name(get("layout").layout));
+}
+Napi::Value NativeTensor::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
+Napi::Value NativeTensor::Dispose(const Napi::CallbackInfo& info) {
+  t_ = Tensor();
+  disposed_ = true;
+  adjust(-accounted_);
+  return info.Env().Undefined();
+}
+// A copy of the data on the host, contiguous NCHW; bfloat16 comes back as float32.
+Napi::Value NativeTensor::ToBuffer(const Napi::CallbackInfo& info) {
+  Tensor h = to_host_contiguous(get("toArray"));
+  if (h.dtype == DType::BF16) h = cpu_backend().cast(h, DType::F32);
+  Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(info.Env(), h.nbytes());
+  std::memcpy(buf.Data(), h.raw(), h.nbytes());
+  return buf;
+}
+
+Napi::Object wrap(Napi::Env env, Tensor t) {
+  Napi::Object o = instance(env).ctor.New({});
+  NativeTensor::Unwrap(o)->set(std::move(t));
+  return o;
+}
+
+Tensor& unwrap(const Napi::Value& v, const char* what) {
+  VGG_CHECK(v.IsObject() && v.As<Napi::Object>().InstanceOf(instance(v.Env()).ctor.Value()),
+            "%s: expected a Tensor", what);
+  return NativeTensor::Unwrap(v.As<Napi::Object>())->get(what);
+}
+Tensor unwrap_optional(const Napi::Value& v, const char* what) {
+  if (v.IsUndefined() || v.IsNull()) return Tensor();
+  return unwrap(v, what);
+}
+
+double get_number(const Napi::Value& v, const char* what) {
+  VGG_CHECK(v.IsNumber(), "%s: expected a number", what);
+  return v.As<Napi::Number>().DoubleValue();
+}
+int64_t get_int(const Napi::Value& v, const char* what) {
+  if (v.IsBigInt()) {
+    bool lossless = true;
+    int64_t r = v.As<Napi::BigInt>().Int64Value(&lossless);
+    VGG_CHECK(lossless, "%s: integer out of range", what);
+    return r;
+  }
+  double d = get_number(v, what);
+  VGG_CHECK(d == double(int64_t(d)), "%s: expected an integer, got %g", what, d);
+  return int64_t(d);
+}
+bool get_bool(const Napi::Value& v, const char* what) {
+  VGG_CHECK(v.IsBoolean(), "%s: expected a boolean", what);
+  return v.As<Napi::Boolean>().Value();
+}
+std::string get_string(const Napi::Value& v, const char* what) {
+  VGG_CHECK(v.IsString(), "%s: expected a string", what);
+  return v.As<Napi::String>().Utf8Value();
+}
+Shape get_shape(const Napi::Value& v, const char* what) {
+  VGG_CHECK(v.IsArray(), "%s: expected an array of dimensions", what);
+  Napi::Array a = v.As<Napi::Array>();
+  VGG_CHECK(a.Length() <= 8, "%s: at most 8 dimensions, got %u", what, a.Length());
+  Shape s;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    int64_t d = get_int(a.Get(i), what);
+    VGG_CHECK(d >= 0, "%s: dimension %u is negative (%lld)", what, i, (long long)d);
+    s.push_back(d);
+  }
+  shape_numel(s);  // overflow check
+  return s;
+}
+Napi::Value arg(const Napi::CallbackInfo& info, size_t i) { return i < info.Length() ? info[i] : info.Env().Undefined(); }
+
+// ---- factories: tensorFromBuffer(typedArray, shape, dtype, device, layout), tensorEmpty/Zeros(shape, dtype, device,
+// layout). Data given from JS is always in contiguous NCHW order; a channels-last request converts it.
+namespace {
+Napi::Value TensorFromBuffer(const Napi::CallbackInfo& info) {
+  const char* what = "Tensor.from";
+  Napi::Value data = arg(info, 0);
+  VGG_CHECK(data.IsTypedArray(), "%s: expected a typed array", what);
+  Napi::TypedArray ta = data.As<Napi::TypedArray>();
+  Shape shape = get_shape(arg(info, 1), what);
+  DType dt = dtype_from_name(get_string(arg(info, 2), what));
+  Device dev = device_from_name(get_string(arg(info, 3), what));
+  Layout layout = info.Length() > 4 && !arg(info, 4).IsUndefined() ? layout_from_name(get_string(arg(info, 4), what), what)
+                                                                    : Layout::Contiguous;
+  size_t want = size_t(shape_numel(shape)) * dtype_size(dt == DType::BF16 ? DType::F32 : dt);
+  VGG_CHECK(ta.ByteLength() == want, "%s: data has %zu bytes, shape %s of %s needs %zu", what, ta.ByteLength(),
+            shape_str(shape).c_str(), dtype_name(dt), want);
+  const uint8_t* src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  Tensor h = Tensor::empty(shape, dt == DType::BF16 ? DType::F32 : dt, Device::CPU);
+  std::memcpy(h.raw(), src, want);
+  if (dt == DType::BF16) h = cpu_backend().cast(h, DType::BF16);
+  if (layout != Layout::Contiguous) h = cpu_backend().to_layout(h, layout);
+  return wrap(info.Env(), to_device(h, dev));
+}
+Napi::Value TensorNew(const Napi::CallbackInfo& info, bool zero) {
+  const char* what = zero ? "Tensor.zeros" : "Tensor.empty";
+  Shape shape = get_shape(arg(info, 0), what);
+  DType dt = dtype_from_name(get_string(arg(info, 1), what));
+  Device dev = device_from_name(get_string(arg(info, 2), what));
+  Layout layout = !arg(info, 3).IsUndefined() ? layout_from_name(get_string(arg(info, 3), what), what)
+                                               : Layout::Contiguous;
+  return wrap(info.Env(), zero ? Tensor::zeros(shape, dt, dev, layout) : Tensor::empty(shape, dt, dev, layout));
+}
+Napi::Value TensorView(const Napi::CallbackInfo& info) {
+  return wrap(info.Env(), unwrap(arg(info, 0), "view").view(get_shape(arg(info, 1), "view")));
+}
+Napi::Value TensorTo(const Napi::CallbackInfo& info) {
+  Tensor& x = unwrap(arg(info, 0), "to");
+  return wrap(info.Env(), to_device(x, device_from_name(get_string(arg(info, 1), "to"))));
+}
+Napi::Value TensorClone(const Napi::CallbackInfo& info) {
+  Tensor& x = unwrap(arg(info, 0), "clone");
+  Tensor y = Tensor::empty(x.shape, x.dtype, x.device(), x.layout);
+  copy_bytes(y.raw(), y.device(), x.raw(), x.device(), x.nbytes());
+  return wrap(info.Env(), y);
+}
+// copyInto(dst, src): same shape/dtype; layouts and devices may differ.
+Napi::Value TensorCopyInto(const Napi::CallbackInfo& info) {
+  Tensor& dst = unwrap(arg(info, 0), "copy_: destination");
+  Tensor src = unwrap(arg(info, 1), "copy_: source");
+  VGG_CHECK(dst.shape == src.shape, "copy_: destination is %s, source is %s", dst.describe().c_str(),
+            src.describe().c_str());
+  if (src.dtype != dst.dtype) src = backend(src.device()).cast(src, dst.dtype);
+  if (src.layout != dst.layout) src = backend(src.device()).to_layout(src, dst.layout);
+  copy_bytes(dst.raw(), dst.device(), src.raw(), src.device(), dst.nbytes());
+  return info.Env().Undefined();
+}
+}  // namespace
+
+void init_tensor(Napi::Env env, Napi::Object exports) {
+  Napi::Function ctor = NativeTensor::Define(env);
+  instance(env).ctor = Napi::Persistent(ctor);
+  exports.Set("NativeTensor", ctor);
+  exports.Set("tensorFromBuffer", Napi::Function::New(env, TensorFromBuffer));
+  exports.Set("tensorEmpty", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return TensorNew(i, false); }));
+  exports.Set("tensorZeros", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return TensorNew(i, true); }));
+  exports.Set("tensorView", Napi::Function::New(env, TensorView));
+  exports.Set("tensorTo", Napi::Function::New(env, TensorTo));
+  exports.Set("tensorClone", Napi::Function::New(env, TensorClone));
+  exports.Set("tensorCopyInto", Napi::Function::New(env, TensorCopyInto));
+}
+
+}  // namespace vgg::js

@@ -1,0 +1,49 @@
+// The N-API side of Tensor: a JS object (class NativeTensor) owning one vgg::Tensor. Bindings use wrap/unwrap and
+// nothing else; argument helpers turn bad JS values into JS Errors that name the function and argument.
+#pragma once
+#include <napi.h>
+
+#include <string>
+
+#include "tensor.h"
+
+namespace vgg::js {
+
+class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit NativeTensor(const Napi::CallbackInfo& info);
+  ~NativeTensor() override;
+  Tensor& get(const char* what);  // throws "<what>: tensor was disposed"
+  void set(Tensor t);
+
+ private:
+  Napi::Value Shape(const Napi::CallbackInfo& info);
+  Napi::Value DTypeName(const Napi::CallbackInfo& info);
+  Napi::Value DeviceName(const Napi::CallbackInfo& info);
+  Napi::Value LayoutName(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value ToBuffer(const Napi::CallbackInfo& info);
+  void adjust(int64_t delta);
+  Tensor t_;
+  bool disposed_ = false;
+  int64_t accounted_ = 0;  // bytes reported to V8 as external memory (host tensors)
+};
+
+void init_tensor(Napi::Env env, Napi::Object exports);
+Napi::Object wrap(Napi::Env env, Tensor t);
+// The tensor held by a NativeTensor argument; `what` names it in errors ("conv2dForward: weight").
+Tensor& unwrap(const Napi::Value& v, const char* what);
+// Same, but undefined/null give an undefined Tensor (optional arguments such as a bias).
+Tensor unwrap_optional(const Napi::Value& v, const char* what);
+
+// Argument helpers: each throws vgg::Error naming `what` when the value has the wrong type.
+double get_number(const Napi::Value& v, const char* what);
+int64_t get_int(const Napi::Value& v, const char* what);
+bool get_bool(const Napi::Value& v, const char* what);
+std::string get_string(const Napi::Value& v, const char* what);
+Shape get_shape(const Napi::Value& v, const char* what);
+Napi::Value arg(const Napi::CallbackInfo& info, size_t i);  // undefined when absent
+
+}  // namespace vgg::js

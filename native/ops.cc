@@ -1,0 +1,40 @@
+// Backend selection and the device-independent helpers of ops.h.
+#include "ops.h"
+
+#include "cuda/cuda_hooks.h"
+
+namespace vgg {
+
+int64_t conv_out_size(int64_t in, int64_t k, int stride, int pad, const char* op) {
+  VGG_CHECK(stride >= 1 && pad >= 0, "%s: stride must be >= 1 and padding >= 0 (got stride %d, padding %d)", op,
+            stride, pad);
+  int64_t out = (in + 2 * pad - k) / stride + 1;
+  VGG_CHECK(in + 2 * pad >= k && out >= 1, "%s: input size %lld with padding %d is smaller than the window %lld", op,
+            (long long)in, pad, (long long)k);
+  return out;
+}
+
+Backend& backend(Device d) {
+  if (d == Device::CPU) return cpu_backend();
+  Backend* b = cuda_backend_or_null();
+  VGG_CHECK(b != nullptr, "%s",
+            cuda_built() ? "CUDA backend: no usable GPU found" : "CUDA backend not built: this addon is CPU-only");
+  return *b;
+}
+
+Tensor to_device(const Tensor& x, Device to) {
+  check_defined(x, "to_device");
+  if (x.device() == to) return x;
+  Tensor y = Tensor::empty(x.shape, x.dtype, to, x.layout);
+  copy_bytes(y.raw(), to, x.raw(), x.device(), x.nbytes());
+  return y;
+}
+
+Tensor to_host_contiguous(const Tensor& x) {
+  check_defined(x, "to_host");
+  Tensor h = to_device(x, Device::CPU);
+  if (h.layout != Layout::Contiguous) h = cpu_backend().to_layout(h, Layout::Contiguous);
+  return h;
+}
+
+}  // namespace vgg

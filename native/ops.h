@@ -1,0 +1,111 @@
+// One backend-neutral signature per op and direction. A Backend implements all of them for one device;
+// `backend(device)` picks it. Shapes are logical (NCHW for images) whatever the physical layout.
+//
+// Precision: parameters (weights, biases, BN affine and running stats, gradients of parameters, optimizer buffers)
+// are always float32 ("master" weights). Activations may be float32 or bfloat16: an op computes in its input
+// activation's dtype and returns that dtype; a backend casts float32 weights to bf16 internally where it needs to.
+// Gradients of parameters are float32 and either overwrite or accumulate into the given tensor (`accumulate`).
+#pragma once
+#include <vector>
+
+#include "tensor.h"
+
+namespace vgg {
+
+// Tensors an op's forward keeps for its backward (workspace, mask, batch statistics). Their meaning is private to
+// the backend that made them: pass back exactly what forward filled.
+using Saved = std::vector<Tensor>;
+
+struct Conv2dParams {
+  int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;  // kernel size comes from the weight; dilation 1, groups 1
+};
+struct Pool2dParams {
+  int kernel = 2, stride = 2, pad = 0;
+};
+struct SgdParams {
+  double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
+  bool nesterov = false;
+};
+
+// Output spatial size of a conv/pool window: floor((in + 2*pad - k) / stride) + 1. Throws when < 1.
+int64_t conv_out_size(int64_t in, int64_t k, int stride, int pad, const char* op);
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // ---- conv2d: x (N,C,H,W), w (K,C,R,S) f32, b (K) f32 or undefined -> y (N,K,P,Q) in x's dtype.
+  // relu=true returns max(0, conv(x)+b) (the caller then uses relu_backward(dy, y) before conv backward).
+  virtual Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                                bool relu) = 0;
+  // dx (x_shape, dy's dtype) from dy (N,K,P,Q) and w.
+  virtual Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape,
+                                      const Conv2dParams& p) = 0;
+  // dw (K,C,R,S) f32 and, when db is defined, db (K) f32, from x and dy.
+  virtual void conv2d_backward_weights(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                                       Tensor& db, bool accumulate) = 0;
+
+  // ---- relu: y = max(0, x); dx = dy where y > 0 else 0.
+  virtual Tensor relu_forward(const Tensor& x) = 0;
+  virtual Tensor relu_backward(const Tensor& dy, const Tensor& y) = 0;
+
+  // ---- max pool (N,C,H,W) -> (N,C,P,Q), torchvision's MaxPool2d(kernel, stride, pad), floor mode.
+  // saved may be null in inference. Backward routes dy to the arg-max of each window (first max on ties).
+  virtual Tensor maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Saved* saved) = 0;
+  virtual Tensor maxpool2d_backward(const Tensor& dy, const Tensor& x, const Tensor& y, const Pool2dParams& p,
+                                    const Saved& saved) = 0;
+
+  // ---- adaptive average pool (N,C,H,W) -> (N,C,oh,ow), PyTorch's windows: [floor(i*H/oh), ceil((i+1)*H/oh)).
+  // The output is always Contiguous (NCHW) so that flattening gives torchvision's feature order.
+  virtual Tensor adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) = 0;
+  virtual Tensor adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_shape, Layout x_layout) = 0;
+
+  // ---- batch norm over C of (N,C,H,W). training: normalise with the batch's biased variance and update
+  // running_mean/var in place (momentum, unbiased variance); else normalise with the running stats.
+  // saved (training only) receives what backward needs.
+  virtual Tensor batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                                   Tensor& running_var, bool training, double momentum, double eps,
+                                   Saved* saved) = 0;
+  // dx, and dgamma/dbeta (C) f32; training-mode backward (batch statistics are inputs of the function).
+  virtual Tensor batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps,
+                                    const Saved& saved, Tensor& dgamma, Tensor& dbeta, bool accumulate) = 0;
+
+  // ---- linear: x (N,K), w (M,K) f32, b (M) f32 or undefined -> y (N,M) in x's dtype (relu fused if asked).
+  virtual Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu) = 0;
+  virtual Tensor linear_backward_data(const Tensor& dy, const Tensor& w) = 0;
+  virtual void linear_backward_weights(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor& db,
+                                       bool accumulate) = 0;
+
+  // ---- dropout: element i is kept when uniform(seed, offset + i) >= p (see rng.h), and then scaled by 1/(1-p).
+  virtual Tensor dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, Saved* saved) = 0;
+  virtual Tensor dropout_backward(const Tensor& dy, double p, const Saved& saved) = 0;
+
+  // ---- softmax cross-entropy with mean reduction over N. logits (N,C) f32 or bf16, labels (N) int32 in [0,C).
+  // loss: a 1-element f32 tensor on the device; dlogits (N,C) f32 = (softmax - onehot) / N.
+  virtual void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& loss, Tensor& dlogits) = 0;
+
+  // ---- SGD over all parameters in one call, PyTorch's torch.optim.SGD semantics:
+  //   d = g + wd*p; if momentum: buf = first ? d : momentum*buf + (1-dampening)*d; d = nesterov ? d + momentum*buf
+  //   : buf;  p -= lr*d.   `first` means the momentum buffers hold nothing yet.
+  virtual void sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& bufs,
+                        const SgdParams& p, bool first) = 0;
+
+  // ---- elementwise helpers
+  virtual void fill(Tensor& t, double value) = 0;                          // f32, i32, u8, bf16
+  virtual void add_(Tensor& dst, const Tensor& src, double alpha) = 0;     // dst += alpha * src (same shape)
+  virtual Tensor cast(const Tensor& x, DType dtype) = 0;                   // f32 <-> bf16
+  virtual Tensor to_layout(const Tensor& x, Layout layout) = 0;            // 4-D NCHW <-> NHWC
+  virtual void synchronize() = 0;                                          // wait for queued work
+};
+
+Backend& backend(Device d);  // throws when that device's backend was not built or has no usable device
+Backend& cpu_backend();
+Backend* cuda_backend_or_null();  // null when CUDA was not built (defined in cuda/ or by a stub)
+
+// Device transfer: same dtype and layout, a copy on `to` (or the same tensor when already there).
+Tensor to_device(const Tensor& x, Device to);
+// A contiguous float32/int32/... copy on the CPU in NCHW order (what toArray reads).
+Tensor to_host_contiguous(const Tensor& x);
+
+}  // namespace vgg

@@ -1,0 +1,94 @@
+// Tensor storage shared by every backend: logical shape (NCHW for images), dtype, device, physical layout and a
+// ref-counted buffer from the caching allocator. A Tensor is a cheap value (copying shares the buffer).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace vgg {
+
+enum class DType : int { F32 = 0, BF16 = 1, I32 = 2, I64 = 3, U8 = 4 };
+enum class Device : int { CPU = 0, CUDA = 1 };
+// Contiguous: row-major over the logical shape. ChannelsLast: a 4-D (N,C,H,W) tensor stored as NHWC.
+enum class Layout : int { Contiguous = 0, ChannelsLast = 1 };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+const char* device_name(Device d);
+DType dtype_from_name(const std::string& s);      // throws on unknown names
+Device device_from_name(const std::string& s);
+
+// The one exception type of the native code; bindings turn it into a JS Error with the same message.
+struct Error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+std::string strprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+#define VGG_CHECK(cond, ...)                                       \
+  do {                                                             \
+    if (!(cond)) throw ::vgg::Error(::vgg::strprintf(__VA_ARGS__)); \
+  } while (0)
+
+using Shape = std::vector<int64_t>;
+std::string shape_str(const Shape& s);
+int64_t shape_numel(const Shape& s);  // throws on negative dims or overflow
+
+// A device buffer. Freed back to its device's caching allocator when the last reference goes.
+struct Storage {
+  void* ptr = nullptr;
+  size_t nbytes = 0;
+  Device device = Device::CPU;
+  Storage(size_t nbytes, Device device);
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+};
+
+struct Tensor {
+  std::shared_ptr<Storage> storage;
+  Shape shape;
+  DType dtype = DType::F32;
+  Layout layout = Layout::Contiguous;
+
+  static Tensor empty(const Shape& shape, DType dtype, Device device, Layout layout = Layout::Contiguous);
+  static Tensor zeros(const Shape& shape, DType dtype, Device device, Layout layout = Layout::Contiguous);
+
+  bool defined() const { return storage != nullptr; }
+  Device device() const { return storage ? storage->device : Device::CPU; }
+  int64_t numel() const { return shape_numel(shape); }
+  size_t nbytes() const { return size_t(numel()) * dtype_size(dtype); }
+  int64_t dim(int i) const { return shape.at(i < 0 ? shape.size() + i : i); }
+  int ndim() const { return int(shape.size()); }
+  void* raw() const { return storage ? storage->ptr : nullptr; }
+  template <class T> T* data() const { return static_cast<T*>(raw()); }
+  // Same buffer, another logical shape of the same element count (Contiguous only).
+  Tensor view(const Shape& new_shape) const;
+  std::string describe() const;  // "float32[2,3,4,4] cpu"
+};
+
+// Argument checks shared by the ops; `what` names the op and argument, e.g. "conv2d_forward: weight".
+void check_defined(const Tensor& t, const char* what);
+void check_dtype(const Tensor& t, DType dt, const char* what);
+void check_device(const Tensor& t, Device d, const char* what);
+void check_ndim(const Tensor& t, int n, const char* what);
+void check_shape(const Tensor& t, const Shape& s, const char* what);
+
+// Raw memory management per device (CPU here; CUDA in cuda/ when built). Caching: freed blocks are kept by size
+// and reused, so a training loop of fixed shapes stops calling malloc/cudaMalloc after its first step.
+void* device_alloc(Device d, size_t nbytes);
+void device_free(Device d, void* p, size_t nbytes);
+void device_empty_cache(Device d);
+struct MemoryStats { size_t in_use = 0, cached = 0, peak = 0; };
+MemoryStats device_memory_stats(Device d);
+void device_reset_peak(Device d);
+
+// Copies between any two devices, bytes as they are (no layout change).
+void copy_bytes(void* dst, Device dd, const void* src, Device sd, size_t n);
+
+bool cuda_built();
+int cuda_device_count();  // 0 when not built or no usable GPU
+
+}  // namespace vgg
