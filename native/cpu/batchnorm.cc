@@ -1,0 +1,136 @@
+// Batch norm over C of (N,C,H,W), plain C++ with double accumulators (PyTorch's numerics, one thread per channel).
+//   train: mean, biased var over (N,H,W); y = (x-mean)/sqrt(var+eps)*gamma + beta;
+//          running = (1-m)*running + m*batch (running var uses the unbiased var). saved = {mean, invstd} (C) f32
+//   eval:  y = (x-running_mean)/sqrt(running_var+eps)*gamma + beta
+//   backward (train): xhat = (x-mean)*invstd, dbeta = sum dy, dgamma = sum dy*xhat,
+//          dx = gamma*invstd/M * (M*dy - dbeta - xhat*dgamma), M = N*H*W
+#include <cmath>
+
+#include "cpu_common.h"
+
+namespace vgg::cpu {
+
+namespace {
+// Visits every element of channel c: f(offset).
+template <class F>
+inline void for_channel(const Shape& s, const Strides4& st, int64_t c, F&& f) {
+  const int64_t N = s[0], HW = s[2] * s[3];
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t base = n * st.n + c * st.c;
+    for (int64_t i = 0; i < HW; ++i) f(base + i * st.w);
+  }
+}
+}  // namespace
+
+Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                                     Tensor& running_var, bool training, double momentum, double eps,
+                                     Saved* saved) {
+  check_4d_image(x, "batchnorm_forward: input");
+  check_f32_activation(x, "batchnorm_forward: input");
+  const int64_t C = x.dim(1);
+  check_param(gamma, {C}, "batchnorm_forward: weight");
+  check_param(beta, {C}, "batchnorm_forward: bias");
+  check_param(running_mean, {C}, "batchnorm_forward: running_mean");
+  check_param(running_var, {C}, "batchnorm_forward: running_var");
+  VGG_CHECK(eps > 0, "batchnorm_forward: eps must be > 0, got %g", eps);
+  const int64_t M = x.dim(0) * x.dim(2) * x.dim(3);
+  VGG_CHECK(!training || M > 1,
+            "batchnorm_forward: expected more than 1 value per channel when training, got input %s",
+            shape_str(x.shape).c_str());
+  Tensor y = Tensor::empty(x.shape, x.dtype, Device::CPU, x.layout);
+  const Strides4 st = strides4(x.shape, x.layout);
+  const float* xp = x.data<float>();
+  float* yp = y.data<float>();
+  const float* g = gamma.data<float>();
+  const float* b = beta.data<float>();
+  float* rm = running_mean.data<float>();
+  float* rv = running_var.data<float>();
+  Tensor mean_t, invstd_t;
+  if (training) {
+    mean_t = Tensor::empty({C}, DType::F32, Device::CPU);
+    invstd_t = Tensor::empty({C}, DType::F32, Device::CPU);
+  }
+  float* mp = training ? mean_t.data<float>() : nullptr;
+  float* ip = training ? invstd_t.data<float>() : nullptr;
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    double mean, invstd;
+    if (training) {
+      double sum = 0;
+      for_channel(x.shape, st, c, [&](int64_t o) { sum += xp[o]; });
+      mean = sum / double(M);
+      double ss = 0;
+      for_channel(x.shape, st, c, [&](int64_t o) {
+        const double d = xp[o] - mean;
+        ss += d * d;
+      });
+      const double var = ss / double(M);
+      invstd = 1.0 / std::sqrt(var + eps);
+      mp[c] = float(mean);
+      ip[c] = float(invstd);
+      rm[c] = float((1.0 - momentum) * rm[c] + momentum * mean);
+      rv[c] = float((1.0 - momentum) * rv[c] + momentum * (ss / double(M - 1)));
+    } else {
+      mean = rm[c];
+      invstd = 1.0 / std::sqrt(double(rv[c]) + eps);
+    }
+    const double scale = double(g[c]) * invstd, shift = double(b[c]) - mean * scale;
+    const float fs = float(scale), fb = float(shift);
+    for_channel(x.shape, st, c, [&](int64_t o) { yp[o] = xp[o] * fs + fb; });
+  }
+  if (training && saved) {
+    saved->clear();
+    saved->push_back(mean_t);
+    saved->push_back(invstd_t);
+  }
+  return y;
+}
+
+Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps,
+                                      const Saved& saved, Tensor& dgamma, Tensor& dbeta, bool accumulate) {
+  check_4d_image(x, "batchnorm_backward: input");
+  check_f32_activation(x, "batchnorm_backward: input");
+  check_f32_activation(dy, "batchnorm_backward: dy");
+  check_shape(dy, x.shape, "batchnorm_backward: dy");
+  check_same_layout(dy, x, "batchnorm_backward: dy and input");
+  const int64_t C = x.dim(1);
+  check_param(gamma, {C}, "batchnorm_backward: weight");
+  check_param(dgamma, {C}, "batchnorm_backward: dgamma");
+  check_param(dbeta, {C}, "batchnorm_backward: dbeta");
+  VGG_CHECK(saved.size() == 2, "batchnorm_backward: saved must hold {mean, invstd} of a training-mode forward "
+            "(got %zu tensors)", saved.size());
+  check_param(saved[0], {C}, "batchnorm_backward: saved mean");
+  check_param(saved[1], {C}, "batchnorm_backward: saved invstd");
+  const int64_t M = x.dim(0) * x.dim(2) * x.dim(3);
+  Tensor dx = Tensor::empty(x.shape, dy.dtype, Device::CPU, x.layout);
+  const Strides4 st = strides4(x.shape, x.layout);
+  const float *xp = x.data<float>(), *dyp = dy.data<float>(), *g = gamma.data<float>();
+  const float *mp = saved[0].data<float>(), *ip = saved[1].data<float>();
+  float *dxp = dx.data<float>(), *dg = dgamma.data<float>(), *db = dbeta.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    const double mean = mp[c], invstd = ip[c];
+    double sdy = 0, sdyx = 0;
+    for_channel(x.shape, st, c, [&](int64_t o) {
+      sdy += dyp[o];
+      sdyx += double(dyp[o]) * (double(xp[o]) - mean);
+    });
+    const double dgamma_c = sdyx * invstd, dbeta_c = sdy;
+    // dx = k * (dy - dbeta/M - xhat * dgamma/M), k = gamma*invstd
+    const double k = double(g[c]) * invstd;
+    const double a = dbeta_c / double(M), bcoef = dgamma_c * invstd / double(M);
+    for_channel(x.shape, st, c, [&](int64_t o) {
+      dxp[o] = float(k * (double(dyp[o]) - a - (double(xp[o]) - mean) * bcoef));
+    });
+    if (accumulate) {
+      dg[c] += float(dgamma_c);
+      db[c] += float(dbeta_c);
+    } else {
+      dg[c] = float(dgamma_c);
+      db[c] = float(dbeta_c);
+    }
+  }
+  return dx;
+}
+
+}  // namespace vgg::cpu

@@ -1,0 +1,115 @@
+// The CPU backend's shared machinery (see cpu_common.h) and the cpu_backend() singleton.
+#include "cpu_common.h"
+
+namespace vgg {
+
+Backend& cpu_backend() {
+  static cpu::CpuBackend b;
+  return b;
+}
+
+namespace cpu {
+
+using dnnl::memory;
+
+dnnl::engine& engine() {
+  static dnnl::engine e = guard("cpu backend init", [] { return dnnl::engine(dnnl::engine::kind::cpu, 0); });
+  return e;
+}
+dnnl::stream& stream() {
+  static dnnl::stream s = guard("cpu backend init", [] { return dnnl::stream(engine()); });
+  return s;
+}
+
+memory::data_type dnnl_dtype(DType t) {
+  switch (t) {
+    case DType::F32: return memory::data_type::f32;
+    case DType::BF16: return memory::data_type::bf16;
+    case DType::I32: return memory::data_type::s32;
+    case DType::U8: return memory::data_type::u8;
+    default: throw Error(strprintf("cpu backend: dtype %s has no oneDNN equivalent", dtype_name(t)));
+  }
+}
+
+memory::dims dims_of(const Shape& s) { return memory::dims(s.begin(), s.end()); }
+
+memory::format_tag plain_tag(int ndim, Layout layout) {
+  using T = memory::format_tag;
+  if (layout == Layout::ChannelsLast) {
+    VGG_CHECK(ndim == 4, "cpu backend: channels-last layout needs a 4-D tensor, got %d-D", ndim);
+    return T::nhwc;
+  }
+  switch (ndim) {
+    case 1: return T::a;
+    case 2: return T::ab;
+    case 3: return T::abc;
+    case 4: return T::abcd;
+    case 5: return T::abcde;
+    default: throw Error(strprintf("cpu backend: %d-D tensors are not supported", ndim));
+  }
+}
+
+memory::desc md_plain(const Shape& s, DType dt, Layout layout) {
+  return memory::desc(dims_of(s), dnnl_dtype(dt), plain_tag(int(s.size()), layout));
+}
+memory::desc md_of(const Tensor& t) { return md_plain(t.shape, t.dtype, t.layout); }
+memory mem_of(const Tensor& t, const memory::desc& md) { return memory(md, engine(), t.raw()); }
+memory mem_of(const Tensor& t) { return mem_of(t, md_of(t)); }
+
+Tensor scratch(size_t nbytes) { return Tensor::empty({int64_t(nbytes ? nbytes : 1)}, DType::U8, Device::CPU); }
+
+void reorder(const memory& from, const memory& to) {
+  auto key = std::string("reorder");
+  // memory::desc has no hash; its blob of the C struct identifies it.
+  const auto& a = from.get_desc().data;
+  const auto& b = to.get_desc().data;
+  key.append(reinterpret_cast<const char*>(&a), sizeof(a));
+  key.append(reinterpret_cast<const char*>(&b), sizeof(b));
+  auto& r = cached<dnnl::reorder>(key, [&] { return new dnnl::reorder(from, to); });
+  r.execute(stream(), const_cast<memory&>(from), const_cast<memory&>(to));
+}
+
+memory to_desc(const memory& user, const memory::desc& want, std::vector<Tensor>& keep) {
+  if (user.get_desc() == want) return user;
+  keep.push_back(scratch(want.get_size()));
+  memory m(want, engine(), keep.back().raw());
+  reorder(user, m);
+  return m;
+}
+
+void check_cpu(const Tensor& t, const char* what) {
+  check_defined(t, what);
+  check_device(t, Device::CPU, what);
+}
+
+void check_f32_activation(const Tensor& t, const char* what) {
+  check_cpu(t, what);
+  VGG_CHECK(t.dtype != DType::BF16, "%s: bf16 on CPU not supported yet", what);
+  check_dtype(t, DType::F32, what);
+}
+
+void check_4d_image(const Tensor& t, const char* what) {
+  check_cpu(t, what);
+  check_ndim(t, 4, what);
+}
+
+void check_param(const Tensor& t, const Shape& s, const char* what) {
+  check_cpu(t, what);
+  check_dtype(t, DType::F32, what);
+  check_shape(t, s, what);
+}
+
+void check_same_layout(const Tensor& a, const Tensor& b, const char* what) {
+  VGG_CHECK(a.layout == b.layout, "%s: layouts differ (%s vs %s)", what,
+            a.layout == Layout::ChannelsLast ? "channels-last" : "contiguous",
+            b.layout == Layout::ChannelsLast ? "channels-last" : "contiguous");
+}
+
+Strides4 strides4(const Shape& s, Layout layout) {
+  const int64_t C = s[1], H = s[2], W = s[3];
+  if (layout == Layout::ChannelsLast) return {H * W * C, 1, W * C, C};
+  return {C * H * W, H * W, W, 1};
+}
+
+}  // namespace cpu
+}  // namespace vgg

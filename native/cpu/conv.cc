@@ -1,0 +1,228 @@
+// conv2d on oneDNN: forward (bias, optional fused ReLU), backward data, backward weights + bias.
+//   x (N,C,H,W), w (K,C,R,S), b (K) -> y (N,K,P,Q); P = floor((H + 2*pad_h - R)/stride_h) + 1, Q likewise.
+// The primitives choose their own layouts (format_tag::any); activations and weights are reordered from/to plain
+// NCHW/NHWC at the op boundary (keeping blocked layouts between layers is issue 6).
+#include "cpu_common.h"
+
+namespace vgg::cpu {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+
+namespace {
+
+struct ConvGeom {
+  int64_t N, C, H, W, K, R, S, P, Q;
+  memory::dims strides, pad_l, pad_r;
+};
+
+// oneDNN wants the right padding that makes (in + pl + pr - k)/s + 1 == out exactly; in floor mode that can be
+// less than the left padding (or negative, which oneDNN accepts: the last rows are simply not read).
+ConvGeom geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const char* op) {
+  VGG_CHECK(p.stride_h >= 1 && p.stride_w >= 1, "%s: stride must be >= 1, got (%d,%d)", op, p.stride_h, p.stride_w);
+  VGG_CHECK(p.pad_h >= 0 && p.pad_w >= 0, "%s: padding must be >= 0, got (%d,%d)", op, p.pad_h, p.pad_w);
+  ConvGeom g;
+  g.N = x[0], g.C = x[1], g.H = x[2], g.W = x[3];
+  g.K = w[0], g.R = w[2], g.S = w[3];
+  VGG_CHECK(w[1] == g.C, "%s: input has %lld channels, weight expects %lld", op, (long long)g.C, (long long)w[1]);
+  g.P = conv_out_size(g.H, g.R, p.stride_h, p.pad_h, op);
+  g.Q = conv_out_size(g.W, g.S, p.stride_w, p.pad_w, op);
+  g.strides = {p.stride_h, p.stride_w};
+  g.pad_l = {p.pad_h, p.pad_w};
+  g.pad_r = {(g.P - 1) * p.stride_h + g.R - g.H - p.pad_h, (g.Q - 1) * p.stride_w + g.S - g.W - p.pad_w};
+  return g;
+}
+
+memory::desc any_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::any); }
+
+dnnl::convolution_forward::primitive_desc fwd_pd(const ConvGeom& g, bool bias, bool relu) {
+  auto src = any_md({g.N, g.C, g.H, g.W});
+  auto wei = any_md({g.K, g.C, g.R, g.S});
+  auto dst = any_md({g.N, g.K, g.P, g.Q});
+  auto prop = dnnl::prop_kind::forward_training;
+  auto d = bias ? dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, src, wei,
+                                                  memory::desc({g.K}, memory::data_type::f32, tag::a), dst,
+                                                  g.strides, g.pad_l, g.pad_r)
+                : dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, src, wei, dst,
+                                                  g.strides, g.pad_l, g.pad_r);
+  dnnl::primitive_attr attr;
+  if (relu) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+  }
+  return dnnl::convolution_forward::primitive_desc(d, attr, engine());
+}
+
+// Reorder with an optional sum post-op: to = from + (accumulate ? to : 0).
+void reorder_into(const memory& from, const memory& to, bool accumulate) {
+  if (!accumulate) return reorder(from, to);
+  std::string key = "reorder_acc";
+  const auto& a = from.get_desc().data;
+  const auto& b = to.get_desc().data;
+  key.append(reinterpret_cast<const char*>(&a), sizeof(a));
+  key.append(reinterpret_cast<const char*>(&b), sizeof(b));
+  auto& r = cached<dnnl::reorder>(key, [&] {
+    dnnl::primitive_attr attr;
+    dnnl::post_ops po;
+    po.append_sum(1.0f);
+    attr.set_post_ops(po);
+    return new dnnl::reorder(dnnl::reorder::primitive_desc(from, to, attr));
+  });
+  r.execute(stream(), const_cast<memory&>(from), const_cast<memory&>(to));
+}
+
+}  // namespace
+
+Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                                  bool relu) {
+  const char* op = "conv2d_forward";
+  check_4d_image(x, "conv2d_forward: input");
+  check_f32_activation(x, "conv2d_forward: input");
+  check_cpu(w, "conv2d_forward: weight");
+  check_dtype(w, DType::F32, "conv2d_forward: weight");
+  check_ndim(w, 4, "conv2d_forward: weight");
+  ConvGeom g = geometry(x.shape, w.shape, p, op);
+  if (b.defined()) check_param(b, {g.K}, "conv2d_forward: bias");
+  return guard(op, [&] {
+    struct Entry {
+      dnnl::convolution_forward::primitive_desc pd;
+      dnnl::convolution_forward prim;
+    };
+    auto key = cache_key(op, x.shape, int(x.layout), w.shape, b.defined(), relu, p.stride_h, p.stride_w, p.pad_h,
+                         p.pad_w);
+    auto& e = cached<Entry>(key, [&] {
+      auto pd = fwd_pd(g, b.defined(), relu);
+      return new Entry{pd, dnnl::convolution_forward(pd)};
+    });
+    Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, x.dtype, Device::CPU, x.layout);
+    std::vector<Tensor> keep;
+    memory src = to_desc(mem_of(x), e.pd.src_desc(), keep);
+    memory wei = to_desc(mem_of(w), e.pd.weights_desc(), keep);
+    memory y_user = mem_of(y);
+    bool direct = e.pd.dst_desc() == y_user.get_desc();
+    memory dst = y_user;
+    if (!direct) {
+      keep.push_back(scratch(e.pd.dst_desc().get_size()));
+      dst = memory(e.pd.dst_desc(), engine(), keep.back().raw());
+    }
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+    if (b.defined()) args.emplace(DNNL_ARG_BIAS, mem_of(b));
+    e.prim.execute(stream(), args);
+    if (!direct) reorder(dst, y_user);
+    stream().wait();
+    return y;
+  });
+}
+
+Tensor CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape,
+                                        const Conv2dParams& p) {
+  const char* op = "conv2d_backward_data";
+  check_4d_image(dy, "conv2d_backward_data: dy");
+  check_f32_activation(dy, "conv2d_backward_data: dy");
+  check_cpu(w, "conv2d_backward_data: weight");
+  check_dtype(w, DType::F32, "conv2d_backward_data: weight");
+  check_ndim(w, 4, "conv2d_backward_data: weight");
+  VGG_CHECK(x_shape.size() == 4, "conv2d_backward_data: input shape must be 4-D, got %s", shape_str(x_shape).c_str());
+  ConvGeom g = geometry(x_shape, w.shape, p, op);
+  check_shape(dy, {g.N, g.K, g.P, g.Q}, "conv2d_backward_data: dy");
+  return guard(op, [&] {
+    struct Entry {
+      dnnl::convolution_backward_data::primitive_desc pd;
+      dnnl::convolution_backward_data prim;
+    };
+    auto key = cache_key(op, x_shape, int(dy.layout), w.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w);
+    auto& e = cached<Entry>(key, [&] {
+      auto hint = fwd_pd(g, false, false);
+      dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, any_md({g.N, g.C, g.H, g.W}),
+                                              any_md({g.K, g.C, g.R, g.S}), any_md({g.N, g.K, g.P, g.Q}),
+                                              g.strides, g.pad_l, g.pad_r);
+      dnnl::convolution_backward_data::primitive_desc pd(d, engine(), hint);
+      return new Entry{pd, dnnl::convolution_backward_data(pd)};
+    });
+    Tensor dx = Tensor::empty(x_shape, dy.dtype, Device::CPU, dy.layout);
+    std::vector<Tensor> keep;
+    memory ddst = to_desc(mem_of(dy), e.pd.diff_dst_desc(), keep);
+    memory wei = to_desc(mem_of(w), e.pd.weights_desc(), keep);
+    memory dx_user = mem_of(dx);
+    bool direct = e.pd.diff_src_desc() == dx_user.get_desc();
+    memory dsrc = dx_user;
+    if (!direct) {
+      keep.push_back(scratch(e.pd.diff_src_desc().get_size()));
+      dsrc = memory(e.pd.diff_src_desc(), engine(), keep.back().raw());
+    }
+    e.prim.execute(stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}});
+    if (!direct) reorder(dsrc, dx_user);
+    stream().wait();
+    return dx;
+  });
+}
+
+void CpuBackend::conv2d_backward_weights(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw,
+                                         Tensor& db, bool accumulate) {
+  const char* op = "conv2d_backward_weights";
+  check_4d_image(x, "conv2d_backward_weights: input");
+  check_f32_activation(x, "conv2d_backward_weights: input");
+  check_4d_image(dy, "conv2d_backward_weights: dy");
+  check_f32_activation(dy, "conv2d_backward_weights: dy");
+  check_cpu(dw, "conv2d_backward_weights: dw");
+  check_dtype(dw, DType::F32, "conv2d_backward_weights: dw");
+  check_ndim(dw, 4, "conv2d_backward_weights: dw");
+  ConvGeom g = geometry(x.shape, dw.shape, p, op);
+  check_shape(dy, {g.N, g.K, g.P, g.Q}, "conv2d_backward_weights: dy");
+  if (db.defined()) check_param(db, {g.K}, "conv2d_backward_weights: db");
+  guard(op, [&] {
+    struct Entry {
+      dnnl::convolution_backward_weights::primitive_desc pd;
+      dnnl::convolution_backward_weights prim;
+    };
+    bool bias = db.defined();
+    auto key = cache_key(op, x.shape, int(x.layout), int(dy.layout), dw.shape, bias, p.stride_h, p.stride_w,
+                         p.pad_h, p.pad_w);
+    auto& e = cached<Entry>(key, [&] {
+      auto hint = fwd_pd(g, bias, false);
+      auto src = any_md({g.N, g.C, g.H, g.W});
+      auto dwei = any_md({g.K, g.C, g.R, g.S});
+      auto ddst = any_md({g.N, g.K, g.P, g.Q});
+      auto d = bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, dwei,
+                                                               memory::desc({g.K}, memory::data_type::f32, tag::a),
+                                                               ddst, g.strides, g.pad_l, g.pad_r)
+                    : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, dwei,
+                                                               ddst, g.strides, g.pad_l, g.pad_r);
+      dnnl::convolution_backward_weights::primitive_desc pd(d, engine(), hint);
+      return new Entry{pd, dnnl::convolution_backward_weights(pd)};
+    });
+    std::vector<Tensor> keep;
+    memory src = to_desc(mem_of(x), e.pd.src_desc(), keep);
+    memory ddst = to_desc(mem_of(dy), e.pd.diff_dst_desc(), keep);
+    memory dw_user = mem_of(dw);
+    // Write straight into dw when it is plain and we overwrite; otherwise into a temporary, then reorder
+    // (with a sum post-op when accumulating).
+    bool direct = !accumulate && e.pd.diff_weights_desc() == dw_user.get_desc();
+    memory dwei = dw_user;
+    if (!direct) {
+      keep.push_back(scratch(e.pd.diff_weights_desc().get_size()));
+      dwei = memory(e.pd.diff_weights_desc(), engine(), keep.back().raw());
+    }
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, dwei}};
+    Tensor db_tmp;
+    if (bias) {
+      if (accumulate) {
+        db_tmp = Tensor::empty({g.K}, DType::F32, Device::CPU);
+        args.emplace(DNNL_ARG_DIFF_BIAS, mem_of(db_tmp));
+      } else {
+        args.emplace(DNNL_ARG_DIFF_BIAS, mem_of(db));
+      }
+    }
+    e.prim.execute(stream(), args);
+    if (!direct) reorder_into(dwei, dw_user, accumulate);
+    stream().wait();
+    if (bias && accumulate) {
+      float* d = db.data<float>();
+      const float* s = db_tmp.data<float>();
+      for (int64_t k = 0; k < g.K; ++k) d[k] += s[k];
+    }
+  });
+}
+
+}  // namespace vgg::cpu

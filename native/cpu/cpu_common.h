@@ -1,0 +1,149 @@
+// Shared pieces of the CPU backend: the CpuBackend class, the process-wide oneDNN engine/stream, the primitive
+// cache, memory-descriptor helpers and argument checks used by every file in native/cpu/.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "../ops.h"
+
+namespace vgg::cpu {
+
+// ---- oneDNN context: one CPU engine and one in-order stream for the process.
+dnnl::engine& engine();
+dnnl::stream& stream();
+
+// Runs f, turning dnnl::error into vgg::Error("<op>: oneDNN error: ...").
+template <class F>
+auto guard(const char* op, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const dnnl::error& e) {
+    throw Error(strprintf("%s: oneDNN error %d: %s", op, int(e.status), e.what()));
+  }
+}
+
+// ---- primitive cache: one entry per (op, shapes, params) key; a fixed-shape loop creates primitives only once.
+// Entries are opaque shared_ptr<void> so each op keeps its own struct (primitive descs + primitives).
+template <class T>
+T& cached(const std::string& key, const std::function<T*()>& make) {
+  static std::mutex mu;
+  static std::unordered_map<std::string, std::shared_ptr<void>> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    std::shared_ptr<T> p(make());
+    it = cache.emplace(key, std::static_pointer_cast<void>(p)).first;
+  }
+  return *static_cast<T*>(it->second.get());
+}
+
+// Key builder: cache_key("conv_fwd", a, b, ...) with integers appended as "|n".
+inline void key_append(std::string&) {}
+template <class T, class... R>
+void key_append(std::string& s, const T& v, const R&... rest) {
+  if constexpr (std::is_same_v<T, Shape>) {
+    for (auto d : v) s += "," + std::to_string(d);
+  } else if constexpr (std::is_convertible_v<T, const char*>) {
+    s += "|";
+    s += v;
+  } else {
+    s += "|" + std::to_string(static_cast<long long>(v));
+  }
+  s += ";";
+  key_append(s, rest...);
+}
+template <class... A>
+std::string cache_key(const A&... a) {
+  std::string s;
+  key_append(s, a...);
+  return s;
+}
+
+// ---- memory descriptors for our plain tensors. A Tensor is plain NCHW/NHWC (Contiguous/ChannelsLast) today;
+// when tensors carry oneDNN blocked layouts (issue 6) this is the one place that maps Tensor -> memory::desc.
+dnnl::memory::data_type dnnl_dtype(DType t);
+dnnl::memory::dims dims_of(const Shape& s);
+dnnl::memory::format_tag plain_tag(int ndim, Layout layout);
+dnnl::memory::desc md_of(const Tensor& t);
+dnnl::memory::desc md_plain(const Shape& s, DType dt, Layout layout);
+dnnl::memory mem_of(const Tensor& t, const dnnl::memory::desc& md);
+dnnl::memory mem_of(const Tensor& t);
+
+// A scratch buffer of `nbytes` from the caching allocator, as a U8 tensor that keeps it alive.
+Tensor scratch(size_t nbytes);
+
+// Reorders `user` into `want` when the layouts differ (using a cached reorder) and returns the memory to use;
+// `keep` holds any temporary buffer for the duration of the op.
+dnnl::memory to_desc(const dnnl::memory& user, const dnnl::memory::desc& want, std::vector<Tensor>& keep);
+void reorder(const dnnl::memory& from, const dnnl::memory& to);
+
+// ---- checks
+void check_cpu(const Tensor& t, const char* what);                 // defined and on the CPU
+void check_f32_activation(const Tensor& t, const char* what);      // f32; bf16 -> "bf16 on CPU not supported yet"
+void check_4d_image(const Tensor& t, const char* what);            // defined, CPU, 4-D
+void check_param(const Tensor& t, const Shape& s, const char* what);  // defined, CPU, f32, shape s
+void check_same_layout(const Tensor& a, const Tensor& b, const char* what);
+
+// Offset of logical (n,c,h,w) for a tensor of shape (N,C,H,W) stored with `layout`.
+struct Strides4 {
+  int64_t n, c, h, w;
+};
+Strides4 strides4(const Shape& s, Layout layout);
+
+// float <-> bfloat16, round to nearest even, NaN kept quiet.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return uint16_t((u >> 16) | 0x40);  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// ---- the backend
+class CpuBackend final : public Backend {
+ public:
+  const char* name() const override { return "cpu (oneDNN)"; }
+  Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
+                        bool relu) override;
+  Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape,
+                              const Conv2dParams& p) override;
+  void conv2d_backward_weights(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw, Tensor& db,
+                               bool accumulate) override;
+  Tensor relu_forward(const Tensor& x) override;
+  Tensor relu_backward(const Tensor& dy, const Tensor& y) override;
+  Tensor maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Saved* saved) override;
+  Tensor maxpool2d_backward(const Tensor& dy, const Tensor& x, const Tensor& y, const Pool2dParams& p,
+                            const Saved& saved) override;
+  Tensor adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) override;
+  Tensor adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_shape, Layout x_layout) override;
+  Tensor batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                           Tensor& running_var, bool training, double momentum, double eps, Saved* saved) override;
+  Tensor batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps, const Saved& saved,
+                            Tensor& dgamma, Tensor& dbeta, bool accumulate) override;
+  Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu) override;
+  Tensor linear_backward_data(const Tensor& dy, const Tensor& w) override;
+  void linear_backward_weights(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor& db, bool accumulate) override;
+  Tensor dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, Saved* saved) override;
+  Tensor dropout_backward(const Tensor& dy, double p, const Saved& saved) override;
+  void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& loss, Tensor& dlogits) override;
+  void sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& bufs,
+                const SgdParams& p, bool first) override;
+  void fill(Tensor& t, double value) override;
+  void add_(Tensor& dst, const Tensor& src, double alpha) override;
+  Tensor cast(const Tensor& x, DType dtype) override;
+  Tensor to_layout(const Tensor& x, Layout layout) override;
+  void synchronize() override;
+};
+
+}  // namespace vgg::cpu

@@ -1,0 +1,182 @@
+// Pooling: max pool on oneDNN (forward_training keeps oneDNN's arg-max workspace in Saved), adaptive average pool
+// in plain C++ with PyTorch's windows [floor(i*H/oh), ceil((i+1)*H/oh)).
+//   maxpool  x (N,C,H,W) -> y (N,C,P,Q), P = floor((H + 2*pad - k)/stride) + 1 (floor mode: odd sizes drop the tail)
+//   adaptive x (N,C,H,W) -> y (N,C,oh,ow), always Contiguous
+#include "cpu_common.h"
+
+namespace vgg::cpu {
+
+using dnnl::memory;
+
+namespace {
+
+struct PoolGeom {
+  int64_t N, C, H, W, P, Q;
+  memory::dims strides, kernel, pad_l, pad_r;
+};
+
+PoolGeom pool_geometry(const Shape& x, const Pool2dParams& p, const char* op) {
+  VGG_CHECK(p.kernel >= 1 && p.stride >= 1 && p.pad >= 0, "%s: bad window (kernel %d, stride %d, pad %d)", op,
+            p.kernel, p.stride, p.pad);
+  VGG_CHECK(2 * p.pad <= p.kernel, "%s: padding %d must be at most half the kernel %d", op, p.pad, p.kernel);
+  PoolGeom g;
+  g.N = x[0], g.C = x[1], g.H = x[2], g.W = x[3];
+  g.P = conv_out_size(g.H, p.kernel, p.stride, p.pad, op);
+  g.Q = conv_out_size(g.W, p.kernel, p.stride, p.pad, op);
+  g.strides = {p.stride, p.stride};
+  g.kernel = {p.kernel, p.kernel};
+  g.pad_l = {p.pad, p.pad};
+  g.pad_r = {(g.P - 1) * p.stride + p.kernel - g.H - p.pad, (g.Q - 1) * p.stride + p.kernel - g.W - p.pad};
+  return g;
+}
+
+dnnl::pooling_forward::primitive_desc pool_fwd_pd(const PoolGeom& g, Layout layout, bool training) {
+  auto src = md_plain({g.N, g.C, g.H, g.W}, DType::F32, layout);
+  auto dst = md_plain({g.N, g.C, g.P, g.Q}, DType::F32, layout);
+  dnnl::pooling_forward::desc d(training ? dnnl::prop_kind::forward_training : dnnl::prop_kind::forward_inference,
+                                dnnl::algorithm::pooling_max, src, dst, g.strides, g.kernel, g.pad_l, g.pad_r);
+  return dnnl::pooling_forward::primitive_desc(d, engine());
+}
+
+// PyTorch's adaptive window [start, end) for output index i of `out` over an input of `in`.
+inline int64_t win_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
+inline int64_t win_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
+
+}  // namespace
+
+Tensor CpuBackend::maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Saved* saved) {
+  const char* op = "maxpool2d_forward";
+  check_4d_image(x, "maxpool2d_forward: input");
+  check_f32_activation(x, "maxpool2d_forward: input");
+  PoolGeom g = pool_geometry(x.shape, p, op);
+  bool training = saved != nullptr;
+  return guard(op, [&] {
+    struct Entry {
+      dnnl::pooling_forward::primitive_desc pd;
+      dnnl::pooling_forward prim;
+    };
+    auto key = cache_key(op, x.shape, int(x.layout), p.kernel, p.stride, p.pad, training);
+    auto& e = cached<Entry>(key, [&] {
+      auto pd = pool_fwd_pd(g, x.layout, training);
+      return new Entry{pd, dnnl::pooling_forward(pd)};
+    });
+    Tensor y = Tensor::empty({g.N, g.C, g.P, g.Q}, x.dtype, Device::CPU, x.layout);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, mem_of(x)}, {DNNL_ARG_DST, mem_of(y)}};
+    Tensor ws;
+    if (training) {
+      ws = scratch(e.pd.workspace_desc().get_size());
+      args.emplace(DNNL_ARG_WORKSPACE, memory(e.pd.workspace_desc(), engine(), ws.raw()));
+    }
+    e.prim.execute(stream(), args);
+    stream().wait();
+    if (training) {
+      saved->clear();
+      saved->push_back(ws);
+    }
+    return y;
+  });
+}
+
+Tensor CpuBackend::maxpool2d_backward(const Tensor& dy, const Tensor& x, const Tensor& y, const Pool2dParams& p,
+                                      const Saved& saved) {
+  const char* op = "maxpool2d_backward";
+  check_4d_image(dy, "maxpool2d_backward: dy");
+  check_f32_activation(dy, "maxpool2d_backward: dy");
+  check_4d_image(x, "maxpool2d_backward: input");
+  PoolGeom g = pool_geometry(x.shape, p, op);
+  check_shape(dy, {g.N, g.C, g.P, g.Q}, "maxpool2d_backward: dy");
+  check_same_layout(dy, x, "maxpool2d_backward: dy and input");
+  VGG_CHECK(saved.size() == 1 && saved[0].defined(),
+            "maxpool2d_backward: saved must hold the workspace of a training-mode forward (got %zu tensors)",
+            saved.size());
+  return guard(op, [&] {
+    struct Entry {
+      dnnl::pooling_forward::primitive_desc hint;
+      dnnl::pooling_backward::primitive_desc pd;
+      dnnl::pooling_backward prim;
+    };
+    auto key = cache_key(op, x.shape, int(x.layout), p.kernel, p.stride, p.pad);
+    auto& e = cached<Entry>(key, [&] {
+      auto hint = pool_fwd_pd(g, x.layout, true);
+      dnnl::pooling_backward::desc d(dnnl::algorithm::pooling_max, md_plain(x.shape, DType::F32, x.layout),
+                                     md_plain({g.N, g.C, g.P, g.Q}, DType::F32, x.layout), g.strides, g.kernel,
+                                     g.pad_l, g.pad_r);
+      dnnl::pooling_backward::primitive_desc pd(d, engine(), hint);
+      return new Entry{hint, pd, dnnl::pooling_backward(pd)};
+    });
+    VGG_CHECK(saved[0].nbytes() == e.pd.workspace_desc().get_size(),
+              "maxpool2d_backward: saved workspace has %zu bytes, expected %zu", saved[0].nbytes(),
+              e.pd.workspace_desc().get_size());
+    Tensor dx = Tensor::empty(x.shape, dy.dtype, Device::CPU, x.layout);
+    e.prim.execute(stream(), {{DNNL_ARG_DIFF_DST, mem_of(dy)},
+                              {DNNL_ARG_DIFF_SRC, mem_of(dx)},
+                              {DNNL_ARG_WORKSPACE, memory(e.pd.workspace_desc(), engine(), saved[0].raw())}});
+    stream().wait();
+    return dx;
+  });
+}
+
+Tensor CpuBackend::adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) {
+  check_4d_image(x, "adaptive_avgpool2d_forward: input");
+  check_f32_activation(x, "adaptive_avgpool2d_forward: input");
+  VGG_CHECK(oh >= 1 && ow >= 1, "adaptive_avgpool2d_forward: output size must be >= 1, got (%d,%d)", oh, ow);
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  VGG_CHECK(H >= 1 && W >= 1, "adaptive_avgpool2d_forward: empty input %s", shape_str(x.shape).c_str());
+  Tensor y = Tensor::empty({N, C, oh, ow}, x.dtype, Device::CPU);
+  const Strides4 s = strides4(x.shape, x.layout);
+  const float* xp = x.data<float>();
+  float* yp = y.data<float>();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      const float* xc = xp + n * s.n + c * s.c;
+      float* yc = yp + (n * C + c) * oh * ow;
+      for (int64_t i = 0; i < oh; ++i) {
+        const int64_t h0 = win_start(i, H, oh), h1 = win_end(i, H, oh);
+        for (int64_t j = 0; j < ow; ++j) {
+          const int64_t w0 = win_start(j, W, ow), w1 = win_end(j, W, ow);
+          float acc = 0;
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) acc += xc[h * s.h + w * s.w];
+          yc[i * ow + j] = acc / float((h1 - h0) * (w1 - w0));
+        }
+      }
+    }
+  return y;
+}
+
+Tensor CpuBackend::adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_shape, Layout x_layout) {
+  check_4d_image(dy, "adaptive_avgpool2d_backward: dy");
+  check_f32_activation(dy, "adaptive_avgpool2d_backward: dy");
+  VGG_CHECK(x_shape.size() == 4, "adaptive_avgpool2d_backward: input shape must be 4-D, got %s",
+            shape_str(x_shape).c_str());
+  VGG_CHECK(dy.dim(0) == x_shape[0] && dy.dim(1) == x_shape[1],
+            "adaptive_avgpool2d_backward: dy %s does not match input shape %s", shape_str(dy.shape).c_str(),
+            shape_str(x_shape).c_str());
+  const int64_t N = x_shape[0], C = x_shape[1], H = x_shape[2], W = x_shape[3];
+  const int64_t oh = dy.dim(2), ow = dy.dim(3);
+  Tensor dx = Tensor::zeros(x_shape, dy.dtype, Device::CPU, x_layout);
+  const Strides4 s = strides4(x_shape, x_layout);
+  const Strides4 sd = strides4(dy.shape, dy.layout);
+  const float* dyp = dy.data<float>();
+  float* dxp = dx.data<float>();
+  // Each (n,c) plane is independent; windows may overlap (H < oh), so accumulate within one thread.
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      float* dxc = dxp + n * s.n + c * s.c;
+      const float* dyc = dyp + n * sd.n + c * sd.c;
+      for (int64_t i = 0; i < oh; ++i) {
+        const int64_t h0 = win_start(i, H, oh), h1 = win_end(i, H, oh);
+        for (int64_t j = 0; j < ow; ++j) {
+          const int64_t w0 = win_start(j, W, ow), w1 = win_end(j, W, ow);
+          const float g = dyc[i * sd.h + j * sd.w] / float((h1 - h0) * (w1 - w0));
+          for (int64_t h = h0; h < h1; ++h)
+            for (int64_t w = w0; w < w1; ++w) dxc[h * s.h + w * s.w] += g;
+        }
+      }
+    }
+  return dx;
+}
+
+}  // namespace vgg::cpu
