@@ -114,3 +114,8 @@ export function toLayout(x: Tensor, layout: Layout): Tensor {
 export function synchronize(device: DeviceName): void {
   addon().synchronize(device);
 }
+
+/** Seeded fill: normal(a, b) = mean a, std b; uniform(a, b) = [a, b). Element i depends only on (seed, i). */
+export function fillRandom(t: Tensor, kind: 'normal' | 'uniform', a: number, b: number, seed: number | bigint): void {
+  addon().fillRandom(t.native, kind, a, b, BigInt(seed));
+}

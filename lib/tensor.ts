@@ -99,6 +99,17 @@ export class Tensor {
     }
   }
 
+  /** A float32 host copy (float32 and bfloat16 tensors). */
+  toFloat32(): Float32Array {
+    if (this.dtype !== 'float32' && this.dtype !== 'bfloat16') throw new Error(`toFloat32: tensor is ${this.dtype}`);
+    return this.toArray() as Float32Array;
+  }
+
+  /** The values as plain numbers (int64 converted), for small tensors and tests. */
+  toNumbers(): number[] {
+    return Array.from(this.toArray() as ArrayLike<number | bigint>, Number);
+  }
+
   /** The single value of a one-element tensor. */
   item(): number {
     if (this.numel !== 1) throw new Error(`item: tensor has ${this.numel} elements, expected 1`);

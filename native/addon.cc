@@ -6,11 +6,13 @@
 
 namespace vgg::js {
 void init_ops(Napi::Env env, Napi::Object exports);
+void init_random(Napi::Env env, Napi::Object exports);
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vgg::js::init_tensor(env, exports);
   vgg::js::init_ops(env, exports);
+  vgg::js::init_random(env, exports);
   vgg::js::init_data(env, exports);
   return exports;
 }

@@ -3,7 +3,6 @@
 import { DeviceOption, DeviceName, resolveDevice } from '../backend';
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Rng } from '../random';
 import { Counter, Module, Parameter, NamedParameter } from '../nn/module';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
@@ -110,31 +109,25 @@ export class VGGNet extends Module {
     for (const m of this.classifier.layers) if (m instanceof Dropout) m.seed = (seed * 1000003 + ++k) >>> 0;
   }
 
+  // Each tensor gets its own stream of the counter-based generator: seed · 2^16 + its index in the network.
   private initialize(torchvisionInit: boolean): void {
-    const rng = new Rng(this.options.seed);
-    const set = (p: Parameter, data: Float32Array) => {
-      const t = Tensor.from(data, p.shape);
-      p.set(t);
-      t.dispose();
-    };
-    const size = (s: number[]) => s.reduce((a, b) => a * b, 1);
+    let k = 0;
+    const fill = (p: Parameter, kind: 'normal' | 'uniform', a: number, b: number) =>
+      ops.fillRandom(p.value, kind, a, b, (BigInt(this.options.seed >>> 0) << 16n) + BigInt(++k));
     for (const m of [...this.features.layers, ...this.classifier.layers]) {
-      if (m instanceof Conv2d) {
-        const [cout, cin, kh, kw] = m.weight.shape;
-        if (torchvisionInit) {
-          // kaiming_normal_(mode='fan_out', nonlinearity='relu'); bias 0
-          set(m.weight, rng.fillNormal(new Float32Array(size(m.weight.shape)), 0, Math.sqrt(2 / (cout * kh * kw))));
-        } else {
-          defaultInit(rng, m.weight, m.bias, cin * kh * kw, set);
-        }
-      } else if (m instanceof Linear) {
-        if (torchvisionInit) {
-          set(m.weight, rng.fillNormal(new Float32Array(size(m.weight.shape)), 0, 0.01));
-        } else {
-          defaultInit(rng, m.weight, m.bias, m.inFeatures, set);
-        }
+      if (!(m instanceof Conv2d || m instanceof Linear)) continue; // BatchNorm2d starts at weight 1, bias 0
+      const [out, fanIn] = m instanceof Conv2d
+        ? [m.outChannels * m.kernelSize * m.kernelSize, m.inChannels * m.kernelSize * m.kernelSize]
+        : [m.outFeatures, m.inFeatures];
+      if (torchvisionInit) {
+        // Conv: kaiming_normal_(mode='fan_out', nonlinearity='relu'); Linear: normal(0, 0.01); biases 0.
+        fill(m.weight, 'normal', 0, m instanceof Conv2d ? Math.sqrt(2 / out) : 0.01);
+      } else {
+        // PyTorch's default: kaiming_uniform_(a=√5) = U(±1/√fan_in) for the weight, the same bound for the bias.
+        const bound = 1 / Math.sqrt(fanIn);
+        fill(m.weight, 'uniform', -bound, bound);
+        if (m.bias) fill(m.bias, 'uniform', -bound, bound);
       }
-      // BatchNorm2d starts at weight 1, bias 0 either way; Conv/Linear biases are created as zeros.
     }
   }
 
@@ -265,16 +258,6 @@ export class VGGNet extends Module {
     for (const t of this.acts) t.dispose();
     this.acts = [];
   }
-}
-
-// PyTorch's default init of Conv2d/Linear: kaiming_uniform_(a=√5) for the weight, i.e. U(±1/√fan_in), and the
-// bias U(±1/√fan_in).
-function defaultInit(
-  rng: Rng, w: Parameter, b: Parameter | undefined, fanIn: number, set: (p: Parameter, d: Float32Array) => void,
-): void {
-  const bound = 1 / Math.sqrt(fanIn);
-  set(w, rng.fillUniform(new Float32Array(w.shape.reduce((a, c) => a * c, 1)), -bound, bound));
-  if (b) set(b, rng.fillUniform(new Float32Array(b.shape[0]), -bound, bound));
 }
 
 export type VGGFactoryOptions = VGGOptions;

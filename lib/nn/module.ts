@@ -27,9 +27,10 @@ export class Parameter {
 
   /** For backward: the gradient buffer and whether to accumulate into it (false right after zeroGrad). */
   gradForBackward(): { grad: Tensor; accumulate: boolean } {
+    const grad = this.gradBuffer(); // first: creating the buffer marks it stale
     const accumulate = !this.stale;
     this.stale = false;
-    return { grad: this.gradBuffer(), accumulate };
+    return { grad, accumulate };
   }
 
   zeroGrad(): void {

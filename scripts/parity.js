@@ -1,0 +1,74 @@
+#!/usr/bin/env node
+// Checks vggnet against PyTorch on the numbers of the foundation issue: torchvision vgg11 / vgg11_bn weights (10
+// classes, input 2×3×32×32) loaded from safetensors; logits, loss, every gradient and the parameters (and BN running
+// stats) after one SGD step (lr 0.01, momentum 0.9, wd 5e-4), in eval mode and in train mode with dropout 0.
+// Each tensor must match within 1e-4 of its max-abs. Needs Debian's python3-torch (found as /usr/bin/python3 or
+// $VGGNET_PYTHON); not part of `npm test`.  usage: node scripts/parity.js [OUT_DIR]
+'use strict';
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const v = require('..');
+
+const out = process.argv[2] || fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-parity-'));
+const python = process.env.VGGNET_PYTHON || (fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
+const device = process.env.VGGNET_DEVICE || 'cpu';
+const TOL = 1e-4;
+let worst = 0;
+let failed = 0;
+
+function compare(what, got, want) {
+  const a = got instanceof v.Tensor ? got.toFloat32() : Float32Array.from(got);
+  const b = want instanceof v.Tensor ? want.toFloat32() : Float32Array.from(want);
+  if (a.length !== b.length) throw new Error(`${what}: ${a.length} values, reference has ${b.length}`);
+  let maxAbs = 0;
+  let maxDiff = 0;
+  for (let i = 0; i < a.length; i++) {
+    maxAbs = Math.max(maxAbs, Math.abs(b[i]));
+    maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
+  }
+  const rel = maxDiff / (maxAbs || 1);
+  worst = Math.max(worst, rel);
+  if (!(rel <= TOL)) {
+    failed++;
+    console.log(`  FAIL ${what}: max |diff| ${maxDiff.toExponential(2)} = ${rel.toExponential(2)} of max-abs ${maxAbs.toExponential(2)}`);
+  }
+  return rel;
+}
+
+for (const name of ['vgg11', 'vgg11_bn']) {
+  for (const mode of ['eval', 'train']) {
+    const r = spawnSync(python, [path.join(__dirname, 'parity_torch.py'), out, name, mode], { stdio: 'inherit' });
+    if (r.status !== 0) throw new Error(`${python} parity_torch.py failed (is python3-torch installed?)`);
+    const ref = v.readSafetensors(path.join(out, `${name}-${mode}-ref.safetensors`), device).tensors;
+    const model = v.vgg11({ numClasses: 10, batchNorm: name.endsWith('_bn'), dropout: mode === 'train' ? 0 : 0.5, device, precision: 'fp32' });
+    model.loadStateDict(path.join(out, `${name}-${mode}-weights.safetensors`));
+    model.train(mode === 'train');
+    const labels = v.Tensor.from(Int32Array.from(ref.labels.toNumbers()), [2], { device });
+    const opt = v.sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
+    opt.zeroGrad(model.parameters());
+    const logits = model.forward(ref.input);
+    const { loss, grad } = v.crossEntropy(logits, labels);
+    const before = worst;
+    worst = 0;
+    compare(`${name} ${mode} logits`, logits, ref.logits);
+    compare(`${name} ${mode} loss`, [loss], ref.loss);
+    model.backward(grad);
+    for (const p of model.parameters()) compare(`${name} ${mode} grad ${p.name}`, p.grad, ref[`grad.${p.name}`]);
+    opt.step(model.parameters());
+    const sd = model.stateDict();
+    for (const [k, t] of Object.entries(sd)) {
+      if (typeof t === 'bigint') {
+        if (t !== ref[`after.${k}`]) { failed++; console.log(`  FAIL ${k}: ${t} vs ${ref[`after.${k}`]}`); }
+      } else compare(`${name} ${mode} after-step ${k}`, t, ref[`after.${k}`]);
+    }
+    console.log(`${name} ${mode}: loss ${loss.toFixed(6)} (torch ${ref.loss.toNumbers()[0].toFixed(6)}); ` +
+      `worst tensor error ${worst.toExponential(2)} of its max-abs over ${Object.keys(ref).length - 2} tensors`);
+    worst = Math.max(worst, before);
+    model.dispose();
+    opt.dispose();
+  }
+}
+console.log(failed ? `parity: ${failed} tensors outside ${TOL}` : `parity: every tensor within ${TOL} of PyTorch (worst ${worst.toExponential(2)})`);
+process.exit(failed ? 1 : 0);
