@@ -1,0 +1,170 @@
+// DataLoader: batches of (images float32 [N,3,H,W], labels int32 [N]) assembled natively on worker threads, with
+// `prefetch` batches in flight so the next batches are prepared while the caller trains on this one.
+//
+// Order and augmentation are functions of (seed, epoch): the shuffle is a seeded permutation per epoch and each
+// sample's transform randomness comes from (seed, epoch, dataset index) — so an epoch is reproducible whatever the
+// thread count, and `iterate(epoch, { startBatch })` resumes exactly mid-epoch.
+import * as os from 'os';
+import { addon } from '../backend';
+import { Tensor } from '../tensor';
+import { Dataset } from './dataset';
+import { flatten, TransformOp } from './transforms';
+
+export interface DataLoaderOptions {
+  batchSize?: number; // default 1
+  shuffle?: boolean; // default false
+  seed?: number; // default 0: drives the shuffle and the augmentation
+  dropLast?: boolean; // default false: the last smaller batch is kept
+  /** Threads per batch (default os.availableParallelism()). */
+  workers?: number;
+  /** Batches in flight ahead of the consumer (default 2; at most 3 so libuv's pool keeps a thread for I/O). */
+  prefetch?: number;
+  /** The epoch the next `for await` iterates (default 0); it advances by one after each complete pass. */
+  epoch?: number;
+}
+
+export interface Batch {
+  /** float32 [N, C, H, W]. The consumer owns the tensors (dispose them, or the finaliser frees them). */
+  images: Tensor;
+  /** int32 [N] (-1 for unlabeled samples). */
+  labels: Tensor;
+  /** Dataset indices of the samples. */
+  indices: Int32Array;
+  /** Position of this batch in the epoch. */
+  batch: number;
+  epoch: number;
+}
+
+export interface IterateOptions {
+  /** Skip the first batches of the epoch (exact resume). */
+  startBatch?: number;
+}
+
+// Seeded permutation: Fisher-Yates over a 32-bit counter hash of (seed, epoch, step); cheap for 100k samples.
+function hash32(a: number, b: number, c: number): number {
+  let h = Math.imul(a ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(b + 0x7f4a7c15, 0xc2b2ae35) ^ Math.imul(c ^ 0x165667b1, 0x27d4eb2f);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+export function permutation(n: number, seed: number, epoch: number): Int32Array {
+  const p = new Int32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  const s = hash32(seed >>> 0, Math.floor(seed / 4294967296), 0x5eed);
+  for (let i = n - 1; i > 0; i--) {
+    const u = (hash32(s, epoch, i) * 2097152 + (hash32(s ^ 0xabcdef, epoch, i) >>> 11)) / 9007199254740992;
+    const j = Math.floor(u * (i + 1));
+    const t = p[i];
+    p[i] = p[j];
+    p[j] = t;
+  }
+  return p;
+}
+
+export class DataLoader implements AsyncIterable<Batch> {
+  readonly dataset: Dataset;
+  readonly batchSize: number;
+  readonly shuffle: boolean;
+  readonly seed: number;
+  readonly dropLast: boolean;
+  readonly workers: number;
+  readonly prefetch: number;
+  /** The epoch the next `for await (... of loader)` iterates. */
+  epoch: number;
+  private readonly ops: TransformOp[];
+
+  constructor(dataset: Dataset, options: DataLoaderOptions = {}) {
+    this.dataset = dataset;
+    this.batchSize = options.batchSize ?? 1;
+    this.shuffle = options.shuffle ?? false;
+    this.seed = options.seed ?? 0;
+    this.dropLast = options.dropLast ?? false;
+    this.workers = options.workers ?? (os.availableParallelism?.() ?? os.cpus().length);
+    this.prefetch = options.prefetch ?? 2;
+    this.epoch = options.epoch ?? 0;
+    const int = (v: number, name: string, min: number): void => {
+      if (!Number.isInteger(v) || v < min) throw new Error(`DataLoader: ${name} must be an integer >= ${min}, got ${v}`);
+    };
+    int(this.batchSize, 'batchSize', 1);
+    int(this.workers, 'workers', 1);
+    int(this.prefetch, 'prefetch', 1);
+    int(this.epoch, 'epoch', 0);
+    if (!Number.isSafeInteger(this.seed) || this.seed < 0) throw new Error(`DataLoader: seed must be a non-negative integer, got ${this.seed}`);
+    if (this.prefetch > 3) this.prefetch = 3;
+    this.ops = flatten(dataset.transform);
+  }
+
+  /** Batches per epoch (needs the dataset loaded: `await dataset.load()` for downloads and ImageFolder). */
+  get length(): number {
+    const n = this.dataset.length;
+    return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
+  }
+
+  setEpoch(epoch: number): void {
+    if (!Number.isInteger(epoch) || epoch < 0) throw new Error(`DataLoader: epoch must be a non-negative integer, got ${epoch}`);
+    this.epoch = epoch;
+  }
+
+  /** Sample order of an epoch. */
+  order(epoch: number): Int32Array {
+    const n = this.dataset.length;
+    if (this.shuffle) return permutation(n, this.seed, epoch);
+    const p = new Int32Array(n);
+    for (let i = 0; i < n; i++) p[i] = i;
+    return p;
+  }
+
+  /** Iterates `loader.epoch` and then advances it. */
+  async *[Symbol.asyncIterator](): AsyncGenerator<Batch> {
+    const epoch = this.epoch;
+    yield* this.iterate(epoch);
+    this.epoch = epoch + 1;
+  }
+
+  /** The batches of one epoch (does not change `loader.epoch`). Breaking out early frees the batches in flight. */
+  async *iterate(epoch: number = this.epoch, options: IterateOptions = {}): AsyncGenerator<Batch> {
+    await this.dataset.load();
+    const source = this.dataset.nativeSource();
+    const order = this.order(epoch);
+    const nb = this.length;
+    let next = options.startBatch ?? 0;
+    if (!Number.isInteger(next) || next < 0) throw new Error(`DataLoader: startBatch must be a non-negative integer, got ${next}`);
+    const pending: Promise<Batch>[] = [];
+    const launch = (): void => {
+      while (pending.length < this.prefetch && next < nb) {
+        const b = next++;
+        const indices = order.subarray(b * this.batchSize, Math.min(order.length, (b + 1) * this.batchSize));
+        const idx = Int32Array.from(indices);
+        let p: Promise<Batch>;
+        try {
+          p = (addon().dataLoadBatch(source, idx, this.ops, this.seed, epoch, this.workers) as Promise<{ images: unknown; labels: unknown }>).then(
+            (r) => ({ images: Tensor.fromNative(r.images), labels: Tensor.fromNative(r.labels), indices: idx, batch: b, epoch }),
+          );
+        } catch (e) {
+          p = Promise.reject(e);
+        }
+        p.catch(() => undefined); // rejections are seen when awaited; never "unhandled" while waiting in line
+        pending.push(p);
+      }
+    };
+    try {
+      launch();
+      while (pending.length > 0) {
+        const batch = await pending.shift()!;
+        launch();
+        yield batch;
+      }
+    } finally {
+      // abandoned mid-epoch (break / throw): free the batches that were still being prepared
+      for (const p of pending.splice(0)) {
+        p.then((b) => {
+          b.images.dispose();
+          b.labels.dispose();
+        }, () => undefined);
+      }
+    }
+  }
+}

@@ -1,0 +1,116 @@
+// ImageFolder (torchvision semantics): root/<class>/<image>, class folders sorted by name -> indices 0..K-1, files
+// sorted within a class. JPEG and PNG are decoded with sharp to RGB uint8 and kept in native memory (CHW), so the
+// DataLoader's worker threads transform them; `await dataset.load()` decodes (the DataLoader calls it).
+import * as fs from 'fs';
+import * as path from 'path';
+import sharp from 'sharp';
+import { addon } from '../backend';
+import { NativeDataset } from './dataset';
+import { Transform } from './transforms';
+
+export interface ImageFolderOptions {
+  root: string;
+  transform?: Transform;
+  /** File extensions (lower case, with the dot) that are decoded; default .jpg .jpeg .png. */
+  extensions?: string[];
+  /** Decodes in flight at once (default 16). */
+  concurrency?: number;
+}
+
+export class ImageFolder extends NativeDataset {
+  readonly root: string;
+  readonly classes: string[];
+  readonly classToIdx: Record<string, number>;
+  /** [path, classIndex] in index order. */
+  readonly samples: [string, number][] = [];
+  /** Files that were not images of a known extension. */
+  readonly skipped: string[] = [];
+  private readonly concurrency: number;
+  private loading: Promise<void> | null = null;
+
+  constructor(options: ImageFolderOptions) {
+    super(options.transform);
+    if (!options || typeof options.root !== 'string') throw new Error('ImageFolder: expected { root: string }');
+    this.root = options.root;
+    this.concurrency = options.concurrency ?? 16;
+    const exts = (options.extensions ?? ['.jpg', '.jpeg', '.png']).map((e) => e.toLowerCase());
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(this.root, { withFileTypes: true });
+    } catch (e) {
+      throw new Error(`ImageFolder: ${this.root}: expected a folder of class folders, got ${(e as Error).message}`);
+    }
+    this.classes = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+    if (this.classes.length === 0) throw new Error(`ImageFolder: ${this.root}: expected class folders, found none`);
+    this.classToIdx = Object.fromEntries(this.classes.map((c, i) => [c, i]));
+    this.classes.forEach((cls, k) => {
+      const files = fs.readdirSync(path.join(this.root, cls), { withFileTypes: true }).map((e) => e.name).sort();
+      for (const f of files) {
+        const p = path.join(this.root, cls, f);
+        if (exts.includes(path.extname(f).toLowerCase()) && fs.statSync(p).isFile()) this.samples.push([p, k]);
+        else this.skipped.push(p);
+      }
+    });
+    if (this.skipped.length) {
+      const shown = this.skipped.slice(0, 3).join(', ');
+      process.emitWarning(
+        `ImageFolder: skipped ${this.skipped.length} file(s) that are not ${exts.join('/')} images: ${shown}${this.skipped.length > 3 ? ', ...' : ''}`,
+      );
+    }
+    if (this.samples.length === 0) throw new Error(`ImageFolder: ${this.root}: expected ${exts.join('/')} images, found none`);
+  }
+
+  static async create(options: ImageFolderOptions): Promise<ImageFolder> {
+    const ds = new ImageFolder(options);
+    await ds.load();
+    return ds;
+  }
+
+  override get length(): number {
+    return this.samples.length;
+  }
+
+  protected notReady(): Error {
+    return new Error('ImageFolder: images are not decoded yet; call `await dataset.load()` first');
+  }
+
+  /** Decodes every image (sharp, `concurrency` at a time) into native memory. Idempotent. */
+  async load(): Promise<void> {
+    if (this.source) return;
+    if (!this.loading) {
+      this.loading = this.decodeAll();
+      this.loading.catch(() => {
+        this.loading = null;
+      });
+    }
+    return this.loading;
+  }
+
+  private async decodeAll(): Promise<void> {
+    const n = this.samples.length;
+    const images: Uint8Array[] = new Array(n);
+    const shapes = new Int32Array(3 * n);
+    const labels = new Int32Array(n);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (;;) {
+        const i = next++;
+        if (i >= n) return;
+        const [file, label] = this.samples[i];
+        let out: { data: Buffer; info: { width: number; height: number; channels: number } };
+        try {
+          out = await sharp(file).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
+        } catch (e) {
+          throw new Error(`ImageFolder: ${file}: expected a readable JPEG or PNG image, got: ${(e as Error).message}`);
+        }
+        const { width, height, channels } = out.info;
+        if (channels !== 3) throw new Error(`ImageFolder: ${file}: expected 3 channels after conversion, got ${channels}`);
+        images[i] = new Uint8Array(out.data.buffer, out.data.byteOffset, out.data.byteLength);
+        shapes.set([3, height, width], 3 * i);
+        labels[i] = label;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, n) }, worker));
+    this.source = addon().dataMemorySource(images, shapes, labels, true);
+  }
+}

@@ -1,0 +1,128 @@
+#include "data/source.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "tensor.h"
+
+namespace vgg::data {
+
+void Source::check_index(int64_t i) const {
+  VGG_CHECK(i >= 0 && i < size(), "dataset: index %lld out of range [0, %lld)", (long long)i, (long long)size());
+}
+
+static int64_t file_size(const std::string& path, const char* expect) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0)
+    throw Error(strprintf("STL10: %s: expected %s, got missing file (%s)", path.c_str(), expect, std::strerror(errno)));
+  return int64_t(st.st_size);
+}
+
+static void pread_all(int fd, void* dst, size_t n, int64_t off, const std::string& path) {
+  char* p = static_cast<char*>(dst);
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, n, off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0)
+      throw Error(strprintf("STL10: %s: read of %zu bytes at offset %lld failed (%s)", path.c_str(), n,
+                            (long long)off, r == 0 ? "unexpected end of file" : std::strerror(errno)));
+    p += r; n -= size_t(r); off += r;
+  }
+}
+
+void Stl10Source::add_part(const std::string& x_path, const std::string& y_path) {
+  int64_t xs = file_size(x_path, "a file of N*27648 bytes (N images of 3x96x96)");
+  VGG_CHECK(xs > 0 && xs % kStlBytes == 0,
+            "STL10: %s: expected a size that is a positive multiple of 27648 bytes (3x96x96 per image), got %lld "
+            "bytes", x_path.c_str(), (long long)xs);
+  Part part;
+  part.x_path = x_path;
+  part.count = xs / kStlBytes;
+  if (!y_path.empty()) {
+    int64_t ys = file_size(y_path, "a labels file");
+    VGG_CHECK(ys == part.count, "STL10: %s: expected %lld bytes (one label per image of %s), got %lld bytes",
+              y_path.c_str(), (long long)part.count, x_path.c_str(), (long long)ys);
+    int yfd = ::open(y_path.c_str(), O_RDONLY | O_CLOEXEC);
+    VGG_CHECK(yfd >= 0, "STL10: %s: cannot open (%s)", y_path.c_str(), std::strerror(errno));
+    std::vector<uint8_t> raw(static_cast<size_t>(ys));
+    try {
+      pread_all(yfd, raw.data(), raw.size(), 0, y_path);
+    } catch (...) {
+      ::close(yfd);
+      throw;
+    }
+    ::close(yfd);
+    part.labels.resize(raw.size());
+    for (size_t i = 0; i < raw.size(); ++i) {
+      VGG_CHECK(raw[i] >= 1 && raw[i] <= 10, "STL10: %s: expected labels in 1..10, got %d at index %zu",
+                y_path.c_str(), int(raw[i]), i);
+      part.labels[i] = int32_t(raw[i]) - 1;
+    }
+  }
+  part.fd = ::open(x_path.c_str(), O_RDONLY | O_CLOEXEC);
+  VGG_CHECK(part.fd >= 0, "STL10: %s: cannot open (%s)", x_path.c_str(), std::strerror(errno));
+  total += part.count;
+  parts.push_back(std::move(part));
+}
+
+void Stl10Source::set_subset(std::vector<int64_t> idx) {
+  for (int64_t i : idx)
+    VGG_CHECK(i >= 0 && i < total, "STL10: fold index %lld out of range [0, %lld)", (long long)i, (long long)total);
+  subset = std::move(idx);
+}
+
+Stl10Source::~Stl10Source() {
+  for (Part& p : parts)
+    if (p.fd >= 0) ::close(p.fd);
+}
+
+void Stl10Source::locate(int64_t i, const Part*& part, int64_t& j) const {
+  check_index(i);
+  j = subset.empty() ? i : subset[size_t(i)];
+  for (const Part& p : parts) {
+    if (j < p.count) { part = &p; return; }
+    j -= p.count;
+  }
+  throw Error("STL10: internal index error");
+}
+
+int Stl10Source::label(int64_t i) const {
+  const Part* p;
+  int64_t j;
+  locate(i, p, j);
+  return p->labels.empty() ? -1 : p->labels[size_t(j)];
+}
+
+void Stl10Source::read(int64_t i, uint8_t* dst) const {
+  const Part* p;
+  int64_t j;
+  locate(i, p, j);
+  uint8_t raw[kStlBytes];
+  pread_all(p->fd, raw, sizeof raw, j * kStlBytes, p->x_path);
+  // Each channel is stored column-major: raw[c][x][y] -> dst[c][y][x].
+  constexpr int S = kStlSide;
+  for (int c = 0; c < 3; ++c) {
+    const uint8_t* s = raw + c * S * S;
+    uint8_t* d = dst + c * S * S;
+    for (int x = 0; x < S; ++x)
+      for (int y = 0; y < S; ++y) d[y * S + x] = s[x * S + y];
+  }
+}
+
+void MemorySource::shape(int64_t i, int& c, int& h, int& w) const {
+  check_index(i);
+  const Item& it = items[size_t(i)];
+  c = it.c; h = it.h; w = it.w;
+}
+
+void MemorySource::read(int64_t i, uint8_t* dst) const {
+  check_index(i);
+  const Item& it = items[size_t(i)];
+  std::memcpy(dst, it.chw.data(), it.chw.size());
+}
+
+}  // namespace vgg::data
