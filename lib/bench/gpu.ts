@@ -1,0 +1,193 @@
+// `npm run bench -- gpu`: training img/s of vgg16 224² b64 and vgg19 224² b32 in fp32, tf32 and bf16 on the GPU, with
+// peak device memory and share of the GPU's dense peak FLOP/s; the same step in PyTorch (scripts/bench_torch_gpu.py:
+// eager, cudnn.benchmark, channels_last, bf16 autocast, SGD) when torch with CUDA is installed, and the ratio.
+// Each result is also printed as one `BENCH_JSON {...}` line (scripts/gpu-check.sh collects them).
+import { execFileSync } from 'child_process';
+import { pythonWith } from './python';
+import { profileReport } from '../profile';
+import * as path from 'path';
+
+import { addon, backends, memoryStats, resetPeakMemory, synchronize } from '../backend';
+import { cfgs, vgg16, vgg19, type Precision, type VGGConfig } from '../models/vgg';
+import { crossEntropy } from '../nn/loss';
+import { sgd } from '../optim/sgd';
+import { Tensor } from '../tensor';
+
+interface Config {
+  model: 'vgg16' | 'vgg19';
+  batch: number;
+  precision: Precision;
+}
+export interface GpuBenchResult extends Config {
+  imgPerSec?: number;
+  peakMiB?: number;
+  peakFlopsPct?: number;
+  torchImgPerSec?: number;
+  torchPeakMiB?: number;
+  ratio?: number;
+  error?: string;
+  torchError?: string;
+}
+
+const CONFIGS: Config[] = [
+  { model: 'vgg16', batch: 64, precision: 'fp32' },
+  { model: 'vgg16', batch: 64, precision: 'tf32' },
+  { model: 'vgg16', batch: 64, precision: 'bf16' },
+  { model: 'vgg19', batch: 32, precision: 'fp32' },
+  { model: 'vgg19', batch: 32, precision: 'tf32' },
+  { model: 'vgg19', batch: 32, precision: 'bf16' },
+];
+
+/** Multiply-adds of one forward pass at 224², from the config table (convs 3x3 pad 1, then the classifier). */
+export function forwardMacs(cfg: VGGConfig, numClasses = 1000, size = 224): number {
+  let c = 3;
+  let s = size;
+  let macs = 0;
+  for (const v of cfg) {
+    if (v === 'M') {
+      s = Math.floor(s / 2);
+    } else {
+      macs += v * c * 9 * s * s;
+      c = v;
+    }
+  }
+  return macs + 512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * numClasses;
+}
+
+/** Dense peak FLOP/s of known GPUs per precision (tensor cores for tf32/bf16), else undefined. */
+export function peakFlops(deviceName: string, precision: Precision): number | undefined {
+  const table: [RegExp, Record<Precision, number>][] = [
+    [/H200|H100.*(SXM|HBM3)|GH200/i, { fp32: 67e12, tf32: 494.7e12, bf16: 989.4e12 }],
+    [/H100.*(PCIe|NVL)|H100/i, { fp32: 51e12, tf32: 378e12, bf16: 756e12 }],
+    [/A100/i, { fp32: 19.5e12, tf32: 156e12, bf16: 312e12 }],
+    [/L40S/i, { fp32: 91.6e12, tf32: 183e12, bf16: 362e12 }],
+    [/A10\b/i, { fp32: 31.2e12, tf32: 62.5e12, bf16: 125e12 }],
+  ];
+  for (const [re, p] of table) if (re.test(deviceName)) return p[precision];
+  return undefined;
+}
+
+function envInt(name: string, dflt: number): number {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? Math.floor(v) : dflt;
+}
+
+function runOurs(c: Config, steps: number, warmup: number): { imgPerSec: number; peakMiB: number } {
+  const factory = c.model === 'vgg16' ? vgg16 : vgg19;
+  // Float32 math of the CUDA backend (TF32 or not); the model may set it too from its precision.
+  (addon() as any).setCudaMathMode?.(c.precision === 'fp32' ? 0 : c.precision === 'tf32' ? 1 : 2);
+  const model = factory({ numClasses: 1000, device: 'cuda', precision: c.precision, seed: 1 } as any);
+  model.train();
+  const opt = sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
+  const n = c.batch * 3 * 224 * 224;
+  const host = new Float32Array(n);
+  let seed = 12345;
+  for (let i = 0; i < n; i++) {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    host[i] = (seed / 4294967296) * 2 - 1;
+  }
+  const labelsHost = new Int32Array(c.batch);
+  for (let i = 0; i < c.batch; i++) labelsHost[i] = (i * 37) % 1000;
+  const x = Tensor.from(host, [c.batch, 3, 224, 224], { device: 'cuda' });
+  const labels = Tensor.from(labelsHost, [c.batch], { device: 'cuda' });
+  const params = model.parameters() as any[];
+  const step = (): number => {
+    opt.zeroGrad(params);
+    const logits = model.forward(x);
+    const { loss, grad } = crossEntropy(logits, labels);
+    logits.dispose();
+    model.backward(grad);
+    grad.dispose();
+    opt.step(params);
+    return loss;
+  };
+  try {
+    for (let i = 0; i < warmup; i++) step();
+    synchronize('cuda');
+    resetPeakMemory('cuda');
+    const t0 = process.hrtime.bigint();
+    let last = 0;
+    for (let i = 0; i < steps; i++) last = step();
+    synchronize('cuda');
+    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (!Number.isFinite(last)) throw new Error(`loss is ${last}`);
+    return { imgPerSec: (c.batch * steps) / secs, peakMiB: memoryStats('cuda').peak / 2 ** 20 };
+  } finally {
+    x.dispose();
+    labels.dispose();
+    (model as any).dispose?.();
+  }
+}
+
+function runTorch(configs: Config[], steps: number, warmup: number): Map<string, any> {
+  const res = new Map<string, any>();
+  const script = path.join(__dirname, '..', '..', 'scripts', 'bench_torch_gpu.py');
+  const arg = configs.map((c) => `${c.model}:${c.batch}:${c.precision}`).join(',');
+  try {
+    const out = execFileSync(pythonWith('torch') ?? 'python3',
+      [script, '--configs', arg, '--steps', String(steps), '--warmup', String(warmup)],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: envInt('VGGNET_BENCH_TORCH_TIMEOUT', 300) * 1000 });
+    for (const line of out.split('\n')) {
+      if (!line.trim().startsWith('{')) continue;
+      const r = JSON.parse(line);
+      if (r.model) res.set(`${r.model}:${r.batch}:${r.precision}`, r);
+      else if (r.error) res.set('*', r);
+    }
+  } catch (e) {
+    res.set('*', { error: `PyTorch reference did not run: ${(e as Error).message.split('\n')[0]}` });
+  }
+  return res;
+}
+
+const fmt = (v: number | undefined, d = 1) => (v === undefined ? '-' : v.toFixed(d));
+
+export async function benchGpu(): Promise<void> {
+  const info = backends();
+  if (!info.cuda.built || info.cuda.devices.length === 0) {
+    console.log(`bench gpu: no usable CUDA device (${info.cuda.built ? info.cuda.error ?? 'no device' : 'addon built CPU-only'})`);
+    return;
+  }
+  const dev = info.cuda.devices[0];
+  console.log(`bench gpu: ${dev.name} (cc ${dev.cc}), CUDA ${info.cuda.runtime}, cuDNN ${info.cuda.cudnn}, cuBLAS ${info.cuda.cublas}`);
+  const steps = envInt('VGGNET_BENCH_STEPS', 10);
+  const warmup = envInt('VGGNET_BENCH_WARMUP', 3);
+  const only = process.env.VGGNET_BENCH_CONFIGS; // e.g. "vgg16:64:bf16"
+  const configs = only
+    ? CONFIGS.filter((c) => only.split(',').includes(`${c.model}:${c.batch}:${c.precision}`))
+    : CONFIGS;
+  const results: GpuBenchResult[] = [];
+  for (const c of configs) {
+    const r: GpuBenchResult = { ...c };
+    try {
+      const o = runOurs(c, steps, warmup);
+      r.imgPerSec = Math.round(o.imgPerSec * 10) / 10;
+      r.peakMiB = Math.round(o.peakMiB);
+      const peak = peakFlops(dev.name, c.precision);
+      const flopsPerImg = 3 * 2 * forwardMacs(cfgs[c.model === 'vgg16' ? 'D' : 'E']);
+      if (peak) r.peakFlopsPct = Math.round(((o.imgPerSec * flopsPerImg) / peak) * 1000) / 10;
+    } catch (e) {
+      r.error = (e as Error).message;
+    }
+    results.push(r);
+    if (process.env.VGGNET_PROFILE === '1') console.log(profileReport());
+    console.log(`  ours  ${c.model} b${c.batch} ${c.precision}: ${r.error ? 'ERROR ' + r.error : `${fmt(r.imgPerSec)} img/s, peak ${r.peakMiB} MiB, ${fmt(r.peakFlopsPct)}% of peak`}`);
+  }
+  if (process.env.VGGNET_BENCH_NO_TORCH !== '1') {
+    const torch = runTorch(configs, steps, warmup);
+    for (const r of results) {
+      const t = torch.get(`${r.model}:${r.batch}:${r.precision}`) ?? torch.get('*');
+      if (!t || t.error) {
+        r.torchError = t?.error ?? 'no result';
+        continue;
+      }
+      r.torchImgPerSec = t.imgPerSec;
+      r.torchPeakMiB = t.peakMiB;
+      if (r.imgPerSec && t.imgPerSec) r.ratio = Math.round((r.imgPerSec / t.imgPerSec) * 100) / 100;
+    }
+  }
+  console.log('\nmodel  batch precision     ours img/s   torch img/s   ratio   peak MiB (ours/torch)   % of peak');
+  for (const r of results) {
+    console.log(`${r.model.padEnd(6)} ${String(r.batch).padStart(5)} ${r.precision.padEnd(9)} ${fmt(r.imgPerSec).padStart(12)} ${fmt(r.torchImgPerSec).padStart(13)} ${fmt(r.ratio, 2).padStart(7)}   ${`${r.peakMiB ?? '-'}/${r.torchPeakMiB ?? '-'}`.padStart(21)}   ${fmt(r.peakFlopsPct).padStart(9)}${r.error ? '  ERROR: ' + r.error : ''}${r.torchError && !r.error ? '  (torch: ' + r.torchError + ')' : ''}`);
+  }
+  for (const r of results) console.log(`BENCH_JSON ${JSON.stringify(r)}`);
+}

@@ -1,0 +1,53 @@
+// Op-level profiler for finding where a step's time goes: with VGGNET_PROFILE=1 every op in lib/ops.ts waits for
+// its device before and after running, and its wall time is added up by op name. Slows everything down; for
+// diagnosis only (`VGGNET_PROFILE=1 npm run bench -- gpu`).
+import * as ops from './ops';
+import { Tensor } from './tensor';
+
+const totals = new Map<string, { ms: number; calls: number }>();
+let installed = false;
+
+function deviceOf(args: unknown[]): 'cpu' | 'cuda' | undefined {
+  for (const a of args) {
+    if (a instanceof Tensor) return a.device;
+    if (Array.isArray(a) && a[0] instanceof Tensor) return a[0].device;
+  }
+  return undefined;
+}
+
+export function installProfiler(): void {
+  if (installed) return;
+  installed = true;
+  const mod = ops as unknown as Record<string, unknown>;
+  for (const name of Object.keys(mod)) {
+    const fn = mod[name];
+    if (typeof fn !== 'function' || name === 'synchronize') continue;
+    const wrapped = (...args: unknown[]) => {
+      const dev = deviceOf(args);
+      if (dev) ops.synchronize(dev);
+      const t = performance.now();
+      const r = (fn as (...a: unknown[]) => unknown)(...args);
+      if (dev) ops.synchronize(dev);
+      const e = totals.get(name) ?? { ms: 0, calls: 0 };
+      e.ms += performance.now() - t;
+      e.calls++;
+      totals.set(name, e);
+      return r;
+    };
+    try {
+      Object.defineProperty(mod, name, { value: wrapped, configurable: true, enumerable: true, writable: true });
+    } catch {
+      /* non-configurable export: left unprofiled */
+    }
+  }
+}
+
+export function profileReport(reset = true): string {
+  const rows = [...totals.entries()].sort((a, b) => b[1].ms - a[1].ms);
+  const all = rows.reduce((s, [, v]) => s + v.ms, 0);
+  const out = rows.map(([k, v]) => `  ${k.padEnd(28)} ${v.ms.toFixed(1).padStart(9)} ms ${String(v.calls).padStart(6)} calls ${((100 * v.ms) / (all || 1)).toFixed(1).padStart(5)}%`);
+  if (reset) totals.clear();
+  return ['op profile (device-synchronised wall time):', ...out].join('\n');
+}
+
+if (process.env.VGGNET_PROFILE === '1') installProfiler();
