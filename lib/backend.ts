@@ -99,3 +99,11 @@ export function emptyCache(device: DeviceName): void {
 export function synchronize(device: DeviceName): void {
   addon().synchronize(device);
 }
+
+/** Threads of the CPU backend (OpenMP, shared with oneDNN). Default: the core count, or $OMP_NUM_THREADS. */
+export function setNumThreads(n: number): void {
+  addon().setNumThreads(n);
+}
+export function getNumThreads(): number {
+  return addon().getNumThreads();
+}

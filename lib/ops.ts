@@ -48,8 +48,9 @@ export function reluForward(x: Tensor): Tensor {
 export function reluBackward(dy: Tensor, y: Tensor): Tensor {
   return T(addon().reluBackward(dy.native, y.native));
 }
-export function maxpool2dForward(x: Tensor, p: Pool2dParams, train: boolean): WithSaved {
-  return withSaved(addon().maxpool2dForward(x.native, p, train));
+/** needBackward: keep the workspace for maxpool2dBackward (saved stays empty otherwise). */
+export function maxpool2dForward(x: Tensor, p: Pool2dParams, needBackward: boolean): WithSaved {
+  return withSaved(addon().maxpool2dForward(x.native, p, needBackward));
 }
 export function maxpool2dBackward(dy: Tensor, x: Tensor, y: Tensor, p: Pool2dParams, saved: Tensor[]): Tensor {
   return T(addon().maxpool2dBackward(dy.native, x.native, y.native, p, natives(saved)));
@@ -62,10 +63,10 @@ export function adaptiveAvgpool2dBackward(dy: Tensor, xShape: number[], xLayout:
 }
 export function batchnormForward(
   x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
-  training: boolean, momentum: number, eps: number,
+  training: boolean, momentum: number, eps: number, needBackward = training,
 ): WithSaved {
   return withSaved(
-    addon().batchnormForward(x.native, gamma.native, beta.native, runningMean.native, runningVar.native, training, momentum, eps),
+    addon().batchnormForward(x.native, gamma.native, beta.native, runningMean.native, runningVar.native, training, momentum, eps, needBackward),
   );
 }
 export function batchnormBackward(

@@ -3,6 +3,9 @@
 #include <napi.h>
 
 #include <initializer_list>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "cuda/cuda_hooks.h"
 #include "js_tensor.h"
@@ -111,7 +114,7 @@ Napi::Value ReluBackward(const Napi::CallbackInfo& info) {
   Tensor& y = unwrap(arg(info, 1), "reluBackward: output");
   return wrap(info.Env(), backend_of("reluBackward", {&dy, &y}).relu_backward(dy, y));
 }
-// maxpool2dForward(x, params, train) -> {y, saved}
+// maxpool2dForward(x, params, needBackward) -> {y, saved}
 Napi::Value Maxpool2dForward(const Napi::CallbackInfo& info) {
   const char* op = "maxpool2dForward";
   Tensor& x = unwrap(arg(info, 0), "maxpool2dForward: input");
@@ -145,7 +148,7 @@ Napi::Value AdaptiveAvgpool2dBackward(const Napi::CallbackInfo& info) {
   return wrap(info.Env(),
               backend_of(op, {&dy}).adaptive_avgpool2d_backward(dy, xs, layout_arg(arg(info, 2), op)));
 }
-// batchnormForward(x, gamma, beta, runningMean, runningVar, training, momentum, eps) -> {y, saved}
+// batchnormForward(x, gamma, beta, runningMean, runningVar, training, momentum, eps, needBackward) -> {y, saved}
 Napi::Value BatchnormForward(const Napi::CallbackInfo& info) {
   const char* op = "batchnormForward";
   Tensor& x = unwrap(arg(info, 0), "batchnormForward: input");
@@ -155,9 +158,10 @@ Napi::Value BatchnormForward(const Napi::CallbackInfo& info) {
   Tensor& rv = unwrap(arg(info, 4), "batchnormForward: running_var");
   bool training = get_bool(arg(info, 5), op);
   double momentum = get_number(arg(info, 6), op), eps = get_number(arg(info, 7), op);
+  bool need_backward = get_bool(arg(info, 8), op);
   Saved saved;
   Tensor y = backend_of(op, {&x, &g, &b, &rm, &rv})
-                 .batchnorm_forward(x, g, b, rm, rv, training, momentum, eps, training ? &saved : nullptr);
+                 .batchnorm_forward(x, g, b, rm, rv, training, momentum, eps, need_backward ? &saved : nullptr);
   return pair(info.Env(), y, saved);
 }
 // batchnormBackward(dy, x, gamma, eps, saved, dgamma, dbeta, accumulate)
@@ -307,6 +311,23 @@ Napi::Value SetCudaMathMode(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setNumThreads(n): the CPU backend's thread count (OpenMP, which oneDNN shares); getNumThreads().
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  int64_t n = get_int(arg(info, 0), "setNumThreads");
+  VGG_CHECK(n >= 1 && n <= 4096, "setNumThreads: expected 1..4096 threads, got %lld", (long long)n);
+#ifdef _OPENMP
+  omp_set_num_threads(int(n));
+#endif
+  return info.Env().Undefined();
+}
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+#ifdef _OPENMP
+  return Napi::Number::New(info.Env(), omp_get_max_threads());
+#else
+  return Napi::Number::New(info.Env(), 1);
+#endif
+}
+
 }  // namespace
 
 void init_ops(Napi::Env env, Napi::Object exports) {
@@ -341,6 +362,8 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("emptyCache", EmptyCache);
   def("buildInfo", BuildInfo);
   def("setCudaMathMode", SetCudaMathMode);
+  def("setNumThreads", SetNumThreads);
+  def("getNumThreads", GetNumThreads);
 }
 
 }  // namespace vgg::js

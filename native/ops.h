@@ -63,11 +63,12 @@ class Backend {
 
   // ---- batch norm over C of (N,C,H,W). training: normalise with the batch's biased variance and update
   // running_mean/var in place (momentum, unbiased variance); else normalise with the running stats.
-  // saved (training only) receives what backward needs.
+  // saved (null when no backward will follow) receives what backward needs, in either mode.
   virtual Tensor batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                                    Tensor& running_var, bool training, double momentum, double eps,
                                    Saved* saved) = 0;
-  // dx, and dgamma/dbeta (C) f32; training-mode backward (batch statistics are inputs of the function).
+  // dx, and dgamma/dbeta (C) f32, of the mode the forward ran in: in training the batch statistics are functions of
+  // x; in eval the running statistics are constants.
   virtual Tensor batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps,
                                     const Saved& saved, Tensor& dgamma, Tensor& dbeta, bool accumulate) = 0;
 

@@ -5,14 +5,24 @@ import { sgd } from '../lib/optim/sgd';
 import * as ops from '../lib/ops';
 import { tinyVgg, randomBatch } from './helpers/tiny';
 import { Rng } from '../lib/random';
+import { noGrad } from '../lib/nn/module';
 
 describe('whole-network gradients (float32 forward, central differences)', () => {
   // PyTorch's default init (U(±1/√fan_in)) keeps the hidden pre-activations O(0.1–1), and eps = 5e-4 rarely moves
   // one across a ReLU or max-pool switch (with eps 1e-2 batch norm's curvature and such switches gave 20–50 % errors
   // that shrink to < 1 % as eps → 0, measured). The float32 loss (~1.6) is rounded at ~1e-7, i.e. ~2e-4 in the
   // difference quotient, inside the 2e-3 absolute tolerance.
-  test.each([false, true])('batchNorm=%s: analytic gradients match finite differences', (batchNorm) => {
+  test.each([
+    [false, 'train'], [true, 'train'], [true, 'eval'],
+  ])('batchNorm=%s, %s mode: analytic gradients match finite differences', (batchNorm, mode) => {
     const m = tinyVgg({ batchNorm, seed: 5, initWeights: false });
+    if (mode === 'eval') {
+      // give the running statistics values other than 0/1, then differentiate the eval-mode function
+      const { x: warm } = randomBatch(4, 12);
+      m.forward(warm).dispose();
+      m.releaseSaved();
+      m.eval();
+    }
     const { x, y } = randomBatch(3, 11);
     const lossAt = () => {
       const logits = m.forward(x);
@@ -54,6 +64,17 @@ describe('whole-network gradients (float32 forward, central differences)', () =>
     expect(checked).toBe(m.parameters().length * 3);
     m.dispose();
   });
+});
+
+test('under noGrad nothing is kept: backward is an error, and outputs equal those with gradients', () => {
+  const m = tinyVgg({ batchNorm: true });
+  m.eval();
+  const { x } = randomBatch(2, 1);
+  const a = noGrad(() => m.forward(x));
+  expect(() => m.backward(Tensor.zeros([2, 5]))).toThrow(/no forward \(with gradients enabled\)/);
+  const b = m.forward(x);
+  expect(b.toArray()).toEqual(a.toArray());
+  m.dispose();
 });
 
 describe('training', () => {

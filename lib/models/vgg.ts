@@ -1,9 +1,9 @@
 // VGG from a table of layer widths, the way torchvision's models/vgg.py builds it: configurations A/B/D/E
 // (VGG11/13/16/19), optional batch norm, torchvision's layer indices, parameter names and initialisation.
-import { DeviceOption, DeviceName, resolveDevice } from '../backend';
+import { addon, DeviceOption, DeviceName, resolveDevice } from '../backend';
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Counter, Module, Parameter, NamedParameter } from '../nn/module';
+import { Counter, Module, Parameter, NamedParameter, isGradEnabled, noGrad } from '../nn/module';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
 } from '../nn/layers';
@@ -20,6 +20,7 @@ export const cfgs: Record<'A' | 'B' | 'D' | 'E', VGGConfig> = {
 };
 
 export type Precision = 'fp32' | 'tf32' | 'bf16';
+const CUDA_MATH_MODE: Record<Precision, number> = { fp32: 0, tf32: 1, bf16: 2 };
 
 export interface VGGOptions {
   numClasses?: number;
@@ -55,7 +56,7 @@ export class VGGNet extends Module {
 
   constructor(config: VGGConfig, options: VGGOptions = {}, name?: string) {
     super();
-    const device = resolveDevice(options.device ?? 'cpu');
+    const device = resolveDevice(options.device); // default: $VGGNET_DEVICE, else CUDA when usable, else CPU
     this.device = device;
     this.precision = options.precision ?? (device === 'cuda' ? 'bf16' : 'fp32');
     if (this.precision !== 'fp32' && device === 'cpu' && this.precision !== 'bf16') {
@@ -139,7 +140,8 @@ export class VGGNet extends Module {
     }
     if (h < 32 || w < 32) throw new Error(`VGGNet.forward: input is ${h}×${w}; VGG's five pools need at least 32×32`);
     if (x.device !== this.device) throw new Error(`VGGNet.forward: input is on ${x.device}, the model on ${this.device}`);
-    // Entry: activations in the compute dtype, channels-last on the GPU.
+    // Entry: activations in the compute dtype, channels-last on the GPU, and the GPU's float32 math mode.
+    if (this.device === 'cuda') addon().setCudaMathMode(CUDA_MATH_MODE[this.precision]);
     let cur = x;
     const dt = this.precision === 'bf16' ? 'bfloat16' : 'float32';
     if (cur.dtype !== dt) cur = this.keep(ops.cast(cur, dt));
@@ -150,11 +152,11 @@ export class VGGNet extends Module {
     let logits = this.classifier.forward(cur);
     if (logits.dtype !== 'float32') {
       const f = ops.cast(logits, 'float32');
-      if (this.training) this.keep(logits);
+      if (isGradEnabled()) this.keep(logits);
       else logits.dispose();
       logits = f;
     }
-    if (!this.training) this.freeActs();
+    if (!isGradEnabled()) this.freeActs();
     return logits;
   }
 
@@ -222,7 +224,7 @@ export class VGGNet extends Module {
     const wasTraining = this.training;
     this.eval();
     try {
-      const logits = this.forward(images);
+      const logits = noGrad(() => this.forward(images));
       const [n, c] = logits.shape;
       const l = logits.toArray() as Float32Array;
       logits.dispose();

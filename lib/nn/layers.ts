@@ -1,10 +1,10 @@
 // The layers of VGG, each a forward and a backward over the addon's ops, with torchvision's parameter names.
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Counter, ForwardOptions, Module, Parameter, disposeAll } from './module';
+import { Counter, ForwardOptions, Module, Parameter, disposeAll, isGradEnabled } from './module';
 
 function requireSaved<T>(v: T | undefined, layer: string): T {
-  if (v === undefined) throw new Error(`${layer}.backward: no forward in training mode to go back through`);
+  if (v === undefined) throw new Error(`${layer}.backward: no forward (with gradients enabled) to go back through`);
   return v;
 }
 
@@ -43,7 +43,7 @@ export class Conv2d extends Module {
   }
 
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
-    this.x = this.training ? x : undefined;
+    this.x = isGradEnabled() ? x : undefined;
     return ops.conv2dForward(x, this.weight.value, this.bias?.value ?? null, this.params, options.fuseRelu ?? false);
   }
 
@@ -74,7 +74,7 @@ export class ReLU extends Module {
   forward(x: Tensor): Tensor {
     this.releaseSaved();
     const y = ops.reluForward(x);
-    if (this.training) {
+    if (isGradEnabled()) {
       this.y = y;
       this.ownsY = false; // the output belongs to whoever receives it; we only read it in backward
     }
@@ -84,7 +84,7 @@ export class ReLU extends Module {
   /** The previous layer already applied max(0, ·): pass x through and remember it as the output. */
   forwardFused(y: Tensor): Tensor {
     this.releaseSaved();
-    if (this.training) this.y = y;
+    if (isGradEnabled()) this.y = y;
     return y;
   }
 
@@ -112,8 +112,8 @@ export class MaxPool2d extends Module {
 
   forward(x: Tensor): Tensor {
     this.releaseSaved();
-    const r = ops.maxpool2dForward(x, this.params, this.training);
-    if (this.training) this.saved = { x, y: r.y, ws: r.saved };
+    const r = ops.maxpool2dForward(x, this.params, isGradEnabled());
+    if (isGradEnabled()) this.saved = { x, y: r.y, ws: r.saved };
     return r.y;
   }
 
@@ -201,11 +201,10 @@ export class BatchNorm2d extends Module {
     this.releaseSaved();
     const r = ops.batchnormForward(
       x, this.weight.value, this.bias.value, this.runningMean, this.runningVar, this.training, this.momentum, this.eps,
+      isGradEnabled(),
     );
-    if (this.training) {
-      this.numBatchesTracked.value += 1n;
-      this.saved = { x, stats: r.saved };
-    }
+    if (this.training) this.numBatchesTracked.value += 1n;
+    if (isGradEnabled()) this.saved = { x, stats: r.saved };
     return r.y;
   }
 
@@ -242,7 +241,7 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
-    this.x = this.training ? x : undefined;
+    this.x = isGradEnabled() ? x : undefined;
     return ops.linearForward(x, this.weight.value, this.bias?.value ?? null, options.fuseRelu ?? false);
   }
 
@@ -299,7 +298,8 @@ export class Dropout extends Module {
 
 /**
  * Children run in order, named "0", "1", ... like torch.nn.Sequential. Owns the activations between children:
- * in training they live until backward has passed them, in eval each is freed once the next child has run.
+ * with gradients enabled they live until backward has passed them; under noGrad each is freed once the next child
+ * has run.
  * A Conv2d or Linear followed by a ReLU runs as one fused op.
  */
 export class Sequential extends Module {
@@ -317,6 +317,7 @@ export class Sequential extends Module {
 
   forward(x: Tensor): Tensor {
     this.freeActs();
+    const keep = isGradEnabled(); // activations are needed by backward
     let cur = x;
     for (let i = 0; i < this.layers.length; i++) {
       const layer = this.layers[i];
@@ -329,13 +330,13 @@ export class Sequential extends Module {
         out = layer.forward(cur);
       }
       if (out !== cur) {
-        if (!this.training && cur !== x) cur.dispose();
-        if (this.training) this.acts.push(out);
+        if (!keep && cur !== x) cur.dispose();
+        if (keep) this.acts.push(out);
       }
       cur = out;
     }
     // The final output belongs to the caller.
-    if (this.training && this.acts[this.acts.length - 1] === cur) this.acts.pop();
+    if (keep && this.acts[this.acts.length - 1] === cur) this.acts.pop();
     return cur;
   }
 

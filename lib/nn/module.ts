@@ -68,6 +68,27 @@ export interface NamedBuffer {
   kind: 'tensor';
 }
 
+// Grad mode, as torch.no_grad: while off, forward keeps nothing for backward (inference and evaluation).
+let gradEnabled = true;
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+/** Runs fn with gradient bookkeeping off (no activations kept for backward); async functions are awaited. */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  let r: T;
+  try {
+    r = fn();
+  } catch (e) {
+    gradEnabled = prev;
+    throw e;
+  }
+  if (r instanceof Promise) return r.finally(() => (gradEnabled = prev)) as unknown as T;
+  gradEnabled = prev;
+  return r;
+}
+
 export interface ForwardOptions {
   /** Apply max(0, ·) to the output (the next module is a ReLU that then passes its input through). */
   fuseRelu?: boolean;

@@ -82,6 +82,16 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
     saved->clear();
     saved->push_back(mean_t);
     saved->push_back(invstd_t);
+  } else if (saved) {
+    // Eval mode with a backward to come: the running statistics are constants of the function. The third tensor
+    // marks the eval form for backward.
+    Tensor m = Tensor::empty({C}, DType::F32, Device::CPU), is = Tensor::empty({C}, DType::F32, Device::CPU);
+    const float *rm = running_mean.data<float>(), *rv = running_var.data<float>();
+    for (int64_t c = 0; c < C; ++c) {
+      m.data<float>()[c] = rm[c];
+      is.data<float>()[c] = float(1.0 / std::sqrt(double(rv[c]) + eps));
+    }
+    *saved = {m, is, Tensor::zeros({1}, DType::U8, Device::CPU)};
   }
   return y;
 }
@@ -97,8 +107,10 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
   check_param(gamma, {C}, "batchnorm_backward: weight");
   check_param(dgamma, {C}, "batchnorm_backward: dgamma");
   check_param(dbeta, {C}, "batchnorm_backward: dbeta");
-  VGG_CHECK(saved.size() == 2, "batchnorm_backward: saved must hold {mean, invstd} of a training-mode forward "
-            "(got %zu tensors)", saved.size());
+  VGG_CHECK(saved.size() == 2 || saved.size() == 3,
+            "batchnorm_backward: saved must hold {mean, invstd} of a forward that kept them (got %zu tensors)",
+            saved.size());
+  const bool batch_stats = saved.size() == 2;  // eval form: running statistics, no terms through the batch mean/var
   check_param(saved[0], {C}, "batchnorm_backward: saved mean");
   check_param(saved[1], {C}, "batchnorm_backward: saved invstd");
   const int64_t M = x.dim(0) * x.dim(2) * x.dim(3);
@@ -118,7 +130,8 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
     const double dgamma_c = sdyx * invstd, dbeta_c = sdy;
     // dx = k * (dy - dbeta/M - xhat * dgamma/M), k = gamma*invstd
     const double k = double(g[c]) * invstd;
-    const double a = dbeta_c / double(M), bcoef = dgamma_c * invstd / double(M);
+    const double a = batch_stats ? dbeta_c / double(M) : 0.0;
+    const double bcoef = batch_stats ? dgamma_c * invstd / double(M) : 0.0;
     for_channel(x.shape, st, c, [&](int64_t o) {
       dxp[o] = float(k * (double(dyp[o]) - a - (double(xp[o]) - mean) * bcoef));
     });

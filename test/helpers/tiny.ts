@@ -13,6 +13,7 @@ export function tinyVgg(opts: { batchNorm?: boolean; dropout?: number; seed?: nu
     seed: opts.seed ?? 1,
     hiddenFeatures: 12,
     initWeights: opts.initWeights ?? true,
+    precision: 'fp32',
     device: (process.env.VGGNET_DEVICE as 'cpu' | 'cuda' | undefined) ?? 'cpu',
   });
 }
