@@ -1,10 +1,12 @@
 // The package root: everything a user imports.
 export { Tensor } from './tensor';
 export type { DType, Layout, TensorOptions } from './tensor';
-export { backends, resolveDevice, cudaAvailable, memoryStats, resetPeakMemory, emptyCache, synchronize } from './backend';
+export {
+  backends, resolveDevice, cudaAvailable, memoryStats, resetPeakMemory, emptyCache, synchronize, setNumThreads, getNumThreads,
+} from './backend';
 export type { DeviceName, DeviceOption, BackendsInfo } from './backend';
 export * as ops from './ops';
-export { Module, Parameter, Counter } from './nn/module';
+export { Module, Parameter, Counter, noGrad, isGradEnabled } from './nn/module';
 export {
   Conv2d, ReLU, MaxPool2d, AdaptiveAvgPool2d, Flatten, BatchNorm2d, Linear, Dropout, Sequential,
 } from './nn/layers';
@@ -16,3 +18,10 @@ export type { SGDOptions } from './optim/sgd';
 export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetensors } from './io/safetensors';
 export type { StateRecord } from './io/safetensors';
 export { Rng } from './random';
+export {
+  reduceLROnPlateau, stepLR, cosineAnnealing, linearWarmup, constantLR,
+  ReduceLROnPlateau, StepLR, CosineAnnealing, LinearWarmup, ConstantLR,
+} from './optim/schedulers';
+export type { Scheduler } from './optim/schedulers';
+export * from './data/index';
+export * from './train/index';

@@ -1,0 +1,395 @@
+// Trainer: the training loop of a VGGNet with an SGD optimizer — epochs over a DataLoader, evaluation every epoch in
+// eval mode, an LR scheduler stepped once per epoch, checkpoints that resume exactly, progress, logs and plots.
+//
+//   const trainer = new Trainer(model, { optimizer: sgd({ lr: 0.01, momentum: 0.9 }), scheduler, checkpointDir });
+//   await trainer.fit(trainLoader, { epochs: 10, validation: testLoader });
+//   const { top1, confusion } = await trainer.evaluate(testLoader);
+//
+// Exact resume: a checkpoint holds the weights, BN statistics, momentum buffers, LR, scheduler state, the dropout
+// layers' call counters and the loader position (epoch, batch); the DataLoader's order and augmentation are functions
+// of (seed, epoch, index), so N epochs straight and N/2 + resume + N/2 give the same bits on the CPU backend.
+import * as path from 'path';
+import { Tensor } from '../tensor';
+import { VGGNet, Precision } from '../models/vgg';
+import { Dropout } from '../nn/layers';
+import { crossEntropy } from '../nn/loss';
+import { SGD } from '../optim/sgd';
+import { Scheduler } from '../optim/schedulers';
+import type { DataLoader, Batch } from '../data';
+import { MetricAccumulator, EvalResult } from './metrics';
+import {
+  CHECKPOINT_FORMAT, CheckpointMeta, LoadedCheckpoint, loadCheckpoint, modelSpec, packageVersion, saveCheckpoint,
+} from './checkpoint';
+import { Progress, ProgressStream, formatDuration } from './progress';
+import { writeMetrics, EpochRecord } from './logs';
+
+export interface StepInfo {
+  epoch: number; // 0-based epoch being trained
+  batch: number; // batches done in this epoch (1-based after the step)
+  batches: number;
+  step: number; // optimizer steps so far
+  loss: number;
+  batchSize: number;
+  lr: number;
+}
+
+export interface EpochInfo {
+  epoch: number; // completed epochs (1-based number of the epoch just finished)
+  metrics: EpochRecord;
+  validation?: EvalResult;
+  isBest: boolean;
+}
+
+export interface TrainerOptions {
+  optimizer: SGD;
+  scheduler?: Scheduler | null;
+  /** Where last/best/epoch-NNNN.safetensors go (created). No checkpoints when unset. */
+  checkpointDir?: string;
+  /** Also keep epoch-NNNN.safetensors every this many epochs (0: never). */
+  saveEvery?: number;
+  /** Where metrics.jsonl, metrics.csv and metrics.svg go (created). No logs when unset. */
+  logDir?: string;
+  /** Must match the model's precision when given (the model owns it: vgg16({ precision })). */
+  precision?: Precision;
+  /** Class names, saved in checkpoints (default: the training dataset's). */
+  classes?: string[];
+  /** Run configuration saved in checkpoint metadata (the CLI saves its options). */
+  config?: Record<string, unknown>;
+  /** Progress bar / lines and per-epoch summaries go here (default process.stdout); null: silent. */
+  output?: ProgressStream | null;
+  /** Force the TTY progress bar on or off (default: output.isTTY). */
+  tty?: boolean;
+  /** Show the progress bar / periodic lines (default true; the per-epoch summaries are printed either way). */
+  progress?: boolean;
+  /** Seconds between plain progress lines when not on a TTY (default 10). */
+  progressInterval?: number;
+  onStep?: (info: StepInfo) => void | Promise<void>;
+  onEpochEnd?: (info: EpochInfo) => void | Promise<void>;
+  onCheckpoint?: (file: string, kind: 'last' | 'best' | 'epoch') => void;
+  /** Aborting finishes the current step, saves `last` and makes fit() return with interrupted: true. */
+  signal?: AbortSignal;
+}
+
+export interface FitOptions {
+  epochs: number;
+  validation?: DataLoader | null;
+  /** A checkpoint to continue from (or call trainer.resume() first). */
+  resume?: string;
+}
+
+export interface FitResult {
+  /** Completed epochs. */
+  epochs: number;
+  step: number;
+  history: EpochRecord[];
+  best: { top1: number; epoch: number } | null;
+  /** The last epoch's full validation result (per-class accuracy, confusion matrix). */
+  validation?: EvalResult;
+  interrupted: boolean;
+  /** The checkpoint written last (where to resume from). */
+  lastCheckpoint?: string;
+}
+
+export class TrainingDivergedError extends Error {
+  constructor(message: string, readonly lastCheckpoint?: string) {
+    super(message);
+    this.name = 'TrainingDivergedError';
+  }
+}
+
+const tick = () => new Promise<void>((r) => setImmediate(r));
+
+export class Trainer {
+  readonly model: VGGNet;
+  readonly optimizer: SGD;
+  readonly scheduler: Scheduler | null;
+  readonly options: TrainerOptions;
+  /** Completed epochs. */
+  epoch = 0;
+  /** Batches of epoch `epoch` already trained (mid-epoch resume). */
+  batchInEpoch = 0;
+  step = 0;
+  history: EpochRecord[] = [];
+  best: { top1: number; epoch: number } | null = null;
+  lastValidation?: EvalResult;
+  private partial: Record<string, number> | null = null;
+  private schedulerAttached = false;
+  private stopRequested = false;
+  private loaderInfo: { seed: number; shuffle: boolean } | null = null;
+  private classes: string[] | null;
+  private lastSaved: string | undefined;
+
+  constructor(model: VGGNet, options: TrainerOptions) {
+    if (!(model instanceof VGGNet)) throw new Error('Trainer: expected a VGGNet model');
+    if (!options || !(options.optimizer instanceof SGD)) throw new Error('Trainer: options.optimizer must be an SGD optimizer (sgd({ lr, ... }))');
+    if (options.precision && options.precision !== model.precision) {
+      throw new Error(`Trainer: precision '${options.precision}' differs from the model's '${model.precision}'; build the model with { precision: '${options.precision}' }`);
+    }
+    const se = options.saveEvery ?? 0;
+    if (!Number.isInteger(se) || se < 0) throw new Error(`Trainer: saveEvery must be an integer >= 0, got ${se}`);
+    this.model = model;
+    this.optimizer = options.optimizer;
+    this.scheduler = options.scheduler ?? null;
+    this.options = options;
+    this.classes = options.classes ?? null;
+    options.signal?.addEventListener('abort', () => this.stop());
+  }
+
+  /** Ask the loop to stop after the current step; fit() then saves `last` and returns interrupted: true. */
+  stop(): void {
+    this.stopRequested = true;
+  }
+
+  private get out(): ProgressStream | null {
+    return this.options.output === undefined ? process.stdout : this.options.output;
+  }
+  private log(line: string): void {
+    this.out?.write(line + '\n');
+  }
+
+  private dropouts(): Dropout[] {
+    return this.model.classifier.layers.filter((m): m is Dropout => m instanceof Dropout);
+  }
+
+  /** Loss, top-1, top-5, per-class accuracy and confusion matrix over every sample of the loader, in eval mode. */
+  async evaluate(loader: DataLoader): Promise<EvalResult> {
+    const model = this.model;
+    const wasTraining = model.training;
+    model.eval();
+    const acc = new MetricAccumulator(model.options.numClasses);
+    try {
+      for await (const batch of loader.iterate(0)) {
+        const { images, labels } = this.toDevice(batch);
+        try {
+          const logits = model.forward(images);
+          const { loss, grad } = crossEntropy(logits, labels);
+          grad.dispose();
+          acc.add(logits.toArray() as Float32Array, labels.toArray() as Int32Array, loss);
+          logits.dispose();
+        } finally {
+          this.disposeBatch(batch, images, labels);
+        }
+        await tick();
+      }
+    } finally {
+      model.train(wasTraining);
+    }
+    return acc.result();
+  }
+
+  private toDevice(batch: Batch): { images: Tensor; labels: Tensor } {
+    const dev = this.model.device;
+    return {
+      images: batch.images.device === dev ? batch.images : batch.images.to(dev),
+      labels: batch.labels.device === dev ? batch.labels : batch.labels.to(dev),
+    };
+  }
+  private disposeBatch(batch: Batch, images: Tensor, labels: Tensor): void {
+    for (const t of new Set([batch.images, batch.labels, images, labels])) t.dispose();
+  }
+
+  /** Restores everything from a checkpoint written by this trainer (or the CLI). */
+  resume(source: string | LoadedCheckpoint): CheckpointMeta {
+    const ck = typeof source === 'string' ? loadCheckpoint(source) : source;
+    const name = typeof source === 'string' ? source : 'checkpoint';
+    try {
+      const meta = ck.meta;
+      const spec = modelSpec(this.model);
+      if (JSON.stringify(meta.model.config) !== JSON.stringify(spec.config) || meta.model.numClasses !== spec.numClasses ||
+          meta.model.batchNorm !== spec.batchNorm || meta.model.hiddenFeatures !== spec.hiddenFeatures) {
+        throw new Error(`${name}: the checkpoint is of a different model (${meta.model.name ?? JSON.stringify(meta.model.config)}, ` +
+          `${meta.model.numClasses} classes, batchNorm ${meta.model.batchNorm}) than the one being trained (${spec.name ?? JSON.stringify(spec.config)}, ` +
+          `${spec.numClasses} classes, batchNorm ${spec.batchNorm})`);
+      }
+      this.model.loadStateDict(ck.model, { strict: true });
+      this.optimizer.loadStateDict(this.model.namedParameters(), ck.optimizer as Record<string, Tensor>, name);
+      this.optimizer.lr = meta.lr;
+      this.optimizer.stepCount = meta.step;
+      if (this.scheduler) {
+        if (meta.scheduler) this.scheduler.loadState(meta.scheduler);
+        else this.scheduler.attach(meta.lr);
+        this.schedulerAttached = true;
+      }
+      const drops = this.dropouts();
+      const saved = meta.rng?.dropout ?? [];
+      if (saved.length !== drops.length) throw new Error(`${name}: RNG state for ${saved.length} dropout layers, the model has ${drops.length}`);
+      drops.forEach((d, i) => {
+        d.seed = saved[i].seed;
+        d.calls = saved[i].calls;
+      });
+      this.epoch = meta.epoch;
+      this.batchInEpoch = meta.batchInEpoch;
+      this.step = meta.step;
+      this.history = meta.history ?? [];
+      this.best = meta.best;
+      this.partial = meta.partial;
+      if (meta.classes) this.classes = meta.classes;
+      this.lastSaved = typeof source === 'string' ? source : undefined;
+      return meta;
+    } finally {
+      if (typeof source === 'string') ck.dispose();
+    }
+  }
+
+  private meta(metrics: EpochRecord | null, loaderEpochBatch: number): CheckpointMeta {
+    const o = this.optimizer;
+    return {
+      format: CHECKPOINT_FORMAT,
+      packageVersion: packageVersion(),
+      epoch: this.epoch,
+      batchInEpoch: loaderEpochBatch,
+      step: this.step,
+      lr: o.lr,
+      model: modelSpec(this.model),
+      config: this.options.config ?? {},
+      hyperParameters: {
+        optimizer: 'sgd', lr: o.lr, momentum: o.momentum, dampening: o.dampening, weightDecay: o.weightDecay, nesterov: o.nesterov,
+        scheduler: this.scheduler?.type ?? null,
+      },
+      scheduler: this.scheduler ? this.scheduler.state() : null,
+      rng: {
+        dropout: this.dropouts().map((d) => ({ seed: d.seed, calls: d.calls })),
+        loader: this.loaderInfo ? { ...this.loaderInfo, epoch: this.epoch, batch: loaderEpochBatch } : null,
+      },
+      metrics,
+      partial: loaderEpochBatch > 0 ? this.partial : null,
+      history: this.history,
+      best: this.best,
+      classes: this.classes,
+      created: new Date().toISOString(),
+    };
+  }
+
+  private save(kind: 'last' | 'best' | 'epoch', metrics: EpochRecord | null, batchInEpoch = 0): string | undefined {
+    const dir = this.options.checkpointDir;
+    if (!dir) return undefined;
+    const file = path.join(dir, kind === 'epoch' ? `epoch-${String(this.epoch).padStart(4, '0')}.safetensors` : `${kind}.safetensors`);
+    saveCheckpoint(file, this.model.stateDict(), this.optimizer.stateDict(this.model.namedParameters()), this.meta(metrics, batchInEpoch));
+    if (kind === 'last') this.lastSaved = file;
+    this.options.onCheckpoint?.(file, kind);
+    return file;
+  }
+
+  private writeLogs(): void {
+    if (this.options.logDir) writeMetrics(this.options.logDir, this.history);
+  }
+
+  async fit(loader: DataLoader, options: FitOptions): Promise<FitResult> {
+    const { epochs, validation = null } = options;
+    if (!Number.isInteger(epochs) || epochs < 0) throw new Error(`Trainer.fit: epochs must be an integer >= 0, got ${epochs}`);
+    if (options.resume) this.resume(options.resume);
+    this.stopRequested = this.stopRequested || Boolean(this.options.signal?.aborted);
+    const model = this.model;
+    const opt = this.optimizer;
+    const params = model.parameters();
+    await loader.dataset.load();
+    if (validation) await validation.dataset.load();
+    this.classes = this.classes ?? (loader.dataset.classes?.length ? loader.dataset.classes : null);
+    this.loaderInfo = { seed: loader.seed, shuffle: loader.shuffle };
+    if (this.scheduler && !this.schedulerAttached) {
+      opt.lr = this.scheduler.attach(opt.lr);
+      this.schedulerAttached = true;
+    }
+    const numClasses = model.options.numClasses;
+    const batches = loader.length;
+    const progress = this.out && this.options.progress !== false ? new Progress(this.out, { tty: this.options.tty, interval: this.options.progressInterval }) : null;
+    const result = (interrupted: boolean): FitResult => ({
+      epochs: this.epoch, step: this.step, history: this.history, best: this.best, validation: this.lastValidation,
+      interrupted, lastCheckpoint: this.lastSaved,
+    });
+
+    while (this.epoch < epochs) {
+      const e = this.epoch;
+      const startBatch = this.batchInEpoch;
+      model.train();
+      const acc = new MetricAccumulator(numClasses);
+      if (startBatch > 0 && this.partial) acc.loadState(this.partial as never);
+      const t0 = Date.now();
+      let seen = 0;
+      progress?.start(startBatch);
+      for await (const batch of loader.iterate(e, { startBatch })) {
+        const { images, labels } = this.toDevice(batch);
+        const n = labels.shape[0];
+        let loss: number;
+        try {
+          opt.zeroGrad(params);
+          const logits = model.forward(images);
+          let grad: Tensor;
+          try {
+            ({ loss, grad } = crossEntropy(logits, labels));
+            if (!Number.isFinite(loss)) {
+              grad.dispose();
+              model.releaseSaved();
+              const where = this.lastSaved ? `the last good checkpoint is ${this.lastSaved} (not overwritten)` : 'no checkpoint was written';
+              throw new TrainingDivergedError(
+                `training diverged: the loss is ${loss} at epoch ${e + 1}, batch ${this.batchInEpoch + 1} (step ${this.step + 1}, lr ${opt.lr}); ` +
+                `stopped before updating the weights; ${where}. Try a lower learning rate (--lr) or batch norm (--batch-norm).`,
+                this.lastSaved,
+              );
+            }
+            model.backward(grad);
+            grad.dispose();
+            opt.step(params);
+            acc.add(logits.toArray() as Float32Array, labels.toArray() as Int32Array, loss);
+          } finally {
+            logits.dispose();
+          }
+        } finally {
+          this.disposeBatch(batch, images, labels);
+        }
+        this.step++;
+        this.batchInEpoch++;
+        seen += n;
+        this.partial = acc.state();
+        if (this.options.onStep) {
+          await this.options.onStep({ epoch: e, batch: this.batchInEpoch, batches, step: this.step, loss, batchSize: n, lr: opt.lr });
+        }
+        progress?.update({ epoch: e + 1, epochs, batch: this.batchInEpoch, batches, samples: seen, loss: acc.loss, acc: acc.top1, lr: opt.lr }, this.batchInEpoch === batches);
+        await tick(); // keep the event loop responsive (signals, I/O, timers) between steps
+        if (this.stopRequested && this.batchInEpoch < batches) {
+          progress?.end();
+          this.save('last', null, this.batchInEpoch);
+          return result(true);
+        }
+      }
+      progress?.end();
+      const trainTime = (Date.now() - t0) / 1000;
+      const lrUsed = opt.lr;
+      let val: EvalResult | undefined;
+      if (validation) {
+        val = await this.evaluate(validation);
+        this.lastValidation = val;
+        if (!Number.isFinite(val.loss)) {
+          throw new TrainingDivergedError(`training diverged: the validation loss is ${val.loss} after epoch ${e + 1} (lr ${lrUsed}); ` +
+            `${this.lastSaved ? `the last good checkpoint is ${this.lastSaved} (not overwritten)` : 'no checkpoint was written'}.`, this.lastSaved);
+        }
+      }
+      const rec: EpochRecord = {
+        epoch: e + 1, step: this.step, lr: lrUsed, 'train.loss': acc.loss, 'train.top1': acc.top1,
+        ...(val ? { 'val.loss': val.loss, 'val.top1': val.top1, 'val.top5': val.top5 } : {}),
+        time_s: Number(((Date.now() - t0) / 1000).toFixed(3)), img_per_s: Number((seen / Math.max(1e-9, trainTime)).toFixed(2)),
+      };
+      this.history.push(rec);
+      const isBest = val !== undefined && (this.best === null || val.top1 > this.best.top1);
+      if (isBest) this.best = { top1: val!.top1, epoch: e + 1 };
+      if (this.scheduler) opt.lr = this.scheduler.step(rec);
+      this.epoch = e + 1;
+      this.batchInEpoch = 0;
+      this.partial = null;
+      this.save('last', rec);
+      if (isBest) this.save('best', rec);
+      const se = this.options.saveEvery ?? 0;
+      if (se > 0 && this.epoch % se === 0) this.save('epoch', rec);
+      this.writeLogs();
+      this.log(
+        `epoch ${e + 1}/${epochs}  train loss ${acc.loss.toFixed(4)} top1 ${(100 * acc.top1).toFixed(2)}%` +
+        (val ? `  val loss ${val.loss.toFixed(4)} top1 ${(100 * val.top1).toFixed(2)}% top5 ${(100 * val.top5).toFixed(2)}%` : '') +
+        `  lr ${lrUsed.toPrecision(3)}${opt.lr !== lrUsed ? `→${opt.lr.toPrecision(3)}` : ''}  ${formatDuration(rec.time_s)} ${rec.img_per_s.toFixed(1)} img/s${isBest ? '  *best' : ''}`,
+      );
+      if (this.options.onEpochEnd) await this.options.onEpochEnd({ epoch: e + 1, metrics: rec, validation: val, isBest });
+      if (this.stopRequested && this.epoch < epochs) return result(true);
+    }
+    this.writeLogs();
+    return result(false);
+  }
+}
