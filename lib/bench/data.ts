@@ -3,6 +3,7 @@
 // 64, and the same pipeline in torchvision (scripts/bench_torchvision_data.py, DataLoader with 2 workers) when
 // `python3 -c 'import torchvision'` works.
 import { spawnSync } from 'child_process';
+import { pythonWith } from './python';
 import * as os from 'os';
 import * as path from 'path';
 import { DataLoader, STL10, ensureSampleData, defaultDataRoot, transforms as T } from '../data';
@@ -35,10 +36,10 @@ async function measure(loader: DataLoader, images: number): Promise<number> {
 }
 
 function torchvisionRow(xPath: string, images: number): DataBenchRow | string {
-  const probe = spawnSync('python3', ['-c', 'import torchvision'], { encoding: 'utf8' });
-  if (probe.status !== 0) return 'torchvision not installed (python3 -c "import torchvision" failed): skipped';
+  const py = pythonWith('torchvision');
+  if (!py) return 'torchvision not installed (no python3 with torchvision; set VGGNET_PYTHON): skipped';
   const script = path.resolve(__dirname, '..', '..', 'scripts', 'bench_torchvision_data.py');
-  const r = spawnSync('python3', [script, '--x', xPath, '--images', String(images), '--workers', '2'], { encoding: 'utf8' });
+  const r = spawnSync(py, [script, '--x', xPath, '--images', String(images), '--workers', '2'], { encoding: 'utf8' });
   if (r.status !== 0) return `torchvision bench failed: ${(r.stderr || '').trim().split('\n').slice(-1)[0]}`;
   const line = r.stdout.trim().split('\n').pop() ?? '{}';
   const res = JSON.parse(line);

@@ -1,0 +1,141 @@
+// `npm run bench -- cpu`: a VGG training step (forward, loss, backward, SGD) and a forward pass on the CPU backend at
+// the foundation issue's shapes, with images/s and achieved GFLOP/s, and PyTorch (Debian's python3-torch) on the
+// same shapes in the same run when it is installed. Both sides use the same thread count (default 2).
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+import { setNumThreads } from '../backend';
+import { cfgs, VGGNet, type VGGConfig, type Precision } from '../models/vgg';
+import { crossEntropy } from '../nn/loss';
+import { sgd } from '../optim/sgd';
+import { Tensor } from '../tensor';
+import { Rng } from '../random';
+import { pythonWith } from './python';
+
+export interface CpuCase {
+  model: 'vgg11' | 'vgg16' | 'vgg19';
+  batch: number;
+  size: number;
+}
+export const CPU_CASES: CpuCase[] = [
+  { model: 'vgg11', batch: 16, size: 32 },
+  { model: 'vgg16', batch: 8, size: 64 },
+  { model: 'vgg19', batch: 4, size: 96 },
+  { model: 'vgg16', batch: 8, size: 224 },
+];
+const CFG: Record<CpuCase['model'], VGGConfig> = { vgg11: cfgs.A, vgg16: cfgs.D, vgg19: cfgs.E };
+
+/** Multiply-adds of one forward pass of one image (convs 3×3 pad 1, classifier with 1000 classes). */
+export function forwardMacs(cfg: VGGConfig, size: number, numClasses = 1000): number {
+  let c = 3;
+  let s = size;
+  let macs = 0;
+  for (const v of cfg) {
+    if (v === 'M') s = Math.floor(s / 2);
+    else {
+      macs += v * c * 9 * s * s;
+      c = v;
+    }
+  }
+  return macs + c * 49 * 4096 + 4096 * 4096 + 4096 * numClasses;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+interface Row {
+  case: string;
+  what: string;
+  ours: number;
+  gflops: number;
+  torch?: number;
+}
+
+function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: number): { train: number; fwd: number } {
+  const m = new VGGNet(CFG[c.model], { device: 'cpu', precision, seed: 1 });
+  const rng = new Rng(1);
+  const x = Tensor.from(rng.fillNormal(new Float32Array(c.batch * 3 * c.size * c.size), 0, 1), [c.batch, 3, c.size, c.size]);
+  const y = Tensor.from(Int32Array.from({ length: c.batch }, () => rng.int(1000)), [c.batch]);
+  const opt = sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
+  const params = m.parameters();
+  const train: number[] = [];
+  for (let i = 0; i < warmup + steps; i++) {
+    const t = performance.now();
+    opt.zeroGrad(params);
+    const logits = m.forward(x);
+    const r = crossEntropy(logits, y);
+    m.backward(r.grad);
+    opt.step(params);
+    logits.dispose();
+    r.grad.dispose();
+    if (i >= warmup) train.push(performance.now() - t);
+  }
+  m.eval();
+  const fwd: number[] = [];
+  for (let i = 0; i < warmup + steps; i++) {
+    const t = performance.now();
+    m.forward(x).dispose();
+    if (i >= warmup) fwd.push(performance.now() - t);
+  }
+  m.dispose();
+  opt.dispose();
+  x.dispose();
+  y.dispose();
+  return { train: (c.batch * 1000) / median(train), fwd: (c.batch * 1000) / median(fwd) };
+}
+
+function timeTorch(cases: CpuCase[], threads: number, steps: number, warmup: number): Map<string, { train: number; fwd: number }> | string {
+  const py = pythonWith('torch');
+  if (!py) return 'PyTorch not installed (apt-get install python3-torch, or set VGGNET_PYTHON): no comparison';
+  const script = path.resolve(__dirname, '..', '..', 'scripts', 'bench_torch_cpu.py');
+  const arg = cases.map((c) => `${c.model}:${c.batch}:${c.size}`).join(',');
+  const r = spawnSync(py, [script, '--cases', arg, '--threads', String(threads), '--steps', String(steps), '--warmup', String(warmup)], {
+    encoding: 'utf8', timeout: 1_800_000,
+  });
+  if (r.status !== 0) return `PyTorch bench failed: ${(r.stderr || '').trim().split('\n').slice(-1)[0]}`;
+  const out = new Map<string, { train: number; fwd: number }>();
+  for (const line of r.stdout.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const j = JSON.parse(line);
+    out.set(`${j.model}:${j.batch}:${j.size}`, { train: j.train_img_s, fwd: j.fwd_img_s });
+  }
+  return out;
+}
+
+export async function benchCpu(options: { threads?: number; steps?: number; warmup?: number; precisions?: Precision[]; cases?: CpuCase[] } = {}): Promise<Row[]> {
+  const threads = options.threads ?? Number(process.env.VGGNET_BENCH_THREADS ?? 2);
+  const steps = options.steps ?? Number(process.env.VGGNET_BENCH_STEPS ?? 5);
+  const warmup = options.warmup ?? Number(process.env.VGGNET_BENCH_WARMUP ?? 2);
+  const precisions = options.precisions ?? ((process.env.VGGNET_BENCH_PRECISIONS?.split(',') as Precision[] | undefined) ?? ['fp32']);
+  const cases = options.cases ?? CPU_CASES.filter((c) => !process.env.VGGNET_BENCH_CASES || process.env.VGGNET_BENCH_CASES.split(',').includes(`${c.model}:${c.batch}:${c.size}`));
+  setNumThreads(threads);
+  console.log(`CPU bench: ${threads} threads for vggnet and PyTorch; median of ${steps} steps after ${warmup} warm-up; 1000 classes`);
+  const torch = timeTorch(cases, threads, steps, warmup);
+  if (typeof torch === 'string') console.log(torch);
+  const rows: Row[] = [];
+  for (const c of cases) {
+    const name = `${c.model} b${c.batch} ${c.size}²`;
+    const macs = forwardMacs(CFG[c.model], c.size);
+    for (const p of precisions) {
+      let r: { train: number; fwd: number };
+      try {
+        r = timeOurs(c, p, steps, warmup);
+      } catch (e) {
+        console.log(`${name} ${p}: ${(e as Error).message}`);
+        continue;
+      }
+      const t = typeof torch === 'string' ? undefined : torch.get(`${c.model}:${c.batch}:${c.size}`);
+      // a training step is ~3× the forward's multiply-adds (forward, backward data, backward weights); 2 FLOP per MAC
+      rows.push({ case: name, what: `train ${p}`, ours: r.train, gflops: (r.train * macs * 6) / 1e9, torch: p === 'fp32' ? t?.train : undefined });
+      rows.push({ case: name, what: `forward ${p}`, ours: r.fwd, gflops: (r.fwd * macs * 2) / 1e9, torch: p === 'fp32' ? t?.fwd : undefined });
+    }
+  }
+  const fmt = (v: number | undefined, d = 2) => (v === undefined ? '—' : v.toFixed(d));
+  console.log('\n| case | step | vggnet img/s | GFLOP/s | PyTorch fp32 img/s | ratio |');
+  console.log('|---|---|---:|---:|---:|---:|');
+  for (const r of rows) {
+    console.log(`| ${r.case} | ${r.what} | ${fmt(r.ours)} | ${fmt(r.gflops, 0)} | ${fmt(r.torch)} | ${r.torch ? (r.ours / r.torch).toFixed(2) + '×' : '—'} |`);
+  }
+  return rows;
+}
