@@ -62,7 +62,7 @@ export function buildProgram(io: CliIO): Command {
     .addOption(new Option('--dataset <kind>', 'auto: STL10 if it is under --data, else the sample data').choices(['auto', 'stl10', 'folder', 'sample']).default('auto'))
     .option('--download', 'download STL10 (2.6 GB) into --data if it is missing', false)
     .addOption(new Option('--device <d>', 'where to train').choices(['auto', 'cpu', 'cuda']).default('auto'))
-    .addOption(new Option('--precision <p>', 'activation precision (default bf16 on cuda, fp32 on cpu)').choices(['fp32', 'bf16']))
+    .addOption(new Option('--precision <p>', 'compute precision (default bf16 on cuda, fp32 on cpu; tf32: float32 tensors on TF32 tensor cores, cuda only)').choices(['fp32', 'tf32', 'bf16']))
     .option('--workers <n>', 'data loader threads (default: all cores)', int('--workers', 1))
     .option('--seed <n>', 'seed of init, shuffling, augmentation and dropout', int('--seed', 0), 1)
     .option('--checkpoint-dir <dir>', 'where last/best/epoch-NNNN.safetensors go', './checkpoint')
@@ -192,7 +192,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
     const width = o.width as number;
     const model = new VGGNet(scaledConfig(modelName, width), {
       numClasses: classes.length, batchNorm: Boolean(o.batchNorm), hiddenFeatures: o.hiddenFeatures as number, seed: o.seed as number,
-      device, precision: o.precision as 'fp32' | 'bf16' | undefined,
+      device, precision: o.precision as 'fp32' | 'tf32' | 'bf16' | undefined,
     }, `${modelName}${o.batchNorm ? '_bn' : ''}${width !== 1 ? `-w${width}` : ''}`);
     if (o.pretrained && !resumePath) loadPretrained(model, o.pretrained as string, say);
 

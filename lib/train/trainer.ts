@@ -12,6 +12,7 @@ import * as path from 'path';
 import { Tensor } from '../tensor';
 import { VGGNet, Precision } from '../models/vgg';
 import { Dropout } from '../nn/layers';
+import { noGrad } from '../nn/module';
 import { crossEntropy } from '../nn/loss';
 import { SGD } from '../optim/sgd';
 import { Scheduler } from '../optim/schedulers';
@@ -161,7 +162,7 @@ export class Trainer {
       for await (const batch of loader.iterate(0)) {
         const { images, labels } = this.toDevice(batch);
         try {
-          const logits = model.forward(images);
+          const logits = noGrad(() => model.forward(images)); // keeps no activations
           const { loss, grad } = crossEntropy(logits, labels);
           grad.dispose();
           acc.add(logits.toArray() as Float32Array, labels.toArray() as Int32Array, loss);
