@@ -44,10 +44,15 @@ export class ImageFolder extends NativeDataset {
     if (this.classes.length === 0) throw new Error(`ImageFolder: ${this.root}: expected class folders, found none`);
     this.classToIdx = Object.fromEntries(this.classes.map((c, i) => [c, i]));
     this.classes.forEach((cls, k) => {
-      const files = fs.readdirSync(path.join(this.root, cls), { withFileTypes: true }).map((e) => e.name).sort();
+      let files: string[];
+      try {
+        files = fs.readdirSync(path.join(this.root, cls), { withFileTypes: true }).map((e) => e.name).sort();
+      } catch (e) {
+        throw new Error(`ImageFolder: ${path.join(this.root, cls)}: expected a readable class folder, got ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
       for (const f of files) {
         const p = path.join(this.root, cls, f);
-        if (exts.includes(path.extname(f).toLowerCase()) && fs.statSync(p).isFile()) this.samples.push([p, k]);
+        if (exts.includes(path.extname(f).toLowerCase()) && isFile(p)) this.samples.push([p, k]);
         else this.skipped.push(p);
       }
     });
@@ -112,5 +117,14 @@ export class ImageFolder extends NativeDataset {
     };
     await Promise.all(Array.from({ length: Math.min(this.concurrency, n) }, worker));
     this.source = addon().dataMemorySource(images, shapes, labels, true);
+  }
+}
+
+/** A regular file (following links); false for folders, dangling links and unreadable entries. */
+function isFile(p: string): boolean {
+  try {
+    return fs.statSync(p).isFile();
+  } catch {
+    return false;
   }
 }

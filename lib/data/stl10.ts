@@ -95,7 +95,7 @@ export class STL10 extends NativeDataset {
       const hint = this.download ? '' : ' (pass download: true to fetch STL10)';
       throw new Error(`STL10: ${classFile}: expected the class names file, got missing file${hint}`);
     }
-    this.classes = fs.readFileSync(classFile, 'utf8').split('\n').map((s) => s.trim()).filter((s) => s.length > 0);
+    this.classes = readText(classFile, 'the class names file').split('\n').map((s) => s.trim()).filter((s) => s.length > 0);
     if (this.classes.length !== 10) {
       throw new Error(`STL10: ${classFile}: expected 10 class names, got ${this.classes.length}`);
     }
@@ -110,7 +110,7 @@ export class STL10 extends NativeDataset {
       if (this.split === 'train') {
         subset = fold;
       } else {
-        const unlCount = fileSize(unl[0]) / 27648;
+        const unlCount = Math.floor(fileSize(unl[0]) / 27648); // a bad size is reported by the native reader below
         subset = new Int32Array(fold.length + unlCount);
         subset.set(fold);
         for (let i = 0; i < unlCount; i++) subset[fold.length + i] = trainCount + i;
@@ -122,15 +122,26 @@ export class STL10 extends NativeDataset {
   private readFold(fold: number, trainCount: number): Int32Array {
     const f = this.file('fold_indices.txt');
     if (!fs.existsSync(f)) throw new Error(`STL10: ${f}: expected the fold indices file, got missing file`);
-    const lines = fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.trim().length > 0);
+    const lines = readText(f, 'the fold indices file').split('\n').filter((l) => l.trim().length > 0);
     if (lines.length !== 10) throw new Error(`STL10: ${f}: expected 10 lines (folds 0..9), got ${lines.length}`);
-    const idx = lines[fold].trim().split(/\s+/).map(Number);
-    for (const i of idx) {
-      if (!Number.isInteger(i) || i < 0 || i >= trainCount) {
-        throw new Error(`STL10: ${f}: line ${fold + 1}: expected training indices in 0..${trainCount - 1}, got ${i}`);
+    const tokens = lines[fold].trim().split(/\s+/);
+    const idx = new Int32Array(tokens.length);
+    tokens.forEach((t, k) => {
+      const i = /^\d+$/.test(t) ? Number(t) : NaN;
+      if (!(i >= 0 && i < trainCount)) {
+        throw new Error(`STL10: ${f}: line ${fold + 1}: expected training indices in 0..${trainCount - 1}, got ${t.length > 20 ? t.slice(0, 20) + '...' : t}`);
       }
-    }
-    return Int32Array.from(idx);
+      idx[k] = i;
+    });
+    return idx;
+  }
+}
+
+function readText(p: string, what: string): string {
+  try {
+    return fs.readFileSync(p, 'utf8');
+  } catch (e) {
+    throw new Error(`STL10: ${p}: expected ${what}, got ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
 }
 

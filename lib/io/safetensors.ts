@@ -58,6 +58,10 @@ export function parseHeader(buf: Buffer, source: string): ParsedHeader {
     fail(`header is not JSON (${(e as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
+  // JSON.parse keeps the last of duplicate keys silently; a file naming a tensor twice is ambiguous, so reject it.
+  const dup = firstDuplicateKey(buf.toString('utf8', 8, 8 + headerLen));
+  if (dup !== null) fail(`tensor name '${dup}' appears more than once in the header`);
+  if (Object.prototype.hasOwnProperty.call(header, '__proto__')) fail("'__proto__' is not a valid tensor name");
   const dataStart = 8 + headerLen;
   const dataLen = buf.length - dataStart;
   const entries = new Map<string, SafetensorsEntry>();
@@ -105,6 +109,38 @@ export function parseHeader(buf: Buffer, source: string): ParsedHeader {
   }
   if (pos !== dataLen) fail(`the tensors cover ${pos} bytes of data but the file holds ${dataLen}`);
   return { entries, metadata, dataStart };
+}
+
+/**
+ * The first top-level key of a JSON object text that occurs twice, or null. The text must already be valid JSON (it
+ * is scanned after JSON.parse accepted it): strings are skipped with their escapes, depth is counted by brackets.
+ */
+export function firstDuplicateKey(text: string): string | null {
+  const seen = new Set<string>();
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      let j = i + 1;
+      while (j < text.length && text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c /* \ */ ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (seen.has(key)) return key;
+        seen.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      depth++;
+      expectKey = depth === 1 && c === 0x7b;
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      depth--;
+    } else if (c === 0x2c /* , */ && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return null;
 }
 
 function toFloat32(dtype: string, bytes: Buffer): Float32Array {

@@ -87,33 +87,82 @@ export function decodeMeta(m: Record<string, string>, source: string): Checkpoin
   if (m.format !== CHECKPOINT_FORMAT) {
     throw new Error(`${source}: expected a vggnet training checkpoint (metadata format '${CHECKPOINT_FORMAT}'), got ${m.format ? `'${m.format}'` : 'plain weights without training state'}`);
   }
+  const bad = (k: string, expected: string, got: unknown): never => {
+    const shown = got === undefined ? 'nothing (the field is missing)' : typeof got === 'string' ? `'${got.length > 60 ? got.slice(0, 60) + '...' : got}'` : JSON.stringify(got)?.slice(0, 60);
+    throw new Error(`${source}: checkpoint metadata '${k}': expected ${expected}, got ${shown}`);
+  };
+  const count = (k: string, fallback?: number): number => {
+    const v = m[k];
+    if (v === undefined && fallback !== undefined) return fallback;
+    if (typeof v !== 'string' || !/^\d+$/.test(v) || !Number.isSafeInteger(Number(v))) bad(k, 'a non-negative integer', v);
+    return Number(v);
+  };
+  const epoch = count('epoch');
+  const batchInEpoch = count('batch_in_epoch', 0);
+  const step = count('step');
+  const lr = m.lr;
+  if (typeof lr !== 'string' || lr.trim() === '' || !Number.isFinite(Number(lr)) || Number(lr) < 0) bad('lr', 'a finite number >= 0', lr);
   const parse = (k: string): unknown => {
     try {
       return JSON.parse(m[k] ?? 'null');
     } catch (e) {
-      throw new Error(`${source}: metadata '${k}' is not JSON (${(e as Error).message})`);
+      throw new Error(`${source}: checkpoint metadata '${k}' is not JSON (${(e as Error).message})`);
     }
   };
   const meta = {
-    format: m.format, packageVersion: m.package_version, epoch: Number(m.epoch), batchInEpoch: Number(m.batch_in_epoch ?? 0),
-    step: Number(m.step), lr: Number(m.lr), created: m.created,
+    format: m.format, packageVersion: m.package_version, epoch, batchInEpoch,
+    step, lr: Number(lr), created: m.created,
   } as CheckpointMeta;
   for (const k of JSON_KEYS) (meta as unknown as Record<string, unknown>)[k] = parse(k);
+  const isObj = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const model = meta.model as unknown;
+  if (!isObj(model) || !Array.isArray((model as ModelSpec).config)) bad('model', 'an object with a config array (the model description)', m.model);
+  for (const k of ['config', 'hyperParameters', 'scheduler', 'metrics', 'partial', 'best'] as const) {
+    const v = meta[k] as unknown;
+    if (v !== null && !isObj(v)) bad(k, 'a JSON object or null', m[k]);
+  }
+  const rng = meta.rng as unknown;
+  if (rng !== null && (!isObj(rng) || ((rng as { dropout?: unknown }).dropout !== undefined && !Array.isArray((rng as { dropout: unknown }).dropout)))) {
+    bad('rng', 'an object with a dropout array', m.rng);
+  }
+  if (meta.history !== null && !Array.isArray(meta.history)) bad('history', 'a JSON array or null', m.history);
+  if (meta.classes !== null && (!Array.isArray(meta.classes) || !meta.classes.every((c) => typeof c === 'string'))) {
+    bad('classes', 'an array of strings or null', m.classes);
+  }
   return meta;
 }
 
 /** Reads a checkpoint's metadata only (cheap: the header). */
 export function readCheckpointMeta(file: string): CheckpointMeta {
-  const fd = fs.openSync(file, 'r');
+  const fail = (msg: string): never => {
+    throw new Error(`${file}: not a valid safetensors file: ${msg}`);
+  };
+  let fd: number;
   try {
+    fd = fs.openSync(file, 'r');
+  } catch (e) {
+    throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
     const head = Buffer.alloc(8);
-    fs.readSync(fd, head, 0, 8, 0);
-    const n = Number(head.readBigUInt64LE(0));
-    if (n > 100_000_000 || n > fs.fstatSync(fd).size) throw new Error(`${file}: not a valid safetensors file`);
-    const h = Buffer.alloc(n);
-    fs.readSync(fd, h, 0, n, 8);
-    const header = JSON.parse(h.toString('utf8'));
-    return decodeMeta(header.__metadata__ ?? {}, file);
+    if (size < 8 || fs.readSync(fd, head, 0, 8, 0) !== 8) fail(`${size} bytes, too short for the 8-byte header length`);
+    const n = head.readBigUInt64LE(0);
+    if (n > 100_000_000n) fail(`header length ${n} is over the 100000000-byte limit`);
+    if (Number(n) > size - 8) fail(`header length ${n} runs past the end of the file (${size} bytes)`);
+    const h = Buffer.alloc(Number(n));
+    if (fs.readSync(fd, h, 0, h.length, 8) !== h.length) fail('the header could not be read in full');
+    let header: unknown;
+    try {
+      header = JSON.parse(h.toString('utf8'));
+    } catch (e) {
+      fail(`header is not JSON (${(e as Error).message})`);
+    }
+    if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
+    const md = (header as Record<string, unknown>).__metadata__ ?? {};
+    if (typeof md !== 'object' || md === null || Array.isArray(md)) fail('__metadata__ is not an object');
+    for (const [k, v] of Object.entries(md as Record<string, unknown>)) if (typeof v !== 'string') fail(`__metadata__.${k} is not a string`);
+    return decodeMeta(md as Record<string, string>, file);
   } finally {
     fs.closeSync(fd);
   }

@@ -1,0 +1,354 @@
+// Hostile inputs for every reader: safetensors, checkpoint metadata, STL10 .bin/.txt, ImageFolder images and the
+// training CLI's arguments. Each case expects a specific JS Error naming the file or field and what was expected —
+// never a crash, never an allocation of a size the file merely claims.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import sharp from 'sharp';
+import { Tensor } from '../lib/tensor';
+import { parseSafetensors, readSafetensors, writeSafetensors, firstDuplicateKey } from '../lib/io/safetensors';
+import { encodeMeta, loadCheckpoint, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../lib/train/checkpoint';
+import { STL10, ImageFolder, DataLoader } from '../lib/data';
+import { main as trainMain } from '../lib/train';
+import { tinyStl10 } from './data_fixtures';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-hostile-'));
+process.env.VGGNET_CACHE = path.join(tmp, 'cache');
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function st(headerJson: string, data: Buffer | number = 0): Buffer {
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(headerJson)));
+  return Buffer.concat([len, Buffer.from(headerJson), typeof data === 'number' ? Buffer.alloc(data) : data]);
+}
+function rawLen(n: bigint, total = 16): Buffer {
+  const b = Buffer.alloc(total);
+  b.writeBigUInt64LE(n);
+  return b;
+}
+const T = (name: string, dtype: string, shape: unknown, offs: unknown) => `"${name}":{"dtype":"${dtype}","shape":${JSON.stringify(shape)},"data_offsets":${JSON.stringify(offs)}}`;
+
+describe('safetensors', () => {
+  const cases: [string, Buffer, RegExp][] = [
+    ['empty file', Buffer.alloc(0), /0 bytes, too short for the 8-byte header length/],
+    ['7 bytes', Buffer.alloc(7), /7 bytes, too short/],
+    ['header length 2^64-1', rawLen(0xffffffffffffffffn), /header length 18446744073709551615 is over the 100000000-byte limit/],
+    ['header length just under the limit, past EOF', rawLen(99_999_999n), /header length 99999999 runs past the end of the file \(16 bytes\)/],
+    ['header length 0', rawLen(0n, 8), /header is not JSON/],
+    ['header of NUL bytes', st('\0\0\0\0'), /header is not JSON/],
+    ['invalid UTF-8', st('\xff\xfe{}'), /header is not JSON/],
+    ['truncated JSON', st('{"a":{"dtype":"F32"'), /header is not JSON/],
+    ['JSON array', st('[]'), /header is not a JSON object/],
+    ['JSON null', st('null'), /header is not a JSON object/],
+    ['JSON number', st('12345678'), /header is not a JSON object/],
+    ['deeply nested', st('['.repeat(100000) + ']'.repeat(100000)), /header is not (JSON|a JSON object)/],
+    ['entry is a number', st('{"a":5}'), /tensor 'a' is not an object/],
+    ['entry is null', st('{"a":null}'), /tensor 'a' is not an object/],
+    ['dtype missing', st('{"a":{"shape":[1],"data_offsets":[0,4]}}', 4), /tensor 'a': unknown dtype undefined/],
+    ['dtype lower case', st(`{${T('a', 'f32', [1], [0, 4])}}`, 4), /tensor 'a': unknown dtype "f32"/],
+    ['shape missing', st('{"a":{"dtype":"F32","data_offsets":[0,4]}}', 4), /tensor 'a': shape must be an array of non-negative integers, got undefined/],
+    ['shape a string', st(`{${T('a', 'F32', '4', [0, 4])}}`, 4), /tensor 'a': shape must be an array/],
+    ['shape fractional', st(`{${T('a', 'F32', [1.5], [0, 6])}}`, 6), /tensor 'a': shape must be an array of non-negative integers, got \[1.5\]/],
+    ['shape negative', st(`{${T('a', 'F32', [-4], [0, 16])}}`, 16), /shape must be/],
+    ['shape dim over 2^53', st('{"a":{"dtype":"U8","shape":[9007199254740993],"data_offsets":[0,1]}}', 1), /shape must be/],
+    ['shape product overflowing', st(`{${T('a', 'F32', [2 ** 31, 2 ** 31, 2 ** 31], [0, 4])}}`, 4), /tensor 'a': shape \[2147483648,2147483648,2147483648\] is larger than the file/],
+    ['shape product larger than the file', st(`{${T('a', 'F64', [1 << 20, 1 << 20], [0, 8])}}`, 8), /tensor 'a': shape .* is larger than the file/],
+    ['data_offsets missing', st('{"a":{"dtype":"F32","shape":[1]}}', 4), /tensor 'a': data_offsets must be two non-negative integers, got undefined/],
+    ['data_offsets of three', st(`{${T('a', 'F32', [1], [0, 4, 8])}}`, 8), /data_offsets must be two/],
+    ['data_offsets as strings', st(`{${T('a', 'F32', [1], ['0', '4'])}}`, 4), /data_offsets must be two/],
+    ['data_offsets reversed', st(`{${T('a', 'F32', [1], [4, 0])}}`, 4), /tensor 'a': data_offsets \[4, 0\] hold -4 bytes/],
+    ['data_offsets wrong size', st(`{${T('a', 'F32', [2], [0, 4])}}`, 8), /data_offsets \[0, 4\] hold 4 bytes, shape \[2\] of F32 needs 8/],
+    ['data_offsets past the data', st(`{${T('a', 'U8', [4], [4, 8])}}`, 4), /tensor 'a': data_offsets end 8 is past the data \(4 bytes\)/],
+    ['data_offsets huge', st(`{${T('a', 'U8', [0], [2 ** 52, 2 ** 52])}}`, 0), /data_offsets end 4503599627370496 is past the data/],
+    ['tensors overlapping', st(`{${T('a', 'F32', [2], [0, 8])},${T('b', 'F32', [1], [4, 8])}}`, 8), /tensor 'b' starts at 4, expected 8 \(tensors overlap or leave a gap\)/],
+    ['a gap between tensors', st(`{${T('a', 'F32', [1], [0, 4])},${T('b', 'F32', [1], [8, 12])}}`, 12), /tensor 'b' starts at 8, expected 4/],
+    ['tensors not covering the data', st(`{${T('a', 'F32', [1], [0, 4])}}`, 100), /the tensors cover 4 bytes of data but the file holds 100/],
+    ['no tensors but data', st('{}', 8), /the tensors cover 0 bytes of data but the file holds 8/],
+    ['duplicate tensor names', st(`{${T('a', 'F32', [1], [0, 4])},${T('a', 'F32', [1], [4, 8])}}`, 8), /tensor name 'a' appears more than once in the header/],
+    ['duplicate names written with escapes', st(`{${T('a', 'F32', [1], [0, 4])},${T('\\u0061', 'F32', [1], [4, 8])}}`, 8), /tensor name 'a' appears more than once/],
+    ['duplicate __metadata__', st('{"__metadata__":{"a":"1"},"__metadata__":{"a":"2"}}'), /tensor name '__metadata__' appears more than once/],
+    ['__proto__ as a name', st(`{${T('__proto__', 'F32', [1], [0, 4])}}`, 4), /'__proto__' is not a valid tensor name/],
+    ['__metadata__ an array', st('{"__metadata__":["x"]}'), /__metadata__ is not an object/],
+    ['__metadata__ value a number', st('{"__metadata__":{"epoch":3}}'), /__metadata__\.epoch is not a string/],
+    ['dtype vggnet does not read', st(`{${T('a', 'U16', [2], [0, 4])}}`, 4), /tensor 'a' has dtype U16, which vggnet does not read/],
+  ];
+  test.each(cases)('%s', (_name, buf, msg) => {
+    const rss0 = process.memoryUsage().rss;
+    let err: unknown;
+    try {
+      parseSafetensors(buf, 'hostile.safetensors');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toMatch(/^hostile\.safetensors: /);
+    expect((err as Error).message).toMatch(msg);
+    // Nothing the size of what the file claims was allocated (the claims above are gigabytes to exabytes).
+    expect(process.memoryUsage().rss - rss0).toBeLessThan(256 << 20);
+  });
+
+  test('names that only look alike are not duplicates; nested keys do not count', () => {
+    expect(firstDuplicateKey('{"a":{"a":1,"b":[{"a":2}]},"b":"a,\\"a\\":","c":{}}')).toBeNull();
+    expect(firstDuplicateKey('{ "x" : 1 , "y":{"x":2}, "x" :3}')).toBe('x');
+    const ok = st(`{"__metadata__":{"dtype":"x"},${T('a', 'F32', [1], [0, 4])},${T('a.b', 'F32', [1], [4, 8])}}`, 8);
+    const { tensors, metadata } = parseSafetensors(ok, 'ok.safetensors');
+    expect(Object.keys(tensors).sort()).toEqual(['a', 'a.b']);
+    expect(metadata).toEqual({ dtype: 'x' });
+    for (const t of Object.values(tensors)) (t as Tensor).dispose();
+  });
+
+  test('a folder, a missing file and an unreadable path are errors naming them', () => {
+    expect(() => readSafetensors(tmp)).toThrow(new RegExp(`${path.basename(tmp)}: cannot read \\(EISDIR\\)`));
+    expect(() => readSafetensors(path.join(tmp, 'missing.safetensors'))).toThrow(/missing\.safetensors: cannot read \(ENOENT\)/);
+  });
+});
+
+describe('checkpoint metadata', () => {
+  const meta: CheckpointMeta = {
+    format: CHECKPOINT_FORMAT, packageVersion: '0.1.0', epoch: 2, batchInEpoch: 0, step: 10, lr: 0.01,
+    model: { name: 'tiny', config: [4, 'M'], numClasses: 5, batchNorm: false, dropout: 0, hiddenFeatures: 12, inChannels: 3, precision: 'fp32', seed: 1 },
+    config: {}, hyperParameters: {}, scheduler: null, rng: { dropout: [], loader: null }, metrics: null, partial: null,
+    history: [], best: null, classes: ['a', 'b'], created: '2026-01-01T00:00:00.000Z',
+  };
+  const write = (name: string, edit: (m: Record<string, string>) => void): string => {
+    const m = encodeMeta(meta);
+    edit(m);
+    const f = path.join(tmp, `${name.replace(/\W+/g, '_')}.safetensors`);
+    writeSafetensors(f, { 'features.0.bias': Tensor.from(new Float32Array(4), [4]) }, m);
+    return f;
+  };
+
+  test('an intact checkpoint reads back', () => {
+    const f = write('intact', () => undefined);
+    expect(readCheckpointMeta(f)).toMatchObject({ epoch: 2, step: 10, lr: 0.01, classes: ['a', 'b'] });
+    const ck = loadCheckpoint(f);
+    expect(ck.meta.model.config).toEqual([4, 'M']);
+    ck.dispose();
+  });
+
+  const cases: [string, (m: Record<string, string>) => void, RegExp][] = [
+    ['format missing (plain weights)', (m) => delete m.format, /expected a vggnet training checkpoint \(metadata format 'vggnet-checkpoint\/1'\), got plain weights/],
+    ['format of another tool', (m) => (m.format = 'pt'), /expected a vggnet training checkpoint .*got 'pt'/],
+    ['epoch missing', (m) => delete m.epoch, /checkpoint metadata 'epoch': expected a non-negative integer, got nothing \(the field is missing\)/],
+    ['epoch not a number', (m) => (m.epoch = 'two'), /checkpoint metadata 'epoch': expected a non-negative integer, got 'two'/],
+    ['epoch negative', (m) => (m.epoch = '-1'), /'epoch': expected a non-negative integer, got '-1'/],
+    ['epoch empty', (m) => (m.epoch = ''), /'epoch': expected a non-negative integer, got ''/],
+    ['step fractional', (m) => (m.step = '1.5'), /'step': expected a non-negative integer, got '1.5'/],
+    ['step beyond 2^53', (m) => (m.step = '99999999999999999999'), /'step': expected a non-negative integer/],
+    ['batch_in_epoch garbled', (m) => (m.batch_in_epoch = '3x'), /'batch_in_epoch': expected a non-negative integer, got '3x'/],
+    ['lr missing', (m) => delete m.lr, /'lr': expected a finite number >= 0, got nothing/],
+    ['lr NaN', (m) => (m.lr = 'NaN'), /'lr': expected a finite number >= 0, got 'NaN'/],
+    ['lr empty', (m) => (m.lr = ' '), /'lr': expected a finite number >= 0, got ' '/],
+    ['model missing', (m) => delete m.model, /'model': expected an object with a config array \(the model description\), got nothing/],
+    ['model not JSON', (m) => (m.model = '{"config":[4,'), /checkpoint metadata 'model' is not JSON/],
+    ['model config not an array', (m) => (m.model = '{"config":"A"}'), /'model': expected an object with a config array/],
+    ['history an object', (m) => (m.history = '{}'), /'history': expected a JSON array or null, got '\{\}'/],
+    ['scheduler a string', (m) => (m.scheduler = '"plateau"'), /'scheduler': expected a JSON object or null/],
+    ['rng.dropout not an array', (m) => (m.rng = '{"dropout":5}'), /'rng': expected an object with a dropout array/],
+    ['classes with numbers', (m) => (m.classes = '[1,2]'), /'classes': expected an array of strings or null, got '\[1,2\]'/],
+    ['metrics garbled', (m) => (m.metrics = '{"top1":0.5'), /checkpoint metadata 'metrics' is not JSON/],
+  ];
+  test.each(cases)('%s: loadCheckpoint and readCheckpointMeta say so', (name, edit, msg) => {
+    const f = write(name, edit);
+    const base = path.basename(f).replace(/\./g, '\\.');
+    expect(() => loadCheckpoint(f)).toThrow(msg);
+    expect(() => loadCheckpoint(f)).toThrow(new RegExp(base));
+    expect(() => readCheckpointMeta(f)).toThrow(msg);
+    expect(() => readCheckpointMeta(f)).toThrow(new RegExp(base));
+  });
+
+  const files: [string, Buffer | null, RegExp][] = [
+    ['missing', null, /cannot read \(ENOENT\)/],
+    ['empty', Buffer.alloc(0), /not a valid safetensors file: 0 bytes, too short/],
+    ['huge header length', rawLen(1n << 62n), /header length 4611686018427387904 is over the 100000000-byte limit/],
+    ['header past EOF', rawLen(4096n), /header length 4096 runs past the end of the file \(16 bytes\)/],
+    ['header not JSON', st('{"__metadata__":'), /header is not JSON/],
+    ['header an array', st('[1]'), /header is not a JSON object/],
+    ['__metadata__ a string', st('{"__metadata__":"x"}'), /__metadata__ is not an object/],
+    ['__metadata__ value a number', st('{"__metadata__":{"epoch":1}}'), /__metadata__\.epoch is not a string/],
+  ];
+  test.each(files)('readCheckpointMeta on a broken file: %s', (name, buf, msg) => {
+    const f = path.join(tmp, `meta-${name.replace(/\W+/g, '_')}.safetensors`);
+    if (buf) fs.writeFileSync(f, buf);
+    expect(() => readCheckpointMeta(f)).toThrow(msg);
+    expect(() => readCheckpointMeta(f)).toThrow(new RegExp(`^${f.replace(/[.\\/]/g, '\\$&')}: `));
+    if (buf) expect(() => loadCheckpoint(f)).toThrow(/not a valid safetensors file|checkpoint/);
+  });
+});
+
+describe('STL10 files', () => {
+  const IMG = 27648;
+  const cases: [string, (dir: string) => void, { split?: 'train' | 'test' | 'train+unlabeled'; folds?: number }, RegExp][] = [
+    ['train_X.bin empty', (d) => fs.writeFileSync(path.join(d, 'train_X.bin'), ''), {}, /train_X\.bin: expected a size that is a positive multiple of 27648 bytes.*got 0 bytes/],
+    ['train_X.bin one byte short', (d) => fs.truncateSync(path.join(d, 'train_X.bin'), 20 * IMG - 1), {}, /train_X\.bin: expected a size that is a positive multiple of 27648 bytes.*got 552959 bytes/],
+    ['train_X.bin one image long', (d) => fs.appendFileSync(path.join(d, 'train_X.bin'), Buffer.alloc(IMG)), {}, /train_y\.bin: expected 21 bytes \(one label per image of .*train_X\.bin\), got 20 bytes/],
+    ['train_X.bin missing', (d) => fs.rmSync(path.join(d, 'train_X.bin')), {}, /train_X\.bin: expected a file of N\*27648 bytes .*got missing file/],
+    ['train_X.bin a folder', (d) => { fs.rmSync(path.join(d, 'train_X.bin')); fs.mkdirSync(path.join(d, 'train_X.bin')); }, {}, /train_X\.bin: expected a size that is a positive multiple of 27648|train_X\.bin: .*(folder|directory)/i],
+    ['train_y.bin missing', (d) => fs.rmSync(path.join(d, 'train_y.bin')), {}, /train_y\.bin: expected a labels file, got missing file/],
+    ['train_y.bin empty', (d) => fs.writeFileSync(path.join(d, 'train_y.bin'), ''), {}, /train_y\.bin: expected 20 bytes .*got 0 bytes/],
+    ['train_y.bin label 0', (d) => patch(path.join(d, 'train_y.bin'), 0, 0), {}, /train_y\.bin: expected labels in 1\.\.10, got 0 at index 0/],
+    ['train_y.bin label 255', (d) => patch(path.join(d, 'train_y.bin'), 19, 255), {}, /train_y\.bin: expected labels in 1\.\.10, got 255 at index 19/],
+    ['test_y.bin label 11', (d) => patch(path.join(d, 'test_y.bin'), 3, 11), { split: 'test' }, /test_y\.bin: expected labels in 1\.\.10, got 11 at index 3/],
+    ['class_names.txt with 9 names', (d) => fs.writeFileSync(path.join(d, 'class_names.txt'), 'a\nb\nc\nd\ne\nf\ng\nh\ni\n'), {}, /class_names\.txt: expected 10 class names, got 9/],
+    ['class_names.txt a folder', (d) => { fs.rmSync(path.join(d, 'class_names.txt')); fs.mkdirSync(path.join(d, 'class_names.txt')); }, {}, /class_names\.txt: expected the class names file, got EISDIR/],
+    ['fold_indices.txt missing', (d) => fs.rmSync(path.join(d, 'fold_indices.txt')), { folds: 0 }, /fold_indices\.txt: expected the fold indices file, got missing file/],
+    ['fold_indices.txt with 9 lines', (d) => fs.writeFileSync(path.join(d, 'fold_indices.txt'), '0 1\n'.repeat(9)), { folds: 0 }, /fold_indices\.txt: expected 10 lines \(folds 0\.\.9\), got 9/],
+    ['fold line with a word', (d) => fs.writeFileSync(path.join(d, 'fold_indices.txt'), '0 one 2\n'.repeat(10)), { folds: 4 }, /fold_indices\.txt: line 5: expected training indices in 0\.\.19, got one/],
+    ['fold line with -1', (d) => fs.writeFileSync(path.join(d, 'fold_indices.txt'), '0 -1\n'.repeat(10)), { folds: 0 }, /line 1: expected training indices in 0\.\.19, got -1/],
+    ['fold line with 1.5', (d) => fs.writeFileSync(path.join(d, 'fold_indices.txt'), '1.5\n'.repeat(10)), { folds: 9 }, /line 10: expected training indices in 0\.\.19, got 1\.5/],
+    ['fold line with hex', (d) => fs.writeFileSync(path.join(d, 'fold_indices.txt'), '0x3\n'.repeat(10)), { folds: 0 }, /got 0x3/],
+    ['fold line with the image count', (d) => fs.writeFileSync(path.join(d, 'fold_indices.txt'), '20\n'.repeat(10)), { folds: 0 }, /expected training indices in 0\.\.19, got 20/],
+    ['fold line with a 30-digit number', (d) => fs.writeFileSync(path.join(d, 'fold_indices.txt'), ('9'.repeat(30) + '\n').repeat(10)), { folds: 0 }, /got 9{20}\.\.\./],
+    ['unlabeled_X.bin truncated (train+unlabeled, folds)', (d) => fs.truncateSync(path.join(d, 'unlabeled_X.bin'), IMG + 7), { split: 'train+unlabeled', folds: 1 }, /unlabeled_X\.bin: expected a size that is a positive multiple of 27648 bytes.*got 27655 bytes/],
+  ];
+  function patch(f: string, at: number, v: number): void {
+    const b = fs.readFileSync(f);
+    b[at] = v;
+    fs.writeFileSync(f, b);
+  }
+  test.each(cases)('%s', (_name, damage, opts, msg) => {
+    const root = tinyStl10({ train: 20, test: 10, unlabeled: 2 });
+    try {
+      damage(path.join(root, 'stl10_binary'));
+      expect(() => new STL10({ root, split: opts.split ?? 'train', folds: opts.folds })).toThrow(msg);
+      expect(() => new STL10({ root, split: opts.split ?? 'train', folds: opts.folds })).toThrow(/^STL10: /);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  test('a file truncated after opening: get() and the DataLoader reject with the file and offset', async () => {
+    const root = tinyStl10({ train: 20, test: 10, unlabeled: 2 });
+    try {
+      const ds = new STL10({ root, split: 'train' });
+      fs.truncateSync(path.join(root, 'stl10_binary', 'train_X.bin'), 10 * IMG + 100);
+      expect(ds.get(9).image.shape).toEqual([3, 96, 96]);
+      expect(() => ds.get(10)).toThrow(/train_X\.bin: read of \d+ bytes at offset \d+ failed \(unexpected end of file\)/);
+      const loader = new DataLoader(ds, { batchSize: 8, workers: 2 });
+      const seen: number[] = [];
+      await expect((async () => {
+        for await (const b of loader) {
+          seen.push(b.batch);
+          b.images.dispose();
+          b.labels.dispose();
+        }
+      })()).rejects.toThrow(/train_X\.bin: read of \d+ bytes at offset \d+ failed \(unexpected end of file\)/);
+      expect(seen).toEqual([0]); // batch 0 is images 0..7; batch 1 reaches past the cut
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('ImageFolder images', () => {
+  let png: Buffer;
+  let jpg: Buffer;
+  beforeAll(async () => {
+    const raw = Buffer.alloc(16 * 16 * 3, 128);
+    png = await sharp(raw, { raw: { width: 16, height: 16, channels: 3 } }).png().toBuffer();
+    jpg = await sharp(raw, { raw: { width: 16, height: 16, channels: 3 } }).jpeg().toBuffer();
+  });
+  function folder(files: Record<string, Buffer | 'dir'>): string {
+    const root = fs.mkdtempSync(path.join(tmp, 'if-'));
+    for (const [rel, content] of Object.entries(files)) {
+      const p = path.join(root, rel);
+      fs.mkdirSync(path.dirname(p), { recursive: true });
+      if (content === 'dir') fs.mkdirSync(p);
+      else fs.writeFileSync(p, content);
+    }
+    return root;
+  }
+  const quiet = () => jest.spyOn(process, 'emitWarning').mockImplementation(() => undefined);
+  afterEach(() => jest.restoreAllMocks());
+
+  const decodeCases: [string, () => Buffer, RegExp][] = [
+    ['zero-byte .jpg', () => Buffer.alloc(0), /bad\.jpg: expected a readable JPEG or PNG image, got: /],
+    ['truncated JPEG', () => jpg.subarray(0, Math.floor(jpg.length / 2)), /bad\.jpg: expected a readable JPEG or PNG image, got: /],
+    ['JPEG header only', () => jpg.subarray(0, 4), /bad\.jpg: expected a readable JPEG or PNG image/],
+    ['text named .jpg', () => Buffer.from('hello, not an image\n'), /bad\.jpg: expected a readable JPEG or PNG image, got: .*unsupported image format/],
+    ['PNG with its data cut', () => png.subarray(0, png.length - 20), /bad\.jpg: expected a readable JPEG or PNG image/],
+  ];
+  test.each(decodeCases)('%s: load() rejects naming the file', async (_n, bytes, msg) => {
+    const root = folder({ 'cat/ok.png': png, 'dog/bad.jpg': bytes() });
+    const ds = new ImageFolder({ root });
+    await expect(ds.load()).rejects.toThrow(msg);
+    // A failed load can be retried (and fails the same way) rather than leaving a half-made dataset.
+    await expect(ds.load()).rejects.toThrow(msg);
+    expect(() => ds.get(0)).toThrow(/images are not decoded yet/);
+  });
+
+  test('a folder named like an image and a non-image file are skipped with a warning, not decoded', async () => {
+    const warn = quiet();
+    const root = folder({ 'cat/ok.png': png, 'cat/dir.jpg': 'dir', 'dog/a.jpg': jpg, 'dog/notes.txt': Buffer.from('x') });
+    const ds = await ImageFolder.create({ root });
+    expect(ds.samples.map(([p]) => path.relative(root, p))).toEqual([path.join('cat', 'ok.png'), path.join('dog', 'a.jpg')]);
+    expect(ds.skipped.map((p) => path.relative(root, p)).sort()).toEqual([path.join('cat', 'dir.jpg'), path.join('dog', 'notes.txt')]);
+    expect(String(warn.mock.calls[0][0])).toMatch(/skipped 2 file\(s\) that are not \.jpg\/\.jpeg\/\.png images/);
+    expect(ds.get(1).label).toBe(1);
+  });
+
+  test('a dangling link named like an image is skipped, not a crash', () => {
+    quiet();
+    const root = folder({ 'cat/ok.png': png });
+    fs.symlinkSync(path.join(root, 'nowhere.png'), path.join(root, 'cat', 'gone.png'));
+    expect(new ImageFolder({ root }).skipped).toEqual([path.join(root, 'cat', 'gone.png')]);
+  });
+
+  const layoutCases: [string, () => string, RegExp][] = [
+    ['only non-images', () => folder({ 'cat/a.txt': Buffer.from('x'), 'cat/b.jpg': 'dir' }), /ImageFolder: .*: expected \.jpg\/\.jpeg\/\.png images, found none/],
+    ['no class folders', () => folder({ 'a.png': png }), /ImageFolder: .*: expected class folders, found none/],
+    ['root is a file', () => path.join(folder({ 'f.png': png }), 'f.png'), /ImageFolder: .*f\.png: expected a folder of class folders, got ENOTDIR/],
+    ['root missing', () => path.join(tmp, 'no-such-root'), /ImageFolder: .*no-such-root: expected a folder of class folders, got ENOENT/],
+  ];
+  test.each(layoutCases)('%s', (_n, make, msg) => {
+    quiet();
+    expect(() => new ImageFolder({ root: make() })).toThrow(msg);
+  });
+});
+
+describe('training CLI arguments', () => {
+  function io() {
+    const out: string[] = [];
+    const err: string[] = [];
+    return { io: { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => err.push(s) } }, out: () => out.join(''), err: () => err.join('') };
+  }
+  const exit2: [string[], RegExp][] = [
+    [['--epochs', '-1'], /--epochs must be an integer >= 1, got '-1'/],
+    [['--epochs', '1e3'], /--epochs must be an integer >= 1, got '1e3'/],
+    [['--epochs', '99999999999999999999'], /--epochs must be an integer >= 1, got '99999999999999999999'/],
+    [['--batch-size', '2.5'], /--batch-size must be an integer >= 1, got '2.5'/],
+    [['--model', 'vgg99'], /argument 'vgg99' is invalid. Allowed choices are vgg11, vgg13, vgg16, vgg19/],
+    [['--lr', 'fast'], /--lr must be a number >= 0, got 'fast'/],
+    [['--lr', 'NaN'], /--lr must be a number >= 0, got 'NaN'/],
+    [['--lr', 'Infinity'], /--lr must be a number >= 0, got 'Infinity'/],
+    [['--lr', ''], /--lr must be a number >= 0, got ''/],
+    [['--width', '0'], /--width must be a number >= 0.01, got '0'/],
+    [['--image-size', '8'], /--image-size must be an integer >= 32, got '8'/],
+    [['--precision', 'fp8'], /'fp8' is invalid\. Allowed choices are fp32/],
+    [['--data'], /option '--data <dir>' argument missing/],
+  ];
+  test.each(exit2)('%j exits 2 with a clear message', async (argv, msg) => {
+    const c = io();
+    expect(await trainMain(argv, c.io)).toBe(2);
+    expect(c.err()).toMatch(msg);
+  });
+
+  test('--dataset folder with a --data dir that lacks train/ exits 1 naming the folder', async () => {
+    const empty = fs.mkdtempSync(path.join(tmp, 'nodata-'));
+    const c = io();
+    expect(await trainMain(['--dataset', 'folder', '--data', empty, '--device', 'cpu'], c.io)).toBe(1);
+    expect(c.err()).toMatch(new RegExp(`error: ImageFolder: ${path.join(empty, 'train').replace(/[.\\/]/g, '\\$&')}: expected a folder of class folders, got ENOENT`));
+  });
+
+  test('--resume of a garbled checkpoint exits 1 naming the file and the field', async () => {
+    const f = path.join(tmp, 'garbled.safetensors');
+    fs.writeFileSync(f, st('{"__metadata__":{"format":"vggnet-checkpoint/1","epoch":"x"}}'));
+    const c = io();
+    expect(await trainMain(['--resume', f, '--device', 'cpu'], c.io)).toBe(1);
+    expect(c.err()).toMatch(/error: .*garbled\.safetensors: checkpoint metadata 'epoch': expected a non-negative integer, got 'x'/);
+    fs.writeFileSync(f, Buffer.alloc(5));
+    const d = io();
+    expect(await trainMain(['--resume', f, '--device', 'cpu'], d.io)).toBe(1);
+    expect(d.err()).toMatch(/error: .*garbled\.safetensors: not a valid safetensors file: 5 bytes, too short/);
+  });
+});
