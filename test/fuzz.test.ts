@@ -1,0 +1,233 @@
+// Seeded random-mutation fuzzing of the readers, bounded for CI: thousands of mutated safetensors files (bit flips,
+// byte overwrites, truncations, insertions, edits of the JSON header), checkpoint metadata, and STL10 label and fold
+// files. Every outcome must be a successful parse or a thrown Error naming the source — never a crash of the process
+// (a native crash kills the jest worker and fails the run). Same seed, same cases: a failure is reproducible from the
+// case number printed with it. VGGNET_FUZZ_SCALE=10 runs ten times as many cases.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { Tensor } from '../lib/tensor';
+import { parseSafetensors, serializeSafetensors } from '../lib/io/safetensors';
+import { decodeMeta, encodeMeta, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../lib/train/checkpoint';
+import { STL10 } from '../lib/data';
+import { tinyStl10 } from './data_fixtures';
+
+const SCALE = Number(process.env.VGGNET_FUZZ_SCALE ?? 1);
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-fuzz-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** mulberry32: a small seeded PRNG. */
+function rng(seed: number) {
+  let a = seed >>> 0;
+  const next = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const int = (n: number) => Math.floor(next() * n);
+  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
+  return { next, int, pick };
+}
+type Rng = ReturnType<typeof rng>;
+
+const INTERESTING_BYTES = [0, 1, 0x7f, 0x80, 0xff, 0x22 /* " */, 0x7b /* { */, 0x7d /* } */, 0x5b, 0x5d, 0x2c, 0x3a, 0x5c /* \ */, 0x2d /* - */, 0x39];
+const INTERESTING_VALUES: unknown[] = [
+  0, -1, 1, 1.5, 2 ** 31, 2 ** 32, 2 ** 53, 2 ** 53 + 2, 2 ** 64, 1e308, -0, null, true, '', 'F32', 'I64', 'BF16', 'x',
+  [], [0], [1, 2], [-1], [2 ** 31, 2 ** 31, 2 ** 31], [0, 2 ** 60], {}, { a: 1 }, '__proto__', 'NaN',
+];
+
+function mutateBytes(r: Rng, src: Buffer, headerEnd: number): Buffer {
+  let b = Buffer.from(src);
+  const rounds = 1 + r.int(4);
+  for (let k = 0; k < rounds; k++) {
+    // Most mutations land in the 8-byte length or the JSON header, where the parser's decisions are.
+    const at = () => (r.next() < 0.8 ? r.int(Math.max(1, Math.min(headerEnd, b.length))) : r.int(Math.max(1, b.length)));
+    switch (r.int(7)) {
+      case 0: if (b.length) { const i = at(); b[i] ^= 1 << r.int(8); } break;
+      case 1: if (b.length) b[at()] = r.pick(INTERESTING_BYTES); break;
+      case 2: b = b.subarray(0, r.int(b.length + 1)); break;
+      case 3: { const i = at(); b = Buffer.concat([b.subarray(0, i), Buffer.from([r.pick(INTERESTING_BYTES)]), b.subarray(i)]); break; }
+      case 4: { const i = at(); b = Buffer.concat([b.subarray(0, i), b.subarray(i + 1 + r.int(8))]); break; }
+      case 5: if (b.length >= 8) { // the header length
+        const v = r.pick([0n, 1n, 7n, BigInt(headerEnd - 8 + r.int(17) - 8), BigInt(b.length), 1n << 32n, 1n << 63n, (1n << 64n) - 1n]);
+        b.writeBigUInt64LE(v < 0n ? 0n : v, 0);
+      } break;
+      default: b = Buffer.concat([b, Buffer.alloc(r.int(64), r.int(256))]);
+    }
+  }
+  return b;
+}
+
+function mutateJson(r: Rng, header: Record<string, unknown>): string {
+  const h = JSON.parse(JSON.stringify(header)) as Record<string, Record<string, unknown>>;
+  const names = Object.keys(h);
+  const rounds = 1 + r.int(3);
+  let dup: string | null = null;
+  for (let k = 0; k < rounds; k++) {
+    const name = r.pick(names);
+    const e = h[name];
+    switch (r.int(6)) {
+      case 0: if (e && typeof e === 'object') e[r.pick(['dtype', 'shape', 'data_offsets', 'extra'])] = r.pick(INTERESTING_VALUES); break;
+      case 1: if (e && typeof e === 'object') delete e[r.pick(['dtype', 'shape', 'data_offsets'])]; break;
+      case 2: if (e && Array.isArray(e.data_offsets)) (e.data_offsets as number[])[r.int(2)] += r.pick([-8, -4, -1, 1, 4, 8, 2 ** 40]); break;
+      case 3: if (e && Array.isArray(e.shape) && e.shape.length) (e.shape as number[])[r.int(e.shape.length)] = r.pick([0, 1, 3, 2 ** 20, 2 ** 31, 2 ** 53]); break;
+      case 4: h[r.pick(names)] = r.pick(INTERESTING_VALUES) as never; break;
+      default: dup = name;
+    }
+  }
+  let json = JSON.stringify(h);
+  if (dup !== null && json.length > 2) json = json.slice(0, -1) + `,${JSON.stringify(dup)}:${JSON.stringify(h[dup] ?? null)}}`;
+  return json;
+}
+
+function withHeader(json: string, data: Buffer): Buffer {
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  return Buffer.concat([len, Buffer.from(json), data]);
+}
+
+/** Runs one case: a parse that succeeds (its tensors freed) or an Error whose message starts with the source. */
+function expectParseOrError(run: () => void, source: string, caseId: string): 'ok' | 'error' {
+  try {
+    run();
+    return 'ok';
+  } catch (e) {
+    // Errors thrown by the addon come from the outer realm (not jest's), so test the brand rather than instanceof.
+    const isError = Object.prototype.toString.call(e) === '[object Error]';
+    if (!isError || !(e as Error).message.startsWith(source)) {
+      throw new Error(`${caseId}: expected an Error starting with '${source}', got ${isError ? `${(e as Error).name}: ${(e as Error).message}` : String(e)}`);
+    }
+    return 'error';
+  }
+}
+
+describe('fuzz', () => {
+  const seedFile = (): { buf: Buffer; header: Record<string, unknown>; data: Buffer } => {
+    const tensors = {
+      'features.0.weight': Tensor.from(Float32Array.from({ length: 24 }, (_, i) => i / 7), [2, 3, 2, 2]),
+      'features.0.bias': Tensor.from(new Float32Array([1, -1]), [2]),
+      'features.1.num_batches_tracked': 5n,
+      'labels': Tensor.from(new Int32Array([3, 1, 4]), [3]),
+      'mask': Tensor.from(new Uint8Array([1, 0, 1, 1]), [2, 2]),
+    };
+    const buf = Buffer.concat(serializeSafetensors(tensors, { format: 'pt', note: 'seed' }));
+    for (const t of Object.values(tensors)) if (t instanceof Tensor) t.dispose();
+    const n = Number(buf.readBigUInt64LE(0));
+    return { buf, header: JSON.parse(buf.subarray(8, 8 + n).toString()), data: buf.subarray(8 + n) };
+  };
+
+  test('safetensors: mutated files parse or throw an Error naming the file', () => {
+    const { buf, header, data } = seedFile();
+    const headerEnd = 8 + Number(buf.readBigUInt64LE(0));
+    const r = rng(0x5eed);
+    const tally = { ok: 0, error: 0 };
+    const N = 6000 * SCALE;
+    for (let i = 0; i < N; i++) {
+      const bytes = r.next() < 0.6 ? mutateBytes(r, buf, headerEnd) : withHeader(mutateJson(r, header), r.next() < 0.8 ? data : mutateBytes(r, data, 0));
+      tally[expectParseOrError(() => {
+        const { tensors } = parseSafetensors(bytes, 'fuzz.safetensors');
+        for (const t of Object.values(tensors)) if (t instanceof Tensor) t.dispose();
+      }, 'fuzz.safetensors: ', `safetensors case ${i}`)]++;
+    }
+    // Both outcomes occur: the mutations are neither all fatal nor all harmless.
+    expect(tally.ok).toBeGreaterThan(50);
+    expect(tally.error).toBeGreaterThan(N / 2);
+  });
+
+  test('checkpoint metadata: mutated fields decode or throw an Error naming the file', () => {
+    const meta: CheckpointMeta = {
+      format: CHECKPOINT_FORMAT, packageVersion: '0.1.0', epoch: 3, batchInEpoch: 2, step: 40, lr: 0.05,
+      model: { name: 'tiny', config: [4, 'M', 8, 'M'], numClasses: 5, batchNorm: true, dropout: 0.5, hiddenFeatures: 12, inChannels: 3, precision: 'fp32', seed: 1 },
+      config: { epochs: 8 }, hyperParameters: { momentum: 0.9 }, scheduler: { type: 'cosine', t: 3 }, rng: { dropout: [{ seed: 1, calls: 9 }], loader: null },
+      metrics: { 'val.loss': 1.2 }, partial: { loss: 3 }, history: [{ epoch: 1 }], best: { top1: 0.5, epoch: 2 }, classes: ['a', 'b'], created: 'now',
+    };
+    const base = encodeMeta(meta);
+    const keys = Object.keys(base);
+    const r = rng(0xc4ec);
+    const tally = { ok: 0, error: 0 };
+    const N = 4000 * SCALE;
+    for (let i = 0; i < N; i++) {
+      const m: Record<string, string> = { ...base };
+      for (let k = 1 + r.int(3); k > 0; k--) {
+        const key = r.pick(keys);
+        const v = m[key] ?? '';
+        switch (r.int(5)) {
+          case 0: delete m[key]; break;
+          case 1: m[key] = v.slice(0, r.int(v.length + 1)); break;
+          case 2: { const j = r.int(v.length + 1); m[key] = v.slice(0, j) + String.fromCharCode(r.pick(INTERESTING_BYTES)) + v.slice(j + 1); break; }
+          case 3: m[key] = JSON.stringify(r.pick(INTERESTING_VALUES)) ?? 'undefined'; break;
+          default: m[key] = String(r.pick(INTERESTING_VALUES));
+        }
+      }
+      tally[expectParseOrError(() => decodeMeta(m, 'fuzz-ck.safetensors'), 'fuzz-ck.safetensors: ', `metadata case ${i}`)]++;
+    }
+    expect(tally.ok).toBeGreaterThan(50);
+    expect(tally.error).toBeGreaterThan(N / 4);
+
+    // The same through the file reader (header read only), on mutated whole files.
+    const f = path.join(tmp, 'ck.safetensors');
+    const file = Buffer.concat(serializeSafetensors({ 'features.0.bias': 7n }, base));
+    const headerEnd = 8 + Number(file.readBigUInt64LE(0));
+    for (let i = 0; i < 500 * SCALE; i++) {
+      fs.writeFileSync(f, mutateBytes(r, file, headerEnd));
+      expectParseOrError(() => readCheckpointMeta(f), `${f}: `, `checkpoint file case ${i}`);
+    }
+  });
+
+  test('STL10: mutated label and fold files open or throw an Error naming the file; opened sets read back', () => {
+    const root = tinyStl10({ train: 20, test: 4, unlabeled: 2 });
+    const dir = path.join(root, 'stl10_binary');
+    const y0 = fs.readFileSync(path.join(dir, 'train_y.bin'));
+    const fold0 = fs.readFileSync(path.join(dir, 'fold_indices.txt'), 'utf8');
+    const xSize = fs.statSync(path.join(dir, 'train_X.bin')).size;
+    const xCopy = path.join(tmp, 'train_X.bin');
+    fs.copyFileSync(path.join(dir, 'train_X.bin'), xCopy);
+    const r = rng(0x57110);
+    const tally = { ok: 0, error: 0 };
+    const N = 1500 * SCALE;
+    try {
+      for (let i = 0; i < N; i++) {
+        let y: Buffer = Buffer.from(y0);
+        let folds = fold0;
+        const what = r.int(4);
+        if (what === 0 || what === 3) y = mutateBytes(r, y, y.length);
+        if (what >= 1) {
+          const lines = folds.split('\n');
+          for (let k = 1 + r.int(3); k > 0; k--) {
+            const li = r.int(lines.length);
+            const toks = lines[li].split(' ');
+            switch (r.int(5)) {
+              case 0: toks[r.int(toks.length)] = String(r.pick(['-1', '20', '19', '0', '1e1', '0x1', 'NaN', '', '  ', '3.0', '99999999999999999999', '\t7'])); break;
+              case 1: lines.splice(li, 1); break;
+              case 2: lines.splice(li, 0, toks.join(' ')); break;
+              case 3: toks.length = r.int(toks.length + 1); break;
+              default: lines[li] = lines[li].slice(0, r.int(lines[li].length + 1)) + String.fromCharCode(r.pick(INTERESTING_BYTES));
+            }
+            if (li < lines.length && r.int(5) !== 1) lines[li] = toks.join(' ');
+          }
+          folds = lines.join('\n');
+        }
+        fs.writeFileSync(path.join(dir, 'train_y.bin'), y);
+        fs.writeFileSync(path.join(dir, 'fold_indices.txt'), folds);
+        const truncateX = r.int(10) === 0;
+        if (truncateX) fs.truncateSync(path.join(dir, 'train_X.bin'), r.int(xSize));
+        tally[expectParseOrError(() => {
+          const split = r.pick(['train', 'train+unlabeled'] as const);
+          const ds = new STL10({ root, split, folds: r.int(3) === 0 ? undefined : r.int(10) });
+          const lowest = split === 'train' ? 0 : -1; // -1: the unlabeled images
+          for (const l of ds.labels()) if (!(l >= lowest && l <= 9)) throw new Error(`case ${i}: label ${l} out of ${lowest}..9 was accepted`);
+          const img = ds.get(r.int(ds.length)).image;
+          expect(img.shape).toEqual([3, 96, 96]);
+          img.dispose();
+        }, 'STL10: ', `STL10 case ${i}`)]++;
+        if (truncateX) fs.copyFileSync(xCopy, path.join(dir, 'train_X.bin'));
+      }
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+    expect(tally.ok).toBeGreaterThan(20);
+    expect(tally.error).toBeGreaterThan(N / 4);
+  });
+});
