@@ -7,6 +7,8 @@ export interface Conv2dParams {
   strideW: number;
   padH: number;
   padW: number;
+  /** CPU backend: the forward returns y in 'nchw8c' (when outChannels % 8 == 0) whatever x's layout. */
+  cpuBlockedOutput?: boolean;
 }
 export interface Pool2dParams {
   kernel: number;

@@ -3,7 +3,8 @@
 import { addon, DeviceName, resolveDevice, DeviceOption } from './backend';
 
 export type DType = 'float32' | 'bfloat16' | 'int32' | 'int64' | 'uint8';
-export type Layout = 'nchw' | 'nhwc';
+/** Physical layout of a 4-D tensor (the logical shape is NCHW): 'nchw8c' is oneDNN's blocked layout, CPU only. */
+export type Layout = 'nchw' | 'nhwc' | 'nchw8c';
 export type TensorData = Float32Array | Int32Array | Uint8Array | BigInt64Array;
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

@@ -36,6 +36,8 @@ Conv2dParams conv_params(const Napi::Value& v, const char* op) {
   p.stride_w = int(get_int(o.Get("strideW"), op));
   p.pad_h = int(get_int(o.Get("padH"), op));
   p.pad_w = int(get_int(o.Get("padW"), op));
+  Napi::Value blocked = o.Get("cpuBlockedOutput");
+  p.cpu_blocked_output = !blocked.IsUndefined() && blocked.ToBoolean().Value();
   VGG_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
             "%s: strides must be >= 1 and paddings >= 0", op);
   return p;
@@ -73,7 +75,8 @@ Layout layout_arg(const Napi::Value& v, const char* what) {
   std::string s = get_string(v, what);
   if (s == "nchw") return Layout::Contiguous;
   if (s == "nhwc") return Layout::ChannelsLast;
-  throw Error(std::string(what) + ": unknown layout '" + s + "' (expected nchw or nhwc)");
+  if (s == "nchw8c") return Layout::Blocked8;
+  throw Error(std::string(what) + ": unknown layout '" + s + "' (expected nchw, nhwc or nchw8c)");
 }
 
 // conv2dForward(x, w, b|null, params, relu)
@@ -276,6 +279,8 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
 Napi::Value ToLayout(const Napi::CallbackInfo& info) {
   Tensor& x = unwrap(arg(info, 0), "toLayout: input");
   Layout l = layout_arg(arg(info, 1), "toLayout");
+  VGG_CHECK(l != Layout::Blocked8 || x.device() == Device::CPU,
+            "toLayout: nchw8c is the CPU backend's own layout (got a %s tensor)", device_name(x.device()));
   if (x.layout == l) return wrap(info.Env(), x);
   return wrap(info.Env(), backend(x.device()).to_layout(x, l));
 }

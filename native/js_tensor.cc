@@ -17,11 +17,11 @@ InstanceData& instance(Napi::Env env) {
   }
   return *d;
 }
-const char* layout_name(Layout l) { return l == Layout::ChannelsLast ? "nhwc" : "nchw"; }
 Layout layout_from_name(const std::string& s, const char* what) {
   if (s == "nchw" || s == "contiguous") return Layout::Contiguous;
   if (s == "nhwc" || s == "channels_last") return Layout::ChannelsLast;
-  throw Error(std::string(what) + ": unknown layout '" + s + "' (expected nchw or nhwc)");
+  if (s == "nchw8c") return Layout::Blocked8;
+  throw Error(std::string(what) + ": unknown layout '" + s + "' (expected nchw, nhwc or nchw8c)");
 }
 }  // namespace
 

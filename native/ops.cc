@@ -25,6 +25,8 @@ Backend& backend(Device d) {
 Tensor to_device(const Tensor& x, Device to) {
   check_defined(x, "to_device");
   if (x.device() == to) return x;
+  // nchw8c is the CPU backend's own layout: other devices get the tensor as plain NCHW.
+  if (x.layout == Layout::Blocked8) return to_device(cpu_backend().to_layout(x, Layout::Contiguous), to);
   Tensor y = Tensor::empty(x.shape, x.dtype, to, x.layout);
   copy_bytes(y.raw(), to, x.raw(), x.device(), x.nbytes());
   return y;

@@ -18,6 +18,9 @@ using Saved = std::vector<Tensor>;
 
 struct Conv2dParams {
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;  // kernel size comes from the weight; dilation 1, groups 1
+  // CPU backend: forward writes y in nchw8c (Layout::Blocked8) when K % 8 == 0, whatever x's layout, so a network
+  // keeps oneDNN's blocked layout from its first conv on. Other backends ignore it.
+  bool cpu_blocked_output = false;
 };
 struct Pool2dParams {
   int kernel = 2, stride = 2, pad = 0;
@@ -35,11 +38,13 @@ class Backend {
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
 
-  // ---- conv2d: x (N,C,H,W), w (K,C,R,S) f32, b (K) f32 or undefined -> y (N,K,P,Q) in x's dtype.
+  // ---- conv2d: x (N,C,H,W), w (K,C,R,S) f32, b (K) f32 or undefined -> y (N,K,P,Q) in x's dtype and layout
+  // (or nchw8c, see Conv2dParams::cpu_blocked_output; nchw8c falls back to NCHW where the channels are not a
+  // multiple of 8, for y here and for dx below).
   // relu=true returns max(0, conv(x)+b) (the caller then uses relu_backward(dy, y) before conv backward).
   virtual Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                                 bool relu) = 0;
-  // dx (x_shape, dy's dtype) from dy (N,K,P,Q) and w.
+  // dx (x_shape, dy's dtype and layout) from dy (N,K,P,Q) and w.
   virtual Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape,
                                       const Conv2dParams& p) = 0;
   // dw (K,C,R,S) f32 and, when db is defined, db (K) f32, from x and dy.

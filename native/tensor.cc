@@ -32,6 +32,14 @@ const char* dtype_name(DType t) {
   }
   return "?";
 }
+const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::Contiguous: return "nchw";
+    case Layout::ChannelsLast: return "nhwc";
+    case Layout::Blocked8: return "nchw8c";
+  }
+  return "?";
+}
 const char* device_name(Device d) { return d == Device::CUDA ? "cuda" : "cpu"; }
 DType dtype_from_name(const std::string& s) {
   if (s == "float32") return DType::F32;
@@ -79,8 +87,12 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, Layout layo
   t.shape = shape;
   t.dtype = dtype;
   t.layout = layout;
-  VGG_CHECK(layout == Layout::Contiguous || shape.size() == 4, "channels-last layout needs a 4-D shape, got %s",
-            shape_str(shape).c_str());
+  VGG_CHECK(layout == Layout::Contiguous || shape.size() == 4, "%s layout needs a 4-D shape, got %s",
+            layout_name(layout), shape_str(shape).c_str());
+  VGG_CHECK(layout != Layout::Blocked8 || device == Device::CPU,
+            "nchw8c layout is the CPU backend's own: a %s tensor must be nchw or nhwc", device_name(device));
+  VGG_CHECK(layout != Layout::Blocked8 || shape[1] % 8 == 0,
+            "nchw8c layout needs a channel count divisible by 8, got shape %s", shape_str(shape).c_str());
   t.storage = std::make_shared<Storage>(size_t(shape_numel(shape)) * dtype_size(dtype), device);
   return t;
 }
@@ -102,7 +114,7 @@ Tensor Tensor::view(const Shape& new_shape) const {
 }
 std::string Tensor::describe() const {
   return std::string(dtype_name(dtype)) + shape_str(shape) + " " + device_name(device()) +
-         (layout == Layout::ChannelsLast ? " channels-last" : "");
+         (layout == Layout::ChannelsLast ? " channels-last" : layout == Layout::Blocked8 ? " nchw8c" : "");
 }
 
 void check_defined(const Tensor& t, const char* what) { VGG_CHECK(t.defined(), "%s: tensor is missing", what); }

@@ -14,7 +14,10 @@ namespace vgg {
 enum class DType : int { F32 = 0, BF16 = 1, I32 = 2, I64 = 3, U8 = 4 };
 enum class Device : int { CPU = 0, CUDA = 1 };
 // Contiguous: row-major over the logical shape. ChannelsLast: a 4-D (N,C,H,W) tensor stored as NHWC.
-enum class Layout : int { Contiguous = 0, ChannelsLast = 1 };
+// Blocked8: a 4-D (N,C,H,W) tensor with C % 8 == 0 stored as oneDNN's nChw8c, i.e. (N, C/8, H, W, 8): the CPU
+// backend's native activation layout between layers (no padding, so it holds exactly numel elements). CPU only.
+enum class Layout : int { Contiguous = 0, ChannelsLast = 1, Blocked8 = 2 };
+const char* layout_name(Layout l);  // "nchw", "nhwc", "nchw8c"
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);

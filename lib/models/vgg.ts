@@ -82,7 +82,11 @@ export class VGGNet extends Module {
         layers.push(new MaxPool2d(2, 2));
       } else {
         if (!Number.isInteger(v) || v < 1) throw new Error(`VGGNet: bad layer width ${String(v)} in the config`);
-        layers.push(new Conv2d(inC, v, 3, { padding: 1, device }));
+        const conv = new Conv2d(inC, v, 3, { padding: 1, device });
+        // On the CPU the features run in oneDNN's nchw8c from the first conv's output on: no reorder between layers
+        // (the flag is ignored by the CUDA backend; the avgpool's output is plain NCHW again).
+        conv.params.cpuBlockedOutput = true;
+        layers.push(conv);
         if (o.batchNorm) layers.push(new BatchNorm2d(v, { device }));
         layers.push(new ReLU());
         inC = v; // the channel count is set, not added (the seed tutorial's bug)

@@ -1,5 +1,5 @@
 // The layers of VGG, each a forward and a backward over the addon's ops, with torchvision's parameter names.
-import { Tensor } from '../tensor';
+import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import { Counter, ForwardOptions, Module, Parameter, disposeAll, isGradEnabled } from './module';
 
@@ -131,7 +131,7 @@ export class MaxPool2d extends Module {
 }
 
 export class AdaptiveAvgPool2d extends Module {
-  private x: { shape: number[]; layout: 'nchw' | 'nhwc' } | undefined;
+  private x: { shape: number[]; layout: Layout } | undefined;
 
   constructor(readonly outputSize: [number, number] = [7, 7]) {
     super();

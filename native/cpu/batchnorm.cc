@@ -16,7 +16,7 @@ template <class F>
 inline void for_channel(const Shape& s, const Strides4& st, int64_t c, F&& f) {
   const int64_t N = s[0], HW = s[2] * s[3];
   for (int64_t n = 0; n < N; ++n) {
-    const int64_t base = n * st.n + c * st.c;
+    const int64_t base = n * st.n + st.coff(c);
     for (int64_t i = 0; i < HW; ++i) f(base + i * st.w);
   }
 }

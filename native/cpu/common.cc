@@ -39,6 +39,10 @@ memory::format_tag plain_tag(int ndim, Layout layout) {
     VGG_CHECK(ndim == 4, "cpu backend: channels-last layout needs a 4-D tensor, got %d-D", ndim);
     return T::nhwc;
   }
+  if (layout == Layout::Blocked8) {
+    VGG_CHECK(ndim == 4, "cpu backend: nchw8c layout needs a 4-D tensor, got %d-D", ndim);
+    return T::aBcd8b;
+  }
   switch (ndim) {
     case 1: return T::a;
     case 2: return T::ab;
@@ -100,15 +104,15 @@ void check_param(const Tensor& t, const Shape& s, const char* what) {
 }
 
 void check_same_layout(const Tensor& a, const Tensor& b, const char* what) {
-  VGG_CHECK(a.layout == b.layout, "%s: layouts differ (%s vs %s)", what,
-            a.layout == Layout::ChannelsLast ? "channels-last" : "contiguous",
-            b.layout == Layout::ChannelsLast ? "channels-last" : "contiguous");
+  VGG_CHECK(a.layout == b.layout, "%s: layouts differ (%s vs %s)", what, layout_name(a.layout),
+            layout_name(b.layout));
 }
 
 Strides4 strides4(const Shape& s, Layout layout) {
   const int64_t C = s[1], H = s[2], W = s[3];
-  if (layout == Layout::ChannelsLast) return {H * W * C, 1, W * C, C};
-  return {C * H * W, H * W, W, 1};
+  if (layout == Layout::ChannelsLast) return {H * W * C, 1, W * C, C, false};
+  if (layout == Layout::Blocked8) return {C * H * W, 8 * H * W, 8 * W, 8, true};
+  return {C * H * W, H * W, W, 1, false};
 }
 
 }  // namespace cpu

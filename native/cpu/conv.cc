@@ -1,7 +1,9 @@
 // conv2d on oneDNN: forward (bias, optional fused ReLU), backward data, backward weights + bias.
 //   x (N,C,H,W), w (K,C,R,S), b (K) -> y (N,K,P,Q); P = floor((H + 2*pad_h - R)/stride_h) + 1, Q likewise.
-// The primitives choose their own layouts (format_tag::any); activations and weights are reordered from/to plain
-// NCHW/NHWC at the op boundary (keeping blocked layouts between layers is issue 6).
+// The primitives choose their own layouts (format_tag::any). Activations in nchw8c (Layout::Blocked8, what the
+// primitives pick on AVX2/AVX-512 for C % 8 == 0) go in and out without a reorder; y keeps x's layout unless
+// p.cpu_blocked_output asks for nchw8c, so a network pays one reorder at its entry and none between layers.
+// Weights are plain (K,C,R,S) and reordered per call (fwd and bwd-data want different blocked forms).
 #include "cpu_common.h"
 
 namespace vgg::cpu {
@@ -34,6 +36,11 @@ ConvGeom geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const c
 }
 
 memory::desc any_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::any); }
+
+// The layout an activation of C channels gets when `want` is asked for: nchw8c needs C % 8 == 0.
+Layout act_layout(Layout want, int64_t C) {
+  return want == Layout::Blocked8 && C % 8 != 0 ? Layout::Contiguous : want;
+}
 
 dnnl::convolution_forward::primitive_desc fwd_pd(const ConvGeom& g, bool bias, bool relu) {
   auto src = any_md({g.N, g.C, g.H, g.W});
@@ -89,13 +96,14 @@ Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor
       dnnl::convolution_forward::primitive_desc pd;
       dnnl::convolution_forward prim;
     };
-    auto key = cache_key(op, x.shape, int(x.layout), w.shape, b.defined(), relu, p.stride_h, p.stride_w, p.pad_h,
-                         p.pad_w);
+    const Layout y_layout = act_layout(p.cpu_blocked_output ? Layout::Blocked8 : x.layout, g.K);
+    auto key = cache_key(op, x.shape, int(x.layout), int(y_layout), w.shape, b.defined(), relu, p.stride_h,
+                         p.stride_w, p.pad_h, p.pad_w);
     auto& e = cached<Entry>(key, [&] {
       auto pd = fwd_pd(g, b.defined(), relu);
       return new Entry{pd, dnnl::convolution_forward(pd)};
     });
-    Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, x.dtype, Device::CPU, x.layout);
+    Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);
     std::vector<Tensor> keep;
     memory src = to_desc(mem_of(x), e.pd.src_desc(), keep);
     memory wei = to_desc(mem_of(w), e.pd.weights_desc(), keep);
@@ -140,7 +148,7 @@ Tensor CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const
       dnnl::convolution_backward_data::primitive_desc pd(d, engine(), hint);
       return new Entry{pd, dnnl::convolution_backward_data(pd)};
     });
-    Tensor dx = Tensor::empty(x_shape, dy.dtype, Device::CPU, dy.layout);
+    Tensor dx = Tensor::empty(x_shape, dy.dtype, Device::CPU, act_layout(dy.layout, g.C));
     std::vector<Tensor> keep;
     memory ddst = to_desc(mem_of(dy), e.pd.diff_dst_desc(), keep);
     memory wei = to_desc(mem_of(w), e.pd.weights_desc(), keep);

@@ -89,9 +89,12 @@ void check_4d_image(const Tensor& t, const char* what);            // defined, C
 void check_param(const Tensor& t, const Shape& s, const char* what);  // defined, CPU, f32, shape s
 void check_same_layout(const Tensor& a, const Tensor& b, const char* what);
 
-// Offset of logical (n,c,h,w) for a tensor of shape (N,C,H,W) stored with `layout`.
+// Offset of logical (n,c,h,w) for a tensor of shape (N,C,H,W) stored with `layout`:
+// n*s.n + s.coff(c) + h*s.h + w*s.w (for nchw8c, s.c is the stride of a block of 8 channels).
 struct Strides4 {
   int64_t n, c, h, w;
+  bool blocked;
+  int64_t coff(int64_t ch) const { return blocked ? (ch >> 3) * c + (ch & 7) : ch * c; }
 };
 Strides4 strides4(const Shape& s, Layout layout);
 

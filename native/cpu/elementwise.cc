@@ -1,5 +1,6 @@
 // Elementwise ops in plain C++ (OpenMP): relu, dropout, fill, add_, cast, to_layout, synchronize.
-// Activations may be f32 or bf16 here (bf16 is read/written through float).
+// Activations may be f32 or bf16 here (bf16 is read/written through float), in any layout: the loops run over
+// storage order (nchw8c has no padding, see tensor.h), which is why dropout's mask is defined in storage order.
 #include "../rng.h"
 #include "cpu_common.h"
 
@@ -49,7 +50,7 @@ Tensor CpuBackend::relu_forward(const Tensor& x) {
   if (x.dtype == DType::F32) {
     const float* a = x.data<float>();
     float* o = y.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) o[i] = a[i] > 0.f ? a[i] : 0.f;
   } else {
     const uint16_t* a = x.data<uint16_t>();
@@ -71,6 +72,14 @@ Tensor CpuBackend::relu_backward(const Tensor& dy, const Tensor& y) {
   const void* yy = y.raw();
   void* o = dx.raw();
   const DType dt = dy.dtype, yt = y.dtype;
+  if (dt == DType::F32 && yt == DType::F32) {  // the common case, in a loop the compiler vectorises
+    const float* df = static_cast<const float*>(d);
+    const float* yf = static_cast<const float*>(yy);
+    float* of = static_cast<float*>(o);
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) of[i] = yf[i] > 0.f ? df[i] : 0.f;
+    return dx;
+  }
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) store(o, dt, i, load(yy, yt, i) > 0.f ? load(d, dt, i) : 0.f);
   return dx;
@@ -129,6 +138,7 @@ void CpuBackend::fill(Tensor& t, double value) {
     case DType::F32: {
       float* p = t.data<float>();
       const float v = float(value);
+#pragma omp parallel for simd schedule(static) if (n > 65536)
       for (int64_t i = 0; i < n; ++i) p[i] = v;
       break;
     }
@@ -165,7 +175,7 @@ void CpuBackend::add_(Tensor& dst, const Tensor& src, double alpha) {
   if (dst.dtype == DType::F32 && src.dtype == DType::F32) {
     float* d = dst.data<float>();
     const float* s = src.data<float>();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) d[i] += a * s[i];
   } else {
     void* d = dst.raw();
@@ -202,8 +212,13 @@ Tensor CpuBackend::cast(const Tensor& x, DType dtype) {
 Tensor CpuBackend::to_layout(const Tensor& x, Layout layout) {
   check_cpu(x, "to_layout: input");
   if (x.layout == layout) return x;
-  VGG_CHECK(x.ndim() == 4, "to_layout: channels-last needs a 4-D tensor, got %s", shape_str(x.shape).c_str());
+  VGG_CHECK(x.ndim() == 4, "to_layout: %s needs a 4-D tensor, got %s", layout_name(x.layout == Layout::Contiguous ? layout : x.layout),
+            shape_str(x.shape).c_str());
   Tensor y = Tensor::empty(x.shape, x.dtype, Device::CPU, layout);
+  if (x.layout == Layout::Blocked8 || layout == Layout::Blocked8) {
+    guard("to_layout", [&] { reorder(mem_of(x), mem_of(y)); stream().wait(); });
+    return y;
+  }
   switch (dtype_size(x.dtype)) {
     case 1: permute4(x.data<uint8_t>(), y.data<uint8_t>(), x.shape, x.layout); break;
     case 2: permute4(x.data<uint16_t>(), y.data<uint16_t>(), x.shape, x.layout); break;

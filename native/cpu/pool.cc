@@ -129,7 +129,7 @@ Tensor CpuBackend::adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c) {
-      const float* xc = xp + n * s.n + c * s.c;
+      const float* xc = xp + n * s.n + s.coff(c);
       float* yc = yp + (n * C + c) * oh * ow;
       for (int64_t i = 0; i < oh; ++i) {
         const int64_t h0 = win_start(i, H, oh), h1 = win_end(i, H, oh);
@@ -164,8 +164,8 @@ Tensor CpuBackend::adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c) {
-      float* dxc = dxp + n * s.n + c * s.c;
-      const float* dyc = dyp + n * sd.n + c * sd.c;
+      float* dxc = dxp + n * s.n + s.coff(c);
+      const float* dyc = dyp + n * sd.n + sd.coff(c);
       for (int64_t i = 0; i < oh; ++i) {
         const int64_t h0 = win_start(i, H, oh), h1 = win_end(i, H, oh);
         for (int64_t j = 0; j < ow; ++j) {

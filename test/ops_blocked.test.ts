@@ -1,0 +1,158 @@
+// The CPU backend's blocked activation layout 'nchw8c' (oneDNN's nChw8c, Layout::Blocked8): every op a VGG runs
+// accepts it and gives the same numbers as the float64 references, and conv2d's cpuBlockedOutput switches a
+// network into it. CPU only (the layout is the CPU backend's own).
+import { Tensor, Layout } from '../lib/tensor';
+import * as ops from '../lib/ops';
+import * as R from './ref/naive';
+
+let seed = 777;
+function rand(): number {
+  seed = (seed + 0x6d2b79f5) | 0;
+  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+}
+function uniform(n: number, lo = -1, hi = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = lo + (hi - lo) * rand();
+  return a;
+}
+const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
+const live: Tensor[] = [];
+function T(data: ArrayLike<number>, shape: number[], layout: Layout = 'nchw'): Tensor {
+  return keep(Tensor.from(Float32Array.from(data), shape, { device: 'cpu', layout }));
+}
+function keep<X extends Tensor>(t: X): X {
+  live.push(t);
+  return t;
+}
+afterEach(() => {
+  for (const t of live.splice(0)) t.dispose();
+});
+const arr = (t: Tensor) => Float64Array.from(t.toArray() as Float32Array);
+function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rtol: number, what: string): void {
+  expect(actual.length).toBe(expected.length);
+  let scale = 0, worst = 0, at = 0;
+  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]));
+  for (let i = 0; i < expected.length; i++) {
+    const d = Math.abs(actual[i] - expected[i]);
+    if (!(d <= worst)) [worst, at] = [d, i];
+  }
+  if (!(worst <= rtol * Math.max(scale, 1e-30))) {
+    throw new Error(`${what}: max |diff| ${worst.toExponential(3)} at [${at}] (got ${actual[at]}, want ${expected[at]}) exceeds ${rtol} x ${scale.toExponential(3)}`);
+  }
+}
+const P1 = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
+
+describe('nchw8c layout on the CPU', () => {
+  test('toLayout round trips nchw <-> nchw8c <-> nhwc, and Tensor.from takes nchw8c', () => {
+    const s = [2, 16, 3, 5], x = uniform(numel(s));
+    const b = keep(ops.toLayout(T(x, s), 'nchw8c'));
+    expect(b.layout).toBe('nchw8c');
+    expectClose(arr(b), x, 0, 'nchw -> nchw8c');
+    const h = keep(ops.toLayout(b, 'nhwc'));
+    expectClose(arr(h), x, 0, 'nchw8c -> nhwc');
+    expectClose(arr(keep(ops.toLayout(h, 'nchw8c'))), x, 0, 'nhwc -> nchw8c');
+    expectClose(arr(keep(ops.toLayout(b, 'nchw'))), x, 0, 'nchw8c -> nchw');
+    expectClose(arr(T(x, s, 'nchw8c')), x, 0, 'Tensor.from nchw8c');
+    expect(() => T(uniform(2 * 3 * 4 * 4), [2, 3, 4, 4], 'nchw8c')).toThrow(/divisible by 8/);
+  });
+
+  test('conv2d: cpuBlockedOutput from nchw (3 -> 16), nchw8c in and out (16 -> 24), fallbacks (24 -> 13, dx to 3)', () => {
+    const xs: R.Shape4 = [2, 3, 6, 6], w1s: R.Shape4 = [16, 3, 3, 3], w2s: R.Shape4 = [24, 16, 3, 3], w3s: R.Shape4 = [13, 24, 3, 3];
+    const x = uniform(numel(xs)), w1 = uniform(numel(w1s), -0.5, 0.5), b1 = uniform(16);
+    const w2 = uniform(numel(w2s), -0.5, 0.5), w3 = uniform(numel(w3s), -0.5, 0.5);
+    const p = { ...P1, cpuBlockedOutput: true };
+    const y1 = keep(ops.conv2dForward(T(x, xs), T(w1, w1s), T(b1, [16]), p, true));
+    expect(y1.layout).toBe('nchw8c');
+    const r1 = R.convForward(x, xs, w1, w1s, b1, P1, true);
+    expectClose(arr(y1), r1.y, 1e-5, 'conv 3->16 blocked output');
+    const y1v = Float32Array.from(arr(y1));
+    const y2 = keep(ops.conv2dForward(y1, T(w2, w2s), null, P1, false)); // x's layout kept without the flag
+    expect(y2.layout).toBe('nchw8c');
+    const r2 = R.convForward(y1v, r1.shape as R.Shape4, w2, w2s, null, P1);
+    expectClose(arr(y2), r2.y, 1e-5, 'conv 16->24 nchw8c');
+    const y3 = keep(ops.conv2dForward(y2, T(w3, w3s), null, p, false)); // 13 channels cannot be nchw8c
+    expect(y3.layout).toBe('nchw');
+    expectClose(arr(y3), R.convForward(Float32Array.from(arr(y2)), r2.shape as R.Shape4, w3, w3s, null, P1).y, 1e-5, 'conv 24->13');
+
+    const dy = uniform(numel(r2.shape));
+    const dyt = T(dy, r2.shape, 'nchw8c');
+    const dx = keep(ops.conv2dBackwardData(dyt, T(w2, w2s), r1.shape, P1));
+    expect(dx.layout).toBe('nchw8c');
+    expectClose(arr(dx), R.convBackwardData(dy, w2, w2s, r1.shape as R.Shape4, P1), 1e-5, 'conv backward data nchw8c');
+    const g = R.convBackwardWeights(y1v, r1.shape as R.Shape4, dy, w2s, P1);
+    const dw = keep(Tensor.zeros(w2s)), db = keep(Tensor.zeros([24]));
+    ops.conv2dBackwardWeights(y1, dyt, P1, dw, db, false);
+    expectClose(arr(dw), g.dw, 1e-5, 'conv dw nchw8c');
+    expectClose(arr(db), g.db, 1e-5, 'conv db nchw8c');
+    ops.conv2dBackwardWeights(y1, dyt, P1, dw, db, true);
+    expectClose(arr(dw), g.dw.map((v) => 2 * v), 1e-5, 'conv dw nchw8c accumulated');
+
+    const dy1 = uniform(numel(r1.shape));
+    const dx0 = keep(ops.conv2dBackwardData(T(dy1, r1.shape, 'nchw8c'), T(w1, w1s), xs, P1));
+    expect(dx0.layout).toBe('nchw'); // 3 channels: plain NCHW
+    expectClose(arr(dx0), R.convBackwardData(dy1, w1, w1s, xs, P1), 1e-5, 'conv backward data to 3 channels');
+    const dw1 = keep(Tensor.zeros(w1s));
+    ops.conv2dBackwardWeights(T(x, xs), T(dy1, r1.shape, 'nchw8c'), P1, dw1, null, false); // mixed layouts
+    expectClose(arr(dw1), R.convBackwardWeights(x, xs, dy1, w1s, P1).dw, 1e-5, 'conv dw mixed layouts');
+  });
+
+  test('relu, maxpool, adaptive avgpool, batch norm, add_ and cast on nchw8c', () => {
+    const xs: R.Shape4 = [2, 16, 6, 4];
+    const x = uniform(numel(xs), -2, 3);
+    const xt = T(x, xs, 'nchw8c');
+    const y = keep(ops.reluForward(xt));
+    expect(y.layout).toBe('nchw8c');
+    expectClose(arr(y), R.reluForward(x), 0, 'relu forward');
+    const dy = uniform(numel(xs));
+    expectClose(arr(keep(ops.reluBackward(T(dy, xs, 'nchw8c'), y))), R.reluBackward(dy, R.reluForward(x)), 0, 'relu backward');
+
+    const pp = { kernel: 2, stride: 2, pad: 0 };
+    const ref = R.maxpoolForward(x, xs, 2, 2, 0);
+    const mp = ops.maxpool2dForward(xt, pp, true);
+    keep(mp.y);
+    mp.saved.forEach(keep);
+    expect(mp.y.layout).toBe('nchw8c');
+    expectClose(arr(mp.y), ref.y, 0, 'maxpool forward');
+    const dyp = uniform(numel(ref.shape));
+    const dxp = keep(ops.maxpool2dBackward(T(dyp, ref.shape, 'nchw8c'), xt, mp.y, pp, mp.saved));
+    expect(dxp.layout).toBe('nchw8c');
+    expectClose(arr(dxp), R.maxpoolBackward(dyp, ref.argmax, xs), 1e-6, 'maxpool backward');
+
+    const ar = R.adaptiveAvgForward(x, xs, 7, 7);
+    const ay = keep(ops.adaptiveAvgpool2dForward(xt, 7, 7));
+    expect(ay.layout).toBe('nchw');
+    expectClose(arr(ay), ar.y, 1e-6, 'adaptive avgpool forward');
+    const day = uniform(numel(ar.shape));
+    const adx = keep(ops.adaptiveAvgpool2dBackward(T(day, ar.shape), xs, 'nchw8c'));
+    expect(adx.layout).toBe('nchw8c');
+    expectClose(arr(adx), R.adaptiveAvgBackward(day, xs, 7, 7), 1e-6, 'adaptive avgpool backward');
+
+    const C = xs[1];
+    const gamma = uniform(C, 0.5, 1.5), beta = uniform(C), rm0 = uniform(C), rv0 = uniform(C, 0.5, 2);
+    const rm = T(rm0, [C]), rv = T(rv0, [C]), gt = T(gamma, [C]);
+    const bref = R.bnTrainForward(x, xs, gamma, beta, rm0, rv0, 0.1, 1e-5);
+    const bn = ops.batchnormForward(xt, gt, T(beta, [C]), rm, rv, true, 0.1, 1e-5);
+    keep(bn.y);
+    bn.saved.forEach(keep);
+    expect(bn.y.layout).toBe('nchw8c');
+    expectClose(arr(bn.y), bref.y, 1e-5, 'bn forward');
+    expectClose(arr(rm), bref.runningMean, 1e-6, 'bn running mean');
+    const bb = R.bnBackward(dy, x, xs, gamma, 1e-5);
+    const dg = keep(Tensor.zeros([C])), dbt = keep(Tensor.zeros([C]));
+    const bdx = keep(ops.batchnormBackward(T(dy, xs, 'nchw8c'), xt, gt, 1e-5, bn.saved, dg, dbt, false));
+    expect(bdx.layout).toBe('nchw8c');
+    expectClose(arr(bdx), bb.dx, 1e-5, 'bn dx');
+    expectClose(arr(dg), bb.dgamma, 1e-5, 'bn dgamma');
+    expectClose(arr(dbt), bb.dbeta, 1e-5, 'bn dbeta');
+
+    const acc = T(x, xs, 'nchw8c');
+    ops.add_(acc, T(dy, xs, 'nchw8c'), 0.5);
+    expectClose(arr(acc), Float64Array.from(x, (v, i) => v + 0.5 * dy[i]), 1e-6, 'add_');
+    expect(() => ops.add_(acc, T(dy, xs), 1)).toThrow(/layouts differ \(nchw8c vs nchw\)/);
+    const h = keep(ops.cast(xt, 'bfloat16'));
+    expect(h.layout).toBe('nchw8c');
+    expectClose(arr(keep(ops.cast(h, 'float32'))), x, 1 / 128, 'cast bf16 round trip');
+  });
+});
