@@ -82,7 +82,7 @@ void CpuBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>
     const float* g = grads[t].data<float>();
     float* b = use_momentum ? bufs[t].data<float>() : nullptr;
     const int64_t n = params[t].numel();
-#pragma omp parallel for schedule(static) if (n > 32768)
+#pragma omp parallel for simd schedule(static) if (n > 32768)
     for (int64_t i = 0; i < n; ++i) {
       float d = g[i];
       if (wd != 0.f) d = d + wd * w[i];

@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// Profiles CPU training steps op by op: `VGGNET_PROFILE=1 node scripts/profile_cpu_step.js vgg16:8:64 [steps]`.
+// Prints the median step time (without the profiler's synchronisation when VGGNET_PROFILE is unset) and, with
+// VGGNET_PROFILE=1, the per-op wall time of the timed steps. Uses dist/ (run `npx tsc -p .` first).
+'use strict';
+const path = require('path');
+const dist = path.resolve(__dirname, '..', 'dist');
+const { setNumThreads } = require(path.join(dist, 'backend'));
+const { cfgs, VGGNet } = require(path.join(dist, 'models', 'vgg'));
+const { crossEntropy } = require(path.join(dist, 'nn', 'loss'));
+const { sgd } = require(path.join(dist, 'optim', 'sgd'));
+const { Tensor } = require(path.join(dist, 'tensor'));
+const { Rng } = require(path.join(dist, 'random'));
+const prof = require(path.join(dist, 'profile'));
+
+const [model, batch, size] = (process.argv[2] || 'vgg16:8:64').split(':');
+const steps = Number(process.argv[3] || 5);
+const precision = process.env.VGGNET_PRECISION || 'fp32';
+const cfg = { vgg11: cfgs.A, vgg13: cfgs.B, vgg16: cfgs.D, vgg19: cfgs.E }[model];
+setNumThreads(Number(process.env.VGGNET_BENCH_THREADS || 2));
+const B = Number(batch), S = Number(size);
+const m = new VGGNet(cfg, { device: 'cpu', precision, seed: 1 });
+const rng = new Rng(1);
+const x = Tensor.from(rng.fillNormal(new Float32Array(B * 3 * S * S), 0, 1), [B, 3, S, S]);
+const y = Tensor.from(Int32Array.from({ length: B }, () => rng.int(1000)), [B]);
+const opt = sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
+const params = m.parameters();
+const times = [];
+for (let i = 0; i < steps + 2; i++) {
+  if (i === 2) prof.profileReport(true);
+  const t = performance.now();
+  opt.zeroGrad(params);
+  const logits = m.forward(x);
+  const r = crossEntropy(logits, y);
+  m.backward(r.grad);
+  opt.step(params);
+  logits.dispose();
+  r.grad.dispose();
+  if (i >= 2) times.push(performance.now() - t);
+}
+times.sort((a, b) => a - b);
+const med = times[Math.floor(times.length / 2)];
+console.log(`${model} b${B} ${S}² ${precision}: median train step ${med.toFixed(1)} ms (${((B * 1000) / med).toFixed(2)} img/s), steps ${times.map((t) => t.toFixed(0)).join(' ')}`);
+if (process.env.VGGNET_PROFILE === '1') console.log(prof.profileReport());
