@@ -251,7 +251,9 @@ export function serializeSafetensors(tensors: StateRecord, metadata: Record<stri
 export function writeFileAtomic(file: string, chunks: Buffer[]): void {
   const dir = path.dirname(path.resolve(file));
   fs.mkdirSync(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${process.pid}-${Date.now()}`);
+  const prefix = `.${path.basename(file)}.tmp-`;
+  removeStaleTemporaries(dir, prefix);
+  const tmp = path.join(dir, `${prefix}${process.pid}-${Date.now()}`);
   let fd: number | undefined;
   try {
     fd = fs.openSync(tmp, 'w');
@@ -274,6 +276,30 @@ export function writeFileAtomic(file: string, chunks: Buffer[]): void {
     fs.closeSync(dfd);
   } catch {
     /* some filesystems cannot fsync a directory */
+  }
+}
+
+/**
+ * Deletes temporaries `<prefix><pid>-<time>` left by writers that were killed mid-write (their process is gone), so
+ * crashes do not pile up partial checkpoints. Files of live processes (another writer now) are left alone.
+ */
+function removeStaleTemporaries(dir: string, prefix: string): void {
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).filter((n) => n.startsWith(prefix));
+  } catch {
+    return;
+  }
+  for (const n of names) {
+    const pid = Number(n.slice(prefix.length).split('-')[0]);
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    let alive = true;
+    try {
+      process.kill(pid, 0);
+    } catch (e) {
+      alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    if (!alive) fs.rmSync(path.join(dir, n), { force: true });
   }
 }
 
