@@ -3,7 +3,7 @@
 import { cudaAvailable, memoryStats } from '../lib/backend';
 import { VGGNet, Precision } from '../lib/models/vgg';
 import { Tensor } from '../lib/tensor';
-import { crossEntropy } from '../lib/nn/loss';
+import { trainStep } from '../lib/train/step';
 import { sgd } from '../lib/optim/sgd';
 import { Rng } from '../lib/random';
 
@@ -26,16 +26,7 @@ function losses(device: 'cpu' | 'cuda', precision: Precision, steps: number): nu
   const y = Tensor.from(Int32Array.from({ length: 8 }, () => rng.int(10)), [8], { device });
   const opt = sgd({ lr: 0.02, momentum: 0.9, weightDecay: 5e-4 });
   const out: number[] = [];
-  for (let s = 0; s < steps; s++) {
-    opt.zeroGrad(m.parameters());
-    const logits = m.forward(x);
-    const r = crossEntropy(logits, y);
-    m.backward(r.grad);
-    opt.step(m.parameters());
-    out.push(r.loss);
-    logits.dispose();
-    r.grad.dispose();
-  }
+  for (let s = 0; s < steps; s++) out.push(trainStep(m, opt, x, y));
   m.dispose();
   opt.dispose();
   return out;
@@ -62,13 +53,7 @@ describeCuda('CUDA backend vs CPU backend', () => {
     const opt = sgd({ lr: 0.01, momentum: 0.9 });
     let after10 = 0;
     for (let s = 0; s < 500; s++) {
-      opt.zeroGrad(m.parameters());
-      const logits = m.forward(x);
-      const r = crossEntropy(logits, y);
-      m.backward(r.grad);
-      opt.step(m.parameters());
-      logits.dispose();
-      r.grad.dispose();
+      trainStep(m, opt, x, y);
       if (s === 9) after10 = memoryStats('cuda').inUse;
     }
     const end = memoryStats('cuda').inUse;

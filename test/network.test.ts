@@ -6,6 +6,7 @@ import * as ops from '../lib/ops';
 import { tinyVgg, randomBatch } from './helpers/tiny';
 import { Rng } from '../lib/random';
 import { noGrad } from '../lib/nn/module';
+import { trainStep } from '../lib/train/step';
 
 describe('whole-network gradients (float32 forward, central differences)', () => {
   // PyTorch's default init (U(±1/√fan_in)) keeps the hidden pre-activations O(0.1–1), and eps = 5e-4 rarely moves
@@ -83,16 +84,7 @@ describe('training', () => {
     const { x, y } = randomBatch(8, 4);
     const opt = sgd({ lr: 0.05, momentum: 0.9, weightDecay: 5e-4 });
     const losses: number[] = [];
-    for (let s = 0; s < 40; s++) {
-      opt.zeroGrad(m.parameters());
-      const logits = m.forward(x);
-      const r = crossEntropy(logits, y);
-      m.backward(r.grad);
-      opt.step(m.parameters());
-      losses.push(r.loss);
-      logits.dispose();
-      r.grad.dispose();
-    }
+    for (let s = 0; s < 40; s++) losses.push(trainStep(m, opt, x, y));
     expect(losses[39]).toBeLessThan(0.7 * losses[0]);
     expect(losses[39]).toBeLessThan(losses[20]);
     m.dispose();
