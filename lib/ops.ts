@@ -114,6 +114,14 @@ export function cast(x: Tensor, dtype: DType): Tensor {
 export function toLayout(x: Tensor, layout: Layout): Tensor {
   return x.layout === layout ? x : T(addon().toLayout(x.native, layout));
 }
+/**
+ * What the CPU backend's oneDNN runs on here: `isa` is oneDNN's effective ISA ('avx2', 'avx512_core',
+ * 'avx512_core_amx', ...), `bf16` whether oneDNN has bf16 convolutions on it (oneDNN 2.6: avx512_core and newer).
+ */
+export function cpuIsaInfo(): { isa: string; bf16: boolean } {
+  return addon().cpuIsaInfo();
+}
+
 export function synchronize(device: DeviceName): void {
   addon().synchronize(device);
 }

@@ -311,6 +311,14 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("cuda", cuda_info_json());
   return o;
 }
+// cpuIsaInfo(): {isa, bf16}, see ops.h.
+Napi::Value CpuIsaInfoJs(const Napi::CallbackInfo& info) {
+  const CpuIsaInfo i = cpu_isa_info();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("isa", i.isa);
+  o.Set("bf16", i.bf16);
+  return o;
+}
 Napi::Value SetCudaMathMode(const Napi::CallbackInfo& info) {
   cuda_set_math_mode(int(get_int(arg(info, 0), "setCudaMathMode")));
   return info.Env().Undefined();
@@ -367,6 +375,7 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("emptyCache", EmptyCache);
   def("buildInfo", BuildInfo);
   def("setCudaMathMode", SetCudaMathMode);
+  def("cpuIsaInfo", CpuIsaInfoJs);
   def("setNumThreads", SetNumThreads);
   def("getNumThreads", GetNumThreads);
 }

@@ -6,6 +6,7 @@
 // activation's dtype and returns that dtype; a backend casts float32 weights to bf16 internally where it needs to.
 // Gradients of parameters are float32 and either overwrite or accumulate into the given tensor (`accumulate`).
 #pragma once
+#include <string>
 #include <vector>
 
 #include "tensor.h"
@@ -104,6 +105,15 @@ class Backend {
   virtual Tensor to_layout(const Tensor& x, Layout layout) = 0;            // 4-D NCHW <-> NHWC
   virtual void synchronize() = 0;                                          // wait for queued work
 };
+
+// What the CPU backend's oneDNN dispatches to on this machine: isa is oneDNN's effective ISA ("avx2",
+// "avx512_core", "avx512_core_amx", ...); bf16 is whether oneDNN can build a bf16 convolution here (oneDNN 2.6:
+// avx512_core or newer, fast with avx512_core_bf16/AMX). The CPU backend computes in float32 only for now.
+struct CpuIsaInfo {
+  std::string isa;
+  bool bf16 = false;
+};
+CpuIsaInfo cpu_isa_info();
 
 Backend& backend(Device d);  // throws when that device's backend was not built or has no usable device
 Backend& cpu_backend();

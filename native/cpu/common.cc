@@ -12,6 +12,26 @@ namespace cpu {
 
 using dnnl::memory;
 
+namespace {
+const char* isa_name(dnnl::cpu_isa isa) {
+  using I = dnnl::cpu_isa;
+  switch (isa) {
+    case I::sse41: return "sse41";
+    case I::avx: return "avx";
+    case I::avx2: return "avx2";
+    case I::avx2_vnni: return "avx2_vnni";
+    case I::avx512_mic: return "avx512_mic";
+    case I::avx512_mic_4ops: return "avx512_mic_4ops";
+    case I::avx512_core: return "avx512_core";
+    case I::avx512_core_vnni: return "avx512_core_vnni";
+    case I::avx512_core_bf16: return "avx512_core_bf16";
+    case I::avx512_core_amx: return "avx512_core_amx";
+    case I::all: return "all";
+    default: return "unknown";
+  }
+}
+}  // namespace
+
 dnnl::engine& engine() {
   static dnnl::engine e = guard("cpu backend init", [] { return dnnl::engine(dnnl::engine::kind::cpu, 0); });
   return e;
@@ -88,7 +108,13 @@ void check_cpu(const Tensor& t, const char* what) {
 
 void check_f32_activation(const Tensor& t, const char* what) {
   check_cpu(t, what);
-  VGG_CHECK(t.dtype != DType::BF16, "%s: bf16 on CPU not supported yet", what);
+  if (t.dtype == DType::BF16) {
+    const CpuIsaInfo i = cpu_isa_info();
+    throw Error(strprintf("%s: bfloat16 activations are not supported by the CPU backend (it computes in float32; "
+                          "oneDNN 2.6 has bf16 convolutions only from avx512_core on, and this CPU runs %s%s); "
+                          "use float32",
+                          what, i.isa.c_str(), i.bf16 ? ", which has them" : ", which has none"));
+  }
   check_dtype(t, DType::F32, what);
 }
 
@@ -116,4 +142,28 @@ Strides4 strides4(const Shape& s, Layout layout) {
 }
 
 }  // namespace cpu
+
+CpuIsaInfo cpu_isa_info() {
+  static const CpuIsaInfo info = [] {
+    CpuIsaInfo i;
+    i.isa = cpu::isa_name(dnnl::get_effective_cpu_isa());
+    // The ISA enum says what the JIT may use; whether a bf16 convolution exists is best asked of oneDNN itself.
+    try {
+      using dnnl::memory;
+      const memory::dims x{1, 16, 8, 8}, w{16, 16, 3, 3}, s1{1, 1}, p1{1, 1};
+      auto md = [](const memory::dims& d) {
+        return memory::desc(d, memory::data_type::bf16, memory::format_tag::any);
+      };
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                                        md(x), md(w), md(x), s1, p1, p1);
+      dnnl::convolution_forward::primitive_desc pd(d, cpu::engine());
+      i.bf16 = true;
+    } catch (const dnnl::error&) {
+      i.bf16 = false;
+    }
+    return i;
+  }();
+  return info;
+}
+
 }  // namespace vgg

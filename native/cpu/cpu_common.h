@@ -84,7 +84,7 @@ void reorder(const dnnl::memory& from, const dnnl::memory& to);
 
 // ---- checks
 void check_cpu(const Tensor& t, const char* what);                 // defined and on the CPU
-void check_f32_activation(const Tensor& t, const char* what);      // f32; bf16 -> "bf16 on CPU not supported yet"
+void check_f32_activation(const Tensor& t, const char* what);      // f32; bf16 -> an error naming the CPU's ISA
 void check_4d_image(const Tensor& t, const char* what);            // defined, CPU, 4-D
 void check_param(const Tensor& t, const Shape& s, const char* what);  // defined, CPU, f32, shape s
 void check_same_layout(const Tensor& a, const Tensor& b, const char* what);
