@@ -2,6 +2,11 @@
 //   node train_child.js train <dataRoot> <checkpointDir> <hidden> <epochs>
 //       trains a small VGG on the STL10 files under dataRoot, one batch per epoch and a checkpoint (last, best) after
 //       every epoch; prints "step <n>" before each write and "saved <epoch>" after each `last` is written
+//   node --expose-gc train_child.js steps <dataRoot> <steps>
+//       trains a small VGG for <steps> steps (Trainer.fit over a 64-image set, batch 8); prints one JSON line with
+//       RSS and native in-use bytes after warm-up (step 200) and at the end, each after a full GC
+//   node --expose-gc train_child.js finaliser
+//       makes 4 MiB tensors 3000 times (12 GiB in all) and drops them without dispose(); prints one JSON line
 //   node train_child.js loader-break <dataRoot>
 //       iterates a DataLoader, breaks out after two batches, repeats 50 times; prints "done <rss MB>"
 'use strict';
@@ -9,6 +14,8 @@ const path = require('path');
 const lib = require(path.join(__dirname, '..', '..', 'dist', 'index.js'));
 
 const [mode, dataRoot, ...rest] = process.argv.slice(2);
+// One compute thread: these models are tiny, and OpenMP barriers on a busy 2-core machine cost more than the work.
+lib.setNumThreads(1);
 const T = lib.transforms;
 
 function dataset() {
@@ -35,6 +42,52 @@ async function train(dir, hidden, epochs) {
   await trainer.fit(new lib.DataLoader(dataset(), { batchSize: 8, shuffle: true, seed: 3, workers: 1 }), { epochs });
 }
 
+// After full collections and a turn of the event loop (where Node-API runs the finalisers they queued).
+async function sample() {
+  for (let k = 0; k < 3; k++) {
+    global.gc();
+    await new Promise((r) => setImmediate(r));
+  }
+  return { rss: process.memoryUsage().rss, inUse: lib.memoryStats('cpu').inUse };
+}
+
+async function steps(total) {
+  const model = new lib.VGGNet([8, 'M', 16, 'M', 16, 16, 'M', 16, 'M', 16, 'M'], {
+    numClasses: 10, hiddenFeatures: 64, dropout: 0.5, batchNorm: true, seed: 1, device: 'cpu', precision: 'fp32',
+  });
+  const loader = new lib.DataLoader(dataset(), { batchSize: 8, shuffle: true, seed: 3, workers: 2 });
+  const out = { steps: total, warm: null, end: null, samples: [] };
+  const trainer = new lib.Trainer(model, {
+    optimizer: lib.sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 }), output: null,
+    onStep: async (info) => {
+      if (info.step % 100 === 0) out.samples.push((await sample()).rss);
+      if (info.step === 200) out.warm = await sample();
+      if (info.step >= total) trainer.stop();
+    },
+  });
+  await trainer.fit(loader, { epochs: Math.ceil(total / loader.length) + 1 });
+  out.end = await sample();
+  out.done = trainer.step;
+  process.stdout.write(JSON.stringify(out) + '\n');
+}
+
+// Node-API runs finalisers from the event loop (node 20 defers them out of the GC), so the loop yields every 16
+// tensors, as any real loop does (the Trainer yields every step); a loop that never yields holds them all.
+async function finaliser() {
+  const base = await sample();
+  let peak = 0;
+  for (let i = 0; i < 3000; i++) {
+    if (i % 16 === 0) await new Promise((r) => setImmediate(r));
+    const t = lib.Tensor.zeros([1 << 20]); // 4 MiB, never disposed
+    if (t.shape[0] !== 1 << 20) throw new Error('bad tensor');
+    const rss = process.memoryUsage().rss;
+    peak = Math.max(peak, rss);
+    if (rss > 3 * 2 ** 30) throw new Error(`RSS reached ${(rss / 2 ** 20).toFixed(0)} MiB after ${i + 1} undisposed tensors: the finaliser does not keep up`);
+  }
+  const end = await sample();
+  process.stdout.write(JSON.stringify({ base, peak, end }) + '\n');
+}
+
 async function loaderBreak() {
   const loader = new lib.DataLoader(dataset(), { batchSize: 2, shuffle: true, seed: 1, workers: 2, prefetch: 3 });
   for (let k = 0; k < 50; k++) {
@@ -51,6 +104,8 @@ async function loaderBreak() {
 (async () => {
   if (mode === 'train') await train(rest[0], Number(rest[1]), Number(rest[2]));
   else if (mode === 'loader-break') await loaderBreak();
+  else if (mode === 'steps') await steps(Number(rest[0]));
+  else if (mode === 'finaliser') await finaliser();
   else throw new Error(`unknown mode ${mode}`);
 })().catch((e) => {
   process.stderr.write(`error: ${e.message}\n`);
