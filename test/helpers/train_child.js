@@ -7,8 +7,9 @@
 //       RSS and native in-use bytes after warm-up (step 200) and at the end, each after a full GC
 //   node --expose-gc train_child.js finaliser
 //       makes 4 MiB tensors 3000 times (12 GiB in all) and drops them without dispose(); prints one JSON line
-//   node train_child.js loader-break <dataRoot>
-//       iterates a DataLoader, breaks out after two batches, repeats 50 times; prints "done <rss MB>"
+//   node --expose-gc train_child.js loader-break <dataRoot>
+//       iterates a DataLoader and breaks out after two batches, 200 times; prints one JSON line (RSS, native bytes in
+//       use and the thread count after the first pass and at the end), then returns: the process must exit by itself
 'use strict';
 const path = require('path');
 const lib = require(path.join(__dirname, '..', '..', 'dist', 'index.js'));
@@ -88,17 +89,26 @@ async function finaliser() {
   process.stdout.write(JSON.stringify({ base, peak, end }) + '\n');
 }
 
+function threads() {
+  return require('fs').readdirSync('/proc/self/task').length;
+}
+
 async function loaderBreak() {
   const loader = new lib.DataLoader(dataset(), { batchSize: 2, shuffle: true, seed: 1, workers: 2, prefetch: 3 });
-  for (let k = 0; k < 50; k++) {
+  const pass = async (k) => {
     let n = 0;
     for await (const b of loader.iterate(k)) {
       b.images.dispose();
       b.labels.dispose();
-      if (++n === 2) break;
+      if (++n === 2) break; // abandoned with up to 3 batches still being assembled
     }
-  }
-  process.stdout.write(`done ${(process.memoryUsage().rss / 2 ** 20).toFixed(1)}\n`);
+  };
+  await pass(0);
+  const warm = { ...(await sample()), threads: threads() };
+  for (let k = 1; k < 200; k++) await pass(k);
+  await new Promise((r) => setTimeout(r, 100)); // let the batches in flight finish and be freed
+  const end = { ...(await sample()), threads: threads() };
+  process.stdout.write(JSON.stringify({ warm, end }) + '\n');
 }
 
 (async () => {
