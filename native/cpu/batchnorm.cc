@@ -1,4 +1,5 @@
-// Batch norm over C of (N,C,H,W), plain C++ with double accumulators (PyTorch's numerics, one thread per channel).
+// Batch norm over C of (N,C,H,W), plain C++ with double accumulators (PyTorch's numerics; threads split the channels,
+// nchw8c does the 8 channels of a block together so that each pass reads memory once).
 //   train: mean, biased var over (N,H,W); y = (x-mean)/sqrt(var+eps)*gamma + beta;
 //          running = (1-m)*running + m*batch (running var uses the unbiased var). saved = {mean, invstd} (C) f32
 //   eval:  y = (x-running_mean)/sqrt(running_var+eps)*gamma + beta
@@ -11,13 +12,15 @@
 namespace vgg::cpu {
 
 namespace {
-// Visits every element of channel c: f(offset).
+// Visits every element of the G channels c0..c0+G-1 (G = 8 for nchw8c, whose 8 channels of a block are adjacent
+// in memory, else 1): f(offset, j) for channel c0+j, each channel in (n, h, w) order.
 template <class F>
-inline void for_channel(const Shape& s, const Strides4& st, int64_t c, F&& f) {
+inline void for_group(const Shape& s, const Strides4& st, int64_t c0, int G, F&& f) {
   const int64_t N = s[0], HW = s[2] * s[3];
   for (int64_t n = 0; n < N; ++n) {
-    const int64_t base = n * st.n + st.coff(c);
-    for (int64_t i = 0; i < HW; ++i) f(base + i * st.w);
+    const int64_t base = n * st.n + st.coff(c0);
+    for (int64_t i = 0; i < HW; ++i)
+      for (int j = 0; j < G; ++j) f(base + i * st.w + j, j);
   }
 }
 }  // namespace
@@ -52,31 +55,40 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
   }
   float* mp = training ? mean_t.data<float>() : nullptr;
   float* ip = training ? invstd_t.data<float>() : nullptr;
+  const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
 #pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < C; ++c) {
-    double mean, invstd;
+  for (int64_t c0 = 0; c0 < C; c0 += G) {
+    double mean[8], invstd[8];
     if (training) {
-      double sum = 0;
-      for_channel(x.shape, st, c, [&](int64_t o) { sum += xp[o]; });
-      mean = sum / double(M);
-      double ss = 0;
-      for_channel(x.shape, st, c, [&](int64_t o) {
-        const double d = xp[o] - mean;
-        ss += d * d;
+      double sum[8] = {0}, ss[8] = {0};
+      for_group(x.shape, st, c0, G, [&](int64_t o, int j) { sum[j] += xp[o]; });
+      for (int j = 0; j < G; ++j) mean[j] = sum[j] / double(M);
+      for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
+        const double d = xp[o] - mean[j];
+        ss[j] += d * d;
       });
-      const double var = ss / double(M);
-      invstd = 1.0 / std::sqrt(var + eps);
-      mp[c] = float(mean);
-      ip[c] = float(invstd);
-      rm[c] = float((1.0 - momentum) * rm[c] + momentum * mean);
-      rv[c] = float((1.0 - momentum) * rv[c] + momentum * (ss / double(M - 1)));
+      for (int j = 0; j < G; ++j) {
+        const int64_t c = c0 + j;
+        const double var = ss[j] / double(M);
+        invstd[j] = 1.0 / std::sqrt(var + eps);
+        mp[c] = float(mean[j]);
+        ip[c] = float(invstd[j]);
+        rm[c] = float((1.0 - momentum) * rm[c] + momentum * mean[j]);
+        rv[c] = float((1.0 - momentum) * rv[c] + momentum * (ss[j] / double(M - 1)));
+      }
     } else {
-      mean = rm[c];
-      invstd = 1.0 / std::sqrt(double(rv[c]) + eps);
+      for (int j = 0; j < G; ++j) {
+        mean[j] = rm[c0 + j];
+        invstd[j] = 1.0 / std::sqrt(double(rv[c0 + j]) + eps);
+      }
     }
-    const double scale = double(g[c]) * invstd, shift = double(b[c]) - mean * scale;
-    const float fs = float(scale), fb = float(shift);
-    for_channel(x.shape, st, c, [&](int64_t o) { yp[o] = xp[o] * fs + fb; });
+    float fs[8], fb[8];
+    for (int j = 0; j < G; ++j) {
+      const double scale = double(g[c0 + j]) * invstd[j], shift = double(b[c0 + j]) - mean[j] * scale;
+      fs[j] = float(scale);
+      fb[j] = float(shift);
+    }
+    for_group(x.shape, st, c0, G, [&](int64_t o, int j) { yp[o] = xp[o] * fs[j] + fb[j]; });
   }
   if (training && saved) {
     saved->clear();
@@ -119,29 +131,34 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
   const float *xp = x.data<float>(), *dyp = dy.data<float>(), *g = gamma.data<float>();
   const float *mp = saved[0].data<float>(), *ip = saved[1].data<float>();
   float *dxp = dx.data<float>(), *dg = dgamma.data<float>(), *db = dbeta.data<float>();
+  const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
 #pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < C; ++c) {
-    const double mean = mp[c], invstd = ip[c];
-    double sdy = 0, sdyx = 0;
-    for_channel(x.shape, st, c, [&](int64_t o) {
-      sdy += dyp[o];
-      sdyx += double(dyp[o]) * (double(xp[o]) - mean);
+  for (int64_t c0 = 0; c0 < C; c0 += G) {
+    double mean[8], invstd[8], sdy[8] = {0}, sdyx[8] = {0};
+    for (int j = 0; j < G; ++j) mean[j] = mp[c0 + j], invstd[j] = ip[c0 + j];
+    for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
+      sdy[j] += dyp[o];
+      sdyx[j] += double(dyp[o]) * (double(xp[o]) - mean[j]);
     });
-    const double dgamma_c = sdyx * invstd, dbeta_c = sdy;
     // dx = k * (dy - dbeta/M - xhat * dgamma/M), k = gamma*invstd
-    const double k = double(g[c]) * invstd;
-    const double a = batch_stats ? dbeta_c / double(M) : 0.0;
-    const double bcoef = batch_stats ? dgamma_c * invstd / double(M) : 0.0;
-    for_channel(x.shape, st, c, [&](int64_t o) {
-      dxp[o] = float(k * (double(dyp[o]) - a - (double(xp[o]) - mean) * bcoef));
-    });
-    if (accumulate) {
-      dg[c] += float(dgamma_c);
-      db[c] += float(dbeta_c);
-    } else {
-      dg[c] = float(dgamma_c);
-      db[c] = float(dbeta_c);
+    double k[8], a[8], bcoef[8];
+    for (int j = 0; j < G; ++j) {
+      const int64_t c = c0 + j;
+      const double dgamma_c = sdyx[j] * invstd[j], dbeta_c = sdy[j];
+      k[j] = double(g[c]) * invstd[j];
+      a[j] = batch_stats ? dbeta_c / double(M) : 0.0;
+      bcoef[j] = batch_stats ? dgamma_c * invstd[j] / double(M) : 0.0;
+      if (accumulate) {
+        dg[c] += float(dgamma_c);
+        db[c] += float(dbeta_c);
+      } else {
+        dg[c] = float(dgamma_c);
+        db[c] = float(dbeta_c);
+      }
     }
+    for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
+      dxp[o] = float(k[j] * (double(dyp[o]) - a[j] - (double(xp[o]) - mean[j]) * bcoef[j]));
+    });
   }
   return dx;
 }
