@@ -194,7 +194,9 @@ export async function downloadStl10(root: string, options: DownloadOptions = {})
     if (fs.existsSync(dir)) await fs.promises.rm(dir, { recursive: true, force: true }); // an incomplete old tree
     await fs.promises.rename(extracted, dir);
   } finally {
-    await fs.promises.rm(tmp, { recursive: true, force: true });
+    // After a failed extraction tar may still be closing files in tmp (ENOTEMPTY races): retry, and never let the
+    // clean-up hide the error that got us here.
+    await fs.promises.rm(tmp, { recursive: true, force: true, maxRetries: 10, retryDelay: 50 }).catch(() => undefined);
   }
   return dir;
 }
