@@ -58,6 +58,11 @@ export function buildProgram(io: CliIO): Command {
     .option('--momentum <x>', 'SGD momentum', num('--momentum'), 0.9)
     .option('--weight-decay <x>', 'L2 weight decay', num('--weight-decay'), 5e-4)
     .option('--image-size <n>', 'training crop / evaluation size (>= 32)', int('--image-size', 32), 224)
+    .option('--crop-scale <x>', "smallest area fraction of RandomResizedCrop (torchvision's 0.08; larger is gentler on small images)", (v: string) => {
+      const n = Number(v);
+      if (v.trim() === '' || !(n > 0 && n <= 1)) throw new InvalidArgumentError(`--crop-scale must be a number in (0, 1], got '${v}'.`);
+      return n;
+    }, 0.08)
     .option('--data <dir>', 'dataset folder: holds stl10_binary/ (stl10) or train/<class>/* and test/<class>/* (folder)', './data')
     .addOption(new Option('--dataset <kind>', 'auto: STL10 if it is under --data, else the sample data').choices(['auto', 'stl10', 'folder', 'sample']).default('auto'))
     .option('--download', 'download STL10 (2.6 GB) into --data if it is missing', false)
@@ -169,7 +174,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
     const batchSize = (o.batchSize as number | undefined) ?? (device === 'cuda' ? 64 : 32);
     o.batchSize = batchSize;
     const trainTf = T.compose([
-      T.randomResizedCrop(imageSize), T.randomHorizontalFlip(), T.colorJitter(0.4, 0.4, 0.4), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD),
+      T.randomResizedCrop(imageSize, { scale: [(o.cropScale as number | undefined) ?? 0.08, 1] }), T.randomHorizontalFlip(), T.colorJitter(0.4, 0.4, 0.4), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD),
     ]);
     const testTf = T.compose([T.evalTransform(imageSize), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]);
     let trainSet: Dataset, testSet: Dataset;
