@@ -1,4 +1,5 @@
 // Loads the native addon (node-gyp-build: prebuilds/ or build/Release) and says what it was built with.
+// VGGNET_ADDON=path/to/vggnet.node loads that binary instead (npm run test:asan points it at the sanitizer build).
 import * as path from 'path';
 
 export type DeviceName = 'cpu' | 'cuda';
@@ -11,8 +12,9 @@ let loaded: Addon | undefined;
 export function addon(): Addon {
   if (!loaded) {
     try {
+      const explicit = process.env.VGGNET_ADDON;
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      loaded = require('node-gyp-build')(path.resolve(__dirname, '..'));
+      loaded = explicit ? require(path.resolve(explicit)) : require('node-gyp-build')(path.resolve(__dirname, '..'));
     } catch (e) {
       throw new Error(
         `vggnet: the native addon is not built or failed to load (${(e as Error).message}). ` +

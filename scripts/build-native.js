@@ -26,7 +26,8 @@ const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
 const args = [cmakeJs, 'compile', '--out', buildDir, '--directory', root];
 if (spawnSync('ninja', ['--version'], { stdio: 'ignore' }).status === 0) args.push('--generator', 'Ninja');
 if (process.env.VGGNET_CUDA === '0') args.push('--CDVGGNET_CUDA=OFF');
-if (process.env.VGGNET_SANITIZE === '1') args.push('--CDVGGNET_SANITIZE=ON', '--debug');
+// Sanitized builds stay optimised (the suite runs under them in CI) and carry debug info for the reports.
+if (process.env.VGGNET_SANITIZE === '1') args.push('--CDVGGNET_SANITIZE=ON');
 const parallel = process.env.CMAKE_BUILD_PARALLEL_LEVEL || String(require('os').availableParallelism?.() ?? 2);
 const r = spawnSync(process.execPath, args, {
   cwd: root,
