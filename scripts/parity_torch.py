@@ -2,7 +2,7 @@
 """Dumps a PyTorch/torchvision reference for scripts/parity.js: a torchvision VGG's weights, a fixed input, and what
 one training step gives (logits, loss, every gradient, parameters after SGD, BN running stats).
 
-usage: python3 parity_torch.py OUT_DIR [vgg11|vgg11_bn] [train|eval]
+usage: python3 parity_torch.py OUT_DIR [vgg11|vgg11_bn] [train|eval|steps]
 Writes OUT_DIR/<name>-<mode>-weights.safetensors (the model before the step) and -ref.safetensors (the results).
 Needs torch + torchvision only (the safetensors files are written by hand, per the format spec)."""
 import json
@@ -43,13 +43,34 @@ def main():
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     # dropout p=0 in train mode so both sides compute the same function (masks differ between frameworks)
-    model = getattr(torchvision.models, name)(num_classes=10, dropout=0.0 if mode == "train" else 0.5)
+    model = getattr(torchvision.models, name)(num_classes=10, dropout=0.0 if mode != "eval" else 0.5)
     sd = {k: v.clone() for k, v in model.state_dict().items()}
     save(os.path.join(out, f"{name}-{mode}-weights.safetensors"), sd)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([3, 7])
-    model.train(mode == "train")
+    model.train(mode != "eval")
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    if mode == "steps":
+        # 30 steps on 4 fixed batches: momentum, weight decay and BN running stats over many updates. lr 0.001:
+        # at 0.01 the loss of this net at batch 8 jumps to 13 at step 2, a chaotic regime in which both frameworks'
+        # float32 rounding differences grow ~10x a step (measured), so the curves part for reasons of arithmetic.
+        for g in opt.param_groups:
+            g["lr"] = 0.001
+        xs = torch.randn(4, 8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+        ys = torch.randint(0, 10, (4, 8), generator=torch.Generator().manual_seed(3))
+        losses = []
+        for s in range(30):
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xs[s % 4]), ys[s % 4])
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        ref = {"inputs": xs, "labels": ys.to(torch.int64), "losses": torch.tensor(losses)}
+        for k, v in model.state_dict().items():
+            ref[f"after.{k}"] = v.detach().clone()
+        save(os.path.join(out, f"{name}-{mode}-ref.safetensors"), ref)
+        print(f"wrote {name}-{mode}: losses {losses[0]:.4f} -> {losses[-1]:.4f}")
+        return
     logits = model(x)
     loss = torch.nn.functional.cross_entropy(logits, y)
     opt.zero_grad()
