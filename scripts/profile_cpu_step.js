@@ -7,7 +7,7 @@ const path = require('path');
 const dist = path.resolve(__dirname, '..', 'dist');
 const { setNumThreads } = require(path.join(dist, 'backend'));
 const { cfgs, VGGNet } = require(path.join(dist, 'models', 'vgg'));
-const { crossEntropy } = require(path.join(dist, 'nn', 'loss'));
+const { trainStep } = require(path.join(dist, 'train', 'step'));
 const { sgd } = require(path.join(dist, 'optim', 'sgd'));
 const { Tensor } = require(path.join(dist, 'tensor'));
 const { Rng } = require(path.join(dist, 'random'));
@@ -24,18 +24,11 @@ const rng = new Rng(1);
 const x = Tensor.from(rng.fillNormal(new Float32Array(B * 3 * S * S), 0, 1), [B, 3, S, S]);
 const y = Tensor.from(Int32Array.from({ length: B }, () => rng.int(1000)), [B]);
 const opt = sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
-const params = m.parameters();
 const times = [];
 for (let i = 0; i < steps + 2; i++) {
   if (i === 2) prof.profileReport(true);
   const t = performance.now();
-  opt.zeroGrad(params);
-  const logits = m.forward(x);
-  const r = crossEntropy(logits, y);
-  m.backward(r.grad);
-  opt.step(params);
-  logits.dispose();
-  r.grad.dispose();
+  trainStep(m, opt, x, y);
   if (i >= 2) times.push(performance.now() - t);
 }
 times.sort((a, b) => a - b);

@@ -5,7 +5,7 @@ import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { setNumThreads } from '../backend';
 import { cfgs, VGGNet, type VGGConfig, type Precision } from '../models/vgg';
-import { crossEntropy } from '../nn/loss';
+import { trainStep } from '../train/step';
 import { sgd } from '../optim/sgd';
 import { Tensor } from '../tensor';
 import { Rng } from '../random';
@@ -58,17 +58,10 @@ function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: numbe
   const x = Tensor.from(rng.fillNormal(new Float32Array(c.batch * 3 * c.size * c.size), 0, 1), [c.batch, 3, c.size, c.size]);
   const y = Tensor.from(Int32Array.from({ length: c.batch }, () => rng.int(1000)), [c.batch]);
   const opt = sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
-  const params = m.parameters();
   const train: number[] = [];
   for (let i = 0; i < warmup + steps; i++) {
     const t = performance.now();
-    opt.zeroGrad(params);
-    const logits = m.forward(x);
-    const r = crossEntropy(logits, y);
-    m.backward(r.grad);
-    opt.step(params);
-    logits.dispose();
-    r.grad.dispose();
+    trainStep(m, opt, x, y);
     if (i >= warmup) train.push(performance.now() - t);
   }
   m.eval();

@@ -9,7 +9,7 @@ import * as path from 'path';
 
 import { addon, backends, memoryStats, resetPeakMemory, synchronize } from '../backend';
 import { cfgs, vgg16, vgg19, type Precision, type VGGConfig } from '../models/vgg';
-import { crossEntropy } from '../nn/loss';
+import { trainStep } from '../train/step';
 import { sgd } from '../optim/sgd';
 import { Tensor } from '../tensor';
 
@@ -90,17 +90,7 @@ function runOurs(c: Config, steps: number, warmup: number): { imgPerSec: number;
   for (let i = 0; i < c.batch; i++) labelsHost[i] = (i * 37) % 1000;
   const x = Tensor.from(host, [c.batch, 3, 224, 224], { device: 'cuda' });
   const labels = Tensor.from(labelsHost, [c.batch], { device: 'cuda' });
-  const params = model.parameters() as any[];
-  const step = (): number => {
-    opt.zeroGrad(params);
-    const logits = model.forward(x);
-    const { loss, grad } = crossEntropy(logits, labels);
-    logits.dispose();
-    model.backward(grad);
-    grad.dispose();
-    opt.step(params);
-    return loss;
-  };
+  const step = (): number => trainStep(model, opt, x, labels);
   try {
     for (let i = 0; i < warmup; i++) step();
     synchronize('cuda');
