@@ -120,6 +120,7 @@ test('a short run on the sample data, --resume auto, then predict', async () => 
 }, 300_000);
 
 const dist = path.join(__dirname, '..', 'dist', 'train.js');
+if (!fs.existsSync(dist)) console.log(`skipping "node dist/train.js: Ctrl-C finishes the step, saves last, prints how to resume, exits 130": ${dist} is not built (npm run build:ts)`);
 (fs.existsSync(dist) ? test : test.skip)('node dist/train.js: Ctrl-C finishes the step, saves last, prints how to resume, exits 130', async () => {
   const ck = path.join(tmp, 'ck-int');
   // many epochs: on a fast GPU three would be over before the signal is sent

@@ -72,6 +72,7 @@ test('two Trainers at once give bit for bit what each gives alone', async () => 
   b.model.dispose();
 });
 
+if (!fs.existsSync(dist)) console.log(`skipping "a DataLoader abandoned mid-epoch 200 times: no threads or native memory left, RSS flat, clean exit": ${dist} is not built (npm run build:ts)`);
 (fs.existsSync(dist) ? test : test.skip)('a DataLoader abandoned mid-epoch 200 times: no threads or native memory left, RSS flat, clean exit', () => {
   const t0 = Date.now();
   const p = spawnSync(process.execPath, ['--expose-gc', child, 'loader-break', root], { encoding: 'utf8', timeout: 120_000 });

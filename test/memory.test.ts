@@ -21,6 +21,7 @@ function runChild(args: string[]): Record<string, any> { // eslint-disable-line 
   return JSON.parse(out.trim().split('\n').pop()!);
 }
 
+if (!fs.existsSync(dist)) console.log(`skipping "memory (child processes)": ${dist} is not built (npm run build:ts)`);
 (fs.existsSync(dist) ? describe : describe.skip)('memory (child processes)', () => {
   test('1000 training steps: RSS flat after warm-up (< 50 MiB growth, + the quarantine under ASan), native in-use bytes unchanged', () => {
     const root = path.join(tmp, 'data');
