@@ -11,6 +11,7 @@ import { VGGNet } from '../lib/models/vgg';
 import { sgd } from '../lib/optim/sgd';
 import { STL10, DataLoader, generateSampleStl10, transforms as T } from '../lib/data';
 import { Trainer, loadCheckpoint, readCheckpointMeta } from '../lib/train/index';
+import { mulberry32 } from './ref/random';
 
 const dist = path.join(__dirname, '..', 'dist', 'index.js');
 const child = path.join(__dirname, 'helpers', 'train_child.js');
@@ -18,18 +19,6 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-crash-'));
 const dataRoot = path.join(tmp, 'data');
 generateSampleStl10(path.join(dataRoot, 'stl10_binary'), { train: 8, test: 4, unlabeled: 1 });
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
-
-/** mulberry32, so the kill moments are the same on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function model(hidden: number): VGGNet {
   return new VGGNet([8, 'M', 8, 'M', 8, 'M', 8, 'M', 8, 'M'], { numClasses: 10, hiddenFeatures: hidden, dropout: 0.5, seed: 1, device: 'cpu', precision: 'fp32' }, `crash-${hidden}`);
@@ -73,7 +62,7 @@ function killDuringWrite(dir: string, hidden: number, r: () => number): Promise<
 if (!fs.existsSync(dist)) console.log(`skipping "crash safety": ${dist} is not built (npm run build:ts)`);
 (fs.existsSync(dist) ? describe : describe.skip)('crash safety', () => {
   test('SIGKILL at random moments: last.safetensors always loads, is not older than reported, and resumes', async () => {
-    const r = rng(0xdead);
+    const r = mulberry32(0xdead); // seeded: the kill moments are the same on every run
     const trials = 12;
     let midWrite = 0;
     for (let t = 0; t < trials; t++) {

@@ -11,21 +11,15 @@ import { parseSafetensors, serializeSafetensors } from '../lib/io/safetensors';
 import { decodeMeta, encodeMeta, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../lib/train/checkpoint';
 import { STL10 } from '../lib/data';
 import { tinyStl10 } from './data_fixtures';
+import { mulberry32 } from './ref/random';
 
 const SCALE = Number(process.env.VGGNET_FUZZ_SCALE ?? 1);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-fuzz-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** mulberry32: a small seeded PRNG. */
+/** mulberry32 with integer and choice helpers. */
 function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
   const int = (n: number) => Math.floor(next() * n);
   const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
   return { next, int, pick };

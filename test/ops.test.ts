@@ -5,23 +5,11 @@ import { Tensor, Layout } from '../lib/tensor';
 import * as ops from '../lib/ops';
 import * as R from './ref/naive';
 import { device, tol, describeOnDevice } from './ref/device';
+import { uniformSource } from './ref/random';
 
 // ---- helpers
-function mulberry32(a: number): () => number {
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = mulberry32(12345);
 /** n float32-exact values uniform in [lo, hi). */
-function uniform(n: number, lo = -1, hi = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = lo + (hi - lo) * rand();
-  return a;
-}
+const uniform = uniformSource(12345);
 const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
 
 const live: Tensor[] = [];

@@ -4,19 +4,9 @@
 import { Tensor, Layout } from '../lib/tensor';
 import * as ops from '../lib/ops';
 import * as R from './ref/naive';
+import { uniformSource } from './ref/random';
 
-let seed = 777;
-function rand(): number {
-  seed = (seed + 0x6d2b79f5) | 0;
-  let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-  t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-}
-function uniform(n: number, lo = -1, hi = 1): Float32Array {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = lo + (hi - lo) * rand();
-  return a;
-}
+const uniform = uniformSource(777);
 const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
 const live: Tensor[] = [];
 function T(data: ArrayLike<number>, shape: number[], layout: Layout = 'nchw'): Tensor {
