@@ -59,7 +59,7 @@ export class VGGNet extends Module {
     const device = resolveDevice(options.device); // default: $VGGNET_DEVICE, else CUDA when usable, else CPU
     this.device = device;
     this.precision = options.precision ?? (device === 'cuda' ? 'bf16' : 'fp32');
-    if (this.precision !== 'fp32' && device === 'cpu' && this.precision !== 'bf16') {
+    if (this.precision === 'tf32' && device === 'cpu') {
       throw new Error(`VGGNet: precision '${this.precision}' is a CUDA mode; on the CPU use fp32`);
     }
     if (this.precision === 'bf16' && device === 'cpu') {

@@ -1,7 +1,7 @@
 // The layers of VGG, each a forward and a backward over the addon's ops, with torchvision's parameter names.
 import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Counter, ForwardOptions, Module, Parameter, disposeAll, isGradEnabled } from './module';
+import { Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled } from './module';
 
 function requireSaved<T>(v: T | undefined, layer: string): T {
   if (v === undefined) throw new Error(`${layer}.backward: no forward (with gradients enabled) to go back through`);
@@ -49,15 +49,8 @@ export class Conv2d extends Module {
 
   backward(dy: Tensor): Tensor | undefined {
     const x = requireSaved(this.x, 'Conv2d');
-    const w = this.weight.gradForBackward();
-    const b = this.bias?.gradForBackward();
-    // Both weight and bias grads are written in one call, so they must agree on accumulation.
-    if (b && b.accumulate !== w.accumulate) {
-      if (!b.accumulate) ops.fill(b.grad, 0);
-      else ops.fill(w.grad, 0);
-    }
-    const accumulate = w.accumulate || (b?.accumulate ?? false);
-    ops.conv2dBackwardWeights(x, dy, this.params, w.grad, b?.grad ?? null, accumulate);
+    const { grads: [dw, db], accumulate } = gradsForBackward([this.weight, this.bias]);
+    ops.conv2dBackwardWeights(x, dy, this.params, dw!, db, accumulate);
     this.x = undefined;
     return this.computeInputGrad ? ops.conv2dBackwardData(dy, this.weight.value, x.shape, this.params) : undefined;
   }
@@ -210,10 +203,8 @@ export class BatchNorm2d extends Module {
 
   backward(dy: Tensor): Tensor {
     const s = requireSaved(this.saved, 'BatchNorm2d');
-    const g = this.weight.gradForBackward();
-    const b = this.bias.gradForBackward();
-    if (g.accumulate !== b.accumulate) ops.fill(g.accumulate ? b.grad : g.grad, 0);
-    const dx = ops.batchnormBackward(dy, s.x, this.weight.value, this.eps, s.stats, g.grad, b.grad, g.accumulate || b.accumulate);
+    const { grads: [dg, db], accumulate } = gradsForBackward([this.weight, this.bias]);
+    const dx = ops.batchnormBackward(dy, s.x, this.weight.value, this.eps, s.stats, dg!, db!, accumulate);
     this.releaseSaved();
     return dx;
   }
@@ -247,10 +238,8 @@ export class Linear extends Module {
 
   backward(dy: Tensor): Tensor {
     const x = requireSaved(this.x, 'Linear');
-    const w = this.weight.gradForBackward();
-    const b = this.bias?.gradForBackward();
-    if (b && b.accumulate !== w.accumulate) ops.fill(w.accumulate ? b.grad : w.grad, 0);
-    ops.linearBackwardWeights(x, dy, w.grad, b?.grad ?? null, w.accumulate || (b?.accumulate ?? false));
+    const { grads: [dw, db], accumulate } = gradsForBackward([this.weight, this.bias]);
+    ops.linearBackwardWeights(x, dy, dw!, db, accumulate);
     const dx = ops.linearBackwardData(dy, this.weight.value);
     this.x = undefined;
     return dx;

@@ -57,6 +57,18 @@ export class Parameter {
   }
 }
 
+/**
+ * For an op that writes several parameters' gradients in one call (weight and bias): their buffers and the one
+ * accumulate flag they share. When some are fresh (after zeroGrad) and others hold gradients, the fresh ones are
+ * zeroed so that all can accumulate.
+ */
+export function gradsForBackward(params: (Parameter | undefined)[]): { grads: (Tensor | null)[]; accumulate: boolean } {
+  const gs = params.map((p) => p?.gradForBackward());
+  const accumulate = gs.some((g) => g?.accumulate);
+  if (accumulate) for (const g of gs) if (g && !g.accumulate) ops.fill(g.grad, 0);
+  return { grads: gs.map((g) => g?.grad ?? null), accumulate };
+}
+
 export interface NamedParameter {
   name: string;
   param: Parameter;
