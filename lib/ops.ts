@@ -122,6 +122,15 @@ export function cpuIsaInfo(): { isa: string; bf16: boolean } {
   return addon().cpuIsaInfo();
 }
 
+/**
+ * The CPU's measured fp32 peak: `threads` threads running register-resident fused multiply-adds at the widest
+ * vectors oneDNN uses here (`vector` says which), timed for about `seconds`. The yardstick for the conv layers'
+ * GFLOP/s in `npm run bench -- cpu`.
+ */
+export function cpuPeakGflops(threads: number, seconds = 0.5): { gflops: number; threads: number; vector: string } {
+  return addon().cpuPeakGflops(threads, seconds);
+}
+
 export function synchronize(device: DeviceName): void {
   addon().synchronize(device);
 }

@@ -5,6 +5,7 @@ import * as ops from './ops';
 import { Tensor } from './tensor';
 
 const totals = new Map<string, { ms: number; calls: number }>();
+const originals = new Map<string, unknown>();
 let installed = false;
 
 function deviceOf(args: unknown[]): 'cpu' | 'cuda' | undefined {
@@ -36,10 +37,26 @@ export function installProfiler(): void {
     };
     try {
       Object.defineProperty(mod, name, { value: wrapped, configurable: true, enumerable: true, writable: true });
+      originals.set(name, fn);
     } catch {
       /* non-configurable export: left unprofiled */
     }
   }
+}
+
+/** Puts the unwrapped ops back (the totals are kept until read). */
+export function uninstallProfiler(): void {
+  const mod = ops as unknown as Record<string, unknown>;
+  for (const [name, fn] of originals) Object.defineProperty(mod, name, { value: fn, configurable: true, enumerable: true, writable: true });
+  originals.clear();
+  installed = false;
+}
+
+/** Wall time and call count per op name since the last reset. */
+export function profileTotals(reset = true): Map<string, { ms: number; calls: number }> {
+  const out = new Map([...totals].map(([k, v]) => [k, { ...v }]));
+  if (reset) totals.clear();
+  return out;
 }
 
 export function profileReport(reset = true): string {

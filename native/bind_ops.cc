@@ -319,6 +319,16 @@ Napi::Value CpuIsaInfoJs(const Napi::CallbackInfo& info) {
   o.Set("bf16", i.bf16);
   return o;
 }
+// cpuPeakGflops(threads, seconds): {gflops, threads, vector}, see ops.h.
+Napi::Value CpuPeakGflopsJs(const Napi::CallbackInfo& info) {
+  const CpuPeak p = cpu_peak_gflops(int(get_int(arg(info, 0), "cpuPeakGflops: threads")),
+                                    get_number(arg(info, 1), "cpuPeakGflops: seconds"));
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("gflops", p.gflops);
+  o.Set("threads", p.threads);
+  o.Set("vector", p.vector);
+  return o;
+}
 Napi::Value SetCudaMathMode(const Napi::CallbackInfo& info) {
   cuda_set_math_mode(int(get_int(arg(info, 0), "setCudaMathMode")));
   return info.Env().Undefined();
@@ -376,6 +386,7 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("buildInfo", BuildInfo);
   def("setCudaMathMode", SetCudaMathMode);
   def("cpuIsaInfo", CpuIsaInfoJs);
+  def("cpuPeakGflops", CpuPeakGflopsJs);
   def("setNumThreads", SetNumThreads);
   def("getNumThreads", GetNumThreads);
 }

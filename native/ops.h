@@ -115,6 +115,14 @@ struct CpuIsaInfo {
 };
 CpuIsaInfo cpu_isa_info();
 
+// Measured fp32 FMA throughput of `threads` threads at the widest vectors oneDNN uses (native/cpu/peak.cc).
+struct CpuPeak {
+  double gflops = 0;
+  int threads = 0;
+  std::string vector;
+};
+CpuPeak cpu_peak_gflops(int threads, double seconds);
+
 Backend& backend(Device d);  // throws when that device's backend was not built or has no usable device
 Backend& cpu_backend();
 Backend* cuda_backend_or_null();  // null when CUDA was not built (defined in cuda/ or by a stub)

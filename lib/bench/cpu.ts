@@ -1,10 +1,14 @@
 // `npm run bench -- cpu`: a VGG training step (forward, loss, backward, SGD) and a forward pass on the CPU backend at
 // the foundation issue's shapes, with images/s and achieved GFLOP/s, and PyTorch (Debian's python3-torch) on the
-// same shapes in the same run when it is installed. Both sides use the same thread count (default 2).
+// same shapes in the same run when it is installed. Both sides use the same thread count (default 2). The
+// convolutions' own GFLOP/s (from a separate, op-profiled pass) is set against the CPU's measured FMA peak.
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { setNumThreads } from '../backend';
 import { cfgs, VGGNet, type VGGConfig, type Precision } from '../models/vgg';
+import { cpuIsaInfo, cpuPeakGflops } from '../ops';
+import { installProfiler, profileTotals, uninstallProfiler } from '../profile';
+import { trainFlopsPerImage, vggMacs, type VggMacs } from './flops';
 import { trainStep } from '../train/step';
 import { sgd } from '../optim/sgd';
 import { Tensor } from '../tensor';
@@ -24,21 +28,6 @@ export const CPU_CASES: CpuCase[] = [
 ];
 const CFG: Record<CpuCase['model'], VGGConfig> = { vgg11: cfgs.A, vgg16: cfgs.D, vgg19: cfgs.E };
 
-/** Multiply-adds of one forward pass of one image (convs 3×3 pad 1, classifier with 1000 classes). */
-export function forwardMacs(cfg: VGGConfig, size: number, numClasses = 1000): number {
-  let c = 3;
-  let s = size;
-  let macs = 0;
-  for (const v of cfg) {
-    if (v === 'M') s = Math.floor(s / 2);
-    else {
-      macs += v * c * 9 * s * s;
-      c = v;
-    }
-  }
-  return macs + c * 49 * 4096 + 4096 * 4096 + 4096 * numClasses;
-}
-
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -49,10 +38,26 @@ interface Row {
   what: string;
   ours: number;
   gflops: number;
+  /** the convolutions' GFLOP/s over their own wall time (profiled pass) */
+  convGflops?: number;
   torch?: number;
 }
 
-function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: number): { train: number; fwd: number } {
+interface Timing {
+  train: number;
+  fwd: number;
+  /** ms spent in conv ops per training step / per forward pass, from the profiled pass */
+  convTrainMs: number;
+  convFwdMs: number;
+}
+
+const CONV_OPS = ['conv2dForward', 'conv2dBackwardData', 'conv2dBackwardWeights'];
+function convMs(steps: number): number {
+  const t = profileTotals();
+  return CONV_OPS.reduce((s, k) => s + (t.get(k)?.ms ?? 0), 0) / steps;
+}
+
+function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: number): Timing {
   const m = new VGGNet(CFG[c.model], { device: 'cpu', precision, seed: 1 });
   const rng = new Rng(1);
   const x = Tensor.from(rng.fillNormal(new Float32Array(c.batch * 3 * c.size * c.size), 0, 1), [c.batch, 3, c.size, c.size]);
@@ -64,6 +69,13 @@ function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: numbe
     trainStep(m, opt, x, y);
     if (i >= warmup) train.push(performance.now() - t);
   }
+  // Op-profiled steps after the timed ones, so the profiler's bookkeeping never touches the img/s.
+  const profiled = Math.min(steps, 3);
+  installProfiler();
+  profileTotals();
+  for (let i = 0; i < profiled; i++) trainStep(m, opt, x, y);
+  const convTrainMs = convMs(profiled);
+  uninstallProfiler();
   m.eval();
   const fwd: number[] = [];
   for (let i = 0; i < warmup + steps; i++) {
@@ -71,11 +83,26 @@ function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: numbe
     m.forward(x).dispose();
     if (i >= warmup) fwd.push(performance.now() - t);
   }
+  installProfiler();
+  profileTotals();
+  for (let i = 0; i < profiled; i++) m.forward(x).dispose();
+  const convFwdMs = convMs(profiled);
+  uninstallProfiler();
   m.dispose();
   opt.dispose();
   x.dispose();
   y.dispose();
-  return { train: (c.batch * 1000) / median(train), fwd: (c.batch * 1000) / median(fwd) };
+  return { train: (c.batch * 1000) / median(train), fwd: (c.batch * 1000) / median(fwd), convTrainMs, convFwdMs };
+}
+
+/** Why the CPU backend cannot run bf16 here (the model's own refusal), or null. */
+function bf16Unavailable(): string | null {
+  try {
+    new VGGNet([8, 'M'], { device: 'cpu', precision: 'bf16', numClasses: 2, hiddenFeatures: 8 }).dispose();
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
 }
 
 function timeTorch(cases: CpuCase[], threads: number, steps: number, warmup: number): Map<string, { train: number; fwd: number }> | string {
@@ -100,18 +127,23 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
   const threads = options.threads ?? Number(process.env.VGGNET_BENCH_THREADS ?? 2);
   const steps = options.steps ?? Number(process.env.VGGNET_BENCH_STEPS ?? 5);
   const warmup = options.warmup ?? Number(process.env.VGGNET_BENCH_WARMUP ?? 2);
-  const precisions = options.precisions ?? ((process.env.VGGNET_BENCH_PRECISIONS?.split(',') as Precision[] | undefined) ?? ['fp32']);
+  const precisions = options.precisions ?? ((process.env.VGGNET_BENCH_PRECISIONS?.split(',') as Precision[] | undefined) ?? ['fp32', 'bf16']);
   const cases = options.cases ?? CPU_CASES.filter((c) => !process.env.VGGNET_BENCH_CASES || process.env.VGGNET_BENCH_CASES.split(',').includes(`${c.model}:${c.batch}:${c.size}`));
   setNumThreads(threads);
+  const peak = cpuPeakGflops(threads, 0.5);
   console.log(`CPU bench: ${threads} threads for vggnet and PyTorch; median of ${steps} steps after ${warmup} warm-up; 1000 classes`);
+  console.log(`measured fp32 peak: ${peak.gflops.toFixed(0)} GFLOP/s (${threads} threads, ${peak.vector}, ${cpuIsaInfo().isa})`);
+  const noBf16 = precisions.includes('bf16') ? bf16Unavailable() : null;
+  if (noBf16) console.log(`bf16: not run — ${noBf16}`);
+  const run = precisions.filter((p) => !(p === 'bf16' && noBf16));
   const torch = timeTorch(cases, threads, steps, warmup);
   if (typeof torch === 'string') console.log(torch);
   const rows: Row[] = [];
   for (const c of cases) {
     const name = `${c.model} b${c.batch} ${c.size}²`;
-    const macs = forwardMacs(CFG[c.model], c.size);
-    for (const p of precisions) {
-      let r: { train: number; fwd: number };
+    const macs: VggMacs = vggMacs(CFG[c.model], c.size);
+    for (const p of run) {
+      let r: Timing;
       try {
         r = timeOurs(c, p, steps, warmup);
       } catch (e) {
@@ -119,16 +151,25 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
         continue;
       }
       const t = typeof torch === 'string' ? undefined : torch.get(`${c.model}:${c.batch}:${c.size}`);
-      // a training step is ~3× the forward's multiply-adds (forward, backward data, backward weights); 2 FLOP per MAC
-      rows.push({ case: name, what: `train ${p}`, ours: r.train, gflops: (r.train * macs * 6) / 1e9, torch: p === 'fp32' ? t?.train : undefined });
-      rows.push({ case: name, what: `forward ${p}`, ours: r.fwd, gflops: (r.fwd * macs * 2) / 1e9, torch: p === 'fp32' ? t?.fwd : undefined });
+      // conv FLOPs of a step: forward + backward-weights of every conv, backward-data of all but the first
+      const convTrainFlops = c.batch * 2 * (3 * macs.conv - macs.firstConv);
+      rows.push({
+        case: name, what: `train ${p}`, ours: r.train, gflops: (r.train * trainFlopsPerImage(macs)) / 1e9,
+        convGflops: convTrainFlops / r.convTrainMs / 1e6, torch: p === 'fp32' ? t?.train : undefined,
+      });
+      rows.push({
+        case: name, what: `forward ${p}`, ours: r.fwd, gflops: (r.fwd * 2 * macs.total) / 1e9,
+        convGflops: (c.batch * 2 * macs.conv) / r.convFwdMs / 1e6, torch: p === 'fp32' ? t?.fwd : undefined,
+      });
     }
   }
   const fmt = (v: number | undefined, d = 2) => (v === undefined ? '—' : v.toFixed(d));
-  console.log('\n| case | step | vggnet img/s | GFLOP/s | PyTorch fp32 img/s | ratio |');
-  console.log('|---|---|---:|---:|---:|---:|');
+  console.log(`\n| case | step | vggnet img/s | GFLOP/s | conv GFLOP/s | conv % of peak | PyTorch fp32 img/s | ratio |`);
+  console.log('|---|---|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
-    console.log(`| ${r.case} | ${r.what} | ${fmt(r.ours)} | ${fmt(r.gflops, 0)} | ${fmt(r.torch)} | ${r.torch ? (r.ours / r.torch).toFixed(2) + '×' : '—'} |`);
+    const pct = r.convGflops === undefined ? undefined : (100 * r.convGflops) / peak.gflops;
+    console.log(`| ${r.case} | ${r.what} | ${fmt(r.ours)} | ${fmt(r.gflops, 0)} | ${fmt(r.convGflops, 0)} | ${fmt(pct, 0)} | ${fmt(r.torch)} | ${r.torch ? (r.ours / r.torch).toFixed(2) + '×' : '—'} |`);
   }
+  console.log(`(conv GFLOP/s: the convolutions' FLOPs over their own wall time in op-profiled passes; peak: ${peak.gflops.toFixed(0)} GFLOP/s)`);
   return rows;
 }

@@ -4,11 +4,12 @@
 // Each result is also printed as one `BENCH_JSON {...}` line (scripts/gpu-check.sh collects them).
 import { execFileSync } from 'child_process';
 import { pythonWith } from './python';
+import { trainFlopsPerImage, vggMacs } from './flops';
 import { profileReport } from '../profile';
 import * as path from 'path';
 
 import { addon, backends, memoryStats, resetPeakMemory, synchronize } from '../backend';
-import { cfgs, vgg16, vgg19, type Precision, type VGGConfig } from '../models/vgg';
+import { cfgs, vgg16, vgg19, type Precision } from '../models/vgg';
 import { trainStep } from '../train/step';
 import { sgd } from '../optim/sgd';
 import { Tensor } from '../tensor';
@@ -37,22 +38,6 @@ const CONFIGS: Config[] = [
   { model: 'vgg19', batch: 32, precision: 'tf32' },
   { model: 'vgg19', batch: 32, precision: 'bf16' },
 ];
-
-/** Multiply-adds of one forward pass at 224², from the config table (convs 3x3 pad 1, then the classifier). */
-export function forwardMacs(cfg: VGGConfig, numClasses = 1000, size = 224): number {
-  let c = 3;
-  let s = size;
-  let macs = 0;
-  for (const v of cfg) {
-    if (v === 'M') {
-      s = Math.floor(s / 2);
-    } else {
-      macs += v * c * 9 * s * s;
-      c = v;
-    }
-  }
-  return macs + 512 * 7 * 7 * 4096 + 4096 * 4096 + 4096 * numClasses;
-}
 
 /** Dense peak FLOP/s of known GPUs per precision (tensor cores for tf32/bf16), else undefined. */
 export function peakFlops(deviceName: string, precision: Precision): number | undefined {
@@ -153,7 +138,7 @@ export async function benchGpu(): Promise<void> {
       r.imgPerSec = Math.round(o.imgPerSec * 10) / 10;
       r.peakMiB = Math.round(o.peakMiB);
       const peak = peakFlops(dev.name, c.precision);
-      const flopsPerImg = 3 * 2 * forwardMacs(cfgs[c.model === 'vgg16' ? 'D' : 'E']);
+      const flopsPerImg = trainFlopsPerImage(vggMacs(cfgs[c.model === 'vgg16' ? 'D' : 'E'], 224));
       if (peak) r.peakFlopsPct = Math.round(((o.imgPerSec * flopsPerImg) / peak) * 1000) / 10;
     } catch (e) {
       r.error = (e as Error).message;
