@@ -51,6 +51,34 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& labels, Tenso
   loss.data<float>()[0] = float(total / double(N));
 }
 
+namespace {
+
+template <class F>
+void dispatch_bool(bool v, F&& f) {
+  if (v) f(std::true_type{});
+  else f(std::false_type{});
+}
+
+// torch.optim.SGD: d = g + wd*w; buf = first ? d : mom*buf + (1-dampening)*d; d = nesterov ? d + mom*buf : buf;
+// w -= lr*d.
+template <bool WD, bool MOM, bool FIRST, bool NEST>
+void sgd_kernel(float* w, const float* g, float* b, int64_t n, float lr, float mom,
+                float damp, float wd) {
+#pragma omp parallel for simd schedule(static) if (n > 32768)
+  for (int64_t i = 0; i < n; ++i) {
+    float d = g[i];
+    if (WD) d += wd * w[i];
+    if (MOM) {
+      const float v = FIRST ? d : mom * b[i] + damp * d;
+      b[i] = v;
+      d = NEST ? d + mom * v : v;
+    }
+    w[i] -= lr * d;
+  }
+}
+
+}  // namespace
+
 void CpuBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& bufs,
                           const SgdParams& p, bool first) {
   const bool use_momentum = p.momentum != 0;
@@ -76,22 +104,25 @@ void CpuBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>
   }
   const float lr = float(p.lr), mom = float(p.momentum), damp = float(1.0 - p.dampening),
               wd = float(p.weight_decay);
-  const bool nesterov = p.nesterov;
+  const bool wdecay = wd != 0.f;
   for (size_t t = 0; t < params.size(); ++t) {
     float* w = params[t].data<float>();
     const float* g = grads[t].data<float>();
     float* b = use_momentum ? bufs[t].data<float>() : nullptr;
     const int64_t n = params[t].numel();
-#pragma omp parallel for simd schedule(static) if (n > 32768)
-    for (int64_t i = 0; i < n; ++i) {
-      float d = g[i];
-      if (wd != 0.f) d = d + wd * w[i];
-      if (b) {
-        b[i] = first ? d : mom * b[i] + damp * d;
-        d = nesterov ? d + mom * b[i] : b[i];
-      }
-      w[i] = w[i] - lr * d;
-    }
+    // One loop per flag combination: with the flags inside, the loop no longer vectorises cleanly and runs at
+    // about half the memory bandwidth (the step is memory-bound: 120M classifier parameters at 32²).
+    auto run = [&](auto wd_on, auto mom_on, auto first_on, auto nest_on) {
+      sgd_kernel<decltype(wd_on)::value, decltype(mom_on)::value, decltype(first_on)::value,
+                 decltype(nest_on)::value>(w, g, b, n, lr, mom, damp, wd);
+    };
+    dispatch_bool(wdecay, [&](auto a) {
+      dispatch_bool(use_momentum, [&](auto m) {
+        dispatch_bool(use_momentum && first, [&](auto f) {
+          dispatch_bool(use_momentum && p.nesterov, [&](auto ne) { run(a, m, f, ne); });
+        });
+      });
+    });
   }
 }
 
