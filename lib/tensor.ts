@@ -122,8 +122,14 @@ export class Tensor {
     return new Tensor(addon().tensorView(this.native, shape));
   }
 
-  to(device: DeviceOption): Tensor {
-    return new Tensor(addon().tensorTo(this.native, resolveDevice(device)));
+  /**
+   * A copy on `device` (sharing this tensor's memory when it is already there). `nonBlocking: true` makes a CPU -> CUDA copy
+   * return before the data has arrived: the bytes are staged in pinned memory (so this tensor may be disposed at once)
+   * and copied on a separate stream while the GPU keeps running the work already queued; ops on the result wait for
+   * the copy. Other directions ignore it.
+   */
+  to(device: DeviceOption, options: { nonBlocking?: boolean } = {}): Tensor {
+    return new Tensor(addon().tensorTo(this.native, resolveDevice(device), Boolean(options.nonBlocking)));
   }
 
   clone(): Tensor {

@@ -83,6 +83,7 @@ export function buildProgram(io: CliIO): Command {
     .option('--width <x>', 'conv width multiplier (1 = the paper)', num('--width', 0.01), 1)
     .option('--hidden-features <n>', 'width of the two hidden FC layers', int('--hidden-features', 1), 4096)
     .option('--quiet', 'only the per-epoch summaries and the final result', false)
+    .option('--no-gpu-augment', 'on cuda: run the training transforms on the CPU data workers, not on the GPU')
     .version(packageVersion(), '--version')
     .showHelpAfterError('(run with --help for the options)')
     .exitOverride()
@@ -214,6 +215,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       checkpointDir: o.checkpointDir as string, saveEvery: o.saveEvery as number, logDir: o.logDir as string,
       classes, config, output: io.stdout, progress: !o.quiet,
       signal: controller.signal,
+      gpuAugment: o.gpuAugment === false ? false : undefined, // default: on the GPU when the transform allows it
     });
     if (resumePath) trainer.resume(resumePath);
 

@@ -6,8 +6,8 @@ namespace vgg {
 
 namespace {
 [[noreturn]] void not_built() {
-  throw Error("CUDA backend not built: this addon was compiled CPU-only (rebuild where CUDA, cuDNN and cuBLAS are "
-              "installed; see README)");
+  throw Error("CUDA backend not built: this addon was built without CUDA (compiled CPU-only; rebuild where CUDA, "
+              "cuDNN and cuBLAS are installed; see README)");
 }
 }  // namespace
 
@@ -19,6 +19,12 @@ void cuda_reset_peak() {}
 void cuda_copy(void*, Device, const void*, Device, size_t) { not_built(); }
 void* cuda_host_alloc(size_t) { not_built(); }
 void cuda_host_free(void*) noexcept {}
+std::shared_ptr<void> cuda_copy_to_device_async(void*, const void*, size_t) { not_built(); }
+void cuda_order_after_copy(std::shared_ptr<void>& pending) { pending.reset(); }
+void cuda_order_after_copy_noexcept(std::shared_ptr<void>& pending) noexcept { pending.reset(); }
+void cuda_augment(void*, DType, bool, const uint8_t*, const float*, int64_t, const data::am::AugConst&) {
+  not_built();
+}
 void cuda_set_math_mode(int) { not_built(); }
 int cuda_math_mode() { return 0; }
 std::string cuda_info_json() { return "{\"built\":false}"; }

@@ -1,6 +1,7 @@
 // NativeTensor: the JS object that owns a vgg::Tensor, and the argument helpers used by every binding.
 #include "js_tensor.h"
 
+#include "cuda/cuda_hooks.h"
 #include "ops.h"
 
 namespace vgg::js {
@@ -57,25 +58,30 @@ void NativeTensor::set(Tensor t) {
   if (t_.device() == Device::CPU) adjust(int64_t(t_.nbytes()) - accounted_);
 }
 
+Tensor& NativeTensor::meta(const char* what) {
+  VGG_CHECK(!disposed_, "%s: tensor was disposed", what);
+  return t_;
+}
 Tensor& NativeTensor::get(const char* what) {
   VGG_CHECK(!disposed_, "%s: tensor was disposed", what);
+  if (t_.storage && t_.storage->pending) cuda_order_after_copy(t_.storage->pending);
   return t_;
 }
 
 Napi::Value NativeTensor::Shape(const Napi::CallbackInfo& info) {
-  const auto& s = get("shape").shape;
+  const auto& s = meta("shape").shape;
   Napi::Array a = Napi::Array::New(info.Env(), s.size());
   for (size_t i = 0; i < s.size(); i++) a.Set(uint32_t(i), Napi::Number::New(info.Env(), double(s[i])));
   return a;
 }
 Napi::Value NativeTensor::DTypeName(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), dtype_name(get("dtype").dtype));
+  return Napi::String::New(info.Env(), dtype_name(meta("dtype").dtype));
 }
 Napi::Value NativeTensor::DeviceName(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), device_name(get("device").device()));
+  return Napi::String::New(info.Env(), device_name(meta("device").device()));
 }
 Napi::Value NativeTensor::LayoutName(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), layout_name(get("layout").layout));
+  return Napi::String::New(info.Env(), layout_name(meta("layout").layout));
 }
 Napi::Value NativeTensor::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
 Napi::Value NativeTensor::Dispose(const Napi::CallbackInfo& info) {
@@ -182,9 +188,12 @@ Napi::Value TensorNew(const Napi::CallbackInfo& info, bool zero) {
 Napi::Value TensorView(const Napi::CallbackInfo& info) {
   return wrap(info.Env(), unwrap(arg(info, 0), "view").view(get_shape(arg(info, 1), "view")));
 }
+// tensorTo(x, device, nonBlocking?): nonBlocking starts a CPU->CUDA copy and returns at once (see to_device_async).
 Napi::Value TensorTo(const Napi::CallbackInfo& info) {
   Tensor& x = unwrap(arg(info, 0), "to");
-  return wrap(info.Env(), to_device(x, device_from_name(get_string(arg(info, 1), "to"))));
+  const Device dev = device_from_name(get_string(arg(info, 1), "to"));
+  const bool non_blocking = !arg(info, 2).IsUndefined() && get_bool(arg(info, 2), "to: nonBlocking");
+  return wrap(info.Env(), non_blocking ? to_device_async(x, dev) : to_device(x, dev));
 }
 Napi::Value TensorClone(const Napi::CallbackInfo& info) {
   Tensor& x = unwrap(arg(info, 0), "clone");

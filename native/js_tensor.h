@@ -14,10 +14,13 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   static Napi::Function Define(Napi::Env env);
   explicit NativeTensor(const Napi::CallbackInfo& info);
   ~NativeTensor() override;
-  Tensor& get(const char* what);  // throws "<what>: tensor was disposed"
+  // The tensor for use by an op or copy: throws "<what>: tensor was disposed"; orders the default stream after a
+  // pending non-blocking copy into it first (cuda_hooks.h), so nothing reads it before the data has arrived.
+  Tensor& get(const char* what);
   void set(Tensor t);
 
  private:
+  Tensor& meta(const char* what);  // for shape/dtype/device/layout only: no ordering needed
   Napi::Value Shape(const Napi::CallbackInfo& info);
   Napi::Value DTypeName(const Napi::CallbackInfo& info);
   Napi::Value DeviceName(const Napi::CallbackInfo& info);

@@ -32,6 +32,15 @@ Tensor to_device(const Tensor& x, Device to) {
   return y;
 }
 
+Tensor to_device_async(const Tensor& x, Device to) {
+  check_defined(x, "to_device");
+  if (x.device() == to || !(x.device() == Device::CPU && to == Device::CUDA)) return to_device(x, to);
+  if (x.layout == Layout::Blocked8) return to_device_async(cpu_backend().to_layout(x, Layout::Contiguous), to);
+  Tensor y = Tensor::empty(x.shape, x.dtype, to, x.layout);
+  y.storage->pending = cuda_copy_to_device_async(y.raw(), x.raw(), x.nbytes());
+  return y;
+}
+
 Tensor to_host_contiguous(const Tensor& x) {
   check_defined(x, "to_host");
   Tensor h = to_device(x, Device::CPU);

@@ -129,6 +129,10 @@ Backend* cuda_backend_or_null();  // null when CUDA was not built (defined in cu
 
 // Device transfer: same dtype and layout, a copy on `to` (or the same tensor when already there).
 Tensor to_device(const Tensor& x, Device to);
+// The same, but a CPU->CUDA copy returns before the data has arrived (cuda_copy_to_device_async; the result's
+// Storage::pending holds the copy until the first use from JS orders the default stream after it); x may be freed
+// at once. Other directions are to_device.
+Tensor to_device_async(const Tensor& x, Device to);
 // A contiguous float32/int32/... copy on the CPU in NCHW order (what toArray reads).
 Tensor to_host_contiguous(const Tensor& x);
 

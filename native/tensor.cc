@@ -80,7 +80,11 @@ int64_t shape_numel(const Shape& s) {
 }
 
 Storage::Storage(size_t n, Device d) : nbytes(n), device(d) { ptr = device_alloc(d, n); }
-Storage::~Storage() { device_free(device, ptr, nbytes); }
+Storage::~Storage() {
+  // A copy still writing into the buffer: order the default stream after it before the block can be reused.
+  if (pending) cuda_order_after_copy_noexcept(pending);
+  device_free(device, ptr, nbytes);
+}
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, Layout layout) {
   Tensor t;

@@ -44,6 +44,9 @@ struct Storage {
   void* ptr = nullptr;
   size_t nbytes = 0;
   Device device = Device::CPU;
+  // CUDA: a non-blocking host->device copy into this buffer that the default stream has not yet been ordered after
+  // (cuda_hooks.h). Set by to_device_async; cleared, with the wait queued, on first use from JS or at destruction.
+  std::shared_ptr<void> pending;
   Storage(size_t nbytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;

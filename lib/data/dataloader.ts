@@ -9,6 +9,7 @@ import { addon } from '../backend';
 import { Tensor } from '../tensor';
 import { Dataset } from './dataset';
 import { flatten, TransformOp } from './transforms';
+import { DeferredAugment } from './augment';
 
 export interface DataLoaderOptions {
   batchSize?: number; // default 1
@@ -24,7 +25,10 @@ export interface DataLoaderOptions {
 }
 
 export interface Batch {
-  /** float32 [N, C, H, W]. The consumer owns the tensors (dispose them, or the finaliser frees them). */
+  /**
+   * float32 [N, C, H, W]. The consumer owns the tensors (dispose them, or the finaliser frees them). With
+   * `deferAugment`: the untransformed uint8 [N, 3, H, W] images, to be passed to `augmentBatch` with `augment`.
+   */
   images: Tensor;
   /** int32 [N] (-1 for unlabeled samples). */
   labels: Tensor;
@@ -33,11 +37,19 @@ export interface Batch {
   /** Position of this batch in the epoch. */
   batch: number;
   epoch: number;
+  /** Only with `deferAugment`: the transform left to run (on the GPU) and each sample's drawn parameters. */
+  augment?: DeferredAugment;
 }
 
 export interface IterateOptions {
   /** Skip the first batches of the epoch (exact resume). */
   startBatch?: number;
+  /**
+   * Ship the source images as uint8 plus each sample's transform parameters (drawn exactly as the CPU pipeline draws
+   * them) instead of transforming on the worker threads; `augmentBatch` then runs the transform, on the GPU for
+   * CUDA tensors. Needs a pipeline and dataset `augmentSupport()` accepts (null), else iterating throws its reason.
+   */
+  deferAugment?: boolean;
 }
 
 // Seeded permutation: Fisher-Yates over a 32-bit counter hash of (seed, epoch, step); cheap for 100k samples.
@@ -97,6 +109,15 @@ export class DataLoader implements AsyncIterable<Batch> {
     this.ops = flatten(dataset.transform);
   }
 
+  /**
+   * Why batches of this loader cannot be augmented by `augmentBatch` (deferAugment), or null when they can: the
+   * transform must be [randomResizedCrop | resize]? [randomHorizontalFlip]? [colorJitter]? [normalize]? and every
+   * image 3-channel and of one size (STL10: yes). Needs the dataset loaded.
+   */
+  augmentSupport(): string | null {
+    return addon().dataAugmentSupport(this.dataset.nativeSource(), this.ops) as string | null;
+  }
+
   /** Batches per epoch (needs the dataset loaded: `await dataset.load()` for downloads and ImageFolder). */
   get length(): number {
     const n = this.dataset.length;
@@ -132,6 +153,11 @@ export class DataLoader implements AsyncIterable<Batch> {
     const nb = this.length;
     let next = options.startBatch ?? 0;
     if (!Number.isInteger(next) || next < 0) throw new Error(`DataLoader: startBatch must be a non-negative integer, got ${next}`);
+    const defer = Boolean(options.deferAugment);
+    if (defer) {
+      const why = this.augmentSupport();
+      if (why !== null) throw new Error(`DataLoader: deferAugment: ${why}`);
+    }
     const pending: Promise<Batch>[] = [];
     const launch = (): void => {
       while (pending.length < this.prefetch && next < nb) {
@@ -140,8 +166,12 @@ export class DataLoader implements AsyncIterable<Batch> {
         const idx = Int32Array.from(indices);
         let p: Promise<Batch>;
         try {
-          p = (addon().dataLoadBatch(source, idx, this.ops, this.seed, epoch, this.workers) as Promise<{ images: unknown; labels: unknown }>).then(
-            (r) => ({ images: Tensor.fromNative(r.images), labels: Tensor.fromNative(r.labels), indices: idx, batch: b, epoch }),
+          p = (addon().dataLoadBatch(source, idx, this.ops, this.seed, epoch, this.workers, defer) as Promise<{ images: unknown; labels: unknown; params?: unknown }>).then(
+            (r) => {
+              const out: Batch = { images: Tensor.fromNative(r.images), labels: Tensor.fromNative(r.labels), indices: idx, batch: b, epoch };
+              if (defer) out.augment = { params: Tensor.fromNative(r.params), ops: this.ops };
+              return out;
+            },
           );
         } catch (e) {
           p = Promise.reject(e);
@@ -163,6 +193,7 @@ export class DataLoader implements AsyncIterable<Batch> {
         p.then((b) => {
           b.images.dispose();
           b.labels.dispose();
+          b.augment?.params.dispose();
         }, () => undefined);
       }
     }

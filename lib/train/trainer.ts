@@ -17,6 +17,7 @@ import { crossEntropy } from '../nn/loss';
 import { SGD } from '../optim/sgd';
 import { Scheduler } from '../optim/schedulers';
 import type { DataLoader, Batch } from '../data';
+import { augmentBatch } from '../data/augment';
 import { MetricAccumulator, EvalResult } from './metrics';
 import {
   CHECKPOINT_FORMAT, CheckpointMeta, LoadedCheckpoint, loadCheckpoint, modelSpec, packageVersion, saveCheckpoint,
@@ -69,6 +70,12 @@ export interface TrainerOptions {
   onCheckpoint?: (file: string, kind: 'last' | 'best' | 'epoch') => void;
   /** Aborting finishes the current step, saves `last` and makes fit() return with interrupted: true. */
   signal?: AbortSignal;
+  /**
+   * Model on CUDA: run the training transform on the GPU from uint8 batches (the loader's `deferAugment`). Default:
+   * on when the loader's transform and dataset allow it (`loader.augmentSupport()` is null), else the CPU transforms;
+   * true: required (an error says why it cannot be); false: always the CPU transforms. No effect on a CPU model.
+   */
+  gpuAugment?: boolean;
 }
 
 export interface FitOptions {
@@ -99,6 +106,20 @@ export class TrainingDivergedError extends Error {
 }
 
 const tick = () => new Promise<void>((r) => setImmediate(r));
+
+/** A batch with its images and labels on the model's device (the images transformed when augmentation was deferred). */
+interface DeviceBatch {
+  batch: Batch;
+  images: Tensor;
+  labels: Tensor;
+}
+/** A batch whose host->device copies have been started (CUDA). */
+interface StagedBatch {
+  batch: Batch;
+  images: Tensor;
+  labels: Tensor;
+  params: Tensor | null;
+}
 
 export class Trainer {
   readonly model: VGGNet;
@@ -159,8 +180,7 @@ export class Trainer {
     model.eval();
     const acc = new MetricAccumulator(model.options.numClasses);
     try {
-      for await (const batch of loader.iterate(0)) {
-        const { images, labels } = this.toDevice(batch);
+      for await (const { batch, images, labels } of this.onDevice(loader.iterate(0))) {
         try {
           const logits = noGrad(() => model.forward(images)); // keeps no activations
           const { loss, grad } = crossEntropy(logits, labels);
@@ -187,6 +207,100 @@ export class Trainer {
   }
   private disposeBatch(batch: Batch, images: Tensor, labels: Tensor): void {
     for (const t of new Set([batch.images, batch.labels, images, labels])) t.dispose();
+  }
+
+  /**
+   * The loader's batches on the model's device. On the CPU: toDevice, nothing else. On CUDA, one batch of lookahead:
+   * batch i+1's host->device copies are started (non-blocking: pinned staging, their own stream) before batch i is
+   * handed out, so they overlap batch i's step; a deferred augmentation is queued when its batch is handed out.
+   */
+  private async *onDevice(batches: AsyncIterable<Batch>): AsyncGenerator<DeviceBatch> {
+    if (this.model.device !== 'cuda') {
+      for await (const batch of batches) yield { batch, ...this.toDevice(batch) };
+      return;
+    }
+    let ahead: StagedBatch | null = null;
+    try {
+      for await (const batch of batches) {
+        const cur: StagedBatch | null = ahead;
+        ahead = null;
+        try {
+          ahead = this.stage(batch);
+        } catch (e) {
+          if (cur) this.disposeStaged(cur);
+          throw e;
+        }
+        if (cur) yield this.finish(cur);
+      }
+      if (ahead) {
+        const last: StagedBatch = ahead;
+        ahead = null;
+        yield this.finish(last);
+      }
+    } finally {
+      if (ahead) this.disposeStaged(ahead); // abandoned (break, stop, error): the batch copied ahead
+    }
+  }
+
+  private stage(batch: Batch): StagedBatch {
+    const made: Tensor[] = [];
+    const copy = (t: Tensor): Tensor => {
+      const d = t.to('cuda', { nonBlocking: true });
+      made.push(d);
+      return d;
+    };
+    try {
+      return {
+        batch,
+        images: copy(batch.images),
+        labels: copy(batch.labels),
+        params: batch.augment ? copy(batch.augment.params) : null,
+      };
+    } catch (e) {
+      for (const t of made) t.dispose();
+      throw e;
+    } finally {
+      // staged (or failed): the host copies are no longer needed
+      batch.images.dispose();
+      batch.labels.dispose();
+      batch.augment?.params.dispose();
+    }
+  }
+
+  private finish(s: StagedBatch): DeviceBatch {
+    const aug = s.batch.augment;
+    if (!aug || !s.params) return { batch: s.batch, images: s.images, labels: s.labels };
+    try {
+      // What VGGNet.forward converts its input to (lib/models/vgg.ts): the compute dtype, channels-last except in
+      // strict fp32; writing exactly that spares the conversion.
+      const m = this.model;
+      const images = augmentBatch(s.images, { params: s.params, ops: aug.ops }, {
+        dtype: m.precision === 'bf16' ? 'bfloat16' : 'float32',
+        layout: m.precision === 'fp32' ? 'nchw' : 'nhwc',
+      });
+      return { batch: s.batch, images, labels: s.labels };
+    } catch (e) {
+      s.labels.dispose();
+      throw e;
+    } finally {
+      s.images.dispose(); // the uint8 source (the kernels reading it are queued: the allocator orders its reuse)
+      s.params.dispose();
+    }
+  }
+
+  private disposeStaged(s: StagedBatch): void {
+    s.images.dispose();
+    s.labels.dispose();
+    s.params?.dispose();
+  }
+
+  /** Whether fit() defers the training transform to the GPU for this loader (see TrainerOptions.gpuAugment). */
+  private gpuAugmentFor(loader: DataLoader): boolean {
+    const want = this.options.gpuAugment;
+    if (this.model.device !== 'cuda' || want === false) return false;
+    const why = loader.augmentSupport();
+    if (why !== null && want === true) throw new Error(`Trainer: gpuAugment: ${why}`);
+    return why === null;
   }
 
   /** Restores everything from a checkpoint written by this trainer (or the CLI). */
@@ -308,8 +422,8 @@ export class Trainer {
       const t0 = Date.now();
       let seen = 0;
       progress?.start(startBatch);
-      for await (const batch of loader.iterate(e, { startBatch })) {
-        const { images, labels } = this.toDevice(batch);
+      const deferAugment = this.gpuAugmentFor(loader);
+      for await (const { batch, images, labels } of this.onDevice(loader.iterate(e, { startBatch, deferAugment }))) {
         const n = labels.shape[0];
         let loss: number;
         try {

@@ -1,6 +1,7 @@
 // The CUDA backend: ops.h on cuDNN (convolutions), cuBLAS (linear) and our own kernels (kernels.h) for the rest.
 // All work is queued on the legacy default stream, so ops, copies and the caching allocator are ordered without
-// events. Every cuDNN/cuBLAS/CUDA status is checked and becomes a vgg::Error naming the op.
+// events; the one exception, non-blocking host->device copies on their own stream, is ordered with it by events in
+// memory.cc. Every cuDNN/cuBLAS/CUDA status is checked and becomes a vgg::Error naming the op.
 //
 // Precision: activations are float32 or bfloat16 (an op computes in its input's dtype); weights are float32 and
 // are cast (and for channels-last, transposed to KRSC) into a temporary inside the op; accumulation is float32;

@@ -21,12 +21,14 @@
 #include <cstddef>
 #include <string>
 
+#include "../data/augment_math.h"
 #include "../tensor.h"
 
 namespace vgg {
 
 // Caching allocator over cudaMalloc on the current device. Blocks are 256-byte aligned; freed blocks are kept by
-// size and reused (all GPU work of the backend is queued on one stream, so reuse in stream order is safe).
+// size and reused (all GPU work of the backend is queued on one stream, so reuse in stream order is safe; the
+// non-blocking copies below order themselves with that stream by events).
 // Out of memory: first empties the cache and retries, then throws
 //   vgg::Error("CUDA out of memory: asked N bytes, M free (of T), K cached by vggnet")
 // nbytes == 0 returns nullptr.
@@ -48,6 +50,27 @@ void cuda_copy(void* dst, Device dd, const void* src, Device sd, size_t n);
 // Page-locked host memory for fast host->device batches (cudaHostAlloc); cuda_host_free(nullptr) is a no-op.
 void* cuda_host_alloc(size_t nbytes);
 void cuda_host_free(void* p) noexcept;
+
+// Host->device copy that returns before the data has arrived (to('cuda', { nonBlocking: true })). dst: a block from
+// cuda_alloc; src: any host memory, copied into a pinned staging buffer before return (so the caller may free or
+// reuse it at once). The bytes go over on a separate non-blocking copy stream, which first waits for the work queued
+// on the legacy stream so far (dst may be a reused block still read by queued kernels). A staging buffer is reused
+// only after its copy's event has completed.
+// Returns the copy's completion (an event): the caller keeps it in dst's Storage::pending and hands it to
+// cuda_order_after_copy before anything reads or frees dst. That queues cudaStreamWaitEvent on the legacy stream,
+// so only work queued from then on waits for the copy; the training step queued between starting the next batch's
+// copy and using that batch runs alongside it (queuing the wait right after the copy would hold that step back).
+std::shared_ptr<void> cuda_copy_to_device_async(void* dst, const void* src, size_t n);
+// Queues the legacy stream's wait for a copy returned by cuda_copy_to_device_async and clears `pending` (no-op when
+// empty). The _noexcept form (destructors) falls back to waiting on the host when the wait cannot be queued.
+void cuda_order_after_copy(std::shared_ptr<void>& pending);
+void cuda_order_after_copy_noexcept(std::shared_ptr<void>& pending) noexcept;
+
+// Augmentation of a uint8 batch on the GPU (augment.cu): src n uint8 CHW images of k.h x k.w, params n *
+// data::am::kAugFloats floats (data::am::pack), both device pointers; out n images (3, k.oh, k.ow) in dt (F32 or
+// BF16), NCHW or NHWC (channels_last). Queued on the legacy stream; scratch comes from cuda_alloc.
+void cuda_augment(void* out, DType dt, bool channels_last, const uint8_t* src, const float* params, int64_t n,
+                  const data::am::AugConst& k);
 
 // Math mode of float32 work on the GPU, process-wide:
 //   0 'fp32': true fp32 convs and GEMMs (no TF32),

@@ -1,12 +1,15 @@
-// CUDA memory hooks (see cuda_hooks.h): a caching allocator over cudaMalloc, byte copies, pinned host memory,
-// device count and the process-wide math mode. Only the CUDA runtime API is used here.
+// CUDA memory hooks (see cuda_hooks.h): a caching allocator over cudaMalloc, byte copies (synchronous, and
+// non-blocking host->device through pinned staging buffers on a copy stream), pinned host memory, device count and
+// the process-wide math mode. Only the CUDA runtime API is used here.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "cuda_hooks.h"
 
@@ -141,6 +144,171 @@ void* cuda_host_alloc(size_t nbytes) {
 
 void cuda_host_free(void* p) noexcept {
   if (p) cudaFreeHost(p);
+}
+
+// ---------------------------------------------------------------- non-blocking host->device copies
+namespace {
+
+void check_cuda(cudaError_t e, const char* op, const char* what) {
+  if (e != cudaSuccess) throw Error(strprintf("%s: %s failed: %s", op, what, cudaGetErrorString(e)));
+}
+#define CUDA_OK(op, call) check_cuda((call), op, #call)
+
+// A pinned buffer the host bytes are staged in; `done` is recorded on the copy stream after the copy out of it.
+struct Staging {
+  void* p = nullptr;
+  size_t cap = 0;
+  cudaEvent_t done = nullptr;
+  uint64_t stamp = 0;  // when it was last used (0: never)
+};
+struct CopyEngine {
+  std::mutex mu;
+  cudaStream_t stream = nullptr;  // cudaStreamNonBlocking: never implicitly ordered with the legacy stream
+  cudaEvent_t queued = nullptr;   // re-recorded on the legacy stream at each copy: "the work queued so far"
+  std::vector<Staging> slots;
+  uint64_t clock = 0;
+  // Events handed out as "copy done" tokens, back here once the legacy stream's wait is queued (a wait captures the
+  // event's state when queued, so the event may be recorded again right after).
+  std::vector<cudaEvent_t> free_events;
+};
+CopyEngine& copy_engine() {
+  static CopyEngine* e = new CopyEngine();  // never destroyed, like the allocator's cache
+  return *e;
+}
+// Images and labels of the batch being trained on and of the one in flight, with room to spare; when all are busy
+// the oldest copy is waited for.
+constexpr size_t kMaxStaging = 8;
+
+// Whether the slot's last copy has completed (so its buffer may be overwritten).
+bool staging_idle(const Staging& s, const char* op) {
+  if (s.stamp == 0) return true;
+  const cudaError_t e = cudaEventQuery(s.done);
+  if (e == cudaSuccess) return true;
+  if (e == cudaErrorNotReady) {
+    // "not ready" is an answer, not a failure: keep it from being reported by the next launch check.
+    if (cudaPeekAtLastError() == cudaErrorNotReady) cudaGetLastError();
+    return false;
+  }
+  check_cuda(e, op, "cudaEventQuery(staging copy done)");
+  return false;
+}
+
+void grow(Staging& s, size_t n) {
+  cuda_host_free(s.p);  // idle: its copy has completed
+  s.p = nullptr;
+  s.cap = 0;
+  const size_t granule = size_t(1) << 20;
+  const size_t cap = std::max<size_t>((n + granule - 1) / granule * granule, granule);
+  s.p = cuda_host_alloc(cap);
+  s.cap = cap;
+}
+
+// An idle staging buffer of at least n bytes (the smallest such), a new one, or the oldest after waiting for it.
+Staging& pick_staging(CopyEngine& ce, size_t n, const char* op) {
+  Staging *fit = nullptr, *small = nullptr, *oldest = nullptr;
+  for (Staging& s : ce.slots) {
+    const bool idle = staging_idle(s, op);
+    if (idle && s.cap >= n && (!fit || s.cap < fit->cap)) fit = &s;
+    if (idle && s.cap < n && !small) small = &s;
+    if (!oldest || s.stamp < oldest->stamp) oldest = &s;
+  }
+  if (fit) return *fit;
+  if (ce.slots.size() < kMaxStaging) {
+    Staging s;
+    CUDA_OK(op, cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
+    try {
+      grow(s, n);
+    } catch (...) {
+      cudaEventDestroy(s.done);
+      throw;
+    }
+    ce.slots.push_back(s);
+    return ce.slots.back();
+  }
+  Staging& s = small ? *small : *oldest;
+  if (!small) CUDA_OK(op, cudaEventSynchronize(s.done));
+  if (s.cap < n) grow(s, n);
+  return s;
+}
+
+// A "copy done" token: an event of the pool, returned to it when the last reference goes.
+std::shared_ptr<void> make_token(CopyEngine& ce, const char* op) {
+  cudaEvent_t ev = nullptr;
+  if (!ce.free_events.empty()) {
+    ev = ce.free_events.back();
+    ce.free_events.pop_back();
+  } else {
+    CUDA_OK(op, cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
+  }
+  return std::shared_ptr<void>(static_cast<void*>(ev), [](void* e) {
+    CopyEngine& c = copy_engine();
+    std::lock_guard<std::mutex> lock(c.mu);
+    c.free_events.push_back(static_cast<cudaEvent_t>(e));
+  });
+}
+
+}  // namespace
+
+std::shared_ptr<void> cuda_copy_to_device_async(void* dst, const void* src, size_t n) {
+  const char* op = "copy cpu->cuda (non-blocking)";
+  if (n == 0) return nullptr;
+  CopyEngine& ce = copy_engine();
+  std::shared_ptr<void> token;
+  std::lock_guard<std::mutex> lock(ce.mu);
+  if (!ce.stream) {
+    cudaStream_t st = nullptr;
+    cudaEvent_t ev = nullptr;
+    CUDA_OK(op, cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    const cudaError_t e = cudaEventCreateWithFlags(&ev, cudaEventDisableTiming);
+    if (e != cudaSuccess) {
+      cudaStreamDestroy(st);
+      check_cuda(e, op, "cudaEventCreateWithFlags(&queued, cudaEventDisableTiming)");
+    }
+    ce.stream = st;
+    ce.queued = ev;
+  }
+  Staging& s = pick_staging(ce, n, op);
+  {
+    // made before anything is queued; its deleter takes ce.mu, so it must not be released while the lock is held
+    std::shared_ptr<void> t = make_token(ce, op);
+    token.swap(t);
+  }
+  std::memcpy(s.p, src, n);  // the caller's memory is free again once this returns
+  // dst is a caching-allocator block, reused in legacy-stream order: kernels queued before now may still use it.
+  CUDA_OK(op, cudaEventRecord(ce.queued, cudaStreamLegacy));
+  CUDA_OK(op, cudaStreamWaitEvent(ce.stream, ce.queued, 0));
+  CUDA_OK(op, cudaMemcpyAsync(dst, s.p, n, cudaMemcpyHostToDevice, ce.stream));
+  try {
+    CUDA_OK(op, cudaEventRecord(s.done, ce.stream));
+    s.stamp = ++ce.clock;
+    CUDA_OK(op, cudaEventRecord(static_cast<cudaEvent_t>(token.get()), ce.stream));
+  } catch (...) {
+    // The copy may be in flight with no usable event: finish it so neither buffer is reused under it.
+    cudaStreamSynchronize(ce.stream);
+    cudaGetLastError();
+    throw;  // `token` is released after the lock (declared before it)
+  }
+  return token;
+}
+
+void cuda_order_after_copy(std::shared_ptr<void>& pending) {
+  if (!pending) return;
+  // Work queued on the legacy stream from now on (the ops that read the tensor) waits for the copy; work queued
+  // before does not, and ran alongside it.
+  CUDA_OK("copy cpu->cuda (non-blocking)",
+          cudaStreamWaitEvent(cudaStreamLegacy, static_cast<cudaEvent_t>(pending.get()), 0));
+  pending.reset();
+}
+
+void cuda_order_after_copy_noexcept(std::shared_ptr<void>& pending) noexcept {
+  if (!pending) return;
+  const cudaEvent_t ev = static_cast<cudaEvent_t>(pending.get());
+  if (cudaStreamWaitEvent(cudaStreamLegacy, ev, 0) != cudaSuccess) {
+    cudaGetLastError();
+    cudaEventSynchronize(ev);  // cannot queue the wait: wait here, so the block is never reused under the copy
+    cudaGetLastError();
+  }
+  pending.reset();
 }
 
 namespace {

@@ -6,9 +6,11 @@
 #include <mutex>
 #include <thread>
 
+#include "cuda/cuda_hooks.h"
 #include "data/source.h"
 #include "data/transforms.h"
 #include "js_tensor.h"
+#include "ops.h"
 #include "tensor.h"
 
 namespace vgg::js {
@@ -273,15 +275,45 @@ Napi::Value TransformImage(const Napi::CallbackInfo& info) {
 
 // ---- batch assembly ------------------------------------------------------------------------------------------
 
+// The source shape shared by every sample, for the GPU augmentation path (raw batches): 3 channels, one size.
+void uniform_source_shape(const Source& src, const std::vector<int64_t>& idx, int& h, int& w, const char* what) {
+  for (size_t k = 0; k < idx.size(); ++k) {
+    int c, hh, ww;
+    src.shape(idx[k], c, hh, ww);
+    VGG_CHECK(c == 3, "%s: sample %lld has %d channels; augmentation on the GPU needs 3", what, (long long)idx[k], c);
+    if (k == 0) {
+      h = hh;
+      w = ww;
+    }
+    VGG_CHECK(hh == h && ww == w,
+              "%s: sample %lld is %dx%d but sample %lld is %dx%d; augmentation on the GPU needs one image size per "
+              "batch (use the CPU transforms for this dataset)",
+              what, (long long)idx[k], hh, ww, (long long)idx[0], h, w);
+  }
+}
+
+// Without `raw`: the transformed float32 batch. With `raw` (augmentation on the GPU): the source images as uint8
+// [n, 3, h, w] and each sample's parameters as float32 [n, kAugFloats] (data::augment_sample), for dataAugmentBatch.
 class BatchWorker : public Napi::AsyncWorker {
  public:
   BatchWorker(Napi::Env env, std::shared_ptr<Source> src, std::vector<int64_t> idx, Pipeline ops, uint64_t seed,
-              uint64_t epoch, int threads)
+              uint64_t epoch, int threads, bool raw)
       : Napi::AsyncWorker(env, "vggnet:loadBatch"), deferred_(Napi::Promise::Deferred::New(env)),
         src_(std::move(src)), idx_(std::move(idx)), ops_(std::move(ops)), seed_(seed), epoch_(epoch),
-        threads_(threads) {
+        threads_(threads), raw_(raw) {
     const int64_t n = int64_t(idx_.size());
     VGG_CHECK(n > 0, "loadBatch: empty batch");
+    if (raw_) {
+      for (int64_t i : idx_) src_->check_index(i);
+      uniform_source_shape(*src_, idx_, h_, w_, "loadBatch");
+      data::augment_const(ops_, h_, w_);  // throws when the pipeline cannot run on the GPU
+      images_ = Tensor::empty({n, 3, h_, w_}, DType::U8, Device::CPU);
+      params_ = Tensor::empty({n, data::am::kAugFloats}, DType::F32, Device::CPU);
+      labels_ = Tensor::empty({n}, DType::I32, Device::CPU);
+      for (int64_t k = 0; k < n; ++k) labels_.data<int32_t>()[k] = src_->label(idx_[size_t(k)]);
+      per_ = size_t(3) * h_ * w_;
+      return;
+    }
     int c0 = 0, h0 = 0, w0 = 0;
     for (int64_t k = 0; k < n; ++k) {
       src_->check_index(idx_[size_t(k)]);
@@ -313,12 +345,18 @@ class BatchWorker : public Napi::AsyncWorker {
         if (k >= n) break;
         try {
           int64_t i = idx_[size_t(k)];
+          const uint64_t key = data::sample_key(seed_, epoch_, uint64_t(i));
+          if (raw_) {
+            src_->read(i, images_.data<uint8_t>() + size_t(k) * per_);
+            data::am::pack(data::augment_sample(ops_, h_, w_, key),
+                           params_.data<float>() + size_t(k) * data::am::kAugFloats);
+            continue;
+          }
           int c, h, w;
           src_->shape(i, c, h, w);
           buf.resize(size_t(c) * h * w);
           src_->read(i, buf.data());
-          data::run_pipeline(ops_, buf.data(), c, h, w, data::sample_key(seed_, epoch_, uint64_t(i)),
-                             images_.data<float>() + size_t(k) * per_);
+          data::run_pipeline(ops_, buf.data(), c, h, w, key, images_.data<float>() + size_t(k) * per_);
         } catch (const std::exception& e) {
           std::lock_guard<std::mutex> lock(mu);
           if (err.empty()) err = e.what();
@@ -342,8 +380,10 @@ class BatchWorker : public Napi::AsyncWorker {
     auto o = Napi::Object::New(env);
     o.Set("images", wrap(env, images_));
     o.Set("labels", wrap(env, labels_));
+    if (raw_) o.Set("params", wrap(env, params_));
     images_ = Tensor();
     labels_ = Tensor();
+    params_ = Tensor();
     deferred_.Resolve(o);
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
@@ -355,11 +395,13 @@ class BatchWorker : public Napi::AsyncWorker {
   Pipeline ops_;
   uint64_t seed_, epoch_;
   int threads_;
-  Tensor images_, labels_;
-  size_t per_ = 0;
+  bool raw_;
+  int h_ = 0, w_ = 0;  // raw: the source size
+  Tensor images_, labels_, params_;
+  size_t per_ = 0;  // elements per sample in images_
 };
 
-// dataLoadBatch(source, indices: Int32Array, ops, seed, epoch, threads) -> Promise<{ images, labels }>
+// dataLoadBatch(source, indices: Int32Array, ops, seed, epoch, threads, raw?) -> Promise<{ images, labels, params? }>
 Napi::Value LoadBatch(const Napi::CallbackInfo& info) {
   auto src = get_source(arg(info, 0), "dataLoadBatch");
   auto idx = get_indices(arg(info, 1), "dataLoadBatch: indices");
@@ -369,10 +411,82 @@ Napi::Value LoadBatch(const Napi::CallbackInfo& info) {
   int64_t threads = get_int(arg(info, 5), "dataLoadBatch: threads");
   VGG_CHECK(threads >= 1 && threads <= 1024, "dataLoadBatch: threads must be in 1..1024, got %lld",
             (long long)threads);
-  auto* w = new BatchWorker(info.Env(), std::move(src), std::move(idx), std::move(ops), seed, epoch, int(threads));
+  const bool raw = !arg(info, 6).IsUndefined() && get_bool(arg(info, 6), "dataLoadBatch: raw");
+  auto* w = new BatchWorker(info.Env(), std::move(src), std::move(idx), std::move(ops), seed, epoch, int(threads),
+                            raw);
   Napi::Promise p = w->promise();
   w->Queue();
   return p;
+}
+
+// ---- augmentation on the GPU --------------------------------------------------------------------------------
+
+// dataAugmentSupport(source, ops) -> null when raw batches of this source can be augmented by dataAugmentBatch,
+// else the reason (a string).
+Napi::Value AugmentSupport(const Napi::CallbackInfo& info) {
+  auto src = get_source(arg(info, 0), "dataAugmentSupport");
+  Pipeline ops = get_pipeline(arg(info, 1));
+  std::string why = data::augment_unsupported(ops);
+  if (why.empty() && src->size() == 0) why = "the dataset is empty";
+  if (why.empty()) {
+    std::vector<int64_t> all(size_t(src->size()));
+    for (size_t i = 0; i < all.size(); ++i) all[i] = int64_t(i);
+    try {
+      int h = 0, w = 0;
+      uniform_source_shape(*src, all, h, w, "dataset");
+      data::augment_const(ops, h, w);
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+  }
+  if (why.empty()) return info.Env().Null();
+  return Napi::String::New(info.Env(), why);
+}
+
+// dataAugmentBatch(images uint8 [n,3,h,w], params float32 [n,16], ops, dtype, layout) -> Tensor [n,3,oh,ow]
+// On CUDA tensors: the kernels of native/cuda/augment.cu, queued on the default stream. On CPU tensors: the host
+// twin (data::augment_batch_host), float32 computed, then cast / laid out as asked.
+Napi::Value AugmentBatch(const Napi::CallbackInfo& info) {
+  const char* op = "augmentBatch";
+  Tensor& images = unwrap(arg(info, 0), "augmentBatch: images");
+  Tensor& params = unwrap(arg(info, 1), "augmentBatch: params");
+  Pipeline ops = get_pipeline(arg(info, 2));
+  const DType dt = arg(info, 3).IsUndefined() ? DType::F32 : dtype_from_name(get_string(arg(info, 3), op));
+  const std::string ls = arg(info, 4).IsUndefined() ? "nchw" : get_string(arg(info, 4), op);
+  VGG_CHECK(ls == "nchw" || ls == "nhwc", "%s: layout must be nchw or nhwc, got '%s'", op, ls.c_str());
+  const Layout layout = ls == "nhwc" ? Layout::ChannelsLast : Layout::Contiguous;
+  VGG_CHECK(dt == DType::F32 || dt == DType::BF16, "%s: dtype must be float32 or bfloat16, got %s", op,
+            dtype_name(dt));
+  check_dtype(images, DType::U8, "augmentBatch: images");
+  check_ndim(images, 4, "augmentBatch: images");
+  VGG_CHECK(images.layout == Layout::Contiguous && images.dim(1) == 3,
+            "%s: images must be uint8 [n, 3, h, w] (contiguous), got %s", op, images.describe().c_str());
+  const int64_t n = images.dim(0);
+  VGG_CHECK(n > 0, "%s: empty batch", op);
+  check_dtype(params, DType::F32, "augmentBatch: params");
+  check_shape(params, {n, data::am::kAugFloats}, "augmentBatch: params");
+  check_device(params, images.device(), "augmentBatch: params");
+  VGG_CHECK(images.dim(2) <= (1 << 24) && images.dim(3) <= (1 << 24), "%s: image too large", op);
+  const data::am::AugConst k = data::augment_const(ops, int(images.dim(2)), int(images.dim(3)));
+  const Shape out_shape = {n, 3, k.oh, k.ow};
+  if (images.device() == Device::CUDA) {
+    Tensor out = Tensor::empty(out_shape, dt, Device::CUDA, layout);
+    cuda_augment(out.raw(), dt, layout == Layout::ChannelsLast, images.data<uint8_t>(), params.data<float>(), n, k);
+    return wrap(info.Env(), out);
+  }
+  // Host: check the parameters the kernels would trust (a window inside the image, a permutation).
+  const float* p = params.data<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    const data::am::AugSample s = data::am::unpack(p + i * data::am::kAugFloats);
+    int seen = 0;
+    for (int t = 0; t < 4; ++t) seen |= (s.perm[t] >= 0 && s.perm[t] < 4) ? 1 << s.perm[t] : 0;
+    VGG_CHECK(s.ch > 0 && s.cw > 0 && seen == 15, "%s: params of sample %lld are not valid", op, (long long)i);
+  }
+  Tensor out = Tensor::empty(out_shape, DType::F32, Device::CPU);
+  data::augment_batch_host(k, images.data<uint8_t>(), p, n, out.data<float>());
+  if (dt != DType::F32) out = cpu_backend().cast(out, dt);
+  if (layout != Layout::Contiguous) out = cpu_backend().to_layout(out, layout);
+  return wrap(info.Env(), out);
 }
 
 }  // namespace
@@ -386,6 +500,8 @@ void init_data(Napi::Env env, Napi::Object exports) {
   exports.Set("dataGetTransformed", Napi::Function::New(env, GetTransformed, "dataGetTransformed"));
   exports.Set("dataTransformImage", Napi::Function::New(env, TransformImage, "dataTransformImage"));
   exports.Set("dataLoadBatch", Napi::Function::New(env, LoadBatch, "dataLoadBatch"));
+  exports.Set("dataAugmentSupport", Napi::Function::New(env, AugmentSupport, "dataAugmentSupport"));
+  exports.Set("dataAugmentBatch", Napi::Function::New(env, AugmentBatch, "dataAugmentBatch"));
 }
 
 }  // namespace vgg::js

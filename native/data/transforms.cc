@@ -1,4 +1,5 @@
 // Transforms on float32 CHW images, following torchvision.transforms.v1 functional definitions (tensor path).
+// The per-pixel arithmetic lives in data/augment_math.h, shared with the GPU augmentation kernels.
 #include "data/transforms.h"
 
 #include <algorithm>
@@ -65,19 +66,11 @@ static void resize_window_impl(const Image& in, int top, int left, int ch, int c
   thread_local std::vector<float> ly, lx, rows;
   y0.resize(oh); y1.resize(oh); ly.resize(oh);
   x0.resize(ow); x1.resize(ow); lx.resize(ow);
-  const float sy = float(ch) / float(oh), sx = float(cw) / float(ow);
-  for (int y = 0; y < oh; ++y) {
-    float s = sy * (y + 0.5f) - 0.5f;
-    if (s < 0) s = 0;
-    int i = int(s);
-    y0[y] = i; y1[y] = i + (i < ch - 1 ? 1 : 0); ly[y] = s - i;
-  }
+  const float sy = am::div(float(ch), float(oh)), sx = am::div(float(cw), float(ow));
+  for (int y = 0; y < oh; ++y) am::bilinear_tap(sy, y, ch, y0[y], y1[y], ly[y]);
   for (int x = 0; x < ow; ++x) {
-    float s = sx * (x + 0.5f) - 0.5f;
-    if (s < 0) s = 0;
-    int i = int(s);
     int xo = mirror ? ow - 1 - x : x;
-    x0[xo] = i; x1[xo] = i + (i < cw - 1 ? 1 : 0); lx[xo] = s - i;
+    am::bilinear_tap(sx, x, cw, x0[xo], x1[xo], lx[xo]);
   }
   // window rows actually used
   const int r_lo = y0[0], r_hi = y1[oh - 1];
@@ -91,13 +84,13 @@ static void resize_window_impl(const Image& in, int top, int left, int ch, int c
       const int sy = r_lo + r + top;
       if (inside) {
         const float* src = plane + size_t(sy) * in.w + left;
-        for (int x = 0; x < ow; ++x) dst[x] = src[x0[x]] + lx[x] * (src[x1[x]] - src[x0[x]]);
+        for (int x = 0; x < ow; ++x) dst[x] = am::lerp(src[x0[x]], src[x1[x]], lx[x]);
       } else {
         auto px = [&](int xx) -> float {
           xx += left;
           return (sy < 0 || sy >= in.h || xx < 0 || xx >= in.w) ? 0.f : plane[size_t(sy) * in.w + xx];
         };
-        for (int x = 0; x < ow; ++x) dst[x] = px(x0[x]) + lx[x] * (px(x1[x]) - px(x0[x]));
+        for (int x = 0; x < ow; ++x) dst[x] = am::lerp(px(x0[x]), px(x1[x]), lx[x]);
       }
     }
     float* o = out.data.data() + size_t(c) * oh * ow;
@@ -105,7 +98,7 @@ static void resize_window_impl(const Image& in, int top, int left, int ch, int c
       const float* a = rows.data() + size_t(y0[y] - r_lo) * ow;
       const float* b = rows.data() + size_t(y1[y] - r_lo) * ow;
       const float w1 = ly[y];
-      for (int x = 0; x < ow; ++x) o[x] = a[x] + w1 * (b[x] - a[x]);
+      for (int x = 0; x < ow; ++x) o[x] = am::lerp(a[x], b[x], w1);
     }
   }
 }
@@ -157,74 +150,53 @@ void rrc_params(const Op& op, int height, int width, uint64_t key, uint64_t coun
   left = (width - cw) / 2;
 }
 
-static inline float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
-static inline float gray(float r, float g, float b) { return 0.2989f * r + 0.587f * g + 0.114f * b; }
-
 static void adjust_brightness(Image& im, float f) {
-  for (float& v : im.data) v = clamp01(f * v);
+  for (float& v : im.data) v = am::brightness(v, f);
 }
-static void adjust_contrast(Image& im, float f) {
-  const size_t n = size_t(im.h) * im.w;
-  double sum = 0;  // float partial sums over blocks (vectorised), accumulated in double
-  const float *r = im.data.data(), *g = r + n, *b = g + n;
-  for (size_t i0 = 0; i0 < n; i0 += 256) {
-    const size_t i1 = std::min(n, i0 + 256);
+// Sum of the grayscale image: float partial sums over blocks of am::kContrastBlock pixels (vectorised), accumulated
+// in double. augment_batch_host and the GPU kernel reproduce this order exactly.
+static double gray_sum(const float* r, const float* g, const float* b, size_t n, bool rgb) {
+  double sum = 0;
+  for (size_t i0 = 0; i0 < n; i0 += am::kContrastBlock) {
+    const size_t i1 = std::min(n, i0 + am::kContrastBlock);
     float part = 0.f;
-    if (im.c == 3)
-      for (size_t i = i0; i < i1; ++i) part += gray(r[i], g[i], b[i]);
+    if (rgb)
+      for (size_t i = i0; i < i1; ++i) part += am::gray(r[i], g[i], b[i]);
     else
       for (size_t i = i0; i < i1; ++i) part += r[i];
     sum += part;
   }
-  const float mean = float(sum / double(n)), add = (1.f - f) * mean;
-  for (float& v : im.data) v = clamp01(f * v + add);
+  return sum;
+}
+static void adjust_contrast(Image& im, float f) {
+  const size_t n = size_t(im.h) * im.w;
+  const float *r = im.data.data(), *g = r + n, *b = g + n;
+  const float offset = am::contrast_offset(gray_sum(r, g, b, n, im.c == 3), double(n), f);
+  for (float& v : im.data) v = am::contrast(v, f, offset);
 }
 static void adjust_saturation(Image& im, float f) {
   const size_t n = size_t(im.h) * im.w;
   float *r = im.data.data(), *g = r + n, *b = g + n;
-  const float f1 = 1.f - f;
-  for (size_t i = 0; i < n; ++i) {
-    const float gr = f1 * gray(r[i], g[i], b[i]);
-    r[i] = clamp01(f * r[i] + gr);
-    g[i] = clamp01(f * g[i] + gr);
-    b[i] = clamp01(f * b[i] + gr);
-  }
+  for (size_t i = 0; i < n; ++i) am::saturation(r[i], g[i], b[i], f);
 }
-// torchvision _rgb2hsv / _hsv2rgb.
 static void adjust_hue(Image& im, float hf) {
   const size_t n = size_t(im.h) * im.w;
   float *R = im.data.data(), *G = R + n, *B = G + n;
-  for (size_t i = 0; i < n; ++i) {
-    float r = R[i], g = G[i], b = B[i];
-    float maxc = std::max(r, std::max(g, b)), minc = std::min(r, std::min(g, b));
-    bool eqc = maxc == minc;
-    float cr = maxc - minc;
-    float s = cr / (eqc ? 1.f : maxc);
-    float crd = eqc ? 1.f : cr;
-    float rc = (maxc - r) / crd, gc = (maxc - g) / crd, bc = (maxc - b) / crd;
-    float h;
-    if (maxc == r) h = bc - gc;
-    else if (maxc == g) h = 2.f + rc - bc;
-    else h = 4.f + gc - rc;
-    h = std::fmod(h / 6.f + 1.f, 1.f);
-    float v = maxc;
-    h = h + hf;
-    h = h - std::floor(h);  // Python % 1.0
-    float i6 = std::floor(h * 6.f);
-    float f = h * 6.f - i6;
-    int ii = int(i6) % 6;
-    if (ii < 0) ii += 6;
-    float p = clamp01(v * (1.f - s)), q = clamp01(v * (1.f - s * f)), t = clamp01(v * (1.f - s * (1.f - f)));
-    switch (ii) {
-      case 0: r = v; g = t; b = p; break;
-      case 1: r = q; g = v; b = p; break;
-      case 2: r = p; g = v; b = t; break;
-      case 3: r = p; g = q; b = v; break;
-      case 4: r = t; g = p; b = v; break;
-      default: r = v; g = p; b = q; break;
-    }
-    R[i] = r; G[i] = g; B[i] = b;
+  for (size_t i = 0; i < n; ++i) am::hue(R[i], G[i], B[i], hf);
+}
+
+bool flip_draw(const Op& op, uint64_t key, uint64_t counter) { return u01(key, counter) < op.p; }
+
+void jitter_draw(const Op& op, uint64_t key, uint64_t ctr, int perm[4], float& fb, float& fc, float& fs, float& fh) {
+  for (int i = 0; i < 4; ++i) perm[i] = i;
+  for (int i = 3; i > 0; --i) {
+    int j = int(u01(key, ctr + uint64_t(i)) * (i + 1));
+    std::swap(perm[i], perm[j]);
   }
+  fb = float(op.b[0] + u01(key, ctr + 4) * (op.b[1] - op.b[0]));
+  fc = float(op.c[0] + u01(key, ctr + 5) * (op.c[1] - op.c[0]));
+  fs = float(op.s[0] + u01(key, ctr + 6) * (op.s[1] - op.s[0]));
+  fh = float(op.hu[0] + u01(key, ctr + 7) * (op.hu[1] - op.hu[0]));
 }
 
 static void hflip(Image& im) {
@@ -240,7 +212,7 @@ void run_pipeline(const Pipeline& ops, const uint8_t* src, int c, int h, int w, 
   a.c = c; a.h = h; a.w = w;
   a.data.resize(size_t(c) * h * w);
   float lut[256];  // v / 255 correctly rounded, as torchvision's to_tensor / convert_image_dtype
-  for (int v = 0; v < 256; ++v) lut[v] = float(v) / 255.f;
+  for (int v = 0; v < 256; ++v) lut[v] = am::unit(uint8_t(v));
   for (size_t i = 0; i < a.data.size(); ++i) a.data[i] = lut[src[i]];
   size_t n_ops = ops.size();
   const bool final_norm = n_ops > 0 && ops[n_ops - 1].kind == Op::Normalize;
@@ -248,7 +220,7 @@ void run_pipeline(const Pipeline& ops, const uint8_t* src, int c, int h, int w, 
   // A flip right after a resampling op is fused into it (same draw, same result).
   auto fused_flip = [&](size_t k) -> bool {
     if (k + 1 >= n_ops || ops[k + 1].kind != Op::HFlip) return false;
-    return u01(key, uint64_t(k + 1) * 64) < ops[k + 1].p;
+    return flip_draw(ops[k + 1], key, uint64_t(k + 1) * 64);
   };
   for (size_t k = 0; k < n_ops; ++k) {
     const Op& op = ops[k];
@@ -282,18 +254,12 @@ void run_pipeline(const Pipeline& ops, const uint8_t* src, int c, int h, int w, 
         break;
       }
       case Op::HFlip:
-        if (u01(key, ctr) < op.p) hflip(a);
+        if (flip_draw(op, key, ctr)) hflip(a);
         break;
       case Op::ColorJitter: {
-        int perm[4] = {0, 1, 2, 3};
-        for (int i = 3; i > 0; --i) {
-          int j = int(u01(key, ctr + uint64_t(i)) * (i + 1));
-          std::swap(perm[i], perm[j]);
-        }
-        float fb = float(op.b[0] + u01(key, ctr + 4) * (op.b[1] - op.b[0]));
-        float fc = float(op.c[0] + u01(key, ctr + 5) * (op.c[1] - op.c[0]));
-        float fs = float(op.s[0] + u01(key, ctr + 6) * (op.s[1] - op.s[0]));
-        float fh = float(op.hu[0] + u01(key, ctr + 7) * (op.hu[1] - op.hu[0]));
+        int perm[4];
+        float fb, fc, fs, fh;
+        jitter_draw(op, key, ctr, perm, fb, fc, fs, fh);
         for (int t : perm) {
           if (t == 0 && op.has_b) adjust_brightness(a, fb);
           if (t == 1 && op.has_c) adjust_contrast(a, fc);
@@ -307,7 +273,7 @@ void run_pipeline(const Pipeline& ops, const uint8_t* src, int c, int h, int w, 
         for (int ch = 0; ch < a.c; ++ch) {
           const float m = op.mean[ch], is = 1.f / op.std[ch];
           float* p = a.data.data() + ch * n;
-          for (size_t i = 0; i < n; ++i) p[i] = (p[i] - m) * is;
+          for (size_t i = 0; i < n; ++i) p[i] = am::normalize(p[i], m, is);
         }
         break;
       }
@@ -320,10 +286,137 @@ void run_pipeline(const Pipeline& ops, const uint8_t* src, int c, int h, int w, 
       const float m = op.mean[ch], is = 1.f / op.std[ch];
       const float* p = a.data.data() + ch * n;
       float* o = out + ch * n;
-      for (size_t i = 0; i < n; ++i) o[i] = (p[i] - m) * is;
+      for (size_t i = 0; i < n; ++i) o[i] = am::normalize(p[i], m, is);
     }
   } else {
     std::memcpy(out, a.data.data(), a.data.size() * sizeof(float));
+  }
+}
+
+}  // namespace vgg::data
+
+// ---- augmentation on the GPU: parameters and the host twin of the kernels ----------------------------------------
+
+namespace vgg::data {
+
+namespace {
+// Positions of the supported ops in `ops` (-1: absent); throws with the reason when the pipeline is not supported.
+struct AugLayout {
+  int geo = -1, flip = -1, jitter = -1, norm = -1;
+};
+AugLayout augment_layout(const Pipeline& ops, std::string* why) {
+  AugLayout l;
+  size_t k = 0;
+  auto fail = [&](const std::string& s) {
+    if (why) *why = s;
+    return l;
+  };
+  if (k < ops.size() && (ops[k].kind == Op::RandomResizedCrop || ops[k].kind == Op::Resize)) l.geo = int(k++);
+  if (k < ops.size() && ops[k].kind == Op::HFlip) l.flip = int(k++);
+  if (k < ops.size() && ops[k].kind == Op::ColorJitter) l.jitter = int(k++);
+  if (k < ops.size() && ops[k].kind == Op::Normalize) l.norm = int(k++);
+  if (k < ops.size()) {
+    static const char* names[] = {"resize", "centerCrop", "randomResizedCrop", "randomHorizontalFlip", "colorJitter",
+                                  "normalize"};
+    return fail(strprintf("transform %zu (%s) is not supported there: the GPU runs [randomResizedCrop | resize]? "
+                          "[randomHorizontalFlip]? [colorJitter]? [normalize]? in that order",
+                          k, names[ops[k].kind]));
+  }
+  if (why) why->clear();
+  return l;
+}
+}  // namespace
+
+std::string augment_unsupported(const Pipeline& ops) {
+  std::string why;
+  augment_layout(ops, &why);
+  return why;
+}
+
+am::AugConst augment_const(const Pipeline& ops, int h, int w) {
+  std::string why;
+  const AugLayout l = augment_layout(ops, &why);
+  VGG_CHECK(why.empty(), "augment: %s", why.c_str());
+  VGG_CHECK(h > 0 && w > 0, "augment: empty source image %dx%d", h, w);
+  am::AugConst k;
+  k.h = h;
+  k.w = w;
+  k.oh = h;
+  k.ow = w;
+  if (l.geo >= 0) {
+    const Op& op = ops[size_t(l.geo)];
+    if (op.kind == Op::Resize) {
+      resize_size(h, w, op, k.oh, k.ow);
+    } else {
+      k.oh = op.h;
+      k.ow = op.w;
+    }
+  }
+  if (l.jitter >= 0) {
+    const Op& op = ops[size_t(l.jitter)];
+    k.has_jitter = 1;
+    k.has_b = op.has_b;
+    k.has_c = op.has_c;
+    k.has_s = op.has_s;
+    k.has_h = op.has_h;
+  }
+  if (l.norm >= 0) {
+    const Op& op = ops[size_t(l.norm)];
+    k.has_norm = 1;
+    for (int c = 0; c < 3; ++c) {
+      k.mean[c] = op.mean[c];
+      k.inv_std[c] = 1.f / op.std[c];  // as run_pipeline's `is`
+    }
+  }
+  return k;
+}
+
+am::AugSample augment_sample(const Pipeline& ops, int h, int w, uint64_t key) {
+  std::string why;
+  const AugLayout l = augment_layout(ops, &why);
+  VGG_CHECK(why.empty(), "augment: %s", why.c_str());
+  am::AugSample s;
+  s.top = 0;
+  s.left = 0;
+  s.ch = h;
+  s.cw = w;
+  // Counters: op k owns draws [64k, 64k + 64), as in run_pipeline.
+  if (l.geo >= 0 && ops[size_t(l.geo)].kind == Op::RandomResizedCrop)
+    rrc_params(ops[size_t(l.geo)], h, w, key, uint64_t(l.geo) * 64, s.top, s.left, s.ch, s.cw);
+  if (l.flip >= 0) s.flip = flip_draw(ops[size_t(l.flip)], key, uint64_t(l.flip) * 64) ? 1 : 0;
+  if (l.jitter >= 0)
+    jitter_draw(ops[size_t(l.jitter)], key, uint64_t(l.jitter) * 64, s.perm, s.fb, s.fc, s.fs, s.fh);
+  return s;
+}
+
+void augment_batch_host(const am::AugConst& k, const uint8_t* src, const float* params, int64_t n, float* out) {
+  const size_t hw = size_t(k.oh) * k.ow, in_px = size_t(k.h) * k.w;
+  std::vector<float> buf(3 * hw);
+  for (int64_t i = 0; i < n; ++i) {
+    const am::AugSample s = am::unpack(params + i * am::kAugFloats);
+    const uint8_t* img = src + size_t(i) * 3 * in_px;
+    float* o = out + size_t(i) * 3 * hw;
+    const int tc = am::contrast_step(k, s);
+    // Pass 1 (the kernel's first pass): resample, flip, jitter steps before contrast.
+    for (int y = 0; y < k.oh; ++y)
+      for (int x = 0; x < k.ow; ++x) {
+        float rgb[3];
+        am::sample_px(img, k, s, y, x, rgb);
+        am::jitter_steps(k, s, 0, tc, 0.f, rgb);
+        const size_t p = size_t(y) * k.ow + x;
+        for (int c = 0; c < 3; ++c) buf[c * hw + p] = rgb[c];
+      }
+    // The contrast mean over the whole image, then pass 2: contrast and the remaining steps.
+    const float offset =
+        tc < 4 ? am::contrast_offset(gray_sum(buf.data(), buf.data() + hw, buf.data() + 2 * hw, hw, true),
+                                     double(hw), s.fc)
+               : 0.f;
+    for (size_t p = 0; p < hw; ++p) {
+      float rgb[3] = {buf[p], buf[hw + p], buf[2 * hw + p]};
+      am::jitter_steps(k, s, tc, 4, offset, rgb);
+      am::finish_px(k, rgb);
+      for (int c = 0; c < 3; ++c) o[c * hw + p] = rgb[c];
+    }
   }
 }
 
