@@ -65,16 +65,18 @@ export function adaptiveAvgpool2dBackward(dy: Tensor, xShape: number[], xLayout:
 }
 export function batchnormForward(
   x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
-  training: boolean, momentum: number, eps: number, needBackward = training,
+  training: boolean, momentum: number, eps: number, needBackward = training, relu = false,
 ): WithSaved {
   return withSaved(
-    addon().batchnormForward(x.native, gamma.native, beta.native, runningMean.native, runningVar.native, training, momentum, eps, needBackward),
+    addon().batchnormForward(x.native, gamma.native, beta.native, runningMean.native, runningVar.native, training, momentum, eps, needBackward, relu),
   );
 }
+/** reluOutput: the output of a forward run with relu fused; its zeros mask dy first (the ReLU's own backward). */
 export function batchnormBackward(
   dy: Tensor, x: Tensor, gamma: Tensor, eps: number, saved: Tensor[], dgamma: Tensor, dbeta: Tensor, accumulate: boolean,
+  reluOutput: Tensor | null = null,
 ): Tensor {
-  return T(addon().batchnormBackward(dy.native, x.native, gamma.native, eps, natives(saved), dgamma.native, dbeta.native, accumulate));
+  return T(addon().batchnormBackward(dy.native, x.native, gamma.native, eps, natives(saved), dgamma.native, dbeta.native, accumulate, n(reluOutput)));
 }
 export function linearForward(x: Tensor, w: Tensor, b: Tensor | null, relu = false): Tensor {
   return T(addon().linearForward(x.native, w.native, n(b), relu));

@@ -151,7 +151,7 @@ Napi::Value AdaptiveAvgpool2dBackward(const Napi::CallbackInfo& info) {
   return wrap(info.Env(),
               backend_of(op, {&dy}).adaptive_avgpool2d_backward(dy, xs, layout_arg(arg(info, 2), op)));
 }
-// batchnormForward(x, gamma, beta, runningMean, runningVar, training, momentum, eps, needBackward) -> {y, saved}
+// batchnormForward(x, gamma, beta, runningMean, runningVar, training, momentum, eps, needBackward, relu) -> {y, saved}
 Napi::Value BatchnormForward(const Napi::CallbackInfo& info) {
   const char* op = "batchnormForward";
   Tensor& x = unwrap(arg(info, 0), "batchnormForward: input");
@@ -162,12 +162,14 @@ Napi::Value BatchnormForward(const Napi::CallbackInfo& info) {
   bool training = get_bool(arg(info, 5), op);
   double momentum = get_number(arg(info, 6), op), eps = get_number(arg(info, 7), op);
   bool need_backward = get_bool(arg(info, 8), op);
+  bool relu = get_bool(arg(info, 9), op);
   Saved saved;
   Tensor y = backend_of(op, {&x, &g, &b, &rm, &rv})
-                 .batchnorm_forward(x, g, b, rm, rv, training, momentum, eps, need_backward ? &saved : nullptr);
+                 .batchnorm_forward(x, g, b, rm, rv, training, momentum, eps, need_backward ? &saved : nullptr,
+                                    relu);
   return pair(info.Env(), y, saved);
 }
-// batchnormBackward(dy, x, gamma, eps, saved, dgamma, dbeta, accumulate)
+// batchnormBackward(dy, x, gamma, eps, saved, dgamma, dbeta, accumulate, reluOutput | null)
 Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
   const char* op = "batchnormBackward";
   Tensor& dy = unwrap(arg(info, 0), "batchnormBackward: grad output");
@@ -177,8 +179,9 @@ Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
   Saved saved = unwrap_all(arg(info, 4), "batchnormBackward: saved");
   Tensor& dg = unwrap(arg(info, 5), "batchnormBackward: weight grad");
   Tensor& db = unwrap(arg(info, 6), "batchnormBackward: bias grad");
+  Tensor relu_y = unwrap_optional(arg(info, 8), "batchnormBackward: relu output");
   return wrap(info.Env(), backend_of(op, {&dy, &x, &g, &dg, &db})
-                              .batchnorm_backward(dy, x, g, eps, saved, dg, db, get_bool(arg(info, 7), op)));
+                              .batchnorm_backward(dy, x, g, eps, saved, dg, db, get_bool(arg(info, 7), op), relu_y));
 }
 Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   const char* op = "linearForward";

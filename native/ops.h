@@ -69,14 +69,17 @@ class Backend {
 
   // ---- batch norm over C of (N,C,H,W). training: normalise with the batch's biased variance and update
   // running_mean/var in place (momentum, unbiased variance); else normalise with the running stats.
-  // saved (null when no backward will follow) receives what backward needs, in either mode.
+  // saved (null when no backward will follow) receives what backward needs, in either mode. relu: a ReLU follows
+  // and is fused (the output is max(0, bn(x))).
   virtual Tensor batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                                   Tensor& running_var, bool training, double momentum, double eps,
-                                   Saved* saved) = 0;
+                                   Tensor& running_var, bool training, double momentum, double eps, Saved* saved,
+                                   bool relu) = 0;
   // dx, and dgamma/dbeta (C) f32, of the mode the forward ran in: in training the batch statistics are functions of
-  // x; in eval the running statistics are constants.
+  // x; in eval the running statistics are constants. relu_y (or undefined): the fused ReLU's output, whose zeros
+  // mask dy first (the ReLU's backward).
   virtual Tensor batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps,
-                                    const Saved& saved, Tensor& dgamma, Tensor& dbeta, bool accumulate) = 0;
+                                    const Saved& saved, Tensor& dgamma, Tensor& dbeta, bool accumulate,
+                                    const Tensor& relu_y) = 0;
 
   // ---- linear: x (N,K), w (M,K) f32, b (M) f32 or undefined -> y (N,M) in x's dtype (relu fused if asked).
   virtual Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu) = 0;

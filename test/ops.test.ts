@@ -234,6 +234,29 @@ describeOnDevice(`ops on ${device}`, () => {
       });
     }
 
+    for (const layout of LAYOUTS) {
+      test(`relu fused: forward max(0, bn(x)), backward bn's of dy masked by that output ${layout}`, () => {
+        const x = uniform(numel(xs), -2, 3), gamma = uniform(C, 0.5, 1.5), beta = uniform(C, -0.5, 0.5);
+        const g = T(gamma, [C]), b = T(beta, [C]), xt = T(x, xs, layout);
+        const ref = R.bnTrainForward(x, xs, gamma, beta, [0, 0, 0], [1, 1, 1], 0.1, 1e-5);
+        const want = ref.y.map((v) => Math.max(v, 0));
+        expect(want.some((v) => v === 0) && want.some((v) => v > 0)).toBe(true); // the mask matters
+        const f = ops.batchnormForward(xt, g, b, T(new Float32Array(C), [C]), T(new Float32Array(C).fill(1), [C]), true, 0.1, 1e-5, true, true);
+        keep(f.y);
+        f.saved.forEach(keep);
+        expect(f.y.layout).toBe(layout);
+        expectClose(arr(f.y), want, tol(1e-5), 'bn+relu forward');
+        const dy = uniform(numel(xs));
+        const masked = dy.map((v, i) => (want[i] > 0 ? v : 0));
+        const refB = R.bnBackward(masked, x, xs, gamma, 1e-5);
+        const dg = keep(Tensor.zeros([C], { device })), dbt = keep(Tensor.zeros([C], { device }));
+        const dx = keep(ops.batchnormBackward(T(dy, xs, layout), xt, g, 1e-5, f.saved, dg, dbt, false, f.y));
+        expectClose(arr(dx), refB.dx, tol(1e-5), 'bn+relu dx');
+        expectClose(arr(dg), refB.dgamma, tol(1e-5), 'bn+relu dgamma');
+        expectClose(arr(dbt), refB.dbeta, tol(1e-5), 'bn+relu dbeta');
+      });
+    }
+
     test('running stats after 2 train steps (momentum 0.1, unbiased running var)', () => {
       const rm = T(new Float32Array(C), [C]), rv = T(new Float32Array(C).fill(1), [C]);
       const g = T(new Float32Array(C).fill(1), [C]), b = T(new Float32Array(C), [C]);

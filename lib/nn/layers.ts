@@ -63,6 +63,8 @@ export class Conv2d extends Module {
 export class ReLU extends Module {
   private y: Tensor | undefined;
   private ownsY = false;
+  /** fused behind a BatchNorm2d, whose backward applies this ReLU's mask: backward passes dy through */
+  private maskedByPrev = false;
 
   forward(x: Tensor): Tensor {
     this.releaseSaved();
@@ -74,16 +76,22 @@ export class ReLU extends Module {
     return y;
   }
 
-  /** The previous layer already applied max(0, ·): pass x through and remember it as the output. */
-  forwardFused(y: Tensor): Tensor {
+  /**
+   * The previous layer already applied max(0, ·): pass x through and remember it as the output. With
+   * `maskedByPrev` the previous layer's backward also applies this ReLU's mask, so backward passes dy through.
+   */
+  forwardFused(y: Tensor, maskedByPrev = false): Tensor {
     this.releaseSaved();
-    if (isGradEnabled()) this.y = y;
+    if (isGradEnabled()) {
+      this.y = y;
+      this.maskedByPrev = maskedByPrev;
+    }
     return y;
   }
 
   backward(dy: Tensor): Tensor {
     const y = requireSaved(this.y, 'ReLU');
-    const dx = ops.reluBackward(dy, y);
+    const dx = this.maskedByPrev ? dy : ops.reluBackward(dy, y);
     this.releaseSaved();
     return dx;
   }
@@ -91,6 +99,7 @@ export class ReLU extends Module {
   releaseSaved(): void {
     if (this.ownsY) this.y?.dispose();
     this.y = undefined;
+    this.maskedByPrev = false;
   }
 }
 
@@ -170,7 +179,7 @@ export class BatchNorm2d extends Module {
   readonly numBatchesTracked = new Counter();
   readonly eps: number;
   readonly momentum: number;
-  private saved: { x: Tensor; stats: Tensor[] } | undefined;
+  private saved: { x: Tensor; stats: Tensor[]; reluY?: Tensor } | undefined;
 
   constructor(readonly numFeatures: number, options: BatchNormOptions = {}) {
     super();
@@ -190,21 +199,27 @@ export class BatchNorm2d extends Module {
     return [['running_mean', this.runningMean], ['running_var', this.runningVar], ['num_batches_tracked', this.numBatchesTracked]];
   }
 
-  forward(x: Tensor): Tensor {
+  /**
+   * With `fuseRelu` the output is max(0, bn(x)) and backward applies that ReLU's mask to dy itself (the ReLU that
+   * follows passes dy through: see Sequential), one pass over the activation fewer each way.
+   */
+  forward(x: Tensor, options: { fuseRelu?: boolean } = {}): Tensor {
     this.releaseSaved();
+    const relu = options.fuseRelu ?? false;
     const r = ops.batchnormForward(
       x, this.weight.value, this.bias.value, this.runningMean, this.runningVar, this.training, this.momentum, this.eps,
-      isGradEnabled(),
+      isGradEnabled(), relu,
     );
     if (this.training) this.numBatchesTracked.value += 1n;
-    if (isGradEnabled()) this.saved = { x, stats: r.saved };
+    // The output is the next layer's input, owned by the container until backward has passed it.
+    if (isGradEnabled()) this.saved = { x, stats: r.saved, reluY: relu ? r.y : undefined };
     return r.y;
   }
 
   backward(dy: Tensor): Tensor {
     const s = requireSaved(this.saved, 'BatchNorm2d');
     const { grads: [dg, db], accumulate } = gradsForBackward([this.weight, this.bias]);
-    const dx = ops.batchnormBackward(dy, s.x, this.weight.value, this.eps, s.stats, dg!, db!, accumulate);
+    const dx = ops.batchnormBackward(dy, s.x, this.weight.value, this.eps, s.stats, dg!, db!, accumulate, s.reluY ?? null);
     this.releaseSaved();
     return dx;
   }
@@ -289,7 +304,7 @@ export class Dropout extends Module {
  * Children run in order, named "0", "1", ... like torch.nn.Sequential. Owns the activations between children:
  * with gradients enabled they live until backward has passed them; under noGrad each is freed once the next child
  * has run.
- * A Conv2d or Linear followed by a ReLU runs as one fused op.
+ * A Conv2d, Linear or BatchNorm2d followed by a ReLU runs as one fused op.
  */
 export class Sequential extends Module {
   readonly layers: Module[];
@@ -314,6 +329,9 @@ export class Sequential extends Module {
       let out: Tensor;
       if ((layer instanceof Conv2d || layer instanceof Linear) && next instanceof ReLU) {
         out = next.forwardFused(layer.forward(cur, { fuseRelu: true }));
+        i++;
+      } else if (layer instanceof BatchNorm2d && next instanceof ReLU) {
+        out = next.forwardFused(layer.forward(cur, { fuseRelu: true }), true);
         i++;
       } else {
         out = layer.forward(cur);

@@ -5,6 +5,8 @@
 //   eval:  y = (x-running_mean)/sqrt(running_var+eps)*gamma + beta
 //   backward (train): xhat = (x-mean)*invstd, dbeta = sum dy, dgamma = sum dy*xhat,
 //          dx = gamma*invstd/M * (M*dy - dbeta - xhat*dgamma), M = N*H*W
+//   relu fused (BN then ReLU, as in vgg*_bn): forward writes max(0, y); backward, given that output, first masks
+//   dy where it is 0 — each saves a full pass over the activation.
 #include <cmath>
 
 #include "cpu_common.h"
@@ -27,7 +29,7 @@ inline void for_group(const Shape& s, const Strides4& st, int64_t c0, int G, F&&
 
 Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                                      Tensor& running_var, bool training, double momentum, double eps,
-                                     Saved* saved) {
+                                     Saved* saved, bool relu) {
   check_4d_image(x, "batchnorm_forward: input");
   check_f32_activation(x, "batchnorm_forward: input");
   const int64_t C = x.dim(1);
@@ -88,7 +90,13 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
       fs[j] = float(scale);
       fb[j] = float(shift);
     }
-    for_group(x.shape, st, c0, G, [&](int64_t o, int j) { yp[o] = xp[o] * fs[j] + fb[j]; });
+    if (relu)
+      for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
+        const float v = xp[o] * fs[j] + fb[j];
+        yp[o] = v > 0.f ? v : 0.f;  // as relu_forward
+      });
+    else
+      for_group(x.shape, st, c0, G, [&](int64_t o, int j) { yp[o] = xp[o] * fs[j] + fb[j]; });
   }
   if (training && saved) {
     saved->clear();
@@ -109,7 +117,8 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
 }
 
 Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps,
-                                      const Saved& saved, Tensor& dgamma, Tensor& dbeta, bool accumulate) {
+                                      const Saved& saved, Tensor& dgamma, Tensor& dbeta, bool accumulate,
+                                      const Tensor& relu_y) {
   check_4d_image(x, "batchnorm_backward: input");
   check_f32_activation(x, "batchnorm_backward: input");
   check_f32_activation(dy, "batchnorm_backward: dy");
@@ -125,11 +134,19 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
   const bool batch_stats = saved.size() == 2;  // eval form: running statistics, no terms through the batch mean/var
   check_param(saved[0], {C}, "batchnorm_backward: saved mean");
   check_param(saved[1], {C}, "batchnorm_backward: saved invstd");
+  if (relu_y.defined()) {
+    check_f32_activation(relu_y, "batchnorm_backward: relu output");
+    check_shape(relu_y, x.shape, "batchnorm_backward: relu output");
+    check_same_layout(relu_y, x, "batchnorm_backward: relu output and input");
+  }
   const int64_t M = x.dim(0) * x.dim(2) * x.dim(3);
   Tensor dx = Tensor::empty(x.shape, dy.dtype, Device::CPU, x.layout);
   const Strides4 st = strides4(x.shape, x.layout);
   const float *xp = x.data<float>(), *dyp = dy.data<float>(), *g = gamma.data<float>();
   const float *mp = saved[0].data<float>(), *ip = saved[1].data<float>();
+  const float* yr = relu_y.defined() ? relu_y.data<float>() : nullptr;
+  // dy through the fused ReLU: 0 where its output was 0 (torch's threshold_backward: y > 0 passes).
+  auto grad = [&](int64_t o) { return yr && !(yr[o] > 0.f) ? 0.f : dyp[o]; };
   float *dxp = dx.data<float>(), *dg = dgamma.data<float>(), *db = dbeta.data<float>();
   const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
 #pragma omp parallel for schedule(static)
@@ -137,8 +154,9 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
     double mean[8], invstd[8], sdy[8] = {0}, sdyx[8] = {0};
     for (int j = 0; j < G; ++j) mean[j] = mp[c0 + j], invstd[j] = ip[c0 + j];
     for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
-      sdy[j] += dyp[o];
-      sdyx[j] += double(dyp[o]) * (double(xp[o]) - mean[j]);
+      const float d = grad(o);
+      sdy[j] += d;
+      sdyx[j] += double(d) * (double(xp[o]) - mean[j]);
     });
     // dx = k * (dy - dbeta/M - xhat * dgamma/M), k = gamma*invstd
     double k[8], a[8], bcoef[8];
@@ -157,7 +175,7 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
       }
     }
     for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
-      dxp[o] = float(k[j] * (double(dyp[o]) - a[j] - (double(xp[o]) - mean[j]) * bcoef[j]));
+      dxp[o] = float(k[j] * (double(grad(o)) - a[j] - (double(xp[o]) - mean[j]) * bcoef[j]));
     });
   }
   return dx;

@@ -374,7 +374,8 @@ class CudaBackend final : public Backend {
 
   // ---------------------------------------------------------------- batch norm
   Tensor batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                           Tensor& running_var, bool training, double momentum, double eps, Saved* saved) override {
+                           Tensor& running_var, bool training, double momentum, double eps, Saved* saved,
+                           bool relu) override {
     const char* op = "batchnorm_forward";
     check_cuda_tensor(x, "batchnorm_forward: x");
     check_float(x, "batchnorm_forward: x");
@@ -415,10 +416,11 @@ class CudaBackend final : public Backend {
       }
     }
     cuk::bn_apply(y.raw(), x.raw(), x.dtype, scale, shift, N, C, HW, cl);
-    return y;
+    // The fused ReLU is composed here (one more pass); the CPU backend folds it into its loop.
+    return relu ? relu_forward(y) : y;
   }
   Tensor batchnorm_backward(const Tensor& dy_in, const Tensor& x, const Tensor& gamma, double eps, const Saved& saved,
-                            Tensor& dgamma, Tensor& dbeta, bool accumulate) override {
+                            Tensor& dgamma, Tensor& dbeta, bool accumulate, const Tensor& relu_y) override {
     const char* op = "batchnorm_backward";
     check_cuda_tensor(x, "batchnorm_backward: x");
     check_float(x, "batchnorm_backward: x");
@@ -432,6 +434,7 @@ class CudaBackend final : public Backend {
     check_cuda_tensor(dy_in, "batchnorm_backward: dy");
     Tensor dy = conform(dy_in, x.dtype, x.layout, "batchnorm_backward: dy");
     check_shape(dy, x.shape, "batchnorm_backward: dy");
+    if (relu_y.defined()) dy = relu_backward(dy, relu_y);  // the fused ReLU's backward, composed
     Tensor dx = cuda_empty(x.shape, x.dtype, x.layout);
     Tensor sums = cuda_empty({2 * C}, DType::F32);
     cuk::bn_backward(dx.raw(), dgamma.defined() ? dgamma.data<float>() : nullptr,
