@@ -65,6 +65,10 @@ describeOnDevice(`ops on ${device}`, () => {
       // channel counts that hit oneDNN's blocked kernels (multiples of 8/16) and their tails
       { name: '3x3 pad 1, 16->24 channels', xs: [2, 16, 6, 6], ws: [24, 16, 3, 3], p: { strideH: 1, strideW: 1, padH: 1, padW: 1 } },
       { name: '3x3 pad 1, 19->13 channels', xs: [1, 19, 5, 7], ws: [13, 19, 3, 3], p: { strideH: 1, strideW: 1, padH: 1, padW: 1 } },
+      // output maps of at most 4x4 take the batch-wide im2col + GEMM backward-weights path (those above with 5x5
+      // and larger maps take oneDNN's convolution); the 1x1 and stride-2 cases above land on it too
+      { name: '3x3 pad 1 on a 2x2 map, 16->8 channels', xs: [3, 16, 2, 2], ws: [8, 16, 3, 3], p: { strideH: 1, strideW: 1, padH: 1, padW: 1 } },
+      { name: '3x3 pad 1 on a 4x4 map, 5->6 channels', xs: [2, 5, 4, 4], ws: [6, 5, 3, 3], p: { strideH: 1, strideW: 1, padH: 1, padW: 1 } },
     ];
     for (const c of cases)
       for (const layout of LAYOUTS) {

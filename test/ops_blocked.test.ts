@@ -88,6 +88,21 @@ describe('nchw8c layout on the CPU', () => {
     expectClose(arr(dw1), R.convBackwardWeights(x, xs, dy1, w1s, P1).dw, 1e-5, 'conv dw mixed layouts');
   });
 
+  test('conv2d backward weights on small maps (the batch-wide GEMM path) reads nchw8c input and dy', () => {
+    for (const hw of [2, 4]) {
+      const xs: R.Shape4 = [3, 16, hw, hw], ws: R.Shape4 = [8, 16, 3, 3];
+      const x = uniform(numel(xs)), dy = uniform(numel([3, 8, hw, hw]));
+      const g = R.convBackwardWeights(x, xs, dy, ws, P1);
+      const dw = keep(Tensor.zeros(ws)), db = keep(Tensor.zeros([8]));
+      ops.conv2dBackwardWeights(T(x, xs, 'nchw8c'), T(dy, [3, 8, hw, hw], 'nchw8c'), P1, dw, db, false);
+      expectClose(arr(dw), g.dw, 1e-5, `conv dw nchw8c ${hw}x${hw}`);
+      expectClose(arr(db), g.db, 1e-5, `conv db nchw8c ${hw}x${hw}`);
+      ops.conv2dBackwardWeights(T(x, xs, 'nchw8c'), T(dy, [3, 8, hw, hw], 'nchw8c'), P1, dw, db, true);
+      expectClose(arr(dw), g.dw.map((v) => 2 * v), 1e-5, `conv dw nchw8c ${hw}x${hw} accumulated`);
+      expectClose(arr(db), g.db.map((v) => 2 * v), 1e-5, `conv db nchw8c ${hw}x${hw} accumulated`);
+    }
+  });
+
   test('relu, maxpool, adaptive avgpool, batch norm, add_ and cast on nchw8c', () => {
     const xs: R.Shape4 = [2, 16, 6, 4];
     const x = uniform(numel(xs), -2, 3);

@@ -4,6 +4,9 @@
 // primitives pick on AVX2/AVX-512 for C % 8 == 0) go in and out without a reorder; y keeps x's layout unless
 // p.cpu_blocked_output asks for nchw8c, so a network pays one reorder at its entry and none between layers.
 // Weights are plain (K,C,R,S) and reordered per call (fwd and bwd-data want different blocked forms).
+// Backward-weights of small feature maps (the last blocks of a network at 32²) does not use oneDNN's convolution,
+// which has no direct kernel there and falls back to one small GEMM per image (~30 GFLOP/s on 2×2 maps): it
+// gathers the whole batch into one im2col matrix and runs a single GEMM (see small_map_bwd_weights).
 #include "cpu_common.h"
 
 namespace vgg::cpu {
@@ -77,6 +80,69 @@ void reorder_into(const memory& from, const memory& to, bool accumulate) {
     return new dnnl::reorder(dnnl::reorder::primitive_desc(from, to, attr));
   });
   r.execute(stream(), const_cast<memory&>(from), const_cast<memory&>(to));
+}
+
+// Small output maps: dW (K, C·R·S) = dy^T (K, N·P·Q) · col (N·P·Q, C·R·S) as one GEMM over the whole batch.
+constexpr int64_t kSmallMap = 16;                  // P·Q at most this (4×4)
+constexpr int64_t kSmallMapColBytes = 64ll << 20;  // and the im2col matrix no larger
+bool use_small_map_bwd_weights(const ConvGeom& g) {
+  return g.P * g.Q <= kSmallMap && g.N * g.P * g.Q * g.C * g.R * g.S * 4 <= kSmallMapColBytes;
+}
+
+void small_map_bwd_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, const Tensor& dy, Tensor& dw,
+                           Tensor& db, bool accumulate) {
+  const int64_t rows = g.N * g.P * g.Q, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
+  Tensor col = scratch(size_t(rows * CRS) * 4), dyt = scratch(size_t(rows * g.K) * 4);
+  float* A = static_cast<float*>(col.raw());
+  float* B = static_cast<float*>(dyt.raw());
+  const float* xp = x.data<float>();
+  const float* dyp = dy.data<float>();
+  const Strides4 xs = strides4(x.shape, x.layout), ys = strides4(dy.shape, dy.layout);
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t n = row / PQ, pp = (row % PQ) / g.Q, q = row % g.Q;
+    float* a = A + row * CRS;
+    for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t r = 0; r < g.R; ++r) {
+        const int64_t h = pp * p.stride_h - p.pad_h + r;
+        for (int64_t s = 0; s < g.S; ++s) {
+          const int64_t w = q * p.stride_w - p.pad_w + s;
+          *a++ = h >= 0 && h < g.H && w >= 0 && w < g.W ? xp[n * xs.n + xs.coff(c) + h * xs.h + w * xs.w] : 0.f;
+        }
+      }
+    float* b = B + row * g.K;
+    for (int64_t k = 0; k < g.K; ++k) b[k] = dyp[n * ys.n + ys.coff(k) + pp * ys.h + q * ys.w];
+  }
+  struct Entry {
+    dnnl::matmul::primitive_desc pd;
+    dnnl::matmul prim;
+  };
+  // dy^T is B (rows, K) read transposed (tag::ba on (K, rows)); dW (K, CRS) is dw's plain (K,C,R,S) bytes.
+  const memory::desc bt({g.K, rows}, memory::data_type::f32, tag::ba), am({rows, CRS}, memory::data_type::f32, tag::ab),
+      dm({g.K, CRS}, memory::data_type::f32, tag::ab);
+  auto& e = cached<Entry>(cache_key("conv2d_backward_weights/im2col", g.K, rows, CRS, accumulate), [&] {
+    dnnl::primitive_attr attr;
+    if (accumulate) {
+      dnnl::post_ops po;
+      po.append_sum(1.0f);
+      attr.set_post_ops(po);
+    }
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(bt, am, dm), attr, engine());
+    return new Entry{pd, dnnl::matmul(pd)};
+  });
+  e.prim.execute(stream(), {{DNNL_ARG_SRC, memory(bt, engine(), B)},
+                            {DNNL_ARG_WEIGHTS, memory(am, engine(), A)},
+                            {DNNL_ARG_DST, mem_of(dw, dm)}});
+  stream().wait();
+  if (db.defined()) {
+    float* o = db.data<float>();
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < g.K; ++k) {
+      double sum = 0;
+      for (int64_t row = 0; row < rows; ++row) sum += B[row * g.K + k];
+      o[k] = accumulate ? float(o[k] + sum) : float(sum);
+    }
+  }
 }
 
 }  // namespace
@@ -179,6 +245,9 @@ void CpuBackend::conv2d_backward_weights(const Tensor& x, const Tensor& dy, cons
   ConvGeom g = geometry(x.shape, dw.shape, p, op);
   check_shape(dy, {g.N, g.K, g.P, g.Q}, "conv2d_backward_weights: dy");
   if (db.defined()) check_param(db, {g.K}, "conv2d_backward_weights: db");
+  VGG_CHECK(dw.layout == Layout::Contiguous, "conv2d_backward_weights: dw must be plain (K,C,R,S), got %s",
+            layout_name(dw.layout));
+  if (use_small_map_bwd_weights(g)) return guard(op, [&] { small_map_bwd_weights(g, p, x, dy, dw, db, accumulate); });
   guard(op, [&] {
     struct Entry {
       dnnl::convolution_backward_weights::primitive_desc pd;
