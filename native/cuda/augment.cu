@@ -92,16 +92,6 @@ __global__ void augment_pass2_k(T* out, const float* scratch, const float* offse
   }
 }
 
-// Scratch from the caching allocator, returned at scope exit (reuse is ordered on the legacy stream).
-struct Scratch {
-  void* p = nullptr;
-  size_t n = 0;
-  explicit Scratch(size_t bytes) : p(cuda_alloc(bytes)), n(bytes) {}
-  ~Scratch() { cuda_free(p, n); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
-
 }  // namespace
 }  // namespace cuk
 
@@ -112,8 +102,8 @@ void cuda_augment(void* out, DType dt, bool channels_last, const uint8_t* src, c
   const int64_t HW = int64_t(k.oh) * k.ow, total = n * HW;
   if (total == 0) return;
   const bool contrast = k.has_jitter && k.has_c;
-  cuk::Scratch scratch(contrast ? size_t(total) * 3 * sizeof(float) : 0);
-  cuk::Scratch offsets(contrast ? size_t(n) * sizeof(float) : 0);
+  CudaScratch scratch(contrast ? size_t(total) * 3 * sizeof(float) : 0);
+  CudaScratch offsets(contrast ? size_t(n) * sizeof(float) : 0);
   cuk::dispatch_float(dt, op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const unsigned g = cuk::grid_for(total);

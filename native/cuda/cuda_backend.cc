@@ -122,16 +122,6 @@ struct ConvPlan {
   bool fused_ok = true;  // cleared when cudnnConvolutionBiasActivationForward says NOT_SUPPORTED
 };
 
-// Device memory for one op's temporaries, returned to the caching allocator at scope exit.
-struct DevBuf {
-  void* p = nullptr;
-  size_t n = 0;
-  explicit DevBuf(size_t bytes) : p(cuda_alloc(bytes)), n(bytes) {}
-  ~DevBuf() { cuda_free(p, n); }
-  DevBuf(const DevBuf&) = delete;
-  DevBuf& operator=(const DevBuf&) = delete;
-};
-
 // Memory for an algorithm search, straight from cudaMalloc (not kept by the cache): as large as fits, up to 1 GiB.
 struct SearchWorkspace {
   void* p = nullptr;

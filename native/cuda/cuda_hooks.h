@@ -35,6 +35,17 @@ namespace vgg {
 void* cuda_alloc(size_t nbytes);
 // Returns a block to the cache (never throws; p == nullptr is a no-op). nbytes must be what was asked.
 void cuda_free(void* p, size_t nbytes) noexcept;
+
+// Device memory for one op's temporaries from the caching allocator, returned at scope exit (its reuse is ordered
+// on the legacy stream with the kernels that use it).
+struct CudaScratch {
+  void* p = nullptr;
+  size_t n = 0;
+  explicit CudaScratch(size_t bytes) : p(cuda_alloc(bytes)), n(bytes) {}
+  ~CudaScratch() { cuda_free(p, n); }
+  CudaScratch(const CudaScratch&) = delete;
+  CudaScratch& operator=(const CudaScratch&) = delete;
+};
 // Hands every cached (unused) block back to the driver.
 void cuda_empty_cache();
 // in_use: bytes handed out and not yet freed; cached: bytes held in the free lists; peak: max of in_use since

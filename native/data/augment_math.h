@@ -10,11 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define VGG_HD __host__ __device__ __forceinline__
-#else
-#define VGG_HD inline
-#endif
+#include "../hd.h"
 
 namespace vgg::data::am {
 
