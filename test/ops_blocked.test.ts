@@ -88,10 +88,20 @@ describe('nchw8c layout on the CPU', () => {
     expectClose(arr(dw1), R.convBackwardWeights(x, xs, dy1, w1s, P1).dw, 1e-5, 'conv dw mixed layouts');
   });
 
-  test('conv2d backward weights on small maps (the batch-wide GEMM path) reads nchw8c input and dy', () => {
+  test('conv2d on small maps (the batch-wide GEMM path): nchw8c in and out, all three directions', () => {
     for (const hw of [2, 4]) {
       const xs: R.Shape4 = [3, 16, hw, hw], ws: R.Shape4 = [8, 16, 3, 3];
       const x = uniform(numel(xs)), dy = uniform(numel([3, 8, hw, hw]));
+      const w = uniform(numel(ws), -0.5, 0.5), bias = uniform(8);
+      const y = keep(ops.conv2dForward(T(x, xs, 'nchw8c'), T(w, ws), T(bias, [8]), P1, true));
+      expect(y.layout).toBe('nchw8c');
+      expectClose(arr(y), R.convForward(x, xs, w, ws, bias, P1, true).y, 1e-5, `conv forward+relu nchw8c ${hw}x${hw}`);
+      const yb = keep(ops.conv2dForward(T(x, xs), T(w, ws), null, { ...P1, cpuBlockedOutput: true }, false));
+      expect(yb.layout).toBe('nchw8c');
+      expectClose(arr(yb), R.convForward(x, xs, w, ws, null, P1).y, 1e-5, `conv forward nchw -> nchw8c ${hw}x${hw}`);
+      const dx = keep(ops.conv2dBackwardData(T(dy, [3, 8, hw, hw], 'nchw8c'), T(w, ws), xs, P1));
+      expect(dx.layout).toBe('nchw8c');
+      expectClose(arr(dx), R.convBackwardData(dy, w, ws, xs, P1), 1e-5, `conv backward data nchw8c ${hw}x${hw}`);
       const g = R.convBackwardWeights(x, xs, dy, ws, P1);
       const dw = keep(Tensor.zeros(ws)), db = keep(Tensor.zeros([8]));
       ops.conv2dBackwardWeights(T(x, xs, 'nchw8c'), T(dy, [3, 8, hw, hw], 'nchw8c'), P1, dw, db, false);

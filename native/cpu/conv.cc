@@ -4,9 +4,9 @@
 // primitives pick on AVX2/AVX-512 for C % 8 == 0) go in and out without a reorder; y keeps x's layout unless
 // p.cpu_blocked_output asks for nchw8c, so a network pays one reorder at its entry and none between layers.
 // Weights are plain (K,C,R,S) and reordered per call (fwd and bwd-data want different blocked forms).
-// Backward-weights of small feature maps (the last blocks of a network at 32²) does not use oneDNN's convolution,
-// which has no direct kernel there and falls back to one small GEMM per image (~30 GFLOP/s on 2×2 maps): it
-// gathers the whole batch into one im2col matrix and runs a single GEMM (see small_map_bwd_weights).
+// Output maps of at most 4×4 do not use oneDNN's convolution but one GEMM over the whole batch (see use_small_map).
+#include <cstring>
+
 #include "cpu_common.h"
 
 namespace vgg::cpu {
@@ -82,25 +82,30 @@ void reorder_into(const memory& from, const memory& to, bool accumulate) {
   r.execute(stream(), const_cast<memory&>(from), const_cast<memory&>(to));
 }
 
-// Small output maps: dW (K, C·R·S) = dy^T (K, N·P·Q) · col (N·P·Q, C·R·S) as one GEMM over the whole batch.
+// ---- small output maps (P·Q <= 16: the last blocks of a network at 32² and 64²). oneDNN 2.6's direct AVX2 kernels
+// run at 70-100 GFLOP/s there and its backward-weights falls back to one small GEMM per image (~30 GFLOP/s); as one
+// GEMM over the whole batch on an im2col matrix (rows = N·P·Q, columns = C·R·S, PyTorch's weight order) all three
+// directions run at 120-150 GFLOP/s on 2 AVX2 cores (8×8 maps measured no better, so they stay on oneDNN).
 constexpr int64_t kSmallMap = 16;                  // P·Q at most this (4×4)
 constexpr int64_t kSmallMapColBytes = 64ll << 20;  // and the im2col matrix no larger
-bool use_small_map_bwd_weights(const ConvGeom& g) {
+bool use_small_map(const ConvGeom& g) {
   return g.P * g.Q <= kSmallMap && g.N * g.P * g.Q * g.C * g.R * g.S * 4 <= kSmallMapColBytes;
 }
 
-void small_map_bwd_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, const Tensor& dy, Tensor& dw,
-                           Tensor& db, bool accumulate) {
-  const int64_t rows = g.N * g.P * g.Q, CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
-  Tensor col = scratch(size_t(rows * CRS) * 4), dyt = scratch(size_t(rows * g.K) * 4);
-  float* A = static_cast<float*>(col.raw());
-  float* B = static_cast<float*>(dyt.raw());
-  const float* xp = x.data<float>();
-  const float* dyp = dy.data<float>();
-  const Strides4 xs = strides4(x.shape, x.layout), ys = strides4(dy.shape, dy.layout);
+// Visits row = (n, p, q) of the im2col matrix in parallel: f(row, n, p, q).
+template <class F>
+void for_rows(const ConvGeom& g, F&& f) {
+  const int64_t rows = g.N * g.P * g.Q, PQ = g.P * g.Q;
 #pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < rows; ++row) {
-    const int64_t n = row / PQ, pp = (row % PQ) / g.Q, q = row % g.Q;
+  for (int64_t row = 0; row < rows; ++row) f(row, row / PQ, (row % PQ) / g.Q, row % g.Q);
+}
+
+// A (rows, C·R·S) = im2col(x), zeros where the window reaches into the padding.
+void im2col(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, float* A) {
+  const float* xp = x.data<float>();
+  const Strides4 xs = strides4(x.shape, x.layout);
+  const int64_t CRS = g.C * g.R * g.S;
+  for_rows(g, [&](int64_t row, int64_t n, int64_t pp, int64_t q) {
     float* a = A + row * CRS;
     for (int64_t c = 0; c < g.C; ++c)
       for (int64_t r = 0; r < g.R; ++r) {
@@ -110,30 +115,114 @@ void small_map_bwd_weights(const ConvGeom& g, const Conv2dParams& p, const Tenso
           *a++ = h >= 0 && h < g.H && w >= 0 && w < g.W ? xp[n * xs.n + xs.coff(c) + h * xs.h + w * xs.w] : 0.f;
         }
       }
-    float* b = B + row * g.K;
-    for (int64_t k = 0; k < g.K; ++k) b[k] = dyp[n * ys.n + ys.coff(k) + pp * ys.h + q * ys.w];
-  }
-  struct Entry {
-    dnnl::matmul::primitive_desc pd;
-    dnnl::matmul prim;
-  };
-  // dy^T is B (rows, K) read transposed (tag::ba on (K, rows)); dW (K, CRS) is dw's plain (K,C,R,S) bytes.
-  const memory::desc bt({g.K, rows}, memory::data_type::f32, tag::ba), am({rows, CRS}, memory::data_type::f32, tag::ab),
-      dm({g.K, CRS}, memory::data_type::f32, tag::ab);
-  auto& e = cached<Entry>(cache_key("conv2d_backward_weights/im2col", g.K, rows, CRS, accumulate), [&] {
-    dnnl::primitive_attr attr;
-    if (accumulate) {
-      dnnl::post_ops po;
-      po.append_sum(1.0f);
-      attr.set_post_ops(po);
-    }
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(bt, am, dm), attr, engine());
-    return new Entry{pd, dnnl::matmul(pd)};
   });
-  e.prim.execute(stream(), {{DNNL_ARG_SRC, memory(bt, engine(), B)},
-                            {DNNL_ARG_WEIGHTS, memory(am, engine(), A)},
-                            {DNNL_ARG_DST, mem_of(dw, dm)}});
+}
+
+// B (rows, K) = the activation t (N,K,P,Q) in any layout, one row per output position.
+void gather_rows(const ConvGeom& g, const Tensor& t, float* B) {
+  const float* tp = t.data<float>();
+  const Strides4 ts = strides4(t.shape, t.layout);
+  for_rows(g, [&](int64_t row, int64_t n, int64_t pp, int64_t q) {
+    float* b = B + row * g.K;
+    for (int64_t k = 0; k < g.K; ++k) b[k] = tp[n * ts.n + ts.coff(k) + pp * ts.h + q * ts.w];
+  });
+}
+
+// The inverse of gather_rows: t (N,K,P,Q) in its layout from B (rows, K).
+void scatter_rows(const ConvGeom& g, const float* B, Tensor& t) {
+  float* tp = t.data<float>();
+  const Strides4 ts = strides4(t.shape, t.layout);
+  for_rows(g, [&](int64_t row, int64_t n, int64_t pp, int64_t q) {
+    const float* b = B + row * g.K;
+    for (int64_t k = 0; k < g.K; ++k) tp[n * ts.n + ts.coff(k) + pp * ts.h + q * ts.w] = b[k];
+  });
+}
+
+// dx (N,C,H,W) in its layout = col2im(D): every window position adds its column back. One image per iteration, so
+// the additions into an image never race.
+void col2im(const ConvGeom& g, const Conv2dParams& p, const float* D, Tensor& dx) {
+  float* xp = dx.data<float>();
+  const Strides4 xs = strides4(dx.shape, dx.layout);
+  const int64_t CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
+  std::memset(xp, 0, dx.nbytes());
+#pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t pq = 0; pq < PQ; ++pq) {
+      const int64_t pp = pq / g.Q, q = pq % g.Q;
+      const float* d = D + (n * PQ + pq) * CRS;
+      for (int64_t c = 0; c < g.C; ++c)
+        for (int64_t r = 0; r < g.R; ++r) {
+          const int64_t h = pp * p.stride_h - p.pad_h + r;
+          for (int64_t s = 0; s < g.S; ++s, ++d) {
+            const int64_t w = q * p.stride_w - p.pad_w + s;
+            if (h >= 0 && h < g.H && w >= 0 && w < g.W) xp[n * xs.n + xs.coff(c) + h * xs.h + w * xs.w] += *d;
+          }
+        }
+    }
+}
+
+// dst (M, N) = a (M, K) · b (K, N) (+ bias row, relu, or += dst), plain f32 matrices given by their descs.
+struct GemmEntry {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+};
+void gemm(const std::string& key, const memory::desc& a, const void* ap, const memory::desc& b, const void* bp,
+          const memory::desc& c, void* cp, const float* bias, bool relu, bool accumulate) {
+  const memory::desc bias_md({1, c.dims()[1]}, memory::data_type::f32, tag::ab);
+  auto& e = cached<GemmEntry>(key, [&] {
+    dnnl::primitive_attr attr;
+    dnnl::post_ops po;
+    if (accumulate) po.append_sum(1.0f);
+    if (relu) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+    auto d = bias ? dnnl::matmul::desc(a, b, bias_md, c) : dnnl::matmul::desc(a, b, c);
+    dnnl::matmul::primitive_desc pd(d, attr, engine());
+    return new GemmEntry{pd, dnnl::matmul(pd)};
+  });
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(a, engine(), const_cast<void*>(ap))},
+                                       {DNNL_ARG_WEIGHTS, memory(b, engine(), const_cast<void*>(bp))},
+                                       {DNNL_ARG_DST, memory(c, engine(), cp)}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, memory(bias_md, engine(), const_cast<float*>(bias)));
+  e.prim.execute(stream(), args);
   stream().wait();
+}
+
+memory::desc mat(int64_t rows, int64_t cols, tag t) { return memory::desc({rows, cols}, memory::data_type::f32, t); }
+
+// y (rows, K) = col (rows, CRS) · w^T (CRS, K) [+ b, relu], then into y's layout.
+void small_map_forward(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor& b,
+                       bool relu, Tensor& y) {
+  const int64_t rows = g.N * g.P * g.Q, CRS = g.C * g.R * g.S;
+  Tensor col = scratch(size_t(rows * CRS) * 4), out = scratch(size_t(rows * g.K) * 4);
+  im2col(g, p, x, static_cast<float*>(col.raw()));
+  gemm(cache_key("conv2d_forward/im2col", rows, CRS, g.K, b.defined(), relu), mat(rows, CRS, tag::ab), col.raw(),
+       mat(CRS, g.K, tag::ba), w.raw(), mat(rows, g.K, tag::ab), out.raw(), b.defined() ? b.data<float>() : nullptr,
+       relu, false);
+  scatter_rows(g, static_cast<const float*>(out.raw()), y);
+}
+
+// dcol (rows, CRS) = dy (rows, K) · w (K, CRS), then col2im into dx.
+void small_map_backward_data(const ConvGeom& g, const Conv2dParams& p, const Tensor& dy, const Tensor& w,
+                             Tensor& dx) {
+  const int64_t rows = g.N * g.P * g.Q, CRS = g.C * g.R * g.S;
+  Tensor dyr = scratch(size_t(rows * g.K) * 4), dcol = scratch(size_t(rows * CRS) * 4);
+  gather_rows(g, dy, static_cast<float*>(dyr.raw()));
+  gemm(cache_key("conv2d_backward_data/im2col", rows, g.K, CRS), mat(rows, g.K, tag::ab), dyr.raw(),
+       mat(g.K, CRS, tag::ab), w.raw(), mat(rows, CRS, tag::ab), dcol.raw(), nullptr, false, false);
+  col2im(g, p, static_cast<const float*>(dcol.raw()), dx);
+}
+
+// dW (K, CRS) (+)= dy^T (K, rows) · col (rows, CRS), written straight into dw's plain (K,C,R,S) bytes.
+void small_map_backward_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, const Tensor& dy,
+                                Tensor& dw, Tensor& db, bool accumulate) {
+  const int64_t rows = g.N * g.P * g.Q, CRS = g.C * g.R * g.S;
+  Tensor col = scratch(size_t(rows * CRS) * 4), dyr = scratch(size_t(rows * g.K) * 4);
+  float* A = static_cast<float*>(col.raw());
+  float* B = static_cast<float*>(dyr.raw());
+  im2col(g, p, x, A);
+  gather_rows(g, dy, B);
+  gemm(cache_key("conv2d_backward_weights/im2col", g.K, rows, CRS, accumulate), mat(g.K, rows, tag::ba), B,
+       mat(rows, CRS, tag::ab), A, mat(g.K, CRS, tag::ab), dw.raw(), nullptr, false, accumulate);
   if (db.defined()) {
     float* o = db.data<float>();
 #pragma omp parallel for schedule(static)
@@ -157,12 +246,19 @@ Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor
   check_ndim(w, 4, "conv2d_forward: weight");
   ConvGeom g = geometry(x.shape, w.shape, p, op);
   if (b.defined()) check_param(b, {g.K}, "conv2d_forward: bias");
+  const Layout y_layout = act_layout(p.cpu_blocked_output ? Layout::Blocked8 : x.layout, g.K);
+  if (use_small_map(g) && w.layout == Layout::Contiguous) {
+    return guard(op, [&] {
+      Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);
+      small_map_forward(g, p, x, w, b, relu, y);
+      return y;
+    });
+  }
   return guard(op, [&] {
     struct Entry {
       dnnl::convolution_forward::primitive_desc pd;
       dnnl::convolution_forward prim;
     };
-    const Layout y_layout = act_layout(p.cpu_blocked_output ? Layout::Blocked8 : x.layout, g.K);
     auto key = cache_key(op, x.shape, int(x.layout), int(y_layout), w.shape, b.defined(), relu, p.stride_h,
                          p.stride_w, p.pad_h, p.pad_w);
     auto& e = cached<Entry>(key, [&] {
@@ -200,6 +296,13 @@ Tensor CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const
   VGG_CHECK(x_shape.size() == 4, "conv2d_backward_data: input shape must be 4-D, got %s", shape_str(x_shape).c_str());
   ConvGeom g = geometry(x_shape, w.shape, p, op);
   check_shape(dy, {g.N, g.K, g.P, g.Q}, "conv2d_backward_data: dy");
+  if (use_small_map(g) && w.layout == Layout::Contiguous) {
+    return guard(op, [&] {
+      Tensor dx = Tensor::empty(x_shape, dy.dtype, Device::CPU, act_layout(dy.layout, g.C));
+      small_map_backward_data(g, p, dy, w, dx);
+      return dx;
+    });
+  }
   return guard(op, [&] {
     struct Entry {
       dnnl::convolution_backward_data::primitive_desc pd;
@@ -247,7 +350,7 @@ void CpuBackend::conv2d_backward_weights(const Tensor& x, const Tensor& dy, cons
   if (db.defined()) check_param(db, {g.K}, "conv2d_backward_weights: db");
   VGG_CHECK(dw.layout == Layout::Contiguous, "conv2d_backward_weights: dw must be plain (K,C,R,S), got %s",
             layout_name(dw.layout));
-  if (use_small_map_bwd_weights(g)) return guard(op, [&] { small_map_bwd_weights(g, p, x, dy, dw, db, accumulate); });
+  if (use_small_map(g)) return guard(op, [&] { small_map_backward_weights(g, p, x, dy, dw, db, accumulate); });
   guard(op, [&] {
     struct Entry {
       dnnl::convolution_backward_weights::primitive_desc pd;
