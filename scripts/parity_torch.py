@@ -65,7 +65,20 @@ def main():
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        ref = {"inputs": xs, "labels": ys.to(torch.int64), "losses": torch.tensor(losses)}
+        # The same 30 steps in float64 from the same start: the curve both float32 runs are measured against.
+        m64 = getattr(torchvision.models, name)(num_classes=10, dropout=0.0).to(torch.float64)
+        m64.load_state_dict({k: v.to(torch.float64) if v.is_floating_point() else v for k, v in sd.items()})
+        m64.train()
+        o64 = torch.optim.SGD(m64.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)
+        losses64 = []
+        for s in range(30):
+            o64.zero_grad()
+            l64 = torch.nn.functional.cross_entropy(m64(xs[s % 4].to(torch.float64)), ys[s % 4])
+            l64.backward()
+            o64.step()
+            losses64.append(l64.item())
+        ref = {"inputs": xs, "labels": ys.to(torch.int64), "losses": torch.tensor(losses),
+               "losses64": torch.tensor(losses64)}  # float64 run, stored as F32 (ample for 1e-4 comparisons)
         for k, v in model.state_dict().items():
             ref[f"after.{k}"] = v.detach().clone()
         save(os.path.join(out, f"{name}-{mode}-ref.safetensors"), ref)
