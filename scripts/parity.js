@@ -13,6 +13,8 @@ const path = require('path');
 const v = require('..');
 
 const out = process.argv[2] || fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-parity-'));
+// The reference files are ~7 GB (vgg11 weights, gradients and states of every mode): a folder we made goes at exit.
+if (!process.argv[2]) process.on('exit', () => fs.rmSync(out, { recursive: true, force: true }));
 const python = process.env.VGGNET_PYTHON || (fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 const device = process.env.VGGNET_DEVICE || 'cpu';
 let TOL = 1e-4;
