@@ -1,20 +1,13 @@
 // The CUDA backend against the CPU backend on whole training runs, and device memory over many steps. Runs where a
 // GPU is usable (CI has none: the suite is skipped with the reason printed).
-import { cudaAvailable, memoryStats } from '../lib/backend';
+import { memoryStats } from '../lib/backend';
+import { describeCuda } from './helpers/cuda';
 import { VGGNet, Precision } from '../lib/models/vgg';
 import { Tensor } from '../lib/tensor';
 import { trainStep } from '../lib/train/step';
 import { sgd } from '../lib/optim/sgd';
 import { Rng } from '../lib/random';
 
-let usable = false;
-try {
-  usable = cudaAvailable();
-} catch {
-  usable = false;
-}
-if (!usable) console.log('skipping "CUDA backend vs CPU backend": no usable GPU in this build/machine');
-const describeCuda = usable ? describe : describe.skip;
 
 // vgg11_bn at a quarter of the paper's width, 32×32 inputs: every layer kind, a few seconds per run.
 const CFG: (number | 'M')[] = [16, 'M', 32, 'M', 64, 64, 'M', 128, 128, 'M', 128, 128, 'M'];

@@ -2,7 +2,8 @@
 // uint8 batches, against the synchronous copies and the CPU pipeline. Runs where a GPU is usable (CI has none: the
 // suite is skipped with the reason printed); the host side of the GPU augmentation is tested on the CPU in
 // data_augment.test.ts.
-import { cudaAvailable, memoryStats } from '../lib/backend';
+import { memoryStats } from '../lib/backend';
+import { describeCuda } from './helpers/cuda';
 import { augmentBatch, DataLoader, STL10, transforms as T } from '../lib/data';
 import { flatten, Transform } from '../lib/data/transforms';
 import { VGGNet, Precision } from '../lib/models/vgg';
@@ -13,14 +14,6 @@ import { Tensor, TensorData } from '../lib/tensor';
 import { Trainer } from '../lib/train/trainer';
 import { sampleRoot } from './data_fixtures';
 
-let usable = false;
-try {
-  usable = cudaAvailable();
-} catch {
-  usable = false;
-}
-if (!usable) console.log('skipping "CUDA data path": no usable GPU in this build/machine');
-const describeCuda = usable ? describe : describe.skip;
 
 const NORM = T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD);
 const conv = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
