@@ -1,7 +1,7 @@
 // The CUDA backend against the CPU backend on whole training runs, and device memory over many steps. Runs where a
 // GPU is usable (CI has none: the suite is skipped with the reason printed).
 import { memoryStats } from '../lib/backend';
-import { describeCuda } from './helpers/cuda';
+import { describeCuda } from './ref/device';
 import { VGGNet, Precision } from '../lib/models/vgg';
 import { Tensor } from '../lib/tensor';
 import { trainStep } from '../lib/train/step';

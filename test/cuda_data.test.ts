@@ -3,7 +3,7 @@
 // suite is skipped with the reason printed); the host side of the GPU augmentation is tested on the CPU in
 // data_augment.test.ts.
 import { memoryStats } from '../lib/backend';
-import { describeCuda } from './helpers/cuda';
+import { describeCuda } from './ref/device';
 import { augmentBatch, DataLoader, STL10, transforms as T } from '../lib/data';
 import { flatten, Transform } from '../lib/data/transforms';
 import { VGGNet, Precision } from '../lib/models/vgg';

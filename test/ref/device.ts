@@ -3,20 +3,25 @@ import { cudaAvailable, DeviceName } from '../../lib/backend';
 
 export const device: DeviceName = (process.env.VGGNET_DEVICE ?? 'cpu') as DeviceName;
 
+/** Why CUDA cannot be used here, or null when it can. */
+function cudaUnavailableReason(): string | null {
+  try {
+    return cudaAvailable() ? null : 'this build/machine has no usable GPU';
+  } catch (e) {
+    return `the addon did not load: ${(e as Error).message}`;
+  }
+}
+
 /** Why the suite cannot run on `device` here, or null when it can. */
 export function unavailableReason(): string | null {
   if (device === 'cpu') return null;
   if (device !== 'cuda') return `unknown VGGNET_DEVICE '${device}'`;
-  try {
-    return cudaAvailable() ? null : 'VGGNET_DEVICE=cuda but this build has no usable GPU';
-  } catch (e) {
-    return `VGGNET_DEVICE=cuda but the addon did not load: ${(e as Error).message}`;
-  }
+  const why = cudaUnavailableReason();
+  return why && `VGGNET_DEVICE=cuda but ${why}`;
 }
 
-/** `describe`, or `describe.skip` with the reason printed when the device is not usable here. */
-export function describeOnDevice(name: string, fn: () => void): void {
-  const why = unavailableReason();
+/** `describe`, or `describe.skip` with `why` printed when it is not null. */
+function describeUnless(why: string | null, name: string, fn: () => void): void {
   if (why) {
     // eslint-disable-next-line no-console
     console.log(`skipping "${name}": ${why}`);
@@ -24,6 +29,16 @@ export function describeOnDevice(name: string, fn: () => void): void {
   } else {
     describe(name, fn);
   }
+}
+
+/** `describe`, or `describe.skip` with the reason printed when the device is not usable here. */
+export function describeOnDevice(name: string, fn: () => void): void {
+  describeUnless(unavailableReason(), name, fn);
+}
+
+/** For suites that compare CUDA with the CPU whatever VGGNET_DEVICE says: skipped, with the reason, without a GPU. */
+export function describeCuda(name: string, fn: () => void): void {
+  describeUnless(cudaUnavailableReason(), name, fn);
 }
 
 /**
