@@ -161,24 +161,12 @@ void col2im(const ConvGeom& g, const Conv2dParams& p, const float* D, Tensor& dx
     }
 }
 
-// dst (M, N) = a (M, K) · b (K, N) (+ bias row, relu, or += dst), plain f32 matrices given by their descs.
-struct GemmEntry {
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul prim;
-};
+// dst (M, N) = a (M, K) · b (K, N) (+ bias row, relu, or += dst) on raw buffers, plain f32 matrices given by their
+// descs (matmul_entry's primitive).
 void gemm(const std::string& key, const memory::desc& a, const void* ap, const memory::desc& b, const void* bp,
           const memory::desc& c, void* cp, const float* bias, bool relu, bool accumulate) {
   const memory::desc bias_md({1, c.dims()[1]}, memory::data_type::f32, tag::ab);
-  auto& e = cached<GemmEntry>(key, [&] {
-    dnnl::primitive_attr attr;
-    dnnl::post_ops po;
-    if (accumulate) po.append_sum(1.0f);
-    if (relu) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-    attr.set_post_ops(po);
-    auto d = bias ? dnnl::matmul::desc(a, b, bias_md, c) : dnnl::matmul::desc(a, b, c);
-    dnnl::matmul::primitive_desc pd(d, attr, engine());
-    return new GemmEntry{pd, dnnl::matmul(pd)};
-  });
+  auto& e = matmul_entry(key, a, b, bias ? &bias_md : nullptr, c, relu, accumulate);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(a, engine(), const_cast<void*>(ap))},
                                        {DNNL_ARG_WEIGHTS, memory(b, engine(), const_cast<void*>(bp))},
                                        {DNNL_ARG_DST, memory(c, engine(), cp)}};

@@ -77,6 +77,14 @@ dnnl::memory mem_of(const Tensor& t);
 // A scratch buffer of `nbytes` from the caching allocator, as a U8 tensor that keeps it alive.
 Tensor scratch(size_t nbytes);
 
+// A cached oneDNN matmul c = a · b (+ bias row) with optional post-ops: sum (c += ...) when accumulating, then relu.
+struct MatmulEntry {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul prim;
+};
+MatmulEntry& matmul_entry(const std::string& key, const dnnl::memory::desc& a, const dnnl::memory::desc& b,
+                          const dnnl::memory::desc* bias, const dnnl::memory::desc& c, bool relu, bool accumulate);
+
 // Reorders `user` into `want` when the layouts differ (using a cached reorder) and returns the memory to use;
 // `keep` holds any temporary buffer for the duration of the op.
 dnnl::memory to_desc(const dnnl::memory& user, const dnnl::memory::desc& want, std::vector<Tensor>& keep);

@@ -11,26 +11,7 @@ using tag = memory::format_tag;
 
 namespace {
 
-struct MatmulEntry {
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul prim;
-};
-
 memory::desc f32md(const memory::dims& d, tag t) { return memory::desc(d, memory::data_type::f32, t); }
-
-MatmulEntry& matmul_entry(const std::string& key, const memory::desc& a, const memory::desc& b,
-                          const memory::desc* bias, const memory::desc& c, bool relu, bool accumulate) {
-  return cached<MatmulEntry>(key, [&] {
-    dnnl::primitive_attr attr;
-    dnnl::post_ops po;
-    if (accumulate) po.append_sum(1.0f);
-    if (relu) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-    attr.set_post_ops(po);
-    auto d = bias ? dnnl::matmul::desc(a, b, *bias, c) : dnnl::matmul::desc(a, b, c);
-    dnnl::matmul::primitive_desc pd(d, attr, engine());
-    return new MatmulEntry{pd, dnnl::matmul(pd)};
-  });
-}
 
 }  // namespace
 
