@@ -52,9 +52,17 @@ interface Timing {
 }
 
 const CONV_OPS = ['conv2dForward', 'conv2dBackwardData', 'conv2dBackwardWeights'];
-function convMs(steps: number): number {
-  const t = profileTotals();
-  return CONV_OPS.reduce((s, k) => s + (t.get(k)?.ms ?? 0), 0) / steps;
+/** ms per run spent in conv ops over `runs` op-profiled runs of `run` (the profiler is removed afterwards). */
+function convMsPerRun(runs: number, run: () => void): number {
+  installProfiler();
+  profileTotals(); // reset
+  try {
+    for (let i = 0; i < runs; i++) run();
+    const t = profileTotals();
+    return CONV_OPS.reduce((s, k) => s + (t.get(k)?.ms ?? 0), 0) / runs;
+  } finally {
+    uninstallProfiler();
+  }
 }
 
 function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: number): Timing {
@@ -71,11 +79,7 @@ function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: numbe
   }
   // Op-profiled steps after the timed ones, so the profiler's bookkeeping never touches the img/s.
   const profiled = Math.min(steps, 3);
-  installProfiler();
-  profileTotals();
-  for (let i = 0; i < profiled; i++) trainStep(m, opt, x, y);
-  const convTrainMs = convMs(profiled);
-  uninstallProfiler();
+  const convTrainMs = convMsPerRun(profiled, () => trainStep(m, opt, x, y));
   m.eval();
   const fwd: number[] = [];
   for (let i = 0; i < warmup + steps; i++) {
@@ -83,11 +87,7 @@ function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: numbe
     m.forward(x).dispose();
     if (i >= warmup) fwd.push(performance.now() - t);
   }
-  installProfiler();
-  profileTotals();
-  for (let i = 0; i < profiled; i++) m.forward(x).dispose();
-  const convFwdMs = convMs(profiled);
-  uninstallProfiler();
+  const convFwdMs = convMsPerRun(profiled, () => m.forward(x).dispose());
   m.dispose();
   opt.dispose();
   x.dispose();
