@@ -141,3 +141,50 @@ export function synchronize(device: DeviceName): void {
 export function fillRandom(t: Tensor, kind: 'normal' | 'uniform', a: number, b: number, seed: number | bigint): void {
   addon().fillRandom(t.native, kind, a, b, BigInt(seed));
 }
+
+/** A per-replay value of a captured CUDA graph: dropout offsets (bigint) and the learning rate (number). */
+export interface CudaGraphSlot {
+  kind: 'dropoutOffset' | 'learningRate';
+  /** The value at capture time. */
+  value: bigint | number;
+}
+
+/** A captured CUDA graph (native/cuda/graph.cc); lib/train/graph.ts is what drives one. */
+export class CudaGraph {
+  private constructor(private handle: unknown) {}
+
+  /**
+   * Captures what `fn` queues on the GPU instead of running it: no host copies or synchronisation may happen inside,
+   * and every convolution shape must have run eagerly before (its algorithm is chosen then). Memory allocated while
+   * capturing belongs to the graph until it is disposed. A failed capture is discarded and its error thrown.
+   */
+  static capture(fn: () => void): CudaGraph {
+    addon().cudaGraphBegin();
+    try {
+      fn();
+    } catch (e) {
+      addon().cudaGraphAbort();
+      throw e;
+    }
+    return new CudaGraph(addon().cudaGraphEnd());
+  }
+  static capturing(): boolean {
+    return addon().cudaGraphCapturing();
+  }
+  /** During a capture: the captured SGD step updates nothing at a replay whose `loss` (one float32) is not finite. */
+  static stepGuard(loss: Tensor): void {
+    addon().cudaGraphStepGuard(loss.native);
+  }
+
+  /** The per-replay values the graph reads, in the order launch() takes them. */
+  slots(): CudaGraphSlot[] {
+    return addon().cudaGraphSlots(this.handle);
+  }
+  /** Queues one replay on the GPU with these slot values. */
+  launch(values: (bigint | number)[]): void {
+    addon().cudaGraphLaunch(this.handle, values);
+  }
+  dispose(): void {
+    addon().cudaGraphDispose(this.handle);
+  }
+}

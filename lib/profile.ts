@@ -44,6 +44,11 @@ export function installProfiler(): void {
   }
 }
 
+/** Whether the ops are wrapped now (CUDA graphs stay off then: each op synchronises). */
+export function profilerInstalled(): boolean {
+  return installed;
+}
+
 /** Puts the unwrapped ops back (the totals are kept until read). */
 export function uninstallProfiler(): void {
   const mod = ops as unknown as Record<string, unknown>;

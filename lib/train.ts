@@ -84,6 +84,7 @@ export function buildProgram(io: CliIO): Command {
     .option('--hidden-features <n>', 'width of the two hidden FC layers', int('--hidden-features', 1), 4096)
     .option('--quiet', 'only the per-epoch summaries and the final result', false)
     .option('--no-gpu-augment', 'on cuda: run the training transforms on the CPU data workers, not on the GPU')
+    .option('--no-cuda-graph', 'on cuda: run every training step eagerly, never as a captured CUDA graph')
     .version(packageVersion(), '--version')
     .showHelpAfterError('(run with --help for the options)')
     .exitOverride()
@@ -216,6 +217,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       classes, config, output: io.stdout, progress: !o.quiet,
       signal: controller.signal,
       gpuAugment: o.gpuAugment === false ? false : undefined, // default: on the GPU when the transform allows it
+      cudaGraph: o.cudaGraph !== false,
     });
     if (resumePath) trainer.resume(resumePath);
 

@@ -25,6 +25,16 @@ void cuda_order_after_copy_noexcept(std::shared_ptr<void>& pending) noexcept { p
 void cuda_augment(void*, DType, bool, const uint8_t*, const float*, int64_t, const data::am::AugConst&) {
   not_built();
 }
+void* cuda_stream() { not_built(); }
+void cuda_graph_begin() { not_built(); }
+bool cuda_graph_capturing() { return false; }
+const void* cuda_graph_slot(CudaGraphSlot::Kind, uint64_t) { not_built(); }
+void cuda_graph_set_step_guard(const float*) { not_built(); }
+const float* cuda_graph_step_guard() { return nullptr; }
+std::shared_ptr<CudaGraph> cuda_graph_end() { not_built(); }
+void cuda_graph_abort() noexcept {}
+void cuda_graph_launch(CudaGraph&, const std::vector<uint64_t>&) { not_built(); }
+const std::vector<CudaGraphSlot>& cuda_graph_slots(const CudaGraph&) { not_built(); }
 void cuda_set_math_mode(int) { not_built(); }
 int cuda_math_mode() { return 0; }
 std::string cuda_info_json() { return "{\"built\":false}"; }

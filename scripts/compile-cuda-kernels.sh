@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compile-only check of the CUDA backend's own kernels (native/cuda/*.cu, which include no cuDNN/cuBLAS header)
-# and of the runtime-only host file (native/cuda/memory.cc). Needs nvcc; prints a skip line and exits 0 without it.
+# and of the runtime-only host files (native/cuda/memory.cc, graph.cc). Needs nvcc; prints a skip line and exits 0 without it.
 # Used by .ci/run. Usage: scripts/compile-cuda-kernels.sh [arch, default sm_90]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,7 @@ for f in native/cuda/*.cu; do
     echo "FAIL $f"; fail=$((fail + 1))
   fi
 done
-for f in native/cuda/memory.cc; do
+for f in native/cuda/memory.cc native/cuda/graph.cc; do
   n=$((n + 1))
   if ${CXX:-c++} -std=c++17 -Wall -Wextra -Wno-unused-parameter -fsyntax-only -I"$CUDA_INC" -Inative "$f"; then
     echo "ok   $f"

@@ -10,7 +10,7 @@ import * as path from 'path';
 
 import { addon, backends, memoryStats, resetPeakMemory, synchronize } from '../backend';
 import { cfgs, vgg16, vgg19, type Precision } from '../models/vgg';
-import { trainStep } from '../train/step';
+import { TrainStepRunner } from '../train/graph';
 import { sgd } from '../optim/sgd';
 import { Tensor } from '../tensor';
 
@@ -26,6 +26,9 @@ export interface GpuBenchResult extends Config {
   torchImgPerSec?: number;
   torchPeakMiB?: number;
   ratio?: number;
+  /** Whether the timed steps ran as CUDA-graph replays (VGGNET_BENCH_CUDA_GRAPH=0: eager), and why not. */
+  graphed?: boolean;
+  graphNote?: string;
   error?: string;
   torchError?: string;
 }
@@ -58,7 +61,7 @@ function envInt(name: string, dflt: number): number {
   return Number.isFinite(v) && v > 0 ? Math.floor(v) : dflt;
 }
 
-function runOurs(c: Config, steps: number, warmup: number): { imgPerSec: number; peakMiB: number } {
+function runOurs(c: Config, steps: number, warmup: number): { imgPerSec: number; peakMiB: number; graphed: boolean; graphNote?: string } {
   const factory = c.model === 'vgg16' ? vgg16 : vgg19;
   // Float32 math of the CUDA backend (TF32 or not); the model may set it too from its precision.
   (addon() as any).setCudaMathMode?.(c.precision === 'fp32' ? 0 : c.precision === 'tf32' ? 1 : 2);
@@ -76,7 +79,14 @@ function runOurs(c: Config, steps: number, warmup: number): { imgPerSec: number;
   for (let i = 0; i < c.batch; i++) labelsHost[i] = (i * 37) % 1000;
   const x = Tensor.from(host, [c.batch, 3, 224, 224], { device: 'cuda' });
   const labels = Tensor.from(labelsHost, [c.batch], { device: 'cuda' });
-  const step = (): number => trainStep(model, opt, x, labels);
+  // What the Trainer runs: after two eager steps (inside the warm-up) the step is captured and replayed.
+  const runner = new TrainStepRunner(model, opt, { cudaGraph: process.env.VGGNET_BENCH_CUDA_GRAPH !== '0' });
+  let graphed = false;
+  const step = (): number => {
+    const r = runner.run(x, labels);
+    graphed = r.graphed;
+    return r.loss;
+  };
   try {
     for (let i = 0; i < warmup; i++) step();
     synchronize('cuda');
@@ -87,8 +97,12 @@ function runOurs(c: Config, steps: number, warmup: number): { imgPerSec: number;
     synchronize('cuda');
     const secs = Number(process.hrtime.bigint() - t0) / 1e9;
     if (!Number.isFinite(last)) throw new Error(`loss is ${last}`);
-    return { imgPerSec: (c.batch * steps) / secs, peakMiB: memoryStats('cuda').peak / 2 ** 20 };
+    return {
+      imgPerSec: (c.batch * steps) / secs, peakMiB: memoryStats('cuda').peak / 2 ** 20, graphed,
+      graphNote: runner.disabledReason ?? undefined,
+    };
   } finally {
+    runner.dispose();
     x.dispose();
     labels.dispose();
     (model as any).dispose?.();
@@ -130,7 +144,7 @@ export async function benchGpu(): Promise<void> {
   const dev = info.cuda.devices[0];
   console.log(`bench gpu: ${dev.name} (cc ${dev.cc}), CUDA ${info.cuda.runtime}, cuDNN ${info.cuda.cudnn}, cuBLAS ${info.cuda.cublas}`);
   const steps = envInt('VGGNET_BENCH_STEPS', 10);
-  const warmup = envInt('VGGNET_BENCH_WARMUP', 3);
+  const warmup = envInt('VGGNET_BENCH_WARMUP', 3); // >= 3: two eager steps, then the capture, before timing
   const only = process.env.VGGNET_BENCH_CONFIGS; // e.g. "vgg16:64:bf16"
   const configs = only
     ? CONFIGS.filter((c) => only.split(',').includes(`${c.model}:${c.batch}:${c.precision}`))
@@ -142,6 +156,8 @@ export async function benchGpu(): Promise<void> {
       const o = runOurs(c, steps, warmup);
       r.imgPerSec = Math.round(o.imgPerSec * 10) / 10;
       r.peakMiB = Math.round(o.peakMiB);
+      r.graphed = o.graphed;
+      if (o.graphNote) r.graphNote = o.graphNote;
       const peak = peakFlops(dev.name, c.precision);
       const flopsPerImg = trainFlopsPerImage(vggMacs(cfgs[c.model === 'vgg16' ? 'D' : 'E'], 224));
       if (peak) r.peakFlopsPct = Math.round(((o.imgPerSec * flopsPerImg) / peak) * 1000) / 10;
@@ -150,7 +166,7 @@ export async function benchGpu(): Promise<void> {
     }
     results.push(r);
     if (process.env.VGGNET_PROFILE === '1') console.log(profileReport());
-    console.log(`  ours  ${c.model} b${c.batch} ${c.precision}: ${r.error ? 'ERROR ' + r.error : `${fmt(r.imgPerSec)} img/s, peak ${r.peakMiB} MiB, ${fmt(r.peakFlopsPct)}% of peak`}`);
+    console.log(`  ours  ${c.model} b${c.batch} ${c.precision}: ${r.error ? 'ERROR ' + r.error : `${fmt(r.imgPerSec)} img/s, peak ${r.peakMiB} MiB, ${fmt(r.peakFlopsPct)}% of peak, ${r.graphed ? 'CUDA graph' : `eager${r.graphNote ? ` (${r.graphNote})` : ''}`}`}`);
   }
   if (process.env.VGGNET_BENCH_NO_TORCH !== '1') {
     const torch = runTorch(configs, steps, warmup);

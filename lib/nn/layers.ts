@@ -1,7 +1,9 @@
 // The layers of VGG, each a forward and a backward over the addon's ops, with torchvision's parameter names.
 import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled } from './module';
+import {
+  Counter, ForwardOptions, Module, Parameter, disposeAll, graphCapture, gradsForBackward, isGradEnabled,
+} from './module';
 
 function requireSaved<T>(v: T | undefined, layer: string): T {
   if (v === undefined) throw new Error(`${layer}.backward: no forward (with gradients enabled) to go back through`);
@@ -278,10 +280,16 @@ export class Dropout extends Module {
     if (!(p >= 0 && p < 1)) throw new Error(`Dropout: p must be in [0, 1), got ${p}`);
   }
 
+  /** The mask offset of call number `calls`. */
+  static offsetOf(calls: number): bigint {
+    return BigInt(calls) << 32n;
+  }
+
   forward(x: Tensor): Tensor {
     this.releaseSaved();
     if (!this.training || this.p === 0) return x;
-    const r = ops.dropoutForward(x, this.p, this.seed, BigInt(this.calls) << 32n, true);
+    const r = ops.dropoutForward(x, this.p, this.seed, Dropout.offsetOf(this.calls), true);
+    graphCapture.dropouts?.push(this);
     this.calls++;
     this.mask = r.saved;
     return r.y;

@@ -159,6 +159,12 @@ export abstract class Module {
   }
 }
 
+/**
+ * While the training step is captured into a CUDA graph (lib/train/graph.ts): the Dropout layers in the order they
+ * ran, so that each replay can give every one of them its own mask offset.
+ */
+export const graphCapture: { dropouts: Module[] | null } = { dropouts: null };
+
 /** An int64 counter buffer (BatchNorm's num_batches_tracked), kept on the host. */
 export class Counter {
   constructor(public value = 0n) {}

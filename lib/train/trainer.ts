@@ -18,6 +18,7 @@ import { SGD } from '../optim/sgd';
 import { Scheduler } from '../optim/schedulers';
 import type { DataLoader, Batch } from '../data';
 import { augmentBatch } from '../data/augment';
+import { TrainStepRunner } from './graph';
 import { MetricAccumulator, EvalResult } from './metrics';
 import {
   CHECKPOINT_FORMAT, CheckpointMeta, LoadedCheckpoint, loadCheckpoint, modelSpec, packageVersion, saveCheckpoint,
@@ -76,6 +77,12 @@ export interface TrainerOptions {
    * true: required (an error says why it cannot be); false: always the CPU transforms. No effect on a CPU model.
    */
   gpuAugment?: boolean;
+  /**
+   * Model on CUDA: capture the training step as a CUDA graph once a batch shape has run two eager steps, and replay
+   * it (lib/train/graph.ts). Default true; a failed capture prints why and the run goes on eagerly. No effect on a
+   * CPU model.
+   */
+  cudaGraph?: boolean;
 }
 
 export interface FitOptions {
@@ -140,6 +147,7 @@ export class Trainer {
   private loaderInfo: { seed: number; shuffle: boolean } | null = null;
   private classes: string[] | null;
   private lastSaved: string | undefined;
+  private stepper: TrainStepRunner | null = null;
 
   constructor(model: VGGNet, options: TrainerOptions) {
     if (!(model instanceof VGGNet)) throw new Error('Trainer: expected a VGGNet model');
@@ -243,6 +251,15 @@ export class Trainer {
   }
 
   private stage(batch: Batch): StagedBatch {
+    // Checked here, on the host: a captured step cannot copy labels back to check them (its loss would be NaN).
+    const nc = this.model.options.numClasses;
+    const ys = batch.labels.toArray() as Int32Array;
+    for (let i = 0; i < ys.length; i++) {
+      if (!(ys[i] >= 0 && ys[i] < nc)) {
+        for (const t of [batch.images, batch.labels, batch.augment?.params]) t?.dispose();
+        throw new Error(`Trainer: label ${ys[i]} at index ${i} of a batch is out of range [0, ${nc})`);
+      }
+    }
     const made: Tensor[] = [];
     const copy = (t: Tensor): Tensor => {
       const d = t.to('cuda', { nonBlocking: true });
@@ -396,7 +413,10 @@ export class Trainer {
     this.stopRequested = this.stopRequested || Boolean(this.options.signal?.aborted);
     const model = this.model;
     const opt = this.optimizer;
-    const params = model.parameters();
+    const stepper = (this.stepper ??= new TrainStepRunner(model, opt, {
+      cudaGraph: this.options.cudaGraph,
+      onGraphDisabled: (reason) => this.log(`note: ${reason}`),
+    }));
     await loader.dataset.load();
     if (validation) await validation.dataset.load();
     this.classes = this.classes ?? (loader.dataset.classes?.length ? loader.dataset.classes : null);
@@ -413,28 +433,24 @@ export class Trainer {
       interrupted, lastCheckpoint: this.lastSaved,
     });
 
-    while (this.epoch < epochs) {
-      const e = this.epoch;
-      const startBatch = this.batchInEpoch;
-      model.train();
-      const acc = new MetricAccumulator(numClasses);
-      if (startBatch > 0 && this.partial) acc.loadState(this.partial as never);
-      const t0 = Date.now();
-      let seen = 0;
-      progress?.start(startBatch);
-      const deferAugment = this.gpuAugmentFor(loader);
-      for await (const { batch, images, labels } of this.onDevice(loader.iterate(e, { startBatch, deferAugment }))) {
-        const n = labels.shape[0];
-        let loss: number;
-        try {
-          opt.zeroGrad(params);
-          const logits = model.forward(images);
-          let grad: Tensor;
+    try {
+      while (this.epoch < epochs) {
+        const e = this.epoch;
+        const startBatch = this.batchInEpoch;
+        model.train();
+        const acc = new MetricAccumulator(numClasses);
+        if (startBatch > 0 && this.partial) acc.loadState(this.partial as never);
+        const t0 = Date.now();
+        let seen = 0;
+        progress?.start(startBatch);
+        const deferAugment = this.gpuAugmentFor(loader);
+        for await (const { batch, images, labels } of this.onDevice(loader.iterate(e, { startBatch, deferAugment }))) {
+          const n = labels.shape[0];
+          let loss: number;
           try {
-            ({ loss, grad } = crossEntropy(logits, labels));
+            const r = stepper.run(images, labels);
+            loss = r.loss;
             if (!Number.isFinite(loss)) {
-              grad.dispose();
-              model.releaseSaved();
               const where = this.lastSaved ? `the last good checkpoint is ${this.lastSaved} (not overwritten)` : 'no checkpoint was written';
               throw new TrainingDivergedError(
                 `training diverged: the loss is ${loss} at epoch ${e + 1}, batch ${this.batchInEpoch + 1} (step ${this.step + 1}, lr ${opt.lr}); ` +
@@ -442,67 +458,64 @@ export class Trainer {
                 this.lastSaved,
               );
             }
-            model.backward(grad);
-            grad.dispose();
-            opt.step(params);
-            acc.add(logits.toArray() as Float32Array, labels.toArray() as Int32Array, loss);
+            acc.add(r.logits, labels.toArray() as Int32Array, loss);
           } finally {
-            logits.dispose();
+            this.disposeBatch(batch, images, labels);
           }
-        } finally {
-          this.disposeBatch(batch, images, labels);
+          this.step++;
+          this.batchInEpoch++;
+          seen += n;
+          this.partial = acc.state();
+          if (this.options.onStep) {
+            await this.options.onStep({ epoch: e, batch: this.batchInEpoch, batches, step: this.step, loss, batchSize: n, lr: opt.lr });
+          }
+          progress?.update({ epoch: e + 1, epochs, batch: this.batchInEpoch, batches, samples: seen, loss: acc.loss, acc: acc.top1, lr: opt.lr }, this.batchInEpoch === batches);
+          await tick(); // keep the event loop responsive (signals, I/O, timers) between steps
+          if (this.stopRequested && this.batchInEpoch < batches) {
+            progress?.end();
+            this.save('last', null, this.batchInEpoch);
+            return result(true);
+          }
         }
-        this.step++;
-        this.batchInEpoch++;
-        seen += n;
-        this.partial = acc.state();
-        if (this.options.onStep) {
-          await this.options.onStep({ epoch: e, batch: this.batchInEpoch, batches, step: this.step, loss, batchSize: n, lr: opt.lr });
+        progress?.end();
+        const trainTime = (Date.now() - t0) / 1000;
+        const lrUsed = opt.lr;
+        let val: EvalResult | undefined;
+        if (validation) {
+          val = await this.evaluate(validation);
+          this.lastValidation = val;
+          if (!Number.isFinite(val.loss)) {
+            throw new TrainingDivergedError(`training diverged: the validation loss is ${val.loss} after epoch ${e + 1} (lr ${lrUsed}); ` +
+              `${this.lastSaved ? `the last good checkpoint is ${this.lastSaved} (not overwritten)` : 'no checkpoint was written'}.`, this.lastSaved);
+          }
         }
-        progress?.update({ epoch: e + 1, epochs, batch: this.batchInEpoch, batches, samples: seen, loss: acc.loss, acc: acc.top1, lr: opt.lr }, this.batchInEpoch === batches);
-        await tick(); // keep the event loop responsive (signals, I/O, timers) between steps
-        if (this.stopRequested && this.batchInEpoch < batches) {
-          progress?.end();
-          this.save('last', null, this.batchInEpoch);
-          return result(true);
-        }
+        const rec: EpochRecord = {
+          epoch: e + 1, step: this.step, lr: lrUsed, 'train.loss': acc.loss, 'train.top1': acc.top1,
+          ...(val ? { 'val.loss': val.loss, 'val.top1': val.top1, 'val.top5': val.top5 } : {}),
+          time_s: Number(((Date.now() - t0) / 1000).toFixed(3)), img_per_s: Number((seen / Math.max(1e-9, trainTime)).toFixed(2)),
+        };
+        this.history.push(rec);
+        const isBest = val !== undefined && (this.best === null || val.top1 > this.best.top1);
+        if (isBest) this.best = { top1: val!.top1, epoch: e + 1 };
+        if (this.scheduler) opt.lr = this.scheduler.step(rec);
+        this.epoch = e + 1;
+        this.batchInEpoch = 0;
+        this.partial = null;
+        this.save('last', rec);
+        if (isBest) this.save('best', rec);
+        const se = this.options.saveEvery ?? 0;
+        if (se > 0 && this.epoch % se === 0) this.save('epoch', rec);
+        this.writeLogs();
+        this.log(
+          `epoch ${e + 1}/${epochs}  train loss ${acc.loss.toFixed(4)} top1 ${(100 * acc.top1).toFixed(2)}%` +
+          (val ? `  val loss ${val.loss.toFixed(4)} top1 ${(100 * val.top1).toFixed(2)}% top5 ${(100 * val.top5).toFixed(2)}%` : '') +
+          `  lr ${lrUsed.toPrecision(3)}${opt.lr !== lrUsed ? `→${opt.lr.toPrecision(3)}` : ''}  ${formatDuration(rec.time_s)} ${rec.img_per_s.toFixed(1)} img/s${isBest ? '  *best' : ''}`,
+        );
+        if (this.options.onEpochEnd) await this.options.onEpochEnd({ epoch: e + 1, metrics: rec, validation: val, isBest });
+        if (this.stopRequested && this.epoch < epochs) return result(true);
       }
-      progress?.end();
-      const trainTime = (Date.now() - t0) / 1000;
-      const lrUsed = opt.lr;
-      let val: EvalResult | undefined;
-      if (validation) {
-        val = await this.evaluate(validation);
-        this.lastValidation = val;
-        if (!Number.isFinite(val.loss)) {
-          throw new TrainingDivergedError(`training diverged: the validation loss is ${val.loss} after epoch ${e + 1} (lr ${lrUsed}); ` +
-            `${this.lastSaved ? `the last good checkpoint is ${this.lastSaved} (not overwritten)` : 'no checkpoint was written'}.`, this.lastSaved);
-        }
-      }
-      const rec: EpochRecord = {
-        epoch: e + 1, step: this.step, lr: lrUsed, 'train.loss': acc.loss, 'train.top1': acc.top1,
-        ...(val ? { 'val.loss': val.loss, 'val.top1': val.top1, 'val.top5': val.top5 } : {}),
-        time_s: Number(((Date.now() - t0) / 1000).toFixed(3)), img_per_s: Number((seen / Math.max(1e-9, trainTime)).toFixed(2)),
-      };
-      this.history.push(rec);
-      const isBest = val !== undefined && (this.best === null || val.top1 > this.best.top1);
-      if (isBest) this.best = { top1: val!.top1, epoch: e + 1 };
-      if (this.scheduler) opt.lr = this.scheduler.step(rec);
-      this.epoch = e + 1;
-      this.batchInEpoch = 0;
-      this.partial = null;
-      this.save('last', rec);
-      if (isBest) this.save('best', rec);
-      const se = this.options.saveEvery ?? 0;
-      if (se > 0 && this.epoch % se === 0) this.save('epoch', rec);
-      this.writeLogs();
-      this.log(
-        `epoch ${e + 1}/${epochs}  train loss ${acc.loss.toFixed(4)} top1 ${(100 * acc.top1).toFixed(2)}%` +
-        (val ? `  val loss ${val.loss.toFixed(4)} top1 ${(100 * val.top1).toFixed(2)}% top5 ${(100 * val.top5).toFixed(2)}%` : '') +
-        `  lr ${lrUsed.toPrecision(3)}${opt.lr !== lrUsed ? `→${opt.lr.toPrecision(3)}` : ''}  ${formatDuration(rec.time_s)} ${rec.img_per_s.toFixed(1)} img/s${isBest ? '  *best' : ''}`,
-      );
-      if (this.options.onEpochEnd) await this.options.onEpochEnd({ epoch: e + 1, metrics: rec, validation: val, isBest });
-      if (this.stopRequested && this.epoch < epochs) return result(true);
+    } finally {
+      stepper.dispose(); // the graph's memory goes back; the next fit() captures again
     }
     this.writeLogs();
     return result(false);

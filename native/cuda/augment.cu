@@ -9,7 +9,7 @@
 // contrast; without contrast it also normalises and writes the output. With contrast, (2) one block per sample sums
 // the grayscale image in the CPU's order (float partial sums over 256-pixel blocks, added in order in double) and
 // (3) one thread per pixel applies contrast, the remaining steps and the normalisation, and writes the output.
-// No cuDNN/cuBLAS here; everything is queued on the legacy default stream like the backend's other kernels.
+// No cuDNN/cuBLAS here; everything is queued on the compute stream like the backend's other kernels.
 #include <type_traits>
 
 #include "../data/augment_math.h"
@@ -107,15 +107,15 @@ void cuda_augment(void* out, DType dt, bool channels_last, const uint8_t* src, c
   cuk::dispatch_float(dt, op, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
     const unsigned g = cuk::grid_for(total);
-    cuk::augment_pass1_k<T><<<g, cuk::kThreads>>>(static_cast<T*>(out), static_cast<float*>(scratch.p), src, params,
+    cuk::augment_pass1_k<T><<<g, cuk::kThreads, 0, cuk::stream()>>>(static_cast<T*>(out), static_cast<float*>(scratch.p), src, params,
                                                    k, n, channels_last);
     cuk::check_launch(op);
     if (!contrast) return;
     const unsigned blocks = unsigned(n < 65535 ? n : 65535);
-    cuk::augment_contrast_k<<<blocks, data::am::kContrastBlock>>>(static_cast<float*>(offsets.p),
+    cuk::augment_contrast_k<<<blocks, data::am::kContrastBlock, 0, cuk::stream()>>>(static_cast<float*>(offsets.p),
                                                                   static_cast<const float*>(scratch.p), params, k, n);
     cuk::check_launch(op);
-    cuk::augment_pass2_k<T><<<g, cuk::kThreads>>>(static_cast<T*>(out), static_cast<const float*>(scratch.p),
+    cuk::augment_pass2_k<T><<<g, cuk::kThreads, 0, cuk::stream()>>>(static_cast<T*>(out), static_cast<const float*>(scratch.p),
                                                    static_cast<const float*>(offsets.p), params, k, n, channels_last);
     cuk::check_launch(op);
   });

@@ -38,7 +38,7 @@ void bn_stats(float* mean, float* invstd, float* running_mean, float* running_va
   if (C <= 0) return;
   dispatch_float(dt, "batchnorm_forward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    bn_stats_k<T><<<unsigned(C), 512>>>(mean, invstd, running_mean, running_var, (const T*)x, N, C, HW, cl,
+    bn_stats_k<T><<<unsigned(C), 512, 0, cuk::stream()>>>(mean, invstd, running_mean, running_var, (const T*)x, N, C, HW, cl,
                                         momentum, eps);
   });
   check_launch("batchnorm_forward (statistics)");
@@ -57,7 +57,7 @@ __global__ void bn_scale_shift_k(float* scale, float* shift, const float* gamma,
 void bn_scale_shift(float* scale, float* shift, const float* gamma, const float* beta, const float* mean,
                     const float* invstd, const float* var, float eps, int64_t C) {
   if (C <= 0) return;
-  bn_scale_shift_k<<<grid_for(C), kThreads>>>(scale, shift, gamma, beta, mean, invstd, var, eps, C);
+  bn_scale_shift_k<<<grid_for(C), kThreads, 0, cuk::stream()>>>(scale, shift, gamma, beta, mean, invstd, var, eps, C);
   check_launch("batchnorm_forward (scale)");
 }
 
@@ -76,7 +76,7 @@ void bn_apply(void* y, const void* x, DType dt, const float* scale, const float*
   if (n <= 0) return;
   dispatch_float(dt, "batchnorm_forward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    bn_apply_k<T><<<grid_for(n), kThreads>>>((T*)y, (const T*)x, scale, shift, n, C, HW, cl);
+    bn_apply_k<T><<<grid_for(n), kThreads, 0, cuk::stream()>>>((T*)y, (const T*)x, scale, shift, n, C, HW, cl);
   });
   check_launch("batchnorm_forward (apply)");
 }
@@ -122,10 +122,10 @@ void bn_backward(void* dx, float* dgamma, float* dbeta, const void* dy, const vo
   if (n <= 0) return;
   dispatch_float(dt, "batchnorm_backward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    bn_bwd_reduce_k<T><<<unsigned(C), 512>>>(sums, dgamma, dbeta, (const T*)dy, (const T*)x, mean, invstd, N, C, HW,
+    bn_bwd_reduce_k<T><<<unsigned(C), 512, 0, cuk::stream()>>>(sums, dgamma, dbeta, (const T*)dy, (const T*)x, mean, invstd, N, C, HW,
                                              cl, accumulate);
     check_launch("batchnorm_backward (reduce)");
-    bn_bwd_dx_k<T><<<grid_for(n), kThreads>>>((T*)dx, (const T*)dy, (const T*)x, gamma, mean, invstd, sums, n, C,
+    bn_bwd_dx_k<T><<<grid_for(n), kThreads, 0, cuk::stream()>>>((T*)dx, (const T*)dy, (const T*)x, gamma, mean, invstd, sums, n, C,
                                               HW, cl, batch_stats ? 1.f / float(N * HW) : 0.f);
   });
   check_launch("batchnorm_backward");

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "../tensor.h"
+#include "cuda_hooks.h"
 #include "kernels.h"
 
 namespace vgg::cuk {
@@ -18,6 +19,9 @@ __device__ __forceinline__ void st(float* p, int64_t i, float v) { p[i] = v; }
 __device__ __forceinline__ void st(bf16* p, int64_t i, float v) { p[i] = __float2bfloat16(v); }
 
 constexpr int kThreads = 256;
+
+// The compute stream every launch goes to (cuda_hooks.h).
+inline cudaStream_t stream() { return static_cast<cudaStream_t>(cuda_stream()); }
 
 // Blocks for n elements, grid-stride loops cover the rest.
 inline unsigned grid_for(int64_t n, int threads = kThreads) {

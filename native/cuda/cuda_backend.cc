@@ -1,7 +1,11 @@
 // The CUDA backend: ops.h on cuDNN (convolutions), cuBLAS (linear) and our own kernels (kernels.h) for the rest.
-// All work is queued on the legacy default stream, so ops, copies and the caching allocator are ordered without
-// events; the one exception, non-blocking host->device copies on their own stream, is ordered with it by events in
-// memory.cc. Every cuDNN/cuBLAS/CUDA status is checked and becomes a vgg::Error naming the op.
+// All work is queued on one compute stream (cuda_stream()), so ops, copies and the caching allocator are ordered
+// without events; the one exception, non-blocking host->device copies on their own stream, is ordered with it by
+// events in memory.cc. Every cuDNN/cuBLAS/CUDA status is checked and becomes a vgg::Error naming the op.
+//
+// CUDA graphs (graph.cc): while the step is captured, nothing here may synchronise or search (algorithms are found
+// by the eager warm-up steps, and an op that would search says so), dropout offsets and the learning rate are read
+// from per-replay slots, and the SGD step skips its update when the captured loss is not finite.
 //
 // Precision: activations are float32 or bfloat16 (an op computes in its input's dtype); weights are float32 and
 // are cast (and for channels-last, transposed to KRSC) into a temporary inside the op; accumulation is float32;
@@ -22,6 +26,7 @@
 #include "../ops.h"
 #include "cuda_hooks.h"
 #include "cuda_info.h"
+#include "graph_memory.h"
 #include "kernels.h"
 
 namespace vgg {
@@ -168,16 +173,36 @@ class CudaBackend final : public Backend {
     CUDNN_OK("cuda backend", cudnnCreate(&cudnn_));
     CUBLAS_OK("cuda backend", cublasCreate(&cublas_));
     CUBLAS_OK("cuda backend", cublasSetPointerMode(cublas_, CUBLAS_POINTER_MODE_HOST));
+    const cudaStream_t st = static_cast<cudaStream_t>(cuda_stream());
+    CUDNN_OK("cuda backend", cudnnSetStream(cudnn_, st));
+    CUBLAS_OK("cuda backend", cublasSetStream(cublas_, st));  // (resets the workspace: set it after)
+    // A workspace of our own, kept for the life of the process: cuBLAS then never allocates, which a graph
+    // capture could not take.
+    cublas_ws_ = cuda_alloc(kCublasWorkspace);
+    CUBLAS_OK("cuda backend", cublasSetWorkspace(cublas_, cublas_ws_, kCublasWorkspace));
   }
   ~CudaBackend() override {
     // The process is exiting or the addon unloading: release quietly, never throw.
     if (ws_) cuda_free(ws_, ws_size_);
+    if (cublas_ws_) cuda_free(cublas_ws_, kCublasWorkspace);
     if (sgd_plan_.table) cuda_free(sgd_plan_.table, sgd_plan_.bytes);
     plans_.clear();
     if (cublas_) cublasDestroy(cublas_);
     if (cudnn_) cudnnDestroy(cudnn_);
   }
   const char* name() const override { return "cuda"; }
+
+  // The long-lived buffers join the capture's pool (graph_memory.h).
+  void on_capture_begin() {
+    if (ws_) cuda_pool_adopt(ws_);
+    if (sgd_plan_.table) cuda_pool_adopt(sgd_plan_.table);
+  }
+  // The workspace is scratch (eager ops and replays take turns on one stream); the SGD table is data the graph reads.
+  void on_capture_end() noexcept {
+    if (sgd_plan_.table) cuda_free(sgd_plan_.table, sgd_plan_.bytes);  // into the graph's pool
+    sgd_plan_ = cuk::SgdPlan{};
+    sgd_last_.clear();
+  }
 
   // ---------------------------------------------------------------- conv2d
   Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
@@ -501,7 +526,10 @@ class CudaBackend final : public Backend {
     const int64_t N = cl ? x.dim(0) : 1, C = cl ? x.dim(1) : 1, HW = cl ? x.dim(2) * x.dim(3) : n;
     Tensor y = cuda_empty(x.shape, x.dtype, x.layout);
     Tensor mask = cuda_empty(x.shape, DType::U8, x.layout);
-    cuk::dropout_forward(y.raw(), mask.data<uint8_t>(), x.raw(), x.dtype, N, C, HW, cl, float(p), seed, offset);
+    const uint64_t* slot = cuda_graph_capturing() ? static_cast<const uint64_t*>(cuda_graph_slot(
+                                                        CudaGraphSlot::kDropoutOffset, offset))
+                                                  : nullptr;
+    cuk::dropout_forward(y.raw(), mask.data<uint8_t>(), x.raw(), x.dtype, N, C, HW, cl, float(p), seed, offset, slot);
     if (saved) *saved = {mask};
     return y;
   }
@@ -528,8 +556,9 @@ class CudaBackend final : public Backend {
     check_dtype(labels, DType::I32, "cross_entropy: labels");
     check_shape(labels, {logits.dim(0)}, "cross_entropy: labels");
     const int64_t N = logits.dim(0), C = logits.dim(1);
-    {
-      // Validate labels on the host (N ints): an out-of-range label would read past the row in the kernel.
+    if (!cuda_graph_capturing()) {
+      // Validate labels on the host (N ints). The kernel never reads past a row: an out-of-range label gives a NaN
+      // loss, which is all a captured step (no host copies there) reports; the Trainer checks labels on the host.
       std::vector<int32_t> h(static_cast<size_t>(N));
       copy_bytes(h.data(), Device::CPU, labels.raw(), Device::CUDA, size_t(N) * 4);
       for (int64_t i = 0; i < N; ++i)
@@ -573,12 +602,22 @@ class CudaBackend final : public Backend {
                                 mom ? bufs[i].data<float>() : nullptr, params[i].numel()};
     }
     const size_t bytes = table.size() * sizeof(cuk::SgdTensor);
+    const bool capturing = cuda_graph_capturing();
     if (bytes != sgd_last_.size() || (bytes && std::memcmp(sgd_last_.data(), table.data(), bytes) != 0)) {
+      VGG_CHECK(!capturing, "%s: the parameter table changed since the last eager step (a CUDA graph is captured "
+                "only after eager warm-up steps over the same parameters)", op);
       cuk::sgd_upload(sgd_plan_, table.data(), int64_t(table.size()));
       sgd_last_.assign(reinterpret_cast<const char*>(table.data()), reinterpret_cast<const char*>(table.data()) + bytes);
     }
-    cuk::sgd_step(sgd_plan_, float(p.lr), float(p.momentum), float(p.dampening), float(p.weight_decay), p.nesterov,
-                  first);
+    const float lr = float(p.lr);
+    const float* lr_slot = nullptr;
+    if (capturing) {
+      uint32_t bits = 0;
+      std::memcpy(&bits, &lr, 4);
+      lr_slot = static_cast<const float*>(cuda_graph_slot(CudaGraphSlot::kLearningRate, bits));
+    }
+    cuk::sgd_step(sgd_plan_, lr, float(p.momentum), float(p.dampening), float(p.weight_decay), p.nesterov, first,
+                  lr_slot, capturing ? cuda_graph_step_guard() : nullptr);
   }
 
   // ---------------------------------------------------------------- elementwise helpers
@@ -625,6 +664,8 @@ class CudaBackend final : public Backend {
  private:
   cudnnHandle_t cudnn_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
+  static constexpr size_t kCublasWorkspace = size_t(32) << 20;  // what cuBLAS asks for on Hopper
+  void* cublas_ws_ = nullptr;
   void* ws_ = nullptr;
   size_t ws_size_ = 0;
   std::map<std::string, std::unique_ptr<ConvPlan>> plans_;
@@ -682,6 +723,12 @@ class CudaBackend final : public Backend {
     return t;
   }
 
+  // An algorithm search runs and times kernels, synchronising: impossible inside a graph capture.
+  static void refuse_search_in_capture(const char* op) {
+    VGG_CHECK(!cuda_graph_capturing(), "%s: no algorithm has been chosen for this shape yet, and a CUDA graph "
+              "capture cannot search (capture only after eager warm-up steps on the same shapes)", op);
+  }
+
   void* workspace(size_t n, const char* op) {
     if (n > ws_size_) {
       if (ws_) cuda_free(ws_, ws_size_);
@@ -725,6 +772,7 @@ class CudaBackend final : public Backend {
   }
 
   void find_fwd(ConvPlan& plan, const Tensor& x, const Tensor& w, Tensor& y, const char* op) {
+    refuse_search_in_capture(op);
     SearchWorkspace sw;
     cudnnConvolutionFwdAlgoPerf_t perf[16];
     int n = 0;
@@ -746,6 +794,7 @@ class CudaBackend final : public Backend {
                           shape_str(x.shape).c_str()));
   }
   void find_bwd_data(ConvPlan& plan, const Tensor& w, const Tensor& dy, Tensor& dx, const char* op) {
+    refuse_search_in_capture(op);
     SearchWorkspace sw;
     cudnnConvolutionBwdDataAlgoPerf_t perf[16];
     int n = 0;
@@ -768,6 +817,7 @@ class CudaBackend final : public Backend {
                           shape_str(dy.shape).c_str()));
   }
   void find_bwd_filter(ConvPlan& plan, const Tensor& x, const Tensor& dy, Tensor& dw, const char* op) {
+    refuse_search_in_capture(op);
     SearchWorkspace sw;
     cudnnConvolutionBwdFilterAlgoPerf_t perf[16];
     int n = 0;
@@ -824,6 +874,13 @@ std::string json_escape(const std::string& s) {
 }
 
 }  // namespace
+
+void cuda_backend_on_capture_begin() {
+  if (Backend* b = cuda_backend_or_null()) static_cast<CudaBackend*>(b)->on_capture_begin();
+}
+void cuda_backend_on_capture_end() noexcept {
+  if (Backend* b = cuda_backend_or_null()) static_cast<CudaBackend*>(b)->on_capture_end();
+}
 
 Backend* cuda_backend_or_null() {
   static std::once_flag once;

@@ -26,11 +26,11 @@ void fill(void* p, DType dt, int64_t n, double value) {
   if (n <= 0) return;
   const unsigned g = grid_for(n);
   switch (dt) {
-    case DType::F32: fill_k<float><<<g, kThreads>>>((float*)p, n, float(value)); break;
-    case DType::BF16: fill_k<bf16><<<g, kThreads>>>((bf16*)p, n, __float2bfloat16(float(value))); break;
-    case DType::I32: fill_k<int32_t><<<g, kThreads>>>((int32_t*)p, n, int32_t(value)); break;
-    case DType::I64: fill_k<int64_t><<<g, kThreads>>>((int64_t*)p, n, int64_t(value)); break;
-    case DType::U8: fill_k<uint8_t><<<g, kThreads>>>((uint8_t*)p, n, uint8_t(value)); break;
+    case DType::F32: fill_k<float><<<g, kThreads, 0, cuk::stream()>>>((float*)p, n, float(value)); break;
+    case DType::BF16: fill_k<bf16><<<g, kThreads, 0, cuk::stream()>>>((bf16*)p, n, __float2bfloat16(float(value))); break;
+    case DType::I32: fill_k<int32_t><<<g, kThreads, 0, cuk::stream()>>>((int32_t*)p, n, int32_t(value)); break;
+    case DType::I64: fill_k<int64_t><<<g, kThreads, 0, cuk::stream()>>>((int64_t*)p, n, int64_t(value)); break;
+    case DType::U8: fill_k<uint8_t><<<g, kThreads, 0, cuk::stream()>>>((uint8_t*)p, n, uint8_t(value)); break;
     default: throw Error(strprintf("fill: unsupported dtype %s", dtype_name(dt)));
   }
   check_launch("fill");
@@ -49,7 +49,7 @@ void add_(void* dst, DType dt, const void* src, DType st_, int64_t n, double alp
     using D = std::remove_pointer_t<decltype(d)>;
     dispatch_float(st_, "add_", [&](auto* s) {
       using S = std::remove_pointer_t<decltype(s)>;
-      add_k<D, S><<<grid_for(n), kThreads>>>((D*)dst, (const S*)src, n, float(alpha));
+      add_k<D, S><<<grid_for(n), kThreads, 0, cuk::stream()>>>((D*)dst, (const S*)src, n, float(alpha));
     });
   });
   check_launch("add_");
@@ -75,7 +75,7 @@ __global__ void cast_k(D* dst, const void* src, int sdt, int64_t n) {
 void cast(void* dst, DType dt, const void* src, DType sdt, int64_t n) {
   if (n <= 0) return;
   if (dt == sdt) {
-    cudaError_t e = cudaMemcpyAsync(dst, src, size_t(n) * dtype_size(dt), cudaMemcpyDeviceToDevice, 0);
+    cudaError_t e = cudaMemcpyAsync(dst, src, size_t(n) * dtype_size(dt), cudaMemcpyDeviceToDevice, cuk::stream());
     if (e != cudaSuccess) throw Error(strprintf("cast: cudaMemcpyAsync failed: %s", cudaGetErrorString(e)));
     return;
   }
@@ -83,7 +83,7 @@ void cast(void* dst, DType dt, const void* src, DType sdt, int64_t n) {
     throw Error(strprintf("cast: unsupported source dtype %s", dtype_name(sdt)));
   dispatch_float(dt, "cast", [&](auto* d) {
     using D = std::remove_pointer_t<decltype(d)>;
-    cast_k<D><<<grid_for(n), kThreads>>>((D*)dst, src, int(sdt), n);
+    cast_k<D><<<grid_for(n), kThreads, 0, cuk::stream()>>>((D*)dst, src, int(sdt), n);
   });
   check_launch("cast");
 }
@@ -126,7 +126,7 @@ void transpose(void* dst, DType dt, const void* src, DType sdt, int64_t N, int64
     using D = std::remove_pointer_t<decltype(d)>;
     dispatch_float(sdt, "to_layout", [&](auto* s) {
       using S = std::remove_pointer_t<decltype(s)>;
-      transpose_k<D, S><<<grid, block>>>((D*)dst, (const S*)src, C, HW, to_cl, accumulate);
+      transpose_k<D, S><<<grid, block, 0, cuk::stream()>>>((D*)dst, (const S*)src, C, HW, to_cl, accumulate);
     });
   });
   check_launch("to_layout");
@@ -142,7 +142,7 @@ void accumulate_f32(float* dst, const void* src, DType sdt, int64_t n, bool accu
   if (n <= 0) return;
   dispatch_float(sdt, "accumulate", [&](auto* s) {
     using S = std::remove_pointer_t<decltype(s)>;
-    accumulate_k<S><<<grid_for(n), kThreads>>>(dst, (const S*)src, n, accumulate);
+    accumulate_k<S><<<grid_for(n), kThreads, 0, cuk::stream()>>>(dst, (const S*)src, n, accumulate);
   });
   check_launch("accumulate");
 }
@@ -165,7 +165,7 @@ void relu_forward(void* y, const void* x, DType dt, int64_t n) {
   if (n <= 0) return;
   dispatch_float(dt, "relu_forward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    relu_k<T><<<grid_for(n), kThreads>>>((T*)y, (const T*)x, n);
+    relu_k<T><<<grid_for(n), kThreads, 0, cuk::stream()>>>((T*)y, (const T*)x, n);
   });
   check_launch("relu_forward");
 }
@@ -173,7 +173,7 @@ void relu_backward(void* dx, const void* dy, const void* y, DType dt, int64_t n)
   if (n <= 0) return;
   dispatch_float(dt, "relu_backward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    relu_bwd_k<T><<<grid_for(n), kThreads>>>((T*)dx, (const T*)dy, (const T*)y, n);
+    relu_bwd_k<T><<<grid_for(n), kThreads, 0, cuk::stream()>>>((T*)dx, (const T*)dy, (const T*)y, n);
   });
   check_launch("relu_backward");
 }
@@ -194,7 +194,7 @@ void bias_act(void* y, DType dt, const float* bias, int64_t N, int64_t C, int64_
   if (n <= 0 || (!bias && !relu)) return;
   dispatch_float(dt, "bias_act", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    bias_act_k<T><<<grid_for(n), kThreads>>>((T*)y, bias, n, C, HW, cl, relu);
+    bias_act_k<T><<<grid_for(n), kThreads, 0, cuk::stream()>>>((T*)y, bias, n, C, HW, cl, relu);
   });
   check_launch("bias_act");
 }
@@ -253,12 +253,12 @@ void bias_grad(float* db, const void* dy, DType dt, int64_t N, int64_t C, int64_
       chunks = (rows + per - 1) / per;
       const size_t bytes = size_t(chunks * C) * sizeof(float);
       float* part = static_cast<float*>(cuda_alloc(bytes));
-      bias_grad_cl_partial_k<T><<<dim3(unsigned(tiles), unsigned(chunks)), dim3(32, 8)>>>(part, (const T*)dy, rows, C, per);
+      bias_grad_cl_partial_k<T><<<dim3(unsigned(tiles), unsigned(chunks)), dim3(32, 8), 0, cuk::stream()>>>(part, (const T*)dy, rows, C, per);
       check_launch("bias_grad (partial)");
-      bias_grad_cl_final_k<<<grid_for(C), kThreads>>>(db, part, chunks, C, accumulate);
+      bias_grad_cl_final_k<<<grid_for(C), kThreads, 0, cuk::stream()>>>(db, part, chunks, C, accumulate);
       cuda_free(part, bytes);  // stream-ordered reuse: later work on the one stream runs after this kernel
     } else {
-      bias_grad_nchw_k<T><<<unsigned(C), kThreads>>>(db, (const T*)dy, N, C, HW, accumulate);
+      bias_grad_nchw_k<T><<<unsigned(C), kThreads, 0, cuk::stream()>>>(db, (const T*)dy, N, C, HW, accumulate);
     }
   });
   check_launch("bias_grad");
@@ -267,7 +267,8 @@ void bias_grad(float* db, const void* dy, DType dt, int64_t N, int64_t C, int64_
 // ---------------------------------------------------------------- dropout
 template <class T>
 __global__ void dropout_k(T* y, uint8_t* mask, const T* x, int64_t n, int64_t C, int64_t HW, bool cl, float p,
-                          float scale, uint64_t seed, uint64_t offset) {
+                          float scale, uint64_t seed, uint64_t offset_arg, const uint64_t* offset_slot) {
+  const uint64_t offset = offset_slot ? *offset_slot : offset_arg;  // a CUDA graph's replays each bring their own
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     int64_t logical = i;
     if (cl) {  // physical i = ((n*HW)+hw)*C + c  ->  logical (n*C + c)*HW + hw
@@ -286,13 +287,14 @@ __global__ void dropout_bwd_k(T* dx, const T* dy, const uint8_t* mask, int64_t n
 }
 
 void dropout_forward(void* y, uint8_t* mask, const void* x, DType dt, int64_t N, int64_t C, int64_t HW, bool cl,
-                     float p, uint64_t seed, uint64_t offset) {
+                     float p, uint64_t seed, uint64_t offset, const uint64_t* offset_slot) {
   const int64_t n = N * C * HW;
   if (n <= 0) return;
   const float scale = p < 1.f ? 1.f / (1.f - p) : 0.f;
   dispatch_float(dt, "dropout_forward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    dropout_k<T><<<grid_for(n), kThreads>>>((T*)y, mask, (const T*)x, n, C, HW, cl, p, scale, seed, offset);
+    dropout_k<T><<<grid_for(n), kThreads, 0, cuk::stream()>>>((T*)y, mask, (const T*)x, n, C, HW, cl, p, scale, seed, offset,
+                                                                 offset_slot);
   });
   check_launch("dropout_forward");
 }
@@ -300,7 +302,7 @@ void dropout_backward(void* dx, const void* dy, const uint8_t* mask, DType dt, i
   if (n <= 0) return;
   dispatch_float(dt, "dropout_backward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    dropout_bwd_k<T><<<grid_for(n), kThreads>>>((T*)dx, (const T*)dy, mask, n, scale);
+    dropout_bwd_k<T><<<grid_for(n), kThreads, 0, cuk::stream()>>>((T*)dx, (const T*)dy, mask, n, scale);
   });
   check_launch("dropout_backward");
 }

@@ -1,5 +1,5 @@
 // Launchers of our own CUDA kernels (native/cuda/*.cu). Plain C++ so that the backend (.cc) can call them without
-// CUDA headers. Every launcher queues its kernels on the legacy default stream (the one stream the backend uses),
+// CUDA headers. Every launcher queues its kernels on the compute stream (cuda_stream(), the one stream the backend uses),
 // checks the launch and throws vgg::Error naming `op` on failure. Pointers are device pointers.
 //
 // Activation dtypes are F32 or BF16 ("float types"); per-channel parameters are always F32.
@@ -38,8 +38,9 @@ void bias_grad(float* db, const void* dy, DType dt, int64_t N, int64_t C, int64_
 
 // ---- dropout (elementwise.cu). Element with logical (NCHW/row-major) index i is kept when
 // uniform01(seed, offset + i) >= p (rng.h); kept elements are scaled by 1/(1-p). mask[i] (physical order) = kept.
+// offset_slot (device, may be null): read the offset there instead (a CUDA graph slot, set at each replay).
 void dropout_forward(void* y, uint8_t* mask, const void* x, DType dt, int64_t N, int64_t C, int64_t HW, bool cl,
-                     float p, uint64_t seed, uint64_t offset);
+                     float p, uint64_t seed, uint64_t offset, const uint64_t* offset_slot = nullptr);
 void dropout_backward(void* dx, const void* dy, const uint8_t* mask, DType dt, int64_t n, float scale);
 
 // ---- pooling (pool.cu). x (N,C,H,W) -> y (N,C,P,Q), same layout cl for x, y and idx.
@@ -92,7 +93,13 @@ struct SgdPlan {
 // Builds the launch table for these tensors on the host and uploads it to `plan` (reallocating as needed through
 // the CUDA allocator hooks).
 void sgd_upload(SgdPlan& plan, const SgdTensor* tensors, int64_t ntensors);
+// lr_slot (device, may be null): read the learning rate there (a CUDA graph slot, set at each replay).
+// guard (device, may be null): when *guard is not finite, nothing is updated (a captured step's loss).
 void sgd_step(const SgdPlan& plan, float lr, float momentum, float dampening, float weight_decay, bool nesterov,
-              bool first);
+              bool first, const float* lr_slot = nullptr, const float* guard = nullptr);
+
+// ---- CUDA graph slots (graph.cu): dst[i] = values[i] for i < n (n <= kMaxGraphSlots), queued on the stream.
+constexpr int kMaxGraphSlots = 64;
+void set_graph_slots(uint64_t* dst, const uint64_t* values, int n);
 
 }  // namespace vgg::cuk

@@ -40,10 +40,10 @@ void cross_entropy(float* loss, float* dlogits, float* row_loss, const void* log
   if (N > 2147483647LL) throw Error("cross_entropy: too many rows");
   dispatch_float(dt, "cross_entropy", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    ce_rows_k<T><<<unsigned(N), kThreads>>>(row_loss, dlogits, (const T*)logits, labels, C, 1.f / float(N));
+    ce_rows_k<T><<<unsigned(N), kThreads, 0, cuk::stream()>>>(row_loss, dlogits, (const T*)logits, labels, C, 1.f / float(N));
   });
   check_launch("cross_entropy");
-  ce_mean_k<<<1, 1024>>>(loss, row_loss, N);
+  ce_mean_k<<<1, 1024, 0, cuk::stream()>>>(loss, row_loss, N);
   check_launch("cross_entropy (mean)");
 }
 

@@ -1,6 +1,7 @@
-// CUDA memory hooks (see cuda_hooks.h): a caching allocator over cudaMalloc, byte copies (synchronous, and
-// non-blocking host->device through pinned staging buffers on a copy stream), pinned host memory, device count and
-// the process-wide math mode. Only the CUDA runtime API is used here.
+// CUDA memory hooks (see cuda_hooks.h): the compute stream, a caching allocator over cudaMalloc with the pools of
+// CUDA graphs (graph_memory.h), byte copies (on the compute stream, and non-blocking host->device through pinned
+// staging buffers on a copy stream), pinned host memory, device count and the process-wide math mode. Only the
+// CUDA runtime API is used here.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -12,14 +13,27 @@
 #include <vector>
 
 #include "cuda_hooks.h"
+#include "graph_memory.h"
 
 namespace vgg {
 namespace {
 
+struct Block {
+  size_t size;
+  int pool;  // 0: the shared cache; else the graph pool it returns to when freed
+};
+// A CUDA graph's blocks: free ones are reused only by its own capture, and by nobody until it is released.
+struct Pool {
+  std::multimap<size_t, void*> free_blocks;
+  size_t free_bytes = 0;
+};
 struct Cache {
   std::mutex mu;
   std::multimap<size_t, void*> free_blocks;  // block size -> pointer
-  std::unordered_map<void*, size_t> live;    // pointer -> block size
+  std::unordered_map<void*, Block> live;     // pointer -> block
+  std::map<int, Pool> pools;
+  int open_pool = 0, next_pool = 1;  // open_pool: the capturing graph's, 0 when none
+  // in_use counts the blocks of pools, free or not: nobody else can have them.
   size_t in_use = 0, cached = 0, peak = 0;
 };
 Cache& cache() {
@@ -40,6 +54,16 @@ void release_cached_locked(Cache& c) {
 
 std::string mib(size_t b) { return strprintf("%zu bytes (%.1f MiB)", b, double(b) / 1048576.0); }
 
+// Best fit among free blocks no more than 25% larger (fixed shapes reuse exact sizes); null when none.
+void* take_fit(std::multimap<size_t, void*>& blocks, size_t sz, size_t* got) {
+  auto it = blocks.lower_bound(sz);
+  if (it == blocks.end() || it->first > sz + sz / 4) return nullptr;
+  void* p = it->second;
+  *got = it->first;
+  blocks.erase(it);
+  return p;
+}
+
 }  // namespace
 
 void* cuda_alloc(size_t nbytes) {
@@ -47,14 +71,18 @@ void* cuda_alloc(size_t nbytes) {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
   const size_t sz = round_size(nbytes);
-  // Best fit among cached blocks no more than 25% larger (fixed shapes reuse exact sizes).
-  auto it = c.free_blocks.lower_bound(sz);
-  if (it != c.free_blocks.end() && it->first <= sz + sz / 4) {
-    void* p = it->second;
-    const size_t bs = it->first;
-    c.free_blocks.erase(it);
+  size_t bs = 0;
+  if (c.open_pool) {
+    Pool& pl = c.pools[c.open_pool];
+    if (void* p = take_fit(pl.free_blocks, sz, &bs)) {  // still counted in in_use
+      pl.free_bytes -= bs;
+      c.live[p] = Block{bs, c.open_pool};
+      return p;
+    }
+  }
+  if (void* p = take_fit(c.free_blocks, sz, &bs)) {
     c.cached -= bs;
-    c.live[p] = bs;
+    c.live[p] = Block{bs, c.open_pool};
     c.in_use += bs;
     c.peak = std::max(c.peak, c.in_use);
     return p;
@@ -63,10 +91,12 @@ void* cuda_alloc(size_t nbytes) {
   cudaError_t e = cudaMalloc(&p, sz);
   if (e != cudaSuccess) {
     cudaGetLastError();  // clear the (non-sticky) allocation error
-    release_cached_locked(c);
-    e = cudaMalloc(&p, sz);
+    if (!c.open_pool) {  // (cudaFree is not allowed during a capture: no emptying the cache then)
+      release_cached_locked(c);
+      e = cudaMalloc(&p, sz);
+      if (e != cudaSuccess) cudaGetLastError();
+    }
     if (e != cudaSuccess) {
-      cudaGetLastError();
       size_t free_b = 0, total_b = 0;
       cudaMemGetInfo(&free_b, &total_b);
       cudaGetLastError();
@@ -76,7 +106,7 @@ void* cuda_alloc(size_t nbytes) {
       throw Error(strprintf("cudaMalloc of %s failed: %s", mib(nbytes).c_str(), cudaGetErrorString(e)));
     }
   }
-  c.live[p] = sz;
+  c.live[p] = Block{sz, c.open_pool};
   c.in_use += sz;
   c.peak = std::max(c.peak, c.in_use);
   return p;
@@ -87,16 +117,66 @@ void cuda_free(void* p, size_t nbytes) noexcept {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
   auto it = c.live.find(p);
-  const size_t bs = it != c.live.end() ? it->second : round_size(nbytes);
-  if (it != c.live.end()) c.live.erase(it);
-  c.in_use -= std::min(c.in_use, bs);
-  c.free_blocks.emplace(bs, p);
-  c.cached += bs;
+  Block b{round_size(nbytes), 0};
+  if (it != c.live.end()) {
+    b = it->second;
+    c.live.erase(it);
+  }
+  // During a capture every free goes to the graph: the captured work may read the block (it was allocated before
+  // the capture, say), and the graph replays that read later.
+  const int pool = c.open_pool ? c.open_pool : b.pool;
+  auto pl = pool ? c.pools.find(pool) : c.pools.end();
+  if (pl != c.pools.end()) {  // stays counted in in_use: nobody else may have it
+    pl->second.free_blocks.emplace(b.size, p);
+    pl->second.free_bytes += b.size;
+    return;
+  }
+  c.in_use -= std::min(c.in_use, b.size);
+  c.free_blocks.emplace(b.size, p);
+  c.cached += b.size;
+}
+
+int cuda_pool_open() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  VGG_CHECK(c.open_pool == 0, "CUDA graph: a capture is already running");
+  const int id = c.next_pool++;
+  c.pools[id];
+  c.open_pool = id;
+  return id;
+}
+
+void cuda_pool_close() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.open_pool = 0;
+}
+
+void cuda_pool_adopt(void* p) {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  auto it = c.live.find(p);
+  if (it != c.live.end() && c.open_pool) it->second.pool = c.open_pool;
+}
+
+void cuda_pool_release(int id) noexcept {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  if (c.open_pool == id) c.open_pool = 0;
+  auto pl = c.pools.find(id);
+  if (pl == c.pools.end()) return;
+  for (auto& kv : pl->second.free_blocks) c.free_blocks.emplace(kv.first, kv.second);
+  c.in_use -= std::min(c.in_use, pl->second.free_bytes);
+  c.cached += pl->second.free_bytes;
+  c.pools.erase(pl);
+  for (auto& kv : c.live)
+    if (kv.second.pool == id) kv.second.pool = 0;
 }
 
 void cuda_empty_cache() {
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
+  if (c.open_pool) return;  // no synchronising (nor cudaFree) in the middle of a capture
   cudaDeviceSynchronize();  // blocks may still be read by queued work
   release_cached_locked(c);
 }
@@ -117,6 +197,19 @@ void cuda_reset_peak() {
   c.peak = c.in_use;
 }
 
+void* cuda_stream() {
+  static cudaStream_t stream = [] {
+    cudaStream_t st = nullptr;
+    const cudaError_t e = cudaStreamCreate(&st);  // blocking: ordered with the legacy stream
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      throw Error(strprintf("cudaStreamCreate (the compute stream) failed: %s", cudaGetErrorString(e)));
+    }
+    return st;
+  }();
+  return stream;
+}
+
 void cuda_copy(void* dst, Device dd, const void* src, Device sd, size_t n) {
   if (n == 0) return;
   cudaMemcpyKind kind = cudaMemcpyDefault;
@@ -124,11 +217,16 @@ void cuda_copy(void* dst, Device dd, const void* src, Device sd, size_t n) {
   else if (dd == Device::CPU && sd == Device::CUDA) kind = cudaMemcpyDeviceToHost;
   else if (dd == Device::CUDA && sd == Device::CUDA) kind = cudaMemcpyDeviceToDevice;
   else kind = cudaMemcpyHostToHost;
-  // Legacy default stream: ordered after every queued kernel; host copies are complete on return.
-  cudaError_t e = cudaMemcpy(dst, src, n, kind);
-  if (e != cudaSuccess)
+  const cudaStream_t st = static_cast<cudaStream_t>(cuda_stream());
+  // On the compute stream: ordered after every queued kernel. From pageable host memory the call returns once the
+  // source has been staged; to the host it must be waited for.
+  cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, st);
+  if (e == cudaSuccess && dd == Device::CPU) e = cudaStreamSynchronize(st);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
     throw Error(strprintf("copy %s->%s of %zu bytes failed: %s", device_name(sd), device_name(dd), n,
                           cudaGetErrorString(e)));
+  }
 }
 
 void* cuda_host_alloc(size_t nbytes) {
@@ -163,11 +261,11 @@ struct Staging {
 };
 struct CopyEngine {
   std::mutex mu;
-  cudaStream_t stream = nullptr;  // cudaStreamNonBlocking: never implicitly ordered with the legacy stream
-  cudaEvent_t queued = nullptr;   // re-recorded on the legacy stream at each copy: "the work queued so far"
+  cudaStream_t stream = nullptr;  // cudaStreamNonBlocking: ordered with the compute stream by events only
+  cudaEvent_t queued = nullptr;   // re-recorded on the compute stream at each copy: "the work queued so far"
   std::vector<Staging> slots;
   uint64_t clock = 0;
-  // Events handed out as "copy done" tokens, back here once the legacy stream's wait is queued (a wait captures the
+  // Events handed out as "copy done" tokens, back here once the compute stream's wait is queued (a wait captures the
   // event's state when queued, so the event may be recorded again right after).
   std::vector<cudaEvent_t> free_events;
 };
@@ -274,8 +372,8 @@ std::shared_ptr<void> cuda_copy_to_device_async(void* dst, const void* src, size
     token.swap(t);
   }
   std::memcpy(s.p, src, n);  // the caller's memory is free again once this returns
-  // dst is a caching-allocator block, reused in legacy-stream order: kernels queued before now may still use it.
-  CUDA_OK(op, cudaEventRecord(ce.queued, cudaStreamLegacy));
+  // dst is a caching-allocator block, reused in compute-stream order: kernels queued before now may still use it.
+  CUDA_OK(op, cudaEventRecord(ce.queued, static_cast<cudaStream_t>(cuda_stream())));
   CUDA_OK(op, cudaStreamWaitEvent(ce.stream, ce.queued, 0));
   CUDA_OK(op, cudaMemcpyAsync(dst, s.p, n, cudaMemcpyHostToDevice, ce.stream));
   try {
@@ -293,17 +391,17 @@ std::shared_ptr<void> cuda_copy_to_device_async(void* dst, const void* src, size
 
 void cuda_order_after_copy(std::shared_ptr<void>& pending) {
   if (!pending) return;
-  // Work queued on the legacy stream from now on (the ops that read the tensor) waits for the copy; work queued
+  // Work queued on the compute stream from now on (the ops that read the tensor) waits for the copy; work queued
   // before does not, and ran alongside it.
   CUDA_OK("copy cpu->cuda (non-blocking)",
-          cudaStreamWaitEvent(cudaStreamLegacy, static_cast<cudaEvent_t>(pending.get()), 0));
+          cudaStreamWaitEvent(static_cast<cudaStream_t>(cuda_stream()), static_cast<cudaEvent_t>(pending.get()), 0));
   pending.reset();
 }
 
 void cuda_order_after_copy_noexcept(std::shared_ptr<void>& pending) noexcept {
   if (!pending) return;
   const cudaEvent_t ev = static_cast<cudaEvent_t>(pending.get());
-  if (cudaStreamWaitEvent(cudaStreamLegacy, ev, 0) != cudaSuccess) {
+  if (cudaStreamWaitEvent(static_cast<cudaStream_t>(cuda_stream()), ev, 0) != cudaSuccess) {
     cudaGetLastError();
     cudaEventSynchronize(ev);  // cannot queue the wait: wait here, so the block is never reused under the copy
     cudaGetLastError();

@@ -78,7 +78,7 @@ void maxpool_forward(void* y, uint8_t* idx, const void* x, DType dt, int64_t N, 
   if (k * k > 256) throw Error(strprintf("maxpool2d_forward: kernel %d too large for the CUDA backend", k));
   dispatch_float(dt, "maxpool2d_forward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    maxpool_k<T><<<grid_for(total), kThreads>>>((T*)y, idx, (const T*)x, C, H, W, P, Q, k, stride, pad, cl, total);
+    maxpool_k<T><<<grid_for(total), kThreads, 0, cuk::stream()>>>((T*)y, idx, (const T*)x, C, H, W, P, Q, k, stride, pad, cl, total);
   });
   check_launch("maxpool2d_forward");
 }
@@ -89,7 +89,7 @@ void maxpool_backward(void* dx, const void* dy, const uint8_t* idx, DType dt, in
   if (total <= 0) return;
   dispatch_float(dt, "maxpool2d_backward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    maxpool_bwd_k<T><<<grid_for(total), kThreads>>>((T*)dx, (const T*)dy, idx, C, H, W, P, Q, k, stride, pad, cl,
+    maxpool_bwd_k<T><<<grid_for(total), kThreads, 0, cuk::stream()>>>((T*)dx, (const T*)dy, idx, C, H, W, P, Q, k, stride, pad, cl,
                                                      total);
   });
   check_launch("maxpool2d_backward");
@@ -142,7 +142,7 @@ void adaptive_avgpool_forward(void* y, const void* x, DType dt, int64_t N, int64
   if (total <= 0) return;
   dispatch_float(dt, "adaptive_avgpool2d_forward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    avgpool_k<T><<<grid_for(total), kThreads>>>((T*)y, (const T*)x, C, H, W, OH, OW, cl, total);
+    avgpool_k<T><<<grid_for(total), kThreads, 0, cuk::stream()>>>((T*)y, (const T*)x, C, H, W, OH, OW, cl, total);
   });
   check_launch("adaptive_avgpool2d_forward");
 }
@@ -153,7 +153,7 @@ void adaptive_avgpool_backward(void* dx, const void* dy, DType dt, int64_t N, in
   if (total <= 0) return;
   dispatch_float(dt, "adaptive_avgpool2d_backward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    avgpool_bwd_k<T><<<grid_for(total), kThreads>>>((T*)dx, (const T*)dy, C, H, W, OH, OW, cl, total);
+    avgpool_bwd_k<T><<<grid_for(total), kThreads, 0, cuk::stream()>>>((T*)dx, (const T*)dy, C, H, W, OH, OW, cl, total);
   });
   check_launch("adaptive_avgpool2d_backward");
 }

@@ -19,7 +19,9 @@ struct SgdBlock {
 };
 
 __global__ void sgd_k(const SgdTensor* tensors, const SgdBlock* blocks, float lr, float momentum, float dampening,
-                      float wd, bool nesterov, bool first) {
+                      float wd, bool nesterov, bool first, const float* lr_slot, const float* guard) {
+  if (guard && !isfinite(*guard)) return;  // a diverged step: leave weights and momentum as they were
+  if (lr_slot) lr = *lr_slot;
   const SgdBlock b = blocks[blockIdx.x];
   const SgdTensor t = tensors[b.tensor];
   int64_t end = b.start + kChunk;
@@ -53,20 +55,21 @@ void sgd_upload(SgdPlan& plan, const SgdTensor* tensors, int64_t ntensors) {
   std::vector<char> host(need);
   if (tb) std::memcpy(host.data(), tensors, tb);
   if (bb) std::memcpy(host.data() + tb, blocks.data(), bb);
-  cudaError_t e = cudaMemcpy(plan.table, host.data(), need, cudaMemcpyHostToDevice);
+  cudaError_t e = cudaMemcpyAsync(plan.table, host.data(), need, cudaMemcpyHostToDevice, cuk::stream());
   if (e != cudaSuccess) throw Error(strprintf("sgd_step: uploading the tensor table failed: %s", cudaGetErrorString(e)));
   plan.ntensors = ntensors;
   plan.nblocks = int64_t(blocks.size());
 }
 
 void sgd_step(const SgdPlan& plan, float lr, float momentum, float dampening, float weight_decay, bool nesterov,
-              bool first) {
+              bool first, const float* lr_slot, const float* guard) {
   if (plan.nblocks == 0) return;
   if (plan.nblocks > 2147483647LL) throw Error("sgd_step: too many parameters");
   const SgdTensor* tensors = static_cast<const SgdTensor*>(plan.table);
   const SgdBlock* blocks = reinterpret_cast<const SgdBlock*>(static_cast<const char*>(plan.table) +
                                                              size_t(plan.ntensors) * sizeof(SgdTensor));
-  sgd_k<<<unsigned(plan.nblocks), 512>>>(tensors, blocks, lr, momentum, dampening, weight_decay, nesterov, first);
+  sgd_k<<<unsigned(plan.nblocks), 512, 0, cuk::stream()>>>(tensors, blocks, lr, momentum, dampening, weight_decay, nesterov, first,
+                                                                 lr_slot, guard);
   check_launch("sgd_step");
 }
 

@@ -1,0 +1,233 @@
+// The training step, eagerly or as a CUDA graph. On CUDA, once one batch shape has run `warmup` eager steps (the
+// first chooses the convolution algorithms and sizes the workspaces), the whole step — forward, loss, backward, SGD —
+// is captured once and replayed for every later batch of that shape: one launch instead of hundreds. Other shapes
+// (an epoch's last, smaller batch), evaluation and CPU models run eagerly.
+//
+// A replay is the eager step: the batch is copied into the graph's input buffers, the per-step values the kernels
+// read from the GPU (each dropout layer's mask offset, the learning rate) are set from the live JS state, and the
+// host-side counters the eager step advances (dropout calls, BatchNorm's num_batches_tracked, the optimizer's step
+// count) advance the same way, so checkpoints and resumption see no difference. A step whose loss is not finite
+// updates nothing, in either form (the Trainer then stops with TrainingDivergedError).
+import { Tensor } from '../tensor';
+import * as ops from '../ops';
+import { CudaGraph } from '../ops';
+import { VGGNet } from '../models/vgg';
+import { Dropout } from '../nn/layers';
+import { Counter, Module, Parameter, graphCapture, isGradEnabled } from '../nn/module';
+import { SGD } from '../optim/sgd';
+import { profilerInstalled } from '../profile';
+
+export interface TrainStepResult {
+  /** The batch's mean cross-entropy. */
+  loss: number;
+  /** The logits (N × classes), read back to the host. */
+  logits: Float32Array;
+  /** Whether the step ran as a CUDA-graph replay. */
+  graphed: boolean;
+}
+
+export interface TrainStepOptions {
+  /** Capture CUDA graphs (default true; only CUDA models in training mode ever are). */
+  cudaGraph?: boolean;
+  /** Eager steps on a batch shape before it is captured (default 2). */
+  warmup?: number;
+  /** Told once, with the reason, when a capture fails and graphs are turned off for this runner. */
+  onGraphDisabled?: (reason: string) => void;
+}
+
+/** A host-side number the step advances, seen as bigint. */
+interface Cell {
+  get(): bigint;
+  set(v: bigint): void;
+}
+
+interface Captured {
+  graph: CudaGraph;
+  key: string;
+  x: Tensor;
+  y: Tensor;
+  logits: Tensor;
+  loss: Tensor;
+  values: (() => bigint | number)[]; // one per slot
+  cells: Cell[];
+  deltas: bigint[];
+  paramValues: Tensor[];
+}
+
+function modulesOf(m: Module): Module[] {
+  return [m, ...m.children().flatMap(([, c]) => modulesOf(c))];
+}
+
+export class TrainStepRunner {
+  /** Why graphs are off for good (a capture failed), or null. */
+  disabledReason: string | null = null;
+  private captured: Captured | null = null;
+  private warmKey = '';
+  private warmSteps = 0;
+  private readonly params: Parameter[];
+  private readonly warmup: number;
+
+  constructor(readonly model: VGGNet, readonly optimizer: SGD, readonly options: TrainStepOptions = {}) {
+    this.params = model.parameters().map((p) => p.param);
+    this.warmup = options.warmup ?? 2;
+    if (!Number.isInteger(this.warmup) || this.warmup < 1) {
+      throw new Error(`TrainStepRunner: warmup must be an integer >= 1, got ${options.warmup}`);
+    }
+  }
+
+  /** Whether a graph is captured (for the shape `run` last replayed or will replay). */
+  get graphCaptured(): boolean {
+    return this.captured !== null;
+  }
+
+  /** zeroGrad, forward, cross-entropy, backward, SGD step on one batch (images and labels on the model's device). */
+  run(images: Tensor, labels: Tensor): TrainStepResult {
+    if (!this.graphsAllowed()) return this.eager(images, labels);
+    const key = `${images.shape}|${images.dtype}|${images.layout}|${labels.shape}|${labels.dtype}`;
+    const c = this.captured;
+    if (c && !this.stillValid(c)) this.dropGraph();
+    if (this.captured) return this.captured.key === key ? this.replay(this.captured, images, labels) : this.eager(images, labels);
+    if (key !== this.warmKey) {
+      this.warmKey = key;
+      this.warmSteps = 0;
+    }
+    if (this.warmSteps < this.warmup) {
+      this.warmSteps++;
+      return this.eager(images, labels);
+    }
+    const captured = this.capture(key, images, labels);
+    return captured ? this.replay(captured, images, labels) : this.eager(images, labels);
+  }
+
+  /** Frees the graph and its buffers (the runner still works, and may capture again). */
+  dispose(): void {
+    this.dropGraph();
+  }
+
+  private graphsAllowed(): boolean {
+    return this.options.cudaGraph !== false && this.disabledReason === null && this.model.device === 'cuda' &&
+      this.model.training && isGradEnabled() && !profilerInstalled();
+  }
+
+  private eager(images: Tensor, labels: Tensor): TrainStepResult {
+    const { model, optimizer, params } = this;
+    optimizer.zeroGrad(params);
+    const logits = model.forward(images);
+    try {
+      const r = ops.crossEntropy(logits, labels);
+      const loss = r.loss.item();
+      r.loss.dispose();
+      if (!Number.isFinite(loss)) {
+        // Diverged: no update (the caller decides what to do); what forward saved goes.
+        r.dlogits.dispose();
+        model.releaseSaved();
+      } else {
+        model.backward(r.dlogits);
+        r.dlogits.dispose();
+        optimizer.step(params);
+      }
+      return { loss, logits: logits.toArray() as Float32Array, graphed: false };
+    } finally {
+      logits.dispose();
+    }
+  }
+
+  private replay(c: Captured, images: Tensor, labels: Tensor): TrainStepResult {
+    c.x.copy_(images);
+    c.y.copy_(labels);
+    c.graph.launch(c.values.map((v) => v()));
+    c.cells.forEach((cell, i) => cell.set(cell.get() + c.deltas[i]));
+    return { loss: c.loss.item(), logits: c.logits.toArray() as Float32Array, graphed: true };
+  }
+
+  /** What the eager step advances on the host: dropout calls, BatchNorm counters, the optimizer's step count. */
+  private cells(): Cell[] {
+    const cells: Cell[] = [];
+    for (const m of modulesOf(this.model)) {
+      if (m instanceof Dropout) cells.push({ get: () => BigInt(m.calls), set: (v) => (m.calls = Number(v)) });
+      for (const [, b] of m.ownBuffers()) {
+        if (b instanceof Counter) cells.push({ get: () => b.value, set: (v) => (b.value = v) });
+      }
+    }
+    const opt = this.optimizer;
+    cells.push({ get: () => BigInt(opt.stepCount), set: (v) => (opt.stepCount = Number(v)) });
+    return cells;
+  }
+
+  private capture(key: string, images: Tensor, labels: Tensor): Captured | null {
+    const { model, optimizer, params } = this;
+    const cells = this.cells();
+    const before = cells.map((c) => c.get());
+    const restore = () => cells.forEach((c, i) => c.set(before[i]));
+    const x = Tensor.empty(images.shape, { dtype: images.dtype, layout: images.layout, device: 'cuda' }).copy_(images);
+    const y = Tensor.empty(labels.shape, { dtype: labels.dtype, device: 'cuda' }).copy_(labels);
+    let logits: Tensor | undefined;
+    let loss: Tensor | undefined;
+    const dropouts: Module[] = [];
+    let graph: CudaGraph | undefined;
+    const fail = (why: string): null => {
+      graph?.dispose();
+      model.releaseSaved();
+      for (const t of [logits, loss, x, y]) t?.dispose();
+      restore();
+      this.disable(`capturing the training step as a CUDA graph failed (${why}); it runs eagerly from now on`);
+      return null;
+    };
+    graphCapture.dropouts = dropouts;
+    try {
+      graph = CudaGraph.capture(() => {
+        optimizer.zeroGrad(params);
+        logits = model.forward(x);
+        const r = ops.crossEntropy(logits, y);
+        loss = r.loss;
+        CudaGraph.stepGuard(r.loss);
+        model.backward(r.dlogits);
+        r.dlogits.dispose();
+        optimizer.step(params);
+      });
+    } catch (e) {
+      return fail((e as Error).message);
+    } finally {
+      graphCapture.dropouts = null;
+    }
+    // Nothing ran yet: the capture only recorded. Put the counters back; each replay advances them.
+    const deltas = cells.map((c, i) => c.get() - before[i]);
+    restore();
+    const values: (() => bigint | number)[] = [];
+    let k = 0;
+    for (const s of graph.slots()) {
+      if (s.kind === 'learningRate') {
+        values.push(() => optimizer.lr);
+        continue;
+      }
+      const d = dropouts[k++];
+      if (!(d instanceof Dropout) || s.value !== Dropout.offsetOf(d.calls)) {
+        return fail(`dropout slot ${k - 1} does not match the layers that ran`);
+      }
+      values.push(() => Dropout.offsetOf(d.calls));
+    }
+    if (k !== dropouts.length) return fail(`${dropouts.length} dropout layers ran, ${k} slots were captured`);
+    this.captured = {
+      graph, key, x, y, logits: logits!, loss: loss!, values, cells, deltas, paramValues: params.map((p) => p.value),
+    };
+    return this.captured;
+  }
+
+  /** The graph writes the parameters it was captured with: replaced or disposed ones end it. */
+  private stillValid(c: Captured): boolean {
+    return this.params.every((p, i) => p.value === c.paramValues[i] && !p.value.disposed);
+  }
+
+  private dropGraph(): void {
+    const c = this.captured;
+    if (!c) return;
+    this.captured = null;
+    c.graph.dispose();
+    for (const t of [c.x, c.y, c.logits, c.loss]) t.dispose();
+  }
+
+  private disable(reason: string): void {
+    this.disabledReason = reason;
+    this.options.onGraphDisabled?.(reason);
+  }
+}
