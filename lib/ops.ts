@@ -118,7 +118,8 @@ export function toLayout(x: Tensor, layout: Layout): Tensor {
 }
 /**
  * What the CPU backend's oneDNN runs on here: `isa` is oneDNN's effective ISA ('avx2', 'avx512_core',
- * 'avx512_core_amx', ...), `bf16` whether oneDNN has bf16 convolutions on it (oneDNN 2.6: avx512_core and newer).
+ * 'avx512_core_amx', ...), `bf16` whether bf16 runs on oneDNN's bf16 kernels (oneDNN 2.6: avx512_core and newer);
+ * false without them or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32.
  */
 export function cpuIsaInfo(): { isa: string; bf16: boolean } {
   return addon().cpuIsaInfo();

@@ -225,6 +225,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       `${kind} ${trainSet.length} train / ${testSet.length} test images at ${imageSize}px, ${classes.length} classes; ` +
       `batch ${batchSize}, lr ${o.lr}, momentum ${o.momentum}, weight decay ${o.weightDecay}, scheduler ${o.scheduler}${(o.warmup as number) > 0 ? ` + ${o.warmup} warm-up` : ''}; ` +
       `${o.epochs} epochs`);
+    if (model.precisionNote) say(model.precisionNote);
 
     // Ctrl-C / SIGTERM: finish the step, save `last`, print how to resume, exit 130. A second Ctrl-C quits at once.
     let signals = 0;

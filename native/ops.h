@@ -110,8 +110,9 @@ class Backend {
 };
 
 // What the CPU backend's oneDNN dispatches to on this machine: isa is oneDNN's effective ISA ("avx2",
-// "avx512_core", "avx512_core_amx", ...); bf16 is whether oneDNN can build a bf16 convolution here (oneDNN 2.6:
-// avx512_core or newer, fast with avx512_core_bf16/AMX). The CPU backend computes in float32 only for now.
+// "avx512_core", "avx512_core_amx", ...); bf16 is whether the CPU backend runs bf16 on oneDNN's bf16 kernels
+// (oneDNN 2.6: avx512_core or newer, fast with avx512_core_bf16/AMX); false without them, or with
+// VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32 (native/cpu/cpu_common.h, Bf16Path).
 struct CpuIsaInfo {
   std::string isa;
   bool bf16 = false;

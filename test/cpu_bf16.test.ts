@@ -1,29 +1,49 @@
-// bf16 on the CPU. The CPU backend computes in float32; oneDNN 2.6 has bf16 convolutions only from avx512_core on.
-// A bf16 request on the CPU must fail at model construction with an error that says why, and the accuracy check
-// (tiny vgg11_bn, bf16 vs fp32 losses over a few steps) runs only where the backend can do bf16 — it is skipped
-// with the reason printed elsewhere.
-import { VGGNet, cfgs } from '../lib/models/vgg';
-import { crossEntropy } from '../lib/nn/loss';
+// precision 'bf16' on the CPU backend. Activations are bfloat16; parameters, gradients, BN statistics and SGD stay
+// float32. Convolutions and linear layers run on oneDNN's bf16 kernels where it has them (avx512_core and newer) and
+// are emulated elsewhere (bf16 operands and bf16-rounded weights computed in float32, the result rounded to bf16) —
+// the same numerics, so every check here holds on both paths (on AVX2 machines only the emulated one runs).
+//   1. every op a VGG runs, in bf16, against the float64 references (test/ref/naive.ts) fed the bf16-rounded inputs
+//      and weights, in both CPU layouts and on both conv paths (oneDNN's convolution, and the im2col GEMM of maps of
+//      at most 4×4); tolerances from bf16's rounding (test/ref/bf16.ts);
+//   2. the issue's accuracy check: vgg11_bn (channels /16, 32×32) trained 200 steps on the sample data in bf16 ends
+//      within a stated margin of fp32;
+//   3. a bf16 model's parameters, state dict and saved file are float32.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { VGGNet, cfgs, cpuBf16Note } from '../lib/models/vgg';
 import { sgd } from '../lib/optim/sgd';
+import { trainStep } from '../lib/train/step';
+import { STL10, DataLoader, transforms as T, generateSampleStl10 } from '../lib/data';
+import { readSafetensors } from '../lib/io/safetensors';
 import * as ops from '../lib/ops';
-import { Tensor } from '../lib/tensor';
-import { randomBatch } from './helpers/tiny';
+import { Layout, Tensor } from '../lib/tensor';
+import * as R from './ref/naive';
+import { uniformSource } from './ref/random';
+import { expectBf16Close, expectF32Close, roundBf16 } from './ref/bf16';
 
 const isa = ops.cpuIsaInfo();
-const TINY = cfgs.A.map((v) => (v === 'M' ? v : Math.max(8, (v as number) / 32)));
-
-function build(precision: 'fp32' | 'bf16'): VGGNet {
-  return new VGGNet(TINY, { numClasses: 5, batchNorm: true, dropout: 0, seed: 3, hiddenFeatures: 16, device: 'cpu', precision });
+const uniform = uniformSource(2024);
+const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
+const live: Tensor[] = [];
+function keep<X extends Tensor>(t: X): X {
+  live.push(t);
+  return t;
 }
-
-/** Why the CPU backend cannot train in bf16 here, or null when it can. */
-function bf16Unavailable(): string | null {
-  try {
-    build('bf16').dispose();
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
+afterEach(() => {
+  for (const t of live.splice(0)) t.dispose();
+});
+/** A bf16 activation (the data rounded) in `layout`, and the exact values it holds, NCHW. */
+function act(data: Float32Array, shape: number[], layout: Layout = 'nchw'): { t: Tensor; v: Float32Array } {
+  const t = keep(Tensor.from(data, shape, { device: 'cpu', dtype: 'bfloat16', layout }));
+  return { t, v: t.toArray() as Float32Array };
+}
+const f32 = (data: ArrayLike<number>, shape: number[]) => keep(Tensor.from(Float32Array.from(data), shape, { device: 'cpu' }));
+const vals = (t: Tensor) => t.toArray() as Float32Array;
+function expectBf16(t: Tensor, layout: Layout): void {
+  expect(t.dtype).toBe('bfloat16');
+  expect(t.layout).toBe(layout);
 }
 
 test('cpuIsaInfo reports oneDNN\'s ISA and bf16 support', () => {
@@ -34,56 +54,276 @@ test('cpuIsaInfo reports oneDNN\'s ISA and bf16 support', () => {
   if (/^(sse41|avx|avx2|avx2_vnni)$/.test(isa.isa)) expect(isa.bf16).toBe(false);
 });
 
-test('precision bf16 on the CPU fails at construction with the reason', () => {
-  const why = bf16Unavailable();
-  if (why === null) return; // a backend that does bf16: nothing to refuse
-  expect(why).toMatch(/precision 'bf16' is not supported on the CPU/);
-  expect(why).toContain(isa.isa);
-  expect(why).toMatch(/use precision 'fp32'/);
-});
-
-test('a bf16 activation given to a CPU op names the op and the reason', () => {
-  const x = Tensor.zeros([1, 8, 4, 4], { dtype: 'bfloat16' });
-  const w = Tensor.zeros([8, 8, 3, 3]);
+test('VGGNet says when bf16 on the CPU is emulated; VGGNET_CPU_BF16=emulate forces the emulation', () => {
+  const m = new VGGNet([8, 'M'], { device: 'cpu', precision: 'bf16', numClasses: 2, hiddenFeatures: 8 });
   try {
-    expect(() => ops.conv2dForward(x, w, null, { strideH: 1, strideW: 1, padH: 1, padW: 1 }, false)).toThrow(
-      new RegExp(`conv2d_forward: input: bfloat16 activations are not supported by the CPU backend.*${isa.isa}`),
-    );
+    if (isa.bf16) {
+      expect(m.precisionNote).toBeUndefined();
+    } else {
+      expect(m.precisionNote).toBe(cpuBf16Note());
+      expect(m.precisionNote).toContain(`bf16 on this CPU (${isa.isa}) is emulated in float32`);
+    }
   } finally {
-    x.dispose();
-    w.dispose();
+    m.dispose();
   }
+  // cpu_isa_info() is read once per process: ask a fresh one.
+  const script = `const v = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'models', 'vgg'))});` +
+    `const o = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'ops'))});` +
+    'console.log(JSON.stringify({ bf16: o.cpuIsaInfo().bf16, note: v.cpuBf16Note() }));';
+  const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, VGGNET_CPU_BF16: 'emulate' } });
+  expect(r.status).toBe(0);
+  const out = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  expect(out.bf16).toBe(false);
+  expect(out.note).toMatch(/emulated in float32 \(VGGNET_CPU_BF16=emulate\)/);
 });
 
-const why = bf16Unavailable();
-if (why) {
-  // eslint-disable-next-line no-console
-  console.log(`skipping the CPU bf16 training check: ${why}`);
-}
-(why ? test.skip : test)('tiny vgg11_bn: 20 steps in bf16 stay close to fp32 (losses within 5e-2 relative)', () => {
-  const losses = (precision: 'fp32' | 'bf16') => {
-    const m = build(precision);
-    const opt = sgd({ lr: 0.02, momentum: 0.9 });
-    const params = m.parameters();
-    const out: number[] = [];
-    for (let i = 0; i < 20; i++) {
-      const b = randomBatch(8, 100 + (i % 4), 5);
-      opt.zeroGrad(params);
-      const logits = m.forward(b.x);
-      const r = crossEntropy(logits, b.y);
-      out.push(r.loss);
-      m.backward(r.grad);
-      opt.step(params);
-      logits.dispose();
-      r.grad.dispose();
-      b.x.dispose();
-      b.y.dispose();
+describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs and weights', () => {
+  const P1 = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
+  // 8×8 output maps run oneDNN's convolution, ≤ 4×4 the im2col GEMM (conv.cc, use_small_map); the first-layer case
+  // (3 channels, nchw in, nchw8c out) is the network's entry.
+  const convCases: { name: string; xs: R.Shape4; ws: R.Shape4; layout: Layout; blockedOut: boolean }[] = [
+    { name: '8x8 nchw', xs: [2, 8, 8, 8], ws: [16, 8, 3, 3], layout: 'nchw', blockedOut: false },
+    { name: '8x8 nchw8c', xs: [2, 8, 8, 8], ws: [16, 8, 3, 3], layout: 'nchw8c', blockedOut: true },
+    { name: '8x8 first layer nchw -> nchw8c', xs: [2, 3, 8, 8], ws: [8, 3, 3, 3], layout: 'nchw', blockedOut: true },
+    { name: '4x4 (im2col) nchw', xs: [3, 16, 4, 4], ws: [8, 16, 3, 3], layout: 'nchw', blockedOut: false },
+    { name: '4x4 (im2col) nchw8c', xs: [3, 16, 4, 4], ws: [8, 16, 3, 3], layout: 'nchw8c', blockedOut: true },
+    { name: '2x2 (im2col) nchw8c', xs: [4, 8, 2, 2], ws: [16, 8, 3, 3], layout: 'nchw8c', blockedOut: true },
+  ];
+  test.each(convCases)('conv2d forward / backward data / backward weights: $name', ({ xs, ws, layout, blockedOut }) => {
+    const K = ws[0], C = xs[1];
+    const p = { ...P1, cpuBlockedOutput: blockedOut };
+    const yLayout: Layout = blockedOut || layout === 'nchw8c' ? 'nchw8c' : 'nchw';
+    const x = act(uniform(numel(xs)), xs, layout);
+    const w = uniform(numel(ws), -0.5, 0.5), b = uniform(K);
+    const wr = roundBf16(w); // the weights a bf16 kernel multiplies with
+    const W = f32(w, ws), B = f32(b, [K]);
+    for (const relu of [false, true]) {
+      const y = keep(ops.conv2dForward(x.t, W, relu ? B : null, p, relu));
+      expectBf16(y, yLayout);
+      expectBf16Close(vals(y), R.convForward(x.v, xs, wr, ws, relu ? b : null, P1, relu).y, `forward relu=${relu}`);
     }
-    m.dispose();
-    opt.dispose();
-    return out;
-  };
-  const f = losses('fp32'), h = losses('bf16');
-  for (let i = 0; i < f.length; i++) expect(Math.abs(h[i] - f[i])).toBeLessThanOrEqual(5e-2 * Math.max(1, Math.abs(f[i])));
-  expect(h[h.length - 1]).toBeLessThan(h[0]);
+    const ys: R.Shape4 = [xs[0], K, xs[2], xs[3]];
+    const dy = act(uniform(numel(ys)), ys, yLayout);
+    const dx = keep(ops.conv2dBackwardData(dy.t, W, xs, p));
+    expectBf16(dx, C % 8 === 0 ? yLayout : 'nchw');
+    expectBf16Close(vals(dx), R.convBackwardData(dy.v, wr, ws, xs, P1), 'backward data');
+    // weight and bias gradients are float32, from the bf16 activations; accumulate adds a second copy
+    const dw = keep(Tensor.zeros(ws)), db = keep(Tensor.zeros([K]));
+    ops.conv2dBackwardWeights(x.t, dy.t, p, dw, db, false);
+    expect([dw.dtype, db.dtype]).toEqual(['float32', 'float32']);
+    const g = R.convBackwardWeights(x.v, xs, dy.v, ws, P1);
+    expectF32Close(vals(dw), g.dw, 'dw');
+    expectF32Close(vals(db), g.db, 'db');
+    ops.conv2dBackwardWeights(x.t, dy.t, p, dw, db, true);
+    expectF32Close(vals(dw), g.dw.map((v) => 2 * v), 'dw accumulated');
+    expectF32Close(vals(db), g.db.map((v) => 2 * v), 'db accumulated');
+  });
+
+  // x_c = ±1 alternating and w_kc = 1 + 2^-9 or 1 alternating: each output is ±8·2^-9 from float32 weights, exactly 0
+  // from bf16-rounded ones (1 + 2^-9 is a quarter of bf16's last place above 1, so it rounds to 1).
+  const sign = (i: number) => (i % 2 ? -1 : 1);
+  const trapW = (K: number, C: number) => Float32Array.from({ length: K * C }, (_, i) => ((Math.floor(i / C) + (i % C)) % 2 ? 1 : 1 + 2 ** -9));
+  test.each([
+    ['8x8', 8],
+    ['4x4 (im2col)', 4],
+  ])('conv2d multiplies with the weights rounded to bf16 (%s maps), float32 does not', (_n, hw) => {
+    const C = 16, K = 8, N = 1;
+    const xs: R.Shape4 = [N, C, hw as number, hw as number], ws: R.Shape4 = [K, C, 1, 1];
+    const xData = Float32Array.from({ length: numel(xs) }, (_, i) => sign(Math.floor(i / (hw as number) ** 2) % C));
+    const W = f32(trapW(K, C), ws);
+    const P0 = { strideH: 1, strideW: 1, padH: 0, padW: 0 };
+    const y16 = vals(keep(ops.conv2dForward(act(xData, xs).t, W, null, P0)));
+    expect(Array.from(y16).every((v) => v === 0)).toBe(true);
+    const y32 = vals(keep(ops.conv2dForward(f32(xData, xs), W, null, P0)));
+    expect(Array.from(y32).every((v) => Math.abs(v) === 8 * 2 ** -9)).toBe(true);
+    const ys: R.Shape4 = [N, K, hw as number, hw as number];
+    const dyData = Float32Array.from({ length: numel(ys) }, (_, i) => sign(Math.floor(i / (hw as number) ** 2) % K));
+    const dx16 = vals(keep(ops.conv2dBackwardData(act(dyData, ys).t, W, xs, P0)));
+    expect(Array.from(dx16).every((v) => v === 0)).toBe(true);
+  });
+
+  test('linear forward (bias, relu) / backward data / backward weights', () => {
+    const N = 5, K = 37, M = 11;
+    const x = act(uniform(N * K), [N, K]);
+    const w = uniform(M * K, -0.5, 0.5), b = uniform(M);
+    const wr = roundBf16(w);
+    const W = f32(w, [M, K]), B = f32(b, [M]);
+    for (const relu of [false, true]) {
+      const y = keep(ops.linearForward(x.t, W, relu ? B : null, relu));
+      expectBf16(y, 'nchw');
+      expectBf16Close(vals(y), R.linearForward(x.v, N, K, wr, M, relu ? b : null, relu), `forward relu=${relu}`);
+    }
+    const dy = act(uniform(N * M), [N, M]);
+    const dx = keep(ops.linearBackwardData(dy.t, W));
+    expectBf16(dx, 'nchw');
+    expectBf16Close(vals(dx), R.linearBackwardData(dy.v, N, M, wr, K), 'backward data');
+    const dw = keep(Tensor.zeros([M, K])), db = keep(Tensor.zeros([M]));
+    ops.linearBackwardWeights(x.t, dy.t, dw, db, false);
+    const g = R.linearBackwardWeights(x.v, dy.v, N, K, M);
+    expectF32Close(vals(dw), g.dw, 'dw');
+    expectF32Close(vals(db), g.db, 'db');
+    ops.linearBackwardWeights(x.t, dy.t, dw, db, true);
+    expectF32Close(vals(dw), g.dw.map((v) => 2 * v), 'dw accumulated');
+    // the rounded-weights trap, as for conv2d
+    const C = 16;
+    const xt = act(Float32Array.from({ length: 2 * C }, (_, i) => sign(i % C)), [2, C]);
+    const Wt = f32(trapW(8, C), [8, C]);
+    expect(Array.from(vals(keep(ops.linearForward(xt.t, Wt, null)))).every((v) => v === 0)).toBe(true);
+  });
+
+  test.each(['nchw', 'nchw8c'] as Layout[])('batch norm (training, with and without fused relu; eval) in %s', (layout) => {
+    const xs: R.Shape4 = [4, 16, 3, 3], C = 16, eps = 1e-5, mom = 0.1;
+    const x = act(uniform(numel(xs), -2, 3), xs, layout);
+    const gamma = uniform(C, 0.5, 1.5), beta = uniform(C, -0.5, 0.5);
+    const G = f32(gamma, [C]), Bt = f32(beta, [C]);
+    const dy = act(uniform(numel(xs)), xs, layout);
+    for (const relu of [false, true]) {
+      const rm = f32(new Float32Array(C), [C]), rv = f32(new Float32Array(C).fill(1), [C]);
+      const r = ops.batchnormForward(x.t, G, Bt, rm, rv, true, mom, eps, true, relu);
+      keep(r.y);
+      r.saved.forEach(keep);
+      expectBf16(r.y, layout);
+      const ref = R.bnTrainForward(x.v, xs, gamma, beta, new Float32Array(C), new Float32Array(C).fill(1), mom, eps);
+      expectBf16Close(vals(r.y), relu ? R.reluForward(ref.y) : ref.y, `forward relu=${relu}`);
+      expect([rm.dtype, rv.dtype]).toEqual(['float32', 'float32']);
+      expectF32Close(vals(rm), ref.runningMean, 'running mean');
+      expectF32Close(vals(rv), ref.runningVar, 'running var');
+      const dg = keep(Tensor.zeros([C])), dbt = keep(Tensor.zeros([C]));
+      const dx = keep(ops.batchnormBackward(dy.t, x.t, G, eps, r.saved, dg, dbt, false, relu ? r.y : null));
+      expectBf16(dx, layout);
+      // the fused relu masks dy where its (bf16) output is 0, as the separate relu's backward would
+      const y = vals(r.y);
+      const dyEff = relu ? Float32Array.from(dy.v, (v, i) => (y[i] > 0 ? v : 0)) : dy.v;
+      const g = R.bnBackward(dyEff, x.v, xs, gamma, eps);
+      expectBf16Close(vals(dx), g.dx, `backward relu=${relu}`);
+      expectF32Close(vals(dg), g.dgamma, 'dgamma');
+      expectF32Close(vals(dbt), g.dbeta, 'dbeta');
+    }
+    const rm = uniform(C, -0.2, 0.2), rv = uniform(C, 0.5, 2);
+    const e = ops.batchnormForward(x.t, G, Bt, f32(rm, [C]), f32(rv, [C]), false, mom, eps, false);
+    keep(e.y);
+    expectBf16(e.y, layout);
+    expectBf16Close(vals(e.y), R.bnEvalForward(x.v, xs, gamma, beta, rm, rv, eps), 'eval forward');
+  });
+
+  test.each(['nchw', 'nchw8c'] as Layout[])('max pool and adaptive average pool in %s', (layout) => {
+    // Distinct values (k/32 for distinct integers k, exact in bf16) so the arg-max is never a tie.
+    const xs: R.Shape4 = [2, 8, 4, 4];
+    const n = numel(xs), perm = Array.from({ length: n }, (_, i) => i);
+    const r = uniform(n, 0, 1);
+    perm.sort((a, b) => r[a] - r[b]);
+    const x = act(Float32Array.from(perm, (k) => (k - 128) / 32), xs, layout);
+    const mp = ops.maxpool2dForward(x.t, { kernel: 2, stride: 2, pad: 0 }, true);
+    keep(mp.y);
+    mp.saved.forEach(keep);
+    expectBf16(mp.y, layout);
+    const ref = R.maxpoolForward(x.v, xs, 2, 2, 0);
+    expect(Array.from(vals(mp.y))).toEqual(Array.from(ref.y)); // a max is exact
+    const dy = act(uniform(numel(ref.shape)), ref.shape, layout);
+    const dx = keep(ops.maxpool2dBackward(dy.t, x.t, mp.y, { kernel: 2, stride: 2, pad: 0 }, mp.saved));
+    expectBf16(dx, layout);
+    expect(Array.from(vals(dx))).toEqual(Array.from(R.maxpoolBackward(dy.v, ref.argmax, xs))); // non-overlapping
+
+    // 5×5 -> 3×3: overlapping windows (PyTorch's), output always nchw
+    const as: R.Shape4 = [2, 16, 5, 5];
+    const a = act(uniform(numel(as)), as, layout);
+    const ay = keep(ops.adaptiveAvgpool2dForward(a.t, 3, 3));
+    expectBf16(ay, 'nchw');
+    expectBf16Close(vals(ay), R.adaptiveAvgForward(a.v, as, 3, 3).y, 'adaptive avg forward');
+    const ady = act(uniform(2 * 16 * 9), [2, 16, 3, 3]);
+    const adx = keep(ops.adaptiveAvgpool2dBackward(ady.t, as, layout));
+    expectBf16(adx, layout);
+    expectBf16Close(vals(adx), R.adaptiveAvgBackward(ady.v, as, 3, 3), 'adaptive avg backward');
+  });
+
+  test('relu, dropout and cross-entropy take bf16', () => {
+    const s = [2, 8, 3, 3];
+    const x = act(uniform(numel(s)), s, 'nchw8c');
+    const y = keep(ops.reluForward(x.t));
+    expectBf16(y, 'nchw8c');
+    expect(Array.from(vals(y))).toEqual(Array.from(R.reluForward(x.v)));
+    const d = ops.dropoutForward(x.t, 0.5, 7, 0, true);
+    keep(d.y);
+    d.saved.forEach(keep);
+    expectBf16(d.y, 'nchw8c');
+    const dv = vals(d.y);
+    // kept values are doubled (exact in bf16), the rest 0
+    expect(Array.from(dv).every((v, i) => v === 0 || v === 2 * x.v[i])).toBe(true);
+    const logits = act(uniform(4 * 10, -3, 3), [4, 10]);
+    const labels = keep(Tensor.from(Int32Array.from([1, 0, 9, 4]), [4]));
+    const ce = ops.crossEntropy(logits.t, labels);
+    keep(ce.loss);
+    keep(ce.dlogits);
+    const ref = R.crossEntropy(logits.v, 4, 10, [1, 0, 9, 4]);
+    expect([ce.loss.dtype, ce.dlogits.dtype]).toEqual(['float32', 'float32']);
+    expect(ce.loss.item()).toBeCloseTo(ref.loss, 5);
+    expectF32Close(vals(ce.dlogits), ref.dlogits, 'dlogits');
+  });
 });
+
+// ---- The issue's accuracy check: torchvision's vgg11_bn (cfg 'A' + batch norm) with its widths /16 and a 64-wide
+// classifier at 32×32, 200 SGD steps on the bundled sample data (640 training images, augmented; batch 32, so 20
+// epochs), once in fp32 and once in bf16 from the same initial weights and the same batches.
+//
+// Margin: the mean of the last 50 losses in bf16 within 10% (relative) of fp32's. Measured on AVX2 (emulated bf16)
+// with this setup: fp32 1.629, bf16 1.634 (+0.3%). At this learning rate any change of rounding moves the
+// trajectory: over model seeds 1-5 the gap was -2.9% .. +4.2% (last 20 losses: up to 15%, hence the 50), so 10% leaves
+// room for other machines' summation orders (oneDNN's native bf16 kernels) while a wrong bf16 path (a lost
+// gradient, a layout mix-up) does not train to within it. Both runs must also learn (the loss falls by 15%+) and
+// differ (bf16 really ran).
+const ACC_CFG = cfgs.A.map((v) => (v === 'M' ? v : v / 16));
+test('vgg11_bn (widths /16, 32x32): 200 steps on the sample data in bf16 end within 10% of fp32', async () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-bf16-'));
+  try {
+    const root = path.join(tmp, 'sample');
+    generateSampleStl10(path.join(root, 'stl10_binary'), { train: 640, test: 0, unlabeled: 0, seed: 1 });
+    const train = async (precision: 'fp32' | 'bf16') => {
+      const tf = T.compose([T.randomResizedCrop(32, { scale: [0.6, 1] }), T.randomHorizontalFlip(), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]);
+      const loader = new DataLoader(new STL10({ root, split: 'train', transform: tf }), { batchSize: 32, shuffle: true, seed: 7, dropLast: true, workers: 2 });
+      const model = new VGGNet(ACC_CFG, { numClasses: 10, batchNorm: true, dropout: 0, hiddenFeatures: 64, seed: 3, device: 'cpu', precision });
+      const opt = sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
+      const losses: number[] = [];
+      while (losses.length < 200) {
+        for await (const b of loader) {
+          if (losses.length < 200) losses.push(trainStep(model, opt, b.images, b.labels));
+          b.images.dispose();
+          b.labels.dispose();
+        }
+      }
+      opt.dispose();
+      return { losses, model };
+    };
+    const mean = (a: number[]) => a.reduce((s, v) => s + v, 0) / a.length;
+    const f = await train('fp32');
+    f.model.dispose();
+    const h = await train('bf16');
+    const [f0, h0] = [mean(f.losses.slice(0, 20)), mean(h.losses.slice(0, 20))];
+    const [f1, h1] = [mean(f.losses.slice(-50)), mean(h.losses.slice(-50))];
+    // eslint-disable-next-line no-console
+    console.log(`vgg11_bn/16 200 steps: mean of the last 50 losses fp32 ${f1.toFixed(4)}, bf16 ${h1.toFixed(4)} (${(100 * (h1 / f1 - 1)).toFixed(2)}%); first 20: ${f0.toFixed(4)} / ${h0.toFixed(4)}`);
+    expect(f1).toBeLessThan(0.85 * f0);
+    expect(h1).toBeLessThan(0.85 * h0);
+    expect(Math.abs(h1 - f1)).toBeLessThanOrEqual(0.1 * f1);
+    expect(h.losses).not.toEqual(f.losses);
+
+    // ---- what a bf16 model keeps and saves: float32 parameters, gradients and BN buffers (int64 counters)
+    const m = h.model;
+    try {
+      for (const p of m.parameters()) expect([p.name, p.value.dtype, p.grad.dtype]).toEqual([p.name, 'float32', 'float32']);
+      const file = path.join(tmp, 'bf16.safetensors');
+      m.saveStateDict(file);
+      const { tensors } = readSafetensors(file);
+      const names = Object.keys(tensors);
+      expect(names).toEqual(expect.arrayContaining(['features.0.weight', 'features.1.running_var', 'classifier.6.bias']));
+      for (const [k, v] of Object.entries(tensors)) {
+        if (!(v instanceof Tensor)) continue;
+        expect([k, v.dtype]).toEqual([k, k.endsWith('num_batches_tracked') ? 'int64' : 'float32']);
+        v.dispose();
+      }
+    } finally {
+      m.dispose();
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}, 120_000);

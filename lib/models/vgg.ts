@@ -20,6 +20,20 @@ export const cfgs: Record<'A' | 'B' | 'D' | 'E', VGGConfig> = {
 };
 
 export type Precision = 'fp32' | 'tf32' | 'bf16';
+
+/**
+ * What bf16 on the CPU means here, or undefined when oneDNN runs it on its bf16 kernels (avx512_core and newer).
+ * Elsewhere the backend emulates it (native/cpu/cpu_common.h, Bf16Path): bf16 activations and bf16-rounded weights
+ * computed in float32, results rounded to bf16.
+ */
+export function cpuBf16Note(): string | undefined {
+  const { isa, bf16 } = ops.cpuIsaInfo();
+  if (bf16) return undefined;
+  const why = process.env.VGGNET_CPU_BF16 === 'emulate'
+    ? 'VGGNET_CPU_BF16=emulate'
+    : 'oneDNN 2.6 has no bf16 kernels below avx512_core';
+  return `bf16 on this CPU (${isa}) is emulated in float32 (${why}): same rounding as bf16 hardware, no speed-up`;
+}
 const CUDA_MATH_MODE: Record<Precision, number> = { fp32: 0, tf32: 1, bf16: 2 };
 
 export interface VGGOptions {
@@ -29,7 +43,10 @@ export interface VGGOptions {
   initWeights?: boolean;
   seed?: number;
   device?: DeviceOption;
-  /** Compute precision of activations; parameters stay float32. Default: bf16 on CUDA, fp32 on CPU. */
+  /**
+   * Compute precision of activations; parameters stay float32. Default: bf16 on CUDA, fp32 on CPU. bf16 on a CPU
+   * without oneDNN bf16 kernels is emulated in float32 (same rounding, no speed-up; `precisionNote` says so).
+   */
   precision?: Precision;
   /** Input channels (3 for RGB). */
   inChannels?: number;
@@ -51,6 +68,8 @@ export class VGGNet extends Module {
   readonly classifier: Sequential;
   readonly device: DeviceName;
   readonly precision: Precision;
+  /** Set when the precision runs differently from what its name suggests: bf16 emulated on a CPU without bf16 kernels. */
+  readonly precisionNote: string | undefined;
   readonly options: Required<Omit<VGGOptions, 'device' | 'precision'>> & { config: VGGConfig; name?: string };
   private acts: Tensor[] = [];
 
@@ -62,17 +81,7 @@ export class VGGNet extends Module {
     if (this.precision === 'tf32' && device === 'cpu') {
       throw new Error(`VGGNet: precision '${this.precision}' is a CUDA mode; on the CPU use fp32`);
     }
-    if (this.precision === 'bf16' && device === 'cpu') {
-      // Said here rather than at the first conv of the first step.
-      const { isa, bf16 } = ops.cpuIsaInfo();
-      throw new Error(
-        `VGGNet: precision 'bf16' is not supported on the CPU: the CPU backend computes in float32 ` +
-          (bf16
-            ? `(this CPU, ${isa}, has oneDNN bf16 convolutions, but the backend does not use them yet)`
-            : `and this CPU (${isa}) has no oneDNN bf16 convolutions (oneDNN 2.6 needs avx512_core or newer)`) +
-          `; use precision 'fp32' on the CPU, or bf16 on CUDA`,
-      );
-    }
+    this.precisionNote = this.precision === 'bf16' && device === 'cpu' ? cpuBf16Note() : undefined;
     const o = {
       numClasses: options.numClasses ?? 1000,
       batchNorm: options.batchNorm ?? false,

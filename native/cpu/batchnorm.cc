@@ -7,6 +7,8 @@
 //          dx = gamma*invstd/M * (M*dy - dbeta - xhat*dgamma), M = N*H*W
 //   relu fused (BN then ReLU, as in vgg*_bn): forward writes max(0, y); backward, given that output, first masks
 //   dy where it is 0 — each saves a full pass over the activation.
+// bf16 activations (x, y, dy, dx, the relu output) are read and written through float by the same loops (templated
+// on the storage type); statistics, gamma/beta and their gradients are f32 on every path.
 #include <cmath>
 
 #include "cpu_common.h"
@@ -31,7 +33,7 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
                                      Tensor& running_var, bool training, double momentum, double eps,
                                      Saved* saved, bool relu) {
   check_4d_image(x, "batchnorm_forward: input");
-  check_f32_activation(x, "batchnorm_forward: input");
+  check_float_activation(x, "batchnorm_forward: input");
   const int64_t C = x.dim(1);
   check_param(gamma, {C}, "batchnorm_forward: weight");
   check_param(beta, {C}, "batchnorm_forward: bias");
@@ -44,8 +46,6 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
             shape_str(x.shape).c_str());
   Tensor y = Tensor::empty(x.shape, x.dtype, Device::CPU, x.layout);
   const Strides4 st = strides4(x.shape, x.layout);
-  const float* xp = x.data<float>();
-  float* yp = y.data<float>();
   const float* g = gamma.data<float>();
   const float* b = beta.data<float>();
   float* rm = running_mean.data<float>();
@@ -58,46 +58,51 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
   float* mp = training ? mean_t.data<float>() : nullptr;
   float* ip = training ? invstd_t.data<float>() : nullptr;
   const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
+  dispatch_float(x.dtype, [&](auto type) {
+    using T = decltype(type);
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
 #pragma omp parallel for schedule(static)
-  for (int64_t c0 = 0; c0 < C; c0 += G) {
-    double mean[8], invstd[8];
-    if (training) {
-      double sum[8] = {0}, ss[8] = {0};
-      for_group(x.shape, st, c0, G, [&](int64_t o, int j) { sum[j] += xp[o]; });
-      for (int j = 0; j < G; ++j) mean[j] = sum[j] / double(M);
-      for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
-        const double d = xp[o] - mean[j];
-        ss[j] += d * d;
-      });
-      for (int j = 0; j < G; ++j) {
-        const int64_t c = c0 + j;
-        const double var = ss[j] / double(M);
-        invstd[j] = 1.0 / std::sqrt(var + eps);
-        mp[c] = float(mean[j]);
-        ip[c] = float(invstd[j]);
-        rm[c] = float((1.0 - momentum) * rm[c] + momentum * mean[j]);
-        rv[c] = float((1.0 - momentum) * rv[c] + momentum * (ss[j] / double(M - 1)));
+    for (int64_t c0 = 0; c0 < C; c0 += G) {
+      double mean[8], invstd[8];
+      if (training) {
+        double sum[8] = {0}, ss[8] = {0};
+        for_group(x.shape, st, c0, G, [&](int64_t o, int j) { sum[j] += to_f32(xp[o]); });
+        for (int j = 0; j < G; ++j) mean[j] = sum[j] / double(M);
+        for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
+          const double d = to_f32(xp[o]) - mean[j];
+          ss[j] += d * d;
+        });
+        for (int j = 0; j < G; ++j) {
+          const int64_t c = c0 + j;
+          const double var = ss[j] / double(M);
+          invstd[j] = 1.0 / std::sqrt(var + eps);
+          mp[c] = float(mean[j]);
+          ip[c] = float(invstd[j]);
+          rm[c] = float((1.0 - momentum) * rm[c] + momentum * mean[j]);
+          rv[c] = float((1.0 - momentum) * rv[c] + momentum * (ss[j] / double(M - 1)));
+        }
+      } else {
+        for (int j = 0; j < G; ++j) {
+          mean[j] = rm[c0 + j];
+          invstd[j] = 1.0 / std::sqrt(double(rv[c0 + j]) + eps);
+        }
       }
-    } else {
+      float fs[8], fb[8];
       for (int j = 0; j < G; ++j) {
-        mean[j] = rm[c0 + j];
-        invstd[j] = 1.0 / std::sqrt(double(rv[c0 + j]) + eps);
+        const double scale = double(g[c0 + j]) * invstd[j], shift = double(b[c0 + j]) - mean[j] * scale;
+        fs[j] = float(scale);
+        fb[j] = float(shift);
       }
+      if (relu)
+        for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
+          const float v = to_f32(xp[o]) * fs[j] + fb[j];
+          from_f32(yp[o], v > 0.f ? v : 0.f);  // as relu_forward
+        });
+      else
+        for_group(x.shape, st, c0, G, [&](int64_t o, int j) { from_f32(yp[o], to_f32(xp[o]) * fs[j] + fb[j]); });
     }
-    float fs[8], fb[8];
-    for (int j = 0; j < G; ++j) {
-      const double scale = double(g[c0 + j]) * invstd[j], shift = double(b[c0 + j]) - mean[j] * scale;
-      fs[j] = float(scale);
-      fb[j] = float(shift);
-    }
-    if (relu)
-      for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
-        const float v = xp[o] * fs[j] + fb[j];
-        yp[o] = v > 0.f ? v : 0.f;  // as relu_forward
-      });
-    else
-      for_group(x.shape, st, c0, G, [&](int64_t o, int j) { yp[o] = xp[o] * fs[j] + fb[j]; });
-  }
+  });
   if (training && saved) {
     saved->clear();
     saved->push_back(mean_t);
@@ -120,8 +125,9 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
                                       const Saved& saved, Tensor& dgamma, Tensor& dbeta, bool accumulate,
                                       const Tensor& relu_y) {
   check_4d_image(x, "batchnorm_backward: input");
-  check_f32_activation(x, "batchnorm_backward: input");
-  check_f32_activation(dy, "batchnorm_backward: dy");
+  check_float_activation(x, "batchnorm_backward: input");
+  check_float_activation(dy, "batchnorm_backward: dy");
+  check_same_dtype(dy, x, "batchnorm_backward: dy and input");
   check_shape(dy, x.shape, "batchnorm_backward: dy");
   check_same_layout(dy, x, "batchnorm_backward: dy and input");
   const int64_t C = x.dim(1);
@@ -135,49 +141,55 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
   check_param(saved[0], {C}, "batchnorm_backward: saved mean");
   check_param(saved[1], {C}, "batchnorm_backward: saved invstd");
   if (relu_y.defined()) {
-    check_f32_activation(relu_y, "batchnorm_backward: relu output");
+    check_float_activation(relu_y, "batchnorm_backward: relu output");
+    check_same_dtype(relu_y, x, "batchnorm_backward: relu output and input");
     check_shape(relu_y, x.shape, "batchnorm_backward: relu output");
     check_same_layout(relu_y, x, "batchnorm_backward: relu output and input");
   }
   const int64_t M = x.dim(0) * x.dim(2) * x.dim(3);
   Tensor dx = Tensor::empty(x.shape, dy.dtype, Device::CPU, x.layout);
   const Strides4 st = strides4(x.shape, x.layout);
-  const float *xp = x.data<float>(), *dyp = dy.data<float>(), *g = gamma.data<float>();
+  const float* g = gamma.data<float>();
   const float *mp = saved[0].data<float>(), *ip = saved[1].data<float>();
-  const float* yr = relu_y.defined() ? relu_y.data<float>() : nullptr;
-  // dy through the fused ReLU: 0 where its output was 0 (torch's threshold_backward: y > 0 passes).
-  auto grad = [&](int64_t o) { return yr && !(yr[o] > 0.f) ? 0.f : dyp[o]; };
-  float *dxp = dx.data<float>(), *dg = dgamma.data<float>(), *db = dbeta.data<float>();
+  float *dg = dgamma.data<float>(), *db = dbeta.data<float>();
   const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
+  dispatch_float(x.dtype, [&](auto type) {
+    using T = decltype(type);
+    const T *xp = x.data<T>(), *dyp = dy.data<T>();
+    const T* yr = relu_y.defined() ? relu_y.data<T>() : nullptr;
+    T* dxp = dx.data<T>();
+    // dy through the fused ReLU: 0 where its output was 0 (torch's threshold_backward: y > 0 passes).
+    auto grad = [&](int64_t o) { return yr && !(to_f32(yr[o]) > 0.f) ? 0.f : to_f32(dyp[o]); };
 #pragma omp parallel for schedule(static)
-  for (int64_t c0 = 0; c0 < C; c0 += G) {
-    double mean[8], invstd[8], sdy[8] = {0}, sdyx[8] = {0};
-    for (int j = 0; j < G; ++j) mean[j] = mp[c0 + j], invstd[j] = ip[c0 + j];
-    for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
-      const float d = grad(o);
-      sdy[j] += d;
-      sdyx[j] += double(d) * (double(xp[o]) - mean[j]);
-    });
-    // dx = k * (dy - dbeta/M - xhat * dgamma/M), k = gamma*invstd
-    double k[8], a[8], bcoef[8];
-    for (int j = 0; j < G; ++j) {
-      const int64_t c = c0 + j;
-      const double dgamma_c = sdyx[j] * invstd[j], dbeta_c = sdy[j];
-      k[j] = double(g[c]) * invstd[j];
-      a[j] = batch_stats ? dbeta_c / double(M) : 0.0;
-      bcoef[j] = batch_stats ? dgamma_c * invstd[j] / double(M) : 0.0;
-      if (accumulate) {
-        dg[c] += float(dgamma_c);
-        db[c] += float(dbeta_c);
-      } else {
-        dg[c] = float(dgamma_c);
-        db[c] = float(dbeta_c);
+    for (int64_t c0 = 0; c0 < C; c0 += G) {
+      double mean[8], invstd[8], sdy[8] = {0}, sdyx[8] = {0};
+      for (int j = 0; j < G; ++j) mean[j] = mp[c0 + j], invstd[j] = ip[c0 + j];
+      for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
+        const float d = grad(o);
+        sdy[j] += d;
+        sdyx[j] += double(d) * (double(to_f32(xp[o])) - mean[j]);
+      });
+      // dx = k * (dy - dbeta/M - xhat * dgamma/M), k = gamma*invstd
+      double k[8], a[8], bcoef[8];
+      for (int j = 0; j < G; ++j) {
+        const int64_t c = c0 + j;
+        const double dgamma_c = sdyx[j] * invstd[j], dbeta_c = sdy[j];
+        k[j] = double(g[c]) * invstd[j];
+        a[j] = batch_stats ? dbeta_c / double(M) : 0.0;
+        bcoef[j] = batch_stats ? dgamma_c * invstd[j] / double(M) : 0.0;
+        if (accumulate) {
+          dg[c] += float(dgamma_c);
+          db[c] += float(dbeta_c);
+        } else {
+          dg[c] = float(dgamma_c);
+          db[c] = float(dbeta_c);
+        }
       }
+      for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
+        from_f32(dxp[o], float(k[j] * (double(grad(o)) - a[j] - (double(to_f32(xp[o])) - mean[j]) * bcoef[j])));
+      });
     }
-    for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
-      dxp[o] = float(k[j] * (double(grad(o)) - a[j] - (double(xp[o]) - mean[j]) * bcoef[j]));
-    });
-  }
+  });
   return dx;
 }
 

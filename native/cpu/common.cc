@@ -1,4 +1,6 @@
 // The CPU backend's shared machinery (see cpu_common.h) and the cpu_backend() singleton.
+#include <cstdlib>
+
 #include "cpu_common.h"
 
 namespace vgg {
@@ -120,16 +122,40 @@ void check_cpu(const Tensor& t, const char* what) {
   check_device(t, Device::CPU, what);
 }
 
-void check_f32_activation(const Tensor& t, const char* what) {
+void check_float_activation(const Tensor& t, const char* what) {
   check_cpu(t, what);
-  if (t.dtype == DType::BF16) {
-    const CpuIsaInfo i = cpu_isa_info();
-    throw Error(strprintf("%s: bfloat16 activations are not supported by the CPU backend (it computes in float32; "
-                          "oneDNN 2.6 has bf16 convolutions only from avx512_core on, and this CPU runs %s%s); "
-                          "use float32",
-                          what, i.isa.c_str(), i.bf16 ? ", which has them" : ", which has none"));
-  }
-  check_dtype(t, DType::F32, what);
+  VGG_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16, "%s: expected float32 or bfloat16, got %s", what,
+            dtype_name(t.dtype));
+}
+
+void check_same_dtype(const Tensor& a, const Tensor& b, const char* what) {
+  VGG_CHECK(a.dtype == b.dtype, "%s: dtypes differ (%s vs %s)", what, dtype_name(a.dtype), dtype_name(b.dtype));
+}
+
+Bf16Path bf16_path(DType activation) {
+  if (activation != DType::BF16) return Bf16Path::None;
+  return cpu_isa_info().bf16 ? Bf16Path::Native : Bf16Path::Emulated;
+}
+
+Tensor bf16_operand(const Tensor& act, Bf16Path path) {
+  return path == Bf16Path::Emulated ? cpu_backend().cast(act, DType::F32) : act;
+}
+
+Tensor bf16_weights(const Tensor& w, Bf16Path path) {
+  if (path == Bf16Path::None) return w;
+  if (path == Bf16Path::Native) return cpu_backend().cast(w, DType::BF16);
+  // From the caching allocator: a fixed-shape loop gets the same block back every step.
+  Tensor r = Tensor::empty(w.shape, DType::F32, Device::CPU, w.layout);
+  const float* a = w.data<float>();
+  float* o = r.data<float>();
+  const int64_t n = w.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_f32(f32_to_bf16(a[i]));
+  return r;
+}
+
+Tensor bf16_result(const Tensor& y, Bf16Path path) {
+  return path == Bf16Path::Emulated ? cpu_backend().cast(y, DType::BF16) : y;
 }
 
 void check_4d_image(const Tensor& t, const char* what) {
@@ -175,6 +201,10 @@ CpuIsaInfo cpu_isa_info() {
     } catch (const dnnl::error&) {
       i.bf16 = false;
     }
+    // VGGNET_CPU_BF16=emulate: the emulated bf16 path even where oneDNN has bf16 kernels (to compare the two).
+    // bf16 then reads false: it says which path the backend takes, for the ops, VGGNet's note and the bench alike.
+    const char* env = std::getenv("VGGNET_CPU_BF16");
+    if (env && std::string(env) == "emulate") i.bf16 = false;
     return i;
   }();
   return info;

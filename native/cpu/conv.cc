@@ -5,6 +5,10 @@
 // p.cpu_blocked_output asks for nchw8c, so a network pays one reorder at its entry and none between layers.
 // Weights are plain (K,C,R,S) and reordered per call (fwd and bwd-data want different blocked forms).
 // Output maps of at most 4×4 do not use oneDNN's convolution but one GEMM over the whole batch (see use_small_map).
+// bf16 activations (see Bf16Path in cpu_common.h): each entry point turns its operands into compute operands
+// (bf16 + bf16 weights on the native path; widened f32 + bf16-rounded f32 weights when emulated), runs the code below
+// in the compute dtype `cdt` = the operand's dtype, and returns the result in the activation's dtype. Weight and
+// bias gradients are f32 on every path.
 #include <cstring>
 
 #include "cpu_common.h"
@@ -38,17 +42,18 @@ ConvGeom geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const c
   return g;
 }
 
-memory::desc any_md(const memory::dims& d) { return memory::desc(d, memory::data_type::f32, tag::any); }
+memory::desc any_md(const memory::dims& d, DType dt) { return memory::desc(d, dnnl_dtype(dt), tag::any); }
 
 // The layout an activation of C channels gets when `want` is asked for: nchw8c needs C % 8 == 0.
 Layout act_layout(Layout want, int64_t C) {
   return want == Layout::Blocked8 && C % 8 != 0 ? Layout::Contiguous : want;
 }
 
-dnnl::convolution_forward::primitive_desc fwd_pd(const ConvGeom& g, bool bias, bool relu) {
-  auto src = any_md({g.N, g.C, g.H, g.W});
-  auto wei = any_md({g.K, g.C, g.R, g.S});
-  auto dst = any_md({g.N, g.K, g.P, g.Q});
+// cdt: the data type of src, weights and dst (f32, or bf16 on the native bf16 path; bias stays f32).
+dnnl::convolution_forward::primitive_desc fwd_pd(const ConvGeom& g, bool bias, bool relu, DType cdt) {
+  auto src = any_md({g.N, g.C, g.H, g.W}, cdt);
+  auto wei = any_md({g.K, g.C, g.R, g.S}, cdt);
+  auto dst = any_md({g.N, g.K, g.P, g.Q}, cdt);
   auto prop = dnnl::prop_kind::forward_training;
   auto d = bias ? dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, src, wei,
                                                   memory::desc({g.K}, memory::data_type::f32, tag::a), dst,
@@ -100,46 +105,50 @@ void for_rows(const ConvGeom& g, F&& f) {
   for (int64_t row = 0; row < rows; ++row) f(row, row / PQ, (row % PQ) / g.Q, row % g.Q);
 }
 
-// A (rows, C·R·S) = im2col(x), zeros where the window reaches into the padding.
-void im2col(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, float* A) {
-  const float* xp = x.data<float>();
+// A (rows, C·R·S) = im2col(x), zeros where the window reaches into the padding; T is x's storage type (the
+// matrix keeps it: f32, or bf16 on the native path).
+template <class T>
+void im2col(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, T* A) {
+  const T* xp = x.data<T>();
   const Strides4 xs = strides4(x.shape, x.layout);
   const int64_t CRS = g.C * g.R * g.S;
   for_rows(g, [&](int64_t row, int64_t n, int64_t pp, int64_t q) {
-    float* a = A + row * CRS;
+    T* a = A + row * CRS;
     for (int64_t c = 0; c < g.C; ++c)
       for (int64_t r = 0; r < g.R; ++r) {
         const int64_t h = pp * p.stride_h - p.pad_h + r;
         for (int64_t s = 0; s < g.S; ++s) {
           const int64_t w = q * p.stride_w - p.pad_w + s;
-          *a++ = h >= 0 && h < g.H && w >= 0 && w < g.W ? xp[n * xs.n + xs.coff(c) + h * xs.h + w * xs.w] : 0.f;
+          *a++ = h >= 0 && h < g.H && w >= 0 && w < g.W ? xp[n * xs.n + xs.coff(c) + h * xs.h + w * xs.w] : T(0);
         }
       }
   });
 }
 
-// B (rows, K) = the activation t (N,K,P,Q) in any layout, one row per output position.
-void gather_rows(const ConvGeom& g, const Tensor& t, float* B) {
-  const float* tp = t.data<float>();
+// B (rows, K) = the activation t (N,K,P,Q) in any layout, one row per output position (T: t's storage type).
+template <class T>
+void gather_rows(const ConvGeom& g, const Tensor& t, T* B) {
+  const T* tp = t.data<T>();
   const Strides4 ts = strides4(t.shape, t.layout);
   for_rows(g, [&](int64_t row, int64_t n, int64_t pp, int64_t q) {
-    float* b = B + row * g.K;
+    T* b = B + row * g.K;
     for (int64_t k = 0; k < g.K; ++k) b[k] = tp[n * ts.n + ts.coff(k) + pp * ts.h + q * ts.w];
   });
 }
 
-// The inverse of gather_rows: t (N,K,P,Q) in its layout from B (rows, K).
+// The inverse of gather_rows: t (N,K,P,Q) in its layout (T: its storage type, rounded to) from f32 B (rows, K).
+template <class T>
 void scatter_rows(const ConvGeom& g, const float* B, Tensor& t) {
-  float* tp = t.data<float>();
+  T* tp = t.data<T>();
   const Strides4 ts = strides4(t.shape, t.layout);
   for_rows(g, [&](int64_t row, int64_t n, int64_t pp, int64_t q) {
     const float* b = B + row * g.K;
-    for (int64_t k = 0; k < g.K; ++k) tp[n * ts.n + ts.coff(k) + pp * ts.h + q * ts.w] = b[k];
+    for (int64_t k = 0; k < g.K; ++k) from_f32(tp[n * ts.n + ts.coff(k) + pp * ts.h + q * ts.w], b[k]);
   });
 }
 
 // dx (N,C,H,W) in its layout = col2im(D): every window position adds its column back. One image per iteration, so
-// the additions into an image never race.
+// the additions into an image never race. dx is f32 (a bf16 result is rounded from it afterwards, once).
 void col2im(const ConvGeom& g, const Conv2dParams& p, const float* D, Tensor& dx) {
   float* xp = dx.data<float>();
   const Strides4 xs = strides4(dx.shape, dx.layout);
@@ -161,8 +170,8 @@ void col2im(const ConvGeom& g, const Conv2dParams& p, const float* D, Tensor& dx
     }
 }
 
-// dst (M, N) = a (M, K) · b (K, N) (+ bias row, relu, or += dst) on raw buffers, plain f32 matrices given by their
-// descs (matmul_entry's primitive).
+// dst (M, N) = a (M, K) · b (K, N) (+ bias row, relu, or += dst) on raw buffers, plain matrices given by their
+// descs (matmul_entry's primitive); dst and bias are f32, a and b f32 or (native bf16 path) bf16.
 void gemm(const std::string& key, const memory::desc& a, const void* ap, const memory::desc& b, const void* bp,
           const memory::desc& c, void* cp, const float* bias, bool relu, bool accumulate) {
   const memory::desc bias_md({1, c.dims()[1]}, memory::data_type::f32, tag::ab);
@@ -175,50 +184,204 @@ void gemm(const std::string& key, const memory::desc& a, const void* ap, const m
   stream().wait();
 }
 
-memory::desc mat(int64_t rows, int64_t cols, tag t) { return memory::desc({rows, cols}, memory::data_type::f32, t); }
+memory::desc mat(int64_t rows, int64_t cols, tag t, DType dt = DType::F32) {
+  return memory::desc({rows, cols}, dnnl_dtype(dt), t);
+}
 
-// y (rows, K) = col (rows, CRS) · w^T (CRS, K) [+ b, relu], then into y's layout.
+// y (rows, K) = col (rows, CRS) · w^T (CRS, K) [+ b, relu], then into y's layout. x, w and y share one dtype (cdt).
 void small_map_forward(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor& b,
                        bool relu, Tensor& y) {
+  const DType cdt = x.dtype;
   const int64_t rows = g.N * g.P * g.Q, CRS = g.C * g.R * g.S;
-  Tensor col = scratch(size_t(rows * CRS) * 4), out = scratch(size_t(rows * g.K) * 4);
-  im2col(g, p, x, static_cast<float*>(col.raw()));
-  gemm(cache_key("conv2d_forward/im2col", rows, CRS, g.K, b.defined(), relu), mat(rows, CRS, tag::ab), col.raw(),
-       mat(CRS, g.K, tag::ba), w.raw(), mat(rows, g.K, tag::ab), out.raw(), b.defined() ? b.data<float>() : nullptr,
-       relu, false);
-  scatter_rows(g, static_cast<const float*>(out.raw()), y);
+  Tensor col = scratch(size_t(rows * CRS) * dtype_size(cdt)), out = scratch(size_t(rows * g.K) * 4);
+  dispatch_float(cdt, [&](auto t) { im2col(g, p, x, static_cast<decltype(t)*>(col.raw())); });
+  gemm(cache_key("conv2d_forward/im2col", rows, CRS, g.K, b.defined(), relu, int(cdt)), mat(rows, CRS, tag::ab, cdt),
+       col.raw(), mat(CRS, g.K, tag::ba, cdt), w.raw(), mat(rows, g.K, tag::ab), out.raw(),
+       b.defined() ? b.data<float>() : nullptr, relu, false);
+  dispatch_float(cdt, [&](auto t) { scatter_rows<decltype(t)>(g, static_cast<const float*>(out.raw()), y); });
 }
 
-// dcol (rows, CRS) = dy (rows, K) · w (K, CRS), then col2im into dx.
+// dcol (rows, CRS) = dy (rows, K) · w (K, CRS), then col2im into dx. dy, w and dx share one dtype (cdt).
 void small_map_backward_data(const ConvGeom& g, const Conv2dParams& p, const Tensor& dy, const Tensor& w,
                              Tensor& dx) {
+  const DType cdt = dy.dtype;
   const int64_t rows = g.N * g.P * g.Q, CRS = g.C * g.R * g.S;
-  Tensor dyr = scratch(size_t(rows * g.K) * 4), dcol = scratch(size_t(rows * CRS) * 4);
-  gather_rows(g, dy, static_cast<float*>(dyr.raw()));
-  gemm(cache_key("conv2d_backward_data/im2col", rows, g.K, CRS), mat(rows, g.K, tag::ab), dyr.raw(),
-       mat(g.K, CRS, tag::ab), w.raw(), mat(rows, CRS, tag::ab), dcol.raw(), nullptr, false, false);
-  col2im(g, p, static_cast<const float*>(dcol.raw()), dx);
+  Tensor dyr = scratch(size_t(rows * g.K) * dtype_size(cdt)), dcol = scratch(size_t(rows * CRS) * 4);
+  dispatch_float(cdt, [&](auto t) { gather_rows(g, dy, static_cast<decltype(t)*>(dyr.raw())); });
+  gemm(cache_key("conv2d_backward_data/im2col", rows, g.K, CRS, int(cdt)), mat(rows, g.K, tag::ab, cdt), dyr.raw(),
+       mat(g.K, CRS, tag::ab, cdt), w.raw(), mat(rows, CRS, tag::ab), dcol.raw(), nullptr, false, false);
+  if (cdt == DType::F32) return col2im(g, p, static_cast<const float*>(dcol.raw()), dx);
+  // bf16 dx: the window sums in f32, rounded once.
+  Tensor acc = Tensor::empty(dx.shape, DType::F32, Device::CPU, dx.layout);
+  col2im(g, p, static_cast<const float*>(dcol.raw()), acc);
+  const float* a = acc.data<float>();
+  uint16_t* o = dx.data<uint16_t>();
+  const int64_t n = dx.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) o[i] = f32_to_bf16(a[i]);
 }
 
-// dW (K, CRS) (+)= dy^T (K, rows) · col (rows, CRS), written straight into dw's plain (K,C,R,S) bytes.
+// dW (K, CRS) (+)= dy^T (K, rows) · col (rows, CRS), written straight into dw's plain f32 (K,C,R,S) bytes.
+// x and dy share one dtype (cdt).
 void small_map_backward_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, const Tensor& dy,
                                 Tensor& dw, Tensor& db, bool accumulate) {
+  const DType cdt = x.dtype;
   const int64_t rows = g.N * g.P * g.Q, CRS = g.C * g.R * g.S;
-  Tensor col = scratch(size_t(rows * CRS) * 4), dyr = scratch(size_t(rows * g.K) * 4);
-  float* A = static_cast<float*>(col.raw());
-  float* B = static_cast<float*>(dyr.raw());
-  im2col(g, p, x, A);
-  gather_rows(g, dy, B);
-  gemm(cache_key("conv2d_backward_weights/im2col", g.K, rows, CRS, accumulate), mat(g.K, rows, tag::ba), B,
-       mat(rows, CRS, tag::ab), A, mat(g.K, CRS, tag::ab), dw.raw(), nullptr, false, accumulate);
-  if (db.defined()) {
-    float* o = db.data<float>();
+  Tensor col = scratch(size_t(rows * CRS) * dtype_size(cdt)), dyr = scratch(size_t(rows * g.K) * dtype_size(cdt));
+  dispatch_float(cdt, [&](auto t) {
+    using T = decltype(t);
+    T* A = static_cast<T*>(col.raw());
+    T* B = static_cast<T*>(dyr.raw());
+    im2col(g, p, x, A);
+    gather_rows(g, dy, B);
+    gemm(cache_key("conv2d_backward_weights/im2col", g.K, rows, CRS, accumulate, int(cdt)),
+         mat(g.K, rows, tag::ba, cdt), B, mat(rows, CRS, tag::ab, cdt), A, mat(g.K, CRS, tag::ab), dw.raw(), nullptr,
+         false, accumulate);
+    if (db.defined()) {
+      float* o = db.data<float>();
 #pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < g.K; ++k) {
-      double sum = 0;
-      for (int64_t row = 0; row < rows; ++row) sum += B[row * g.K + k];
-      o[k] = accumulate ? float(o[k] + sum) : float(sum);
+      for (int64_t k = 0; k < g.K; ++k) {
+        double sum = 0;
+        for (int64_t row = 0; row < rows; ++row) sum += to_f32(B[row * g.K + k]);
+        o[k] = accumulate ? float(o[k] + sum) : float(sum);
+      }
     }
+  });
+}
+
+// Where a primitive writes its output: the user's memory when the formats agree, else a scratch (kept in `keep`)
+// to reorder into the user's afterwards (wrote_elsewhere).
+memory out_mem(const memory::desc& want, const memory& user, std::vector<Tensor>& keep) {
+  if (want == user.get_desc()) return user;
+  keep.push_back(scratch(want.get_size()));
+  return memory(want, engine(), keep.back().raw());
+}
+bool wrote_elsewhere(const memory& out, const memory& user) {
+  return out.get_data_handle() != user.get_data_handle();
+}
+
+// The three directions in the compute dtype (x, w, dy and the result share one: f32, or bf16 on the native path).
+Tensor forward(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, const Tensor& w, const Tensor& b,
+               bool relu, Layout y_layout) {
+  const char* op = "conv2d_forward";
+  const DType cdt = x.dtype;
+  if (use_small_map(g) && w.layout == Layout::Contiguous) {
+    Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, cdt, Device::CPU, y_layout);
+    small_map_forward(g, p, x, w, b, relu, y);
+    return y;
+  }
+  struct Entry {
+    dnnl::convolution_forward::primitive_desc pd;
+    dnnl::convolution_forward prim;
+  };
+  auto key = cache_key(op, x.shape, int(x.layout), int(y_layout), w.shape, b.defined(), relu, p.stride_h,
+                       p.stride_w, p.pad_h, p.pad_w, int(cdt));
+  auto& e = cached<Entry>(key, [&] {
+    auto pd = fwd_pd(g, b.defined(), relu, cdt);
+    return new Entry{pd, dnnl::convolution_forward(pd)};
+  });
+  Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, cdt, Device::CPU, y_layout);
+  std::vector<Tensor> keep;
+  memory src = to_desc(mem_of(x), e.pd.src_desc(), keep);
+  memory wei = to_desc(mem_of(w), e.pd.weights_desc(), keep);
+  memory y_user = mem_of(y);
+  memory dst = out_mem(e.pd.dst_desc(), y_user, keep);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+  if (b.defined()) args.emplace(DNNL_ARG_BIAS, mem_of(b));
+  e.prim.execute(stream(), args);
+  if (wrote_elsewhere(dst, y_user)) reorder(dst, y_user);
+  stream().wait();
+  return y;
+}
+
+Tensor backward_data(const ConvGeom& g, const Conv2dParams& p, const Tensor& dy, const Tensor& w,
+                     const Shape& x_shape) {
+  const char* op = "conv2d_backward_data";
+  const DType cdt = dy.dtype;
+  if (use_small_map(g) && w.layout == Layout::Contiguous) {
+    Tensor dx = Tensor::empty(x_shape, cdt, Device::CPU, act_layout(dy.layout, g.C));
+    small_map_backward_data(g, p, dy, w, dx);
+    return dx;
+  }
+  struct Entry {
+    dnnl::convolution_backward_data::primitive_desc pd;
+    dnnl::convolution_backward_data prim;
+  };
+  auto key = cache_key(op, x_shape, int(dy.layout), w.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w, int(cdt));
+  auto& e = cached<Entry>(key, [&] {
+    auto hint = fwd_pd(g, false, false, cdt);
+    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct,
+                                            any_md({g.N, g.C, g.H, g.W}, cdt), any_md({g.K, g.C, g.R, g.S}, cdt),
+                                            any_md({g.N, g.K, g.P, g.Q}, cdt), g.strides, g.pad_l, g.pad_r);
+    dnnl::convolution_backward_data::primitive_desc pd(d, engine(), hint);
+    return new Entry{pd, dnnl::convolution_backward_data(pd)};
+  });
+  Tensor dx = Tensor::empty(x_shape, cdt, Device::CPU, act_layout(dy.layout, g.C));
+  std::vector<Tensor> keep;
+  memory ddst = to_desc(mem_of(dy), e.pd.diff_dst_desc(), keep);
+  memory wei = to_desc(mem_of(w), e.pd.weights_desc(), keep);
+  memory dx_user = mem_of(dx);
+  memory dsrc = out_mem(e.pd.diff_src_desc(), dx_user, keep);
+  e.prim.execute(stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}});
+  if (wrote_elsewhere(dsrc, dx_user)) reorder(dsrc, dx_user);
+  stream().wait();
+  return dx;
+}
+
+void backward_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, const Tensor& dy, Tensor& dw,
+                      Tensor& db, bool accumulate) {
+  const char* op = "conv2d_backward_weights";
+  const DType cdt = x.dtype;
+  if (use_small_map(g)) return small_map_backward_weights(g, p, x, dy, dw, db, accumulate);
+  struct Entry {
+    dnnl::convolution_backward_weights::primitive_desc pd;
+    dnnl::convolution_backward_weights prim;
+  };
+  bool bias = db.defined();
+  auto key = cache_key(op, x.shape, int(x.layout), int(dy.layout), dw.shape, bias, p.stride_h, p.stride_w,
+                       p.pad_h, p.pad_w, int(cdt));
+  auto& e = cached<Entry>(key, [&] {
+    auto hint = fwd_pd(g, bias, false, cdt);
+    auto src = any_md({g.N, g.C, g.H, g.W}, cdt);
+    auto dwei = any_md({g.K, g.C, g.R, g.S}, DType::F32);  // f32 weight gradients on every path
+    auto ddst = any_md({g.N, g.K, g.P, g.Q}, cdt);
+    auto d = bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, dwei,
+                                                             memory::desc({g.K}, memory::data_type::f32, tag::a),
+                                                             ddst, g.strides, g.pad_l, g.pad_r)
+                  : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, dwei,
+                                                             ddst, g.strides, g.pad_l, g.pad_r);
+    dnnl::convolution_backward_weights::primitive_desc pd(d, engine(), hint);
+    return new Entry{pd, dnnl::convolution_backward_weights(pd)};
+  });
+  std::vector<Tensor> keep;
+  memory src = to_desc(mem_of(x), e.pd.src_desc(), keep);
+  memory ddst = to_desc(mem_of(dy), e.pd.diff_dst_desc(), keep);
+  memory dw_user = mem_of(dw);
+  // Write straight into dw when it is plain and we overwrite; otherwise into a temporary, then reorder
+  // (with a sum post-op when accumulating).
+  bool direct = !accumulate && e.pd.diff_weights_desc() == dw_user.get_desc();
+  memory dwei = dw_user;
+  if (!direct) {
+    keep.push_back(scratch(e.pd.diff_weights_desc().get_size()));
+    dwei = memory(e.pd.diff_weights_desc(), engine(), keep.back().raw());
+  }
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, dwei}};
+  Tensor db_tmp;
+  if (bias) {
+    if (accumulate) {
+      db_tmp = Tensor::empty({g.K}, DType::F32, Device::CPU);
+      args.emplace(DNNL_ARG_DIFF_BIAS, mem_of(db_tmp));
+    } else {
+      args.emplace(DNNL_ARG_DIFF_BIAS, mem_of(db));
+    }
+  }
+  e.prim.execute(stream(), args);
+  if (!direct) reorder_into(dwei, dw_user, accumulate);
+  stream().wait();
+  if (bias && accumulate) {
+    float* d = db.data<float>();
+    const float* s = db_tmp.data<float>();
+    for (int64_t k = 0; k < g.K; ++k) d[k] += s[k];
   }
 }
 
@@ -228,48 +391,17 @@ Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor
                                   bool relu) {
   const char* op = "conv2d_forward";
   check_4d_image(x, "conv2d_forward: input");
-  check_f32_activation(x, "conv2d_forward: input");
+  check_float_activation(x, "conv2d_forward: input");
   check_cpu(w, "conv2d_forward: weight");
   check_dtype(w, DType::F32, "conv2d_forward: weight");
   check_ndim(w, 4, "conv2d_forward: weight");
   ConvGeom g = geometry(x.shape, w.shape, p, op);
   if (b.defined()) check_param(b, {g.K}, "conv2d_forward: bias");
   const Layout y_layout = act_layout(p.cpu_blocked_output ? Layout::Blocked8 : x.layout, g.K);
-  if (use_small_map(g) && w.layout == Layout::Contiguous) {
-    return guard(op, [&] {
-      Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);
-      small_map_forward(g, p, x, w, b, relu, y);
-      return y;
-    });
-  }
+  const Bf16Path path = bf16_path(x.dtype);
   return guard(op, [&] {
-    struct Entry {
-      dnnl::convolution_forward::primitive_desc pd;
-      dnnl::convolution_forward prim;
-    };
-    auto key = cache_key(op, x.shape, int(x.layout), int(y_layout), w.shape, b.defined(), relu, p.stride_h,
-                         p.stride_w, p.pad_h, p.pad_w);
-    auto& e = cached<Entry>(key, [&] {
-      auto pd = fwd_pd(g, b.defined(), relu);
-      return new Entry{pd, dnnl::convolution_forward(pd)};
-    });
-    Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);
-    std::vector<Tensor> keep;
-    memory src = to_desc(mem_of(x), e.pd.src_desc(), keep);
-    memory wei = to_desc(mem_of(w), e.pd.weights_desc(), keep);
-    memory y_user = mem_of(y);
-    bool direct = e.pd.dst_desc() == y_user.get_desc();
-    memory dst = y_user;
-    if (!direct) {
-      keep.push_back(scratch(e.pd.dst_desc().get_size()));
-      dst = memory(e.pd.dst_desc(), engine(), keep.back().raw());
-    }
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
-    if (b.defined()) args.emplace(DNNL_ARG_BIAS, mem_of(b));
-    e.prim.execute(stream(), args);
-    if (!direct) reorder(dst, y_user);
-    stream().wait();
-    return y;
+    const Tensor xc = bf16_operand(x, path), wc = bf16_weights(w, path);
+    return bf16_result(forward(g, p, xc, wc, b, relu, y_layout), path);
   });
 }
 
@@ -277,49 +409,17 @@ Tensor CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const
                                         const Conv2dParams& p) {
   const char* op = "conv2d_backward_data";
   check_4d_image(dy, "conv2d_backward_data: dy");
-  check_f32_activation(dy, "conv2d_backward_data: dy");
+  check_float_activation(dy, "conv2d_backward_data: dy");
   check_cpu(w, "conv2d_backward_data: weight");
   check_dtype(w, DType::F32, "conv2d_backward_data: weight");
   check_ndim(w, 4, "conv2d_backward_data: weight");
   VGG_CHECK(x_shape.size() == 4, "conv2d_backward_data: input shape must be 4-D, got %s", shape_str(x_shape).c_str());
   ConvGeom g = geometry(x_shape, w.shape, p, op);
   check_shape(dy, {g.N, g.K, g.P, g.Q}, "conv2d_backward_data: dy");
-  if (use_small_map(g) && w.layout == Layout::Contiguous) {
-    return guard(op, [&] {
-      Tensor dx = Tensor::empty(x_shape, dy.dtype, Device::CPU, act_layout(dy.layout, g.C));
-      small_map_backward_data(g, p, dy, w, dx);
-      return dx;
-    });
-  }
+  const Bf16Path path = bf16_path(dy.dtype);
   return guard(op, [&] {
-    struct Entry {
-      dnnl::convolution_backward_data::primitive_desc pd;
-      dnnl::convolution_backward_data prim;
-    };
-    auto key = cache_key(op, x_shape, int(dy.layout), w.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w);
-    auto& e = cached<Entry>(key, [&] {
-      auto hint = fwd_pd(g, false, false);
-      dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, any_md({g.N, g.C, g.H, g.W}),
-                                              any_md({g.K, g.C, g.R, g.S}), any_md({g.N, g.K, g.P, g.Q}),
-                                              g.strides, g.pad_l, g.pad_r);
-      dnnl::convolution_backward_data::primitive_desc pd(d, engine(), hint);
-      return new Entry{pd, dnnl::convolution_backward_data(pd)};
-    });
-    Tensor dx = Tensor::empty(x_shape, dy.dtype, Device::CPU, act_layout(dy.layout, g.C));
-    std::vector<Tensor> keep;
-    memory ddst = to_desc(mem_of(dy), e.pd.diff_dst_desc(), keep);
-    memory wei = to_desc(mem_of(w), e.pd.weights_desc(), keep);
-    memory dx_user = mem_of(dx);
-    bool direct = e.pd.diff_src_desc() == dx_user.get_desc();
-    memory dsrc = dx_user;
-    if (!direct) {
-      keep.push_back(scratch(e.pd.diff_src_desc().get_size()));
-      dsrc = memory(e.pd.diff_src_desc(), engine(), keep.back().raw());
-    }
-    e.prim.execute(stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}});
-    if (!direct) reorder(dsrc, dx_user);
-    stream().wait();
-    return dx;
+    const Tensor dyc = bf16_operand(dy, path), wc = bf16_weights(w, path);
+    return bf16_result(backward_data(g, p, dyc, wc, x_shape), path);
   });
 }
 
@@ -327,9 +427,10 @@ void CpuBackend::conv2d_backward_weights(const Tensor& x, const Tensor& dy, cons
                                          Tensor& db, bool accumulate) {
   const char* op = "conv2d_backward_weights";
   check_4d_image(x, "conv2d_backward_weights: input");
-  check_f32_activation(x, "conv2d_backward_weights: input");
+  check_float_activation(x, "conv2d_backward_weights: input");
   check_4d_image(dy, "conv2d_backward_weights: dy");
-  check_f32_activation(dy, "conv2d_backward_weights: dy");
+  check_float_activation(dy, "conv2d_backward_weights: dy");
+  check_same_dtype(x, dy, "conv2d_backward_weights: input and dy");
   check_cpu(dw, "conv2d_backward_weights: dw");
   check_dtype(dw, DType::F32, "conv2d_backward_weights: dw");
   check_ndim(dw, 4, "conv2d_backward_weights: dw");
@@ -338,59 +439,8 @@ void CpuBackend::conv2d_backward_weights(const Tensor& x, const Tensor& dy, cons
   if (db.defined()) check_param(db, {g.K}, "conv2d_backward_weights: db");
   VGG_CHECK(dw.layout == Layout::Contiguous, "conv2d_backward_weights: dw must be plain (K,C,R,S), got %s",
             layout_name(dw.layout));
-  if (use_small_map(g)) return guard(op, [&] { small_map_backward_weights(g, p, x, dy, dw, db, accumulate); });
-  guard(op, [&] {
-    struct Entry {
-      dnnl::convolution_backward_weights::primitive_desc pd;
-      dnnl::convolution_backward_weights prim;
-    };
-    bool bias = db.defined();
-    auto key = cache_key(op, x.shape, int(x.layout), int(dy.layout), dw.shape, bias, p.stride_h, p.stride_w,
-                         p.pad_h, p.pad_w);
-    auto& e = cached<Entry>(key, [&] {
-      auto hint = fwd_pd(g, bias, false);
-      auto src = any_md({g.N, g.C, g.H, g.W});
-      auto dwei = any_md({g.K, g.C, g.R, g.S});
-      auto ddst = any_md({g.N, g.K, g.P, g.Q});
-      auto d = bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, dwei,
-                                                               memory::desc({g.K}, memory::data_type::f32, tag::a),
-                                                               ddst, g.strides, g.pad_l, g.pad_r)
-                    : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, dwei,
-                                                               ddst, g.strides, g.pad_l, g.pad_r);
-      dnnl::convolution_backward_weights::primitive_desc pd(d, engine(), hint);
-      return new Entry{pd, dnnl::convolution_backward_weights(pd)};
-    });
-    std::vector<Tensor> keep;
-    memory src = to_desc(mem_of(x), e.pd.src_desc(), keep);
-    memory ddst = to_desc(mem_of(dy), e.pd.diff_dst_desc(), keep);
-    memory dw_user = mem_of(dw);
-    // Write straight into dw when it is plain and we overwrite; otherwise into a temporary, then reorder
-    // (with a sum post-op when accumulating).
-    bool direct = !accumulate && e.pd.diff_weights_desc() == dw_user.get_desc();
-    memory dwei = dw_user;
-    if (!direct) {
-      keep.push_back(scratch(e.pd.diff_weights_desc().get_size()));
-      dwei = memory(e.pd.diff_weights_desc(), engine(), keep.back().raw());
-    }
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_DIFF_WEIGHTS, dwei}};
-    Tensor db_tmp;
-    if (bias) {
-      if (accumulate) {
-        db_tmp = Tensor::empty({g.K}, DType::F32, Device::CPU);
-        args.emplace(DNNL_ARG_DIFF_BIAS, mem_of(db_tmp));
-      } else {
-        args.emplace(DNNL_ARG_DIFF_BIAS, mem_of(db));
-      }
-    }
-    e.prim.execute(stream(), args);
-    if (!direct) reorder_into(dwei, dw_user, accumulate);
-    stream().wait();
-    if (bias && accumulate) {
-      float* d = db.data<float>();
-      const float* s = db_tmp.data<float>();
-      for (int64_t k = 0; k < g.K; ++k) d[k] += s[k];
-    }
-  });
+  const Bf16Path path = bf16_path(x.dtype);
+  guard(op, [&] { backward_weights(g, p, bf16_operand(x, path), bf16_operand(dy, path), dw, db, accumulate); });
 }
 
 }  // namespace vgg::cpu

@@ -2,6 +2,7 @@
 // cache, memory-descriptor helpers and argument checks used by every file in native/cpu/.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -92,7 +93,8 @@ void reorder(const dnnl::memory& from, const dnnl::memory& to);
 
 // ---- checks
 void check_cpu(const Tensor& t, const char* what);                 // defined and on the CPU
-void check_f32_activation(const Tensor& t, const char* what);      // f32; bf16 -> an error naming the CPU's ISA
+void check_float_activation(const Tensor& t, const char* what);    // f32 or bf16
+void check_same_dtype(const Tensor& a, const Tensor& b, const char* what);
 void check_4d_image(const Tensor& t, const char* what);            // defined, CPU, 4-D
 void check_param(const Tensor& t, const Shape& s, const char* what);  // defined, CPU, f32, shape s
 void check_same_layout(const Tensor& a, const Tensor& b, const char* what);
@@ -120,6 +122,46 @@ inline float bf16_to_f32(uint16_t h) {
   std::memcpy(&f, &u, 4);
   return f;
 }
+
+// Element access for loops templated on the activation's storage type (float or bf16 bits).
+inline float to_f32(float v) { return v; }
+inline float to_f32(uint16_t v) { return bf16_to_f32(v); }
+inline void from_f32(float& d, float v) { d = v; }
+inline void from_f32(uint16_t& d, float v) { d = f32_to_bf16(v); }
+// f(T{}) with T = float for f32, uint16_t for bf16.
+template <class F>
+void dispatch_float(DType t, F&& f) {
+  if (t == DType::BF16) f(uint16_t{});
+  else f(float{});
+}
+// Untyped element access by dtype (f32 or bf16), for loops where a per-element branch costs nothing that matters.
+inline float load(const void* p, DType t, int64_t i) {
+  return t == DType::F32 ? static_cast<const float*>(p)[i] : bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
+}
+inline void store(void* p, DType t, int64_t i, float v) {
+  if (t == DType::F32)
+    static_cast<float*>(p)[i] = v;
+  else
+    static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
+}
+
+// ---- bfloat16 activations. Parameters, gradients, BN statistics and the optimizer stay float32; convolutions and
+// linear layers take bf16 activations by one of two paths, with the same numerics (bf16 products summed in fp32,
+// the result rounded once to bf16):
+//   Native:   oneDNN's own bf16 kernels (bf16 src/weights/dst descs, f32 bias and weight gradients); oneDNN 2.6 has
+//             them from avx512_core on (AVX-512-bf16 and AMX make them fast). cpu_isa_info().bf16 says so.
+//   Emulated: every other CPU (AVX2), or VGGNET_CPU_BF16=emulate: the bf16 operands widened to f32 (exact), the f32
+//             weights rounded to bf16 and back, the f32 primitive, its output rounded to bf16. Same rounding as bf16
+//             hardware, no speed-up (slower than fp32: the conversions are extra passes).
+// Pools, BN, ReLU and dropout compute in float and read/write bf16 on both paths.
+enum class Bf16Path { None, Native, Emulated };
+Bf16Path bf16_path(DType activation);
+// What an op computes on: the activation itself, or (emulated) a widened f32 copy in the same layout.
+Tensor bf16_operand(const Tensor& act, Bf16Path path);
+// The weights an op computes with: w (None), a bf16 copy (Native), or w rounded to bf16 and back in f32 (Emulated).
+Tensor bf16_weights(const Tensor& w, Bf16Path path);
+// The op's output in the activation dtype: y, or (emulated) y rounded to a bf16 copy.
+Tensor bf16_result(const Tensor& y, Bf16Path path);
 
 // ---- the backend
 class CpuBackend final : public Backend {

@@ -8,23 +8,6 @@ namespace vgg::cpu {
 
 namespace {
 
-void check_float_activation(const Tensor& t, const char* what) {
-  check_cpu(t, what);
-  VGG_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16, "%s: expected float32 or bfloat16, got %s", what,
-            dtype_name(t.dtype));
-}
-
-// Calls f(load, store) with typed accessors for a float-like dtype.
-inline float load(const void* p, DType t, int64_t i) {
-  return t == DType::F32 ? static_cast<const float*>(p)[i] : bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
-}
-inline void store(void* p, DType t, int64_t i, float v) {
-  if (t == DType::F32)
-    static_cast<float*>(p)[i] = v;
-  else
-    static_cast<uint16_t*>(p)[i] = f32_to_bf16(v);
-}
-
 template <class T>
 void permute4(const T* src, T* dst, const Shape& s, Layout from) {
   const int64_t N = s[0], C = s[1], H = s[2], W = s[3], HW = H * W;

@@ -2,6 +2,9 @@
 // in plain C++ with PyTorch's windows [floor(i*H/oh), ceil((i+1)*H/oh)).
 //   maxpool  x (N,C,H,W) -> y (N,C,P,Q), P = floor((H + 2*pad - k)/stride) + 1 (floor mode: odd sizes drop the tail)
 //   adaptive x (N,C,H,W) -> y (N,C,oh,ow), always Contiguous
+// bf16 activations: both pools compute in float on a widened copy and round the result (on every CPU: oneDNN 2.6's
+// bf16 pooling needs avx512_core, and a max or a mean of a few values gains nothing from bf16 kernels). The max is
+// exact; the mean is rounded once.
 #include "cpu_common.h"
 
 namespace vgg::cpu {
@@ -47,7 +50,9 @@ inline int64_t win_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * i
 Tensor CpuBackend::maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Saved* saved) {
   const char* op = "maxpool2d_forward";
   check_4d_image(x, "maxpool2d_forward: input");
-  check_f32_activation(x, "maxpool2d_forward: input");
+  check_float_activation(x, "maxpool2d_forward: input");
+  // The f32 forward's workspace is what the (also widened) bf16 backward reads.
+  if (x.dtype == DType::BF16) return cast(maxpool2d_forward(cast(x, DType::F32), p, saved), DType::BF16);
   PoolGeom g = pool_geometry(x.shape, p, op);
   bool training = saved != nullptr;
   return guard(op, [&] {
@@ -81,7 +86,9 @@ Tensor CpuBackend::maxpool2d_backward(const Tensor& dy, const Tensor& x, const T
                                       const Saved& saved) {
   const char* op = "maxpool2d_backward";
   check_4d_image(dy, "maxpool2d_backward: dy");
-  check_f32_activation(dy, "maxpool2d_backward: dy");
+  check_float_activation(dy, "maxpool2d_backward: dy");
+  // x and y give only shapes and the layout here; the arg-max is in the workspace.
+  if (dy.dtype == DType::BF16) return cast(maxpool2d_backward(cast(dy, DType::F32), x, y, p, saved), DType::BF16);
   check_4d_image(x, "maxpool2d_backward: input");
   PoolGeom g = pool_geometry(x.shape, p, op);
   check_shape(dy, {g.N, g.C, g.P, g.Q}, "maxpool2d_backward: dy");
@@ -118,7 +125,8 @@ Tensor CpuBackend::maxpool2d_backward(const Tensor& dy, const Tensor& x, const T
 
 Tensor CpuBackend::adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) {
   check_4d_image(x, "adaptive_avgpool2d_forward: input");
-  check_f32_activation(x, "adaptive_avgpool2d_forward: input");
+  check_float_activation(x, "adaptive_avgpool2d_forward: input");
+  if (x.dtype == DType::BF16) return cast(adaptive_avgpool2d_forward(cast(x, DType::F32), oh, ow), DType::BF16);
   VGG_CHECK(oh >= 1 && ow >= 1, "adaptive_avgpool2d_forward: output size must be >= 1, got (%d,%d)", oh, ow);
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   VGG_CHECK(H >= 1 && W >= 1, "adaptive_avgpool2d_forward: empty input %s", shape_str(x.shape).c_str());
@@ -147,7 +155,10 @@ Tensor CpuBackend::adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) {
 
 Tensor CpuBackend::adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_shape, Layout x_layout) {
   check_4d_image(dy, "adaptive_avgpool2d_backward: dy");
-  check_f32_activation(dy, "adaptive_avgpool2d_backward: dy");
+  check_float_activation(dy, "adaptive_avgpool2d_backward: dy");
+  // Overlapping windows add into dx: in f32, rounded once.
+  if (dy.dtype == DType::BF16)
+    return cast(adaptive_avgpool2d_backward(cast(dy, DType::F32), x_shape, x_layout), DType::BF16);
   VGG_CHECK(x_shape.size() == 4, "adaptive_avgpool2d_backward: input shape must be 4-D, got %s",
             shape_str(x_shape).c_str());
   VGG_CHECK(dy.dim(0) == x_shape[0] && dy.dim(1) == x_shape[1],
