@@ -113,6 +113,21 @@ describe('nchw8c layout on the CPU', () => {
     }
   });
 
+  test('conv2d backward-weights on 28×28 maps with 128 input channels (on AVX2: oneDNN\'s GEMM-based kernel)', () => {
+    const xs: R.Shape4 = [2, 128, 28, 28], ws: R.Shape4 = [8, 128, 3, 3], ys = [2, 8, 28, 28];
+    const x = uniform(numel(xs)), dy = uniform(numel(ys));
+    const g = R.convBackwardWeights(x, xs, dy, ws, P1);
+    for (const layout of ['nchw8c', 'nchw'] as Layout[]) {
+      const dw = keep(Tensor.zeros(ws)), db = keep(Tensor.zeros([8]));
+      ops.conv2dBackwardWeights(T(x, xs, layout), T(dy, ys, layout), P1, dw, db, false);
+      expectClose(arr(dw), g.dw, 1e-5, `conv dw ${layout} 28x28`);
+      expectClose(arr(db), g.db, 1e-5, `conv db ${layout} 28x28`);
+      ops.conv2dBackwardWeights(T(x, xs, layout), T(dy, ys, layout), P1, dw, db, true);
+      expectClose(arr(dw), g.dw.map((v) => 2 * v), 1e-5, `conv dw ${layout} 28x28 accumulated`);
+      expectClose(arr(db), g.db.map((v) => 2 * v), 1e-5, `conv db ${layout} 28x28 accumulated`);
+    }
+  });
+
   test('relu, maxpool, adaptive avgpool, batch norm, add_ and cast on nchw8c', () => {
     const xs: R.Shape4 = [2, 16, 6, 4];
     const x = uniform(numel(xs), -2, 3);

@@ -9,6 +9,7 @@
 // (bf16 + bf16 weights on the native path; widened f32 + bf16-rounded f32 weights when emulated), runs the code below
 // in the compute dtype `cdt` = the operand's dtype, and returns the result in the activation's dtype. Weight and
 // bias gradients are f32 on every path.
+#include <cstdlib>
 #include <cstring>
 
 #include "cpu_common.h"
@@ -328,6 +329,22 @@ Tensor backward_data(const ConvGeom& g, const Conv2dParams& p, const Tensor& dy,
   return dx;
 }
 
+// oneDNN 2.6's AVX2 backward-weights kernel on blocked maps of 28² to 56² with at least 128 input channels
+// (vgg16's third and fourth blocks at 224²) ran at 66-86 GFLOP/s on 2 cores, its GEMM-based one (im2col + sgemm,
+// which it picks for plain nchw) at 105-122 (isolated layers, scripts/bench_conv_bwdw.cc); in a vgg16 b8 224² step
+// all backward-weights together went from ~2.9 to ~2.3 s (op profile, VGGNET_PROFILE=1). Those layers hand it nchw
+// copies of x and dy (a reorder each, a few ms). Elsewhere (24²-48² in 64²/96² nets) whole steps measured no
+// better. AVX2 only: AVX-512 has a faster direct kernel. A fixed rule, not a timing, so runs stay bit-reproducible.
+// VGGNET_CPU_BWDW_GEMM=0 turns it off (to compare).
+bool bwdw_via_gemm(const ConvGeom& g) {
+  static const bool on = [] {
+    const char* env = std::getenv("VGGNET_CPU_BWDW_GEMM");
+    const std::string isa = cpu_isa_info().isa;
+    return !(env && std::string(env) == "0") && (isa == "avx2" || isa == "avx2_vnni");
+  }();
+  return on && g.C >= 128 && g.H >= 28 && g.H <= 56 && g.W >= 28 && g.W <= 56;
+}
+
 void backward_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, const Tensor& dy, Tensor& dw,
                       Tensor& db, bool accumulate) {
   const char* op = "conv2d_backward_weights";
@@ -342,9 +359,11 @@ void backward_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x,
                        p.pad_h, p.pad_w, int(cdt));
   auto& e = cached<Entry>(key, [&] {
     auto hint = fwd_pd(g, bias, false, cdt);
-    auto src = any_md({g.N, g.C, g.H, g.W}, cdt);
+    const bool gemm = bwdw_via_gemm(g);
+    auto act = [&](const memory::dims& d) { return gemm ? memory::desc(d, dnnl_dtype(cdt), tag::nchw) : any_md(d, cdt); };
+    auto src = act({g.N, g.C, g.H, g.W});
     auto dwei = any_md({g.K, g.C, g.R, g.S}, DType::F32);  // f32 weight gradients on every path
-    auto ddst = any_md({g.N, g.K, g.P, g.Q}, cdt);
+    auto ddst = act({g.N, g.K, g.P, g.Q});
     auto d = bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, dwei,
                                                              memory::desc({g.K}, memory::data_type::f32, tag::a),
                                                              ddst, g.strides, g.pad_l, g.pad_r)
