@@ -154,8 +154,9 @@ for k, v in s["phases"].items():
 t = s["tests"]
 print("tests       passed %s, failed %s, skipped %s" % (t.get("passed"), t.get("failed"), t.get("skipped")))
 for b in bench:
-    print("bench       %-7s b%-3s %-5s ours %8s img/s  torch %8s img/s  ratio %s  peak %s MiB  %s%% of peak" % (
+    print("bench       %-7s b%-3s %-5s ours %8s img/s  torch %8s img/s  ratio %s  peak %s MiB  %s%% of peak  %s" % (
         b.get("model"), b.get("batch"), b.get("precision"), b.get("imgPerSec"), b.get("torchImgPerSec"),
-        b.get("ratio"), b.get("peakMiB"), b.get("peakFlopsPct")))
+        b.get("ratio"), b.get("peakMiB"), b.get("peakFlopsPct"),
+        "CUDA graph" if b.get("graphed") else "eager" + (" (%s)" % b["graphNote"] if b.get("graphNote") else "")))
 print("total       %ss; logs and summary.json in %s" % (s["seconds"], out))
 PY
