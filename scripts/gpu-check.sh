@@ -141,7 +141,9 @@ try:
     s["failed_tests"] = [a.get("fullName") for r in j.get("testResults", []) for a in r.get("assertionResults", [])
                          if a.get("status") == "failed"][:40]
 except Exception as e:
-    s["tests"] = {"error": "no jest.json: %s" % e}
+    # jest stopped before running tests (its globalSetup says why, e.g. no usable GPU): keep its reason
+    m = re.search(r"reason: ([^\n]*)", read("jest.log"))
+    s["tests"] = {"error": m.group(1) if m else "no jest.json: %s" % e}
 bench = [json.loads(l[len("BENCH_JSON "):]) for l in read("bench.log").splitlines() if l.startswith("BENCH_JSON ")]
 s["bench"] = bench
 s["seconds"] = int(time.time()) - int(os.environ["T0"])
@@ -152,7 +154,10 @@ print("cuda built  %s   %s" % (s["cuda_built"], s["build_line"]))
 for k, v in s["phases"].items():
     print("%-11s %-12s %4ss" % (k, v["status"], v["seconds"]))
 t = s["tests"]
-print("tests       passed %s, failed %s, skipped %s" % (t.get("passed"), t.get("failed"), t.get("skipped")))
+if "error" in t:
+    print("tests       not run: %s" % t["error"])
+else:
+    print("tests       passed %s, failed %s, skipped %s" % (t.get("passed"), t.get("failed"), t.get("skipped")))
 for b in bench:
     print("bench       %-7s b%-3s %-5s ours %8s img/s  torch %8s img/s  ratio %s  peak %s MiB  %s%% of peak  %s" % (
         b.get("model"), b.get("batch"), b.get("precision"), b.get("imgPerSec"), b.get("torchImgPerSec"),
