@@ -2,7 +2,6 @@
 // these functions in a typed class, and lib/train/graph.ts drives them.
 #include <napi.h>
 
-#include <cstring>
 #include <memory>
 
 #include "cuda/cuda_hooks.h"
@@ -58,10 +57,7 @@ Napi::Value Slots(const Napi::CallbackInfo& info) {
     Napi::Object o = Napi::Object::New(env);
     o.Set("kind", slot_kind_name(slots[i].kind));
     if (slots[i].kind == CudaGraphSlot::kLearningRate) {
-      const uint32_t bits = uint32_t(slots[i].capture_value);
-      float f = 0;
-      std::memcpy(&f, &bits, 4);
-      o.Set("value", double(f));
+      o.Set("value", double(CudaGraphSlot::to_float(slots[i].capture_value)));
     } else {
       o.Set("value", Napi::BigInt::New(env, slots[i].capture_value));
     }
@@ -80,10 +76,7 @@ Napi::Value Launch(const Napi::CallbackInfo& info) {
   std::vector<uint64_t> values(slots.size());
   for (uint32_t i = 0; i < a.Length(); ++i) {
     if (slots[i].kind == CudaGraphSlot::kLearningRate) {
-      const float lr = float(get_number(a.Get(i), "cudaGraphLaunch: learning rate"));
-      uint32_t bits = 0;
-      std::memcpy(&bits, &lr, 4);
-      values[i] = bits;
+      values[i] = CudaGraphSlot::from_float(float(get_number(a.Get(i), "cudaGraphLaunch: learning rate")));
     } else {
       const int64_t off = get_int(a.Get(i), "cudaGraphLaunch: dropout offset");
       VGG_CHECK(off >= 0, "cudaGraphLaunch: dropout offset %lld is negative", (long long)off);

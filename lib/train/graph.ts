@@ -75,11 +75,6 @@ export class TrainStepRunner {
     }
   }
 
-  /** Whether a graph is captured (for the shape `run` last replayed or will replay). */
-  get graphCaptured(): boolean {
-    return this.captured !== null;
-  }
-
   /** zeroGrad, forward, cross-entropy, backward, SGD step on one batch (images and labels on the model's device). */
   run(images: Tensor, labels: Tensor): TrainStepResult {
     if (!this.graphsAllowed()) return this.eager(images, labels);

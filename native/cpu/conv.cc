@@ -202,7 +202,8 @@ void small_map_forward(const ConvGeom& g, const Conv2dParams& p, const Tensor& x
   dispatch_float(cdt, [&](auto t) { scatter_rows<decltype(t)>(g, static_cast<const float*>(out.raw()), y); });
 }
 
-// dcol (rows, CRS) = dy (rows, K) · w (K, CRS), then col2im into dx. dy, w and dx share one dtype (cdt).
+// dcol (rows, CRS) = dy (rows, K) · w (K, CRS), then col2im into dx. dy and w share one dtype (cdt); dx is f32
+// (the window sums, rounded once by the caller when cdt is bf16).
 void small_map_backward_data(const ConvGeom& g, const Conv2dParams& p, const Tensor& dy, const Tensor& w,
                              Tensor& dx) {
   const DType cdt = dy.dtype;
@@ -211,15 +212,7 @@ void small_map_backward_data(const ConvGeom& g, const Conv2dParams& p, const Ten
   dispatch_float(cdt, [&](auto t) { gather_rows(g, dy, static_cast<decltype(t)*>(dyr.raw())); });
   gemm(cache_key("conv2d_backward_data/im2col", rows, g.K, CRS, int(cdt)), mat(rows, g.K, tag::ab, cdt), dyr.raw(),
        mat(g.K, CRS, tag::ab, cdt), w.raw(), mat(rows, CRS, tag::ab), dcol.raw(), nullptr, false, false);
-  if (cdt == DType::F32) return col2im(g, p, static_cast<const float*>(dcol.raw()), dx);
-  // bf16 dx: the window sums in f32, rounded once.
-  Tensor acc = Tensor::empty(dx.shape, DType::F32, Device::CPU, dx.layout);
-  col2im(g, p, static_cast<const float*>(dcol.raw()), acc);
-  const float* a = acc.data<float>();
-  uint16_t* o = dx.data<uint16_t>();
-  const int64_t n = dx.numel();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) o[i] = f32_to_bf16(a[i]);
+  col2im(g, p, static_cast<const float*>(dcol.raw()), dx);
 }
 
 // dW (K, CRS) (+)= dy^T (K, rows) · col (rows, CRS), written straight into dw's plain f32 (K,C,R,S) bytes.
@@ -300,9 +293,9 @@ Tensor backward_data(const ConvGeom& g, const Conv2dParams& p, const Tensor& dy,
   const char* op = "conv2d_backward_data";
   const DType cdt = dy.dtype;
   if (use_small_map(g) && w.layout == Layout::Contiguous) {
-    Tensor dx = Tensor::empty(x_shape, cdt, Device::CPU, act_layout(dy.layout, g.C));
+    Tensor dx = Tensor::empty(x_shape, DType::F32, Device::CPU, act_layout(dy.layout, g.C));
     small_map_backward_data(g, p, dy, w, dx);
-    return dx;
+    return cdt == DType::F32 ? dx : cpu_backend().cast(dx, cdt);
   }
   struct Entry {
     dnnl::convolution_backward_data::primitive_desc pd;

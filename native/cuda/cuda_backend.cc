@@ -611,11 +611,9 @@ class CudaBackend final : public Backend {
     }
     const float lr = float(p.lr);
     const float* lr_slot = nullptr;
-    if (capturing) {
-      uint32_t bits = 0;
-      std::memcpy(&bits, &lr, 4);
-      lr_slot = static_cast<const float*>(cuda_graph_slot(CudaGraphSlot::kLearningRate, bits));
-    }
+    if (capturing)
+      lr_slot = static_cast<const float*>(
+          cuda_graph_slot(CudaGraphSlot::kLearningRate, CudaGraphSlot::from_float(lr)));
     cuk::sgd_step(sgd_plan_, lr, float(p.momentum), float(p.dampening), float(p.weight_decay), p.nesterov, first,
                   lr_slot, capturing ? cuda_graph_step_guard() : nullptr);
   }

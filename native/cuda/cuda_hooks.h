@@ -21,6 +21,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -98,7 +99,18 @@ void* cuda_stream();
 struct CudaGraphSlot {
   enum Kind : int { kDropoutOffset = 0, kLearningRate = 1 };
   Kind kind;
-  uint64_t capture_value;  // dropout: the offset; learning rate: the float's bits
+  uint64_t capture_value;  // dropout: the offset; learning rate: the float's bits (low 4 bytes, read as a float)
+  static uint64_t from_float(float f) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, &f, 4);
+    return bits;
+  }
+  static float to_float(uint64_t v) {
+    const uint32_t bits = uint32_t(v);
+    float f = 0;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
 };
 class CudaGraph;
 // Starts capturing the compute stream. From now until end/abort, device memory comes from (and, when freed, goes
