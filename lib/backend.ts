@@ -1,29 +1,10 @@
-// Loads the native addon (node-gyp-build: prebuilds/ or build/Release) and says what it was built with.
-// VGGNET_ADDON=path/to/vggnet.node loads that binary instead (npm run test:asan points it at the sanitizer build).
-import * as path from 'path';
+// Devices: what the addon was built with, which GPUs it can use, and the resolution of a device option ('auto' ->
+// 'cpu' | 'cuda'), done at the public entry points (model constructors, tensor factories); everything below them
+// takes a resolved DeviceName.
+import { addon } from './native';
 
 export type DeviceName = 'cpu' | 'cuda';
 export type DeviceOption = DeviceName | 'auto';
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Addon = any;
-
-let loaded: Addon | undefined;
-export function addon(): Addon {
-  if (!loaded) {
-    try {
-      const explicit = process.env.VGGNET_ADDON;
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      loaded = explicit ? require(path.resolve(explicit)) : require('node-gyp-build')(path.resolve(__dirname, '..'));
-    } catch (e) {
-      throw new Error(
-        `vggnet: the native addon is not built or failed to load (${(e as Error).message}). ` +
-          'Run `npm run build:native` (needs cmake, g++ and libdnnl-dev).',
-      );
-    }
-  }
-  return loaded;
-}
 
 export interface CudaDeviceInfo {
   index: number;
@@ -58,8 +39,11 @@ export function backends(): BackendsInfo {
   return { cpu: { built: true, library: 'oneDNN' }, cuda };
 }
 
+let cudaDeviceCount: number | undefined;
+/** Whether a usable GPU is there (asked once per process: every CUDA tensor factory resolves its device). */
 export function cudaAvailable(): boolean {
-  return addon().buildInfo().cudaDeviceCount > 0;
+  cudaDeviceCount ??= addon().buildInfo().cudaDeviceCount;
+  return cudaDeviceCount > 0;
 }
 
 /**
@@ -69,6 +53,7 @@ export function cudaAvailable(): boolean {
 export function resolveDevice(option?: DeviceOption): DeviceName {
   const want = option ?? (process.env.VGGNET_DEVICE as DeviceOption | undefined) ?? 'auto';
   if (want === 'cpu') return 'cpu';
+  if (typeof want !== 'string') throw new TypeError(`device must be a string ('cpu', 'cuda' or 'auto'), got ${typeof want}`);
   if (want === 'cuda') {
     if (!cudaAvailable()) {
       const b = backends().cuda;
@@ -81,7 +66,7 @@ export function resolveDevice(option?: DeviceOption): DeviceName {
     return 'cuda';
   }
   if (want === 'auto') return cudaAvailable() ? 'cuda' : 'cpu';
-  throw new Error(`unknown device '${String(want)}' (expected cpu, cuda or auto)`);
+  throw new RangeError(`unknown device '${String(want)}' (expected cpu, cuda or auto)`);
 }
 
 export interface MemoryStats {

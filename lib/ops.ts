@@ -1,5 +1,7 @@
-// Typed wrappers of the addon's ops (native/ops.h): one function per op and direction, Tensors in and out.
-import { addon, DeviceName } from './backend';
+// Typed wrappers of the addon's ops (native/ops.h): one function per op and direction, Tensors in and out; plus the
+// CPU's ISA and peak, the GPU's float32 math mode, and CUDA graph capture.
+import { DeviceName } from './backend';
+import { addon, NativeGraph, NativeTensor, NativeWithSaved } from './native';
 import { DType, Layout, Tensor } from './tensor';
 
 export interface Conv2dParams {
@@ -28,9 +30,8 @@ export interface WithSaved {
 }
 
 const n = (t: Tensor | null | undefined) => (t ? t.native : null);
-const T = (h: unknown) => Tensor.fromNative(h);
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-const withSaved = (r: any): WithSaved => ({ y: T(r.y), saved: (r.saved as unknown[]).map(T) });
+const T = (h: NativeTensor) => Tensor.fromNative(h);
+const withSaved = (r: NativeWithSaved): WithSaved => ({ y: T(r.y), saved: r.saved.map(T) });
 const natives = (ts: Tensor[]) => ts.map((t) => t.native);
 
 export function conv2dForward(x: Tensor, w: Tensor, b: Tensor | null, p: Conv2dParams, relu = false): Tensor {
@@ -134,8 +135,20 @@ export function cpuPeakGflops(threads: number, seconds = 0.5): { gflops: number;
   return addon().cpuPeakGflops(threads, seconds);
 }
 
+/** Waits for the work queued on `device`. */
 export function synchronize(device: DeviceName): void {
   addon().synchronize(device);
+}
+
+/** The GPU's float32 math, process-wide: 'fp32' true float32, 'tf32' TF32 tensor cores, 'bf16' as tf32 (native/cuda/cuda_hooks.h). */
+export type CudaMathMode = 'fp32' | 'tf32' | 'bf16';
+const MATH_MODE_CODE: Record<CudaMathMode, 0 | 1 | 2> = { fp32: 0, tf32: 1, bf16: 2 };
+let mathMode: CudaMathMode | undefined;
+/** Sets the GPU's float32 math mode (a model sets its precision's at each forward; only a change reaches the addon). */
+export function setCudaMathMode(mode: CudaMathMode): void {
+  if (mode === mathMode) return;
+  addon().setCudaMathMode(MATH_MODE_CODE[mode]);
+  mathMode = mode;
 }
 
 /** Seeded fill: normal(a, b) = mean a, std b; uniform(a, b) = [a, b). Element i depends only on (seed, i). */
@@ -152,7 +165,7 @@ export interface CudaGraphSlot {
 
 /** A captured CUDA graph (native/cuda/graph.cc); lib/train/graph.ts is what drives one. */
 export class CudaGraph {
-  private constructor(private handle: unknown) {}
+  private constructor(private handle: NativeGraph) {}
 
   /**
    * Captures what `fn` queues on the GPU instead of running it: no host copies or synchronisation may happen inside,

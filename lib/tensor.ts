@@ -1,14 +1,14 @@
 // Tensor: the only owner of native memory on the JS side. Data lives in the addon (host or GPU); this class holds
 // the handle. dispose() frees now; otherwise the finaliser frees when the object is collected.
-import { addon, DeviceName, resolveDevice, DeviceOption } from './backend';
+import { DeviceName, resolveDevice, DeviceOption } from './backend';
+import { addon, NativeTensor } from './native';
 
 export type DType = 'float32' | 'bfloat16' | 'int32' | 'int64' | 'uint8';
 /** Physical layout of a 4-D tensor (the logical shape is NCHW): 'nchw8c' is oneDNN's blocked layout, CPU only. */
 export type Layout = 'nchw' | 'nhwc' | 'nchw8c';
 export type TensorData = Float32Array | Int32Array | Uint8Array | BigInt64Array;
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type NativeHandle = any;
+export type NativeHandle = NativeTensor;
 
 function dtypeOf(data: TensorData): DType {
   if (data instanceof Float32Array) return 'float32';

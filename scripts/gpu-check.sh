@@ -99,11 +99,11 @@ tail -n 8 "$OUT/jest.log"
 
 # GPU_CHECK_PROFILE=1: first an op-level profile of one bf16 step (device-synchronised per op).
 if [ "${GPU_CHECK_PROFILE:-0}" = 1 ]; then
-  phase profile 90 profile.log "VGGNET_PROFILE=1 VGGNET_BENCH_NO_TORCH=1 VGGNET_BENCH_STEPS=2 VGGNET_BENCH_WARMUP=1 VGGNET_BENCH_CONFIGS=vgg16:64:bf16 node dist/bench.js gpu"
+  phase profile 90 profile.log "VGGNET_PROFILE=1 VGGNET_BENCH_NO_TORCH=1 VGGNET_BENCH_STEPS=2 VGGNET_BENCH_WARMUP=1 VGGNET_BENCH_CONFIGS=vgg16:64:bf16 node dist/cli/bench.js gpu"
   grep -A25 "op profile" "$OUT/profile.log" | head -30
 fi
 # Fewer steps than the default so PyTorch's side (bf16 first) fits the box too; its own limit ends it before the phase's.
-phase bench 220 bench.log "VGGNET_BENCH_STEPS=\${VGGNET_BENCH_STEPS:-6} VGGNET_BENCH_WARMUP=\${VGGNET_BENCH_WARMUP:-2} VGGNET_BENCH_TORCH_TIMEOUT=\${VGGNET_BENCH_TORCH_TIMEOUT:-110} node dist/bench.js gpu"
+phase bench 220 bench.log "VGGNET_BENCH_STEPS=\${VGGNET_BENCH_STEPS:-6} VGGNET_BENCH_WARMUP=\${VGGNET_BENCH_WARMUP:-2} VGGNET_BENCH_TORCH_TIMEOUT=\${VGGNET_BENCH_TORCH_TIMEOUT:-110} node dist/cli/bench.js gpu"
 grep -v '^BENCH_JSON' "$OUT/bench.log" | tail -n 20
 
 # ---------------------------------------------------------------- summary

@@ -5,11 +5,11 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawn } from 'child_process';
 import sharp from 'sharp';
-import { main as trainMain } from '../lib/train';
-import { main as predictMain } from '../lib/predict';
-import { main as cliMain } from '../lib/cli';
-import { readCheckpointMeta } from '../lib/train/index';
-import { STL10, ensureSampleData } from '../lib/data';
+import { main as trainMain } from '../lib/cli/train';
+import { main as predictMain, predictFiles } from '../lib/cli/predict';
+import { main as cliMain } from '../lib/cli/vggnet';
+import { readCheckpointMeta, modelFromCheckpoint } from '../lib/train/index';
+import { STL10, ensureSampleData, transforms as T } from '../lib/data';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-cli-'));
 process.env.VGGNET_CACHE = path.join(tmp, 'cache');
@@ -114,6 +114,18 @@ test('a short run on the sample data, --resume auto, then predict', async () => 
   const probs = lines.slice(1).map((l) => Number(/([\d.]+)%/.exec(l)![1]));
   expect([...probs].sort((a, b) => b - a)).toEqual(probs);
   for (const l of lines.slice(1)) expect(l).toMatch(/%\s+(disc|square|triangle|ring|cross|hstripes|vstripes|checker|diamond|dots)$/);
+  // predict sees the image exactly as the test split does (a lossless PNG of test image 0): same probabilities as
+  // the model on the dataset's own eval pipeline (an earlier predict transposed the pixels twice).
+  const [viaFile] = await predictFiles(path.join(ck, 'best.safetensors'), [png], { top: 10 });
+  const { model, meta: m2 } = modelFromCheckpoint(path.join(ck, 'best.safetensors'));
+  const size = Number(m2.config.imageSize);
+  const evalDs = new STL10({ root: ensureSampleData(), split: 'test', transform: T.compose([T.evalTransform(size), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]) });
+  const x = evalDs.get(0).image;
+  const x4 = x.view([1, ...x.shape]);
+  const [direct] = model.predict(x4);
+  for (const t of [x, x4]) t.dispose();
+  model.dispose();
+  for (const t of viaFile.top) expect(Math.abs(t.probability - direct[t.index])).toBeLessThan(1e-6);
   c = io();
   expect(await predictMain(['--checkpoint', path.join(ck, 'best.safetensors'), path.join(tmp, 'nope.jpg')], c.io)).toBe(1);
   expect(c.err()).toMatch(/nope.jpg: no such file/);

@@ -2,7 +2,9 @@
 // run by the host twin of the GPU kernels (same shared per-pixel functions, same passes), must reproduce the CPU
 // pipeline bit for bit; the parameters must be the CPU pipeline's own draws. The GPU itself is tested in
 // test/cuda_data.test.ts.
-import { addon, backends } from '../lib/backend';
+import { backends } from '../lib/backend';
+import { addon } from '../lib/native';
+import { augmentSupport, memorySource } from '../lib/data/native_source';
 import { augmentBatch, DataLoader, STL10, transforms as T } from '../lib/data';
 import { flatten, Transform } from '../lib/data/transforms';
 import * as ops from '../lib/ops';
@@ -98,10 +100,10 @@ describe('deferred augmentation (host twin of the GPU kernels)', () => {
     const flipFirst = new DataLoader(new STL10({ root, split: 'test', transform: T.compose([T.randomHorizontalFlip(), T.randomResizedCrop(32)]) }), { batchSize: 4 });
     expect(flipFirst.augmentSupport()).toMatch(/randomResizedCrop.*in that order/);
     // images of two sizes
-    const src = addon().dataMemorySource([new Uint8Array(3 * 4 * 5), new Uint8Array(3 * 6 * 5)], Int32Array.from([3, 4, 5, 3, 6, 5]), Int32Array.from([0, 1]));
-    expect(addon().dataAugmentSupport(src, [])).toMatch(/one image size per batch/);
-    const gray = addon().dataMemorySource([new Uint8Array(4 * 5)], Int32Array.from([1, 4, 5]), Int32Array.from([0]));
-    expect(addon().dataAugmentSupport(gray, [])).toMatch(/needs 3/);
+    const src = memorySource([new Uint8Array(3 * 4 * 5), new Uint8Array(3 * 6 * 5)], Int32Array.from([3, 4, 5, 3, 6, 5]), Int32Array.from([0, 1]), 'chw');
+    expect(augmentSupport(src, [])).toMatch(/one image size per batch/);
+    const gray = memorySource([new Uint8Array(4 * 5)], Int32Array.from([1, 4, 5]), Int32Array.from([0]), 'chw');
+    expect(augmentSupport(gray, [])).toMatch(/needs 3/);
 
     const ds = new STL10({ root, split: 'test', transform: T.randomResizedCrop(32) });
     const loader = new DataLoader(ds, { batchSize: 4 });

@@ -1,14 +1,15 @@
 // Each native transform against the independent reference in data_reference.ts: exact for flips and crops, within
 // 1/255 for resampling and colour.
-import { addon } from '../lib/backend';
 import { transforms as T } from '../lib/data';
 import { flatten, Transform } from '../lib/data/transforms';
+import { transformImage } from '../lib/data/native_source';
+import { addon } from '../lib/native';
 import * as R from './data_reference';
 
 const TOL = 1 / 255;
 
 function run(u8: Uint8Array, shape: [number, number, number], t: Transform, seed = 7, epoch = 0, index = 0): R.Img {
-  const r = addon().dataTransformImage(u8, shape, flatten(t), seed, epoch, index);
+  const r = transformImage(u8, shape, flatten(t), seed, epoch, index);
   return { c: r.shape[0], h: r.shape[1], w: r.shape[2], d: Float64Array.from(r.data as Float32Array) };
 }
 const SHAPES: [number, number, number][] = [[3, 13, 17], [3, 20, 9], [3, 8, 8]];

@@ -9,7 +9,7 @@ import { Tensor } from '../lib/tensor';
 import { parseSafetensors, readSafetensors, writeSafetensors, firstDuplicateKey } from '../lib/io/safetensors';
 import { encodeMeta, loadCheckpoint, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../lib/train/checkpoint';
 import { STL10, ImageFolder, DataLoader } from '../lib/data';
-import { main as trainMain } from '../lib/train';
+import { main as trainMain } from '../lib/cli/train';
 import { tinyStl10 } from './data_fixtures';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-hostile-'));

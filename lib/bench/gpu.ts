@@ -8,7 +8,8 @@ import { trainFlopsPerImage, vggMacs } from './flops';
 import { profileReport } from '../profile';
 import * as path from 'path';
 
-import { addon, backends, memoryStats, resetPeakMemory, synchronize } from '../backend';
+import { backends, memoryStats, resetPeakMemory, synchronize } from '../backend';
+import * as ops from '../ops';
 import { cfgs, vgg16, vgg19, type Precision } from '../models/vgg';
 import { TrainStepRunner } from '../train/graph';
 import { sgd } from '../optim/sgd';
@@ -64,8 +65,8 @@ function envInt(name: string, dflt: number): number {
 function runOurs(c: Config, steps: number, warmup: number): { imgPerSec: number; peakMiB: number; graphed: boolean; graphNote?: string } {
   const factory = c.model === 'vgg16' ? vgg16 : vgg19;
   // Float32 math of the CUDA backend (TF32 or not); the model may set it too from its precision.
-  (addon() as any).setCudaMathMode?.(c.precision === 'fp32' ? 0 : c.precision === 'tf32' ? 1 : 2);
-  const model = factory({ numClasses: 1000, device: 'cuda', precision: c.precision, seed: 1 } as any);
+  ops.setCudaMathMode(c.precision);
+  const model = factory({ numClasses: 1000, device: 'cuda', precision: c.precision, seed: 1 });
   model.train();
   const opt = sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
   const n = c.batch * 3 * 224 * 224;
@@ -105,7 +106,7 @@ function runOurs(c: Config, steps: number, warmup: number): { imgPerSec: number;
     runner.dispose();
     x.dispose();
     labels.dispose();
-    (model as any).dispose?.();
+    model.dispose();
   }
 }
 

@@ -3,9 +3,9 @@
 // are — on the GPU for CUDA tensors (native/cuda/augment.cu), on the host for CPU ones. Either way the result is the
 // CPU pipeline's for the same (seed, epoch, index): the parameters are drawn by the same native code, and the
 // per-pixel arithmetic is shared (native/data/augment_math.h).
-import { addon } from '../backend';
 import { DType, Layout, Tensor } from '../tensor';
 import { TransformOp } from './transforms';
+import { augmentRaw } from './native_source';
 
 export interface DeferredAugment {
   /** float32 [N, 16]: each sample's crop window, flip, jitter order and factors (opaque; on the images' device). */
@@ -26,7 +26,5 @@ export interface AugmentOptions {
  * with `.to('cuda', { nonBlocking: true })` first to augment on the GPU). Does not dispose its inputs.
  */
 export function augmentBatch(images: Tensor, augment: DeferredAugment, options: AugmentOptions = {}): Tensor {
-  return Tensor.fromNative(
-    addon().dataAugmentBatch(images.native, augment.params.native, augment.ops, options.dtype ?? 'float32', options.layout ?? 'nchw'),
-  );
+  return augmentRaw(images, augment.params, augment.ops, options.dtype ?? 'float32', options.layout ?? 'nchw');
 }

@@ -5,11 +5,11 @@
 // sample's transform randomness comes from (seed, epoch, dataset index) — so an epoch is reproducible whatever the
 // thread count, and `iterate(epoch, { startBatch })` resumes exactly mid-epoch.
 import * as os from 'os';
-import { addon } from '../backend';
 import { Tensor } from '../tensor';
 import { Dataset } from './dataset';
 import { flatten, TransformOp } from './transforms';
 import { DeferredAugment } from './augment';
+import { augmentSupport, loadBatch } from './native_source';
 
 export interface DataLoaderOptions {
   batchSize?: number; // default 1
@@ -115,7 +115,7 @@ export class DataLoader implements AsyncIterable<Batch> {
    * image 3-channel and of one size (STL10: yes). Needs the dataset loaded.
    */
   augmentSupport(): string | null {
-    return addon().dataAugmentSupport(this.dataset.nativeSource(), this.ops) as string | null;
+    return augmentSupport(this.dataset.nativeSource(), this.ops);
   }
 
   /** Batches per epoch (needs the dataset loaded: `await dataset.load()` for downloads and ImageFolder). */
@@ -166,13 +166,11 @@ export class DataLoader implements AsyncIterable<Batch> {
         const idx = Int32Array.from(indices);
         let p: Promise<Batch>;
         try {
-          p = (addon().dataLoadBatch(source, idx, this.ops, this.seed, epoch, this.workers, defer) as Promise<{ images: unknown; labels: unknown; params?: unknown }>).then(
-            (r) => {
-              const out: Batch = { images: Tensor.fromNative(r.images), labels: Tensor.fromNative(r.labels), indices: idx, batch: b, epoch };
-              if (defer) out.augment = { params: Tensor.fromNative(r.params), ops: this.ops };
-              return out;
-            },
-          );
+          p = loadBatch(source, idx, this.ops, this.seed, epoch, this.workers, defer).then((r) => {
+            const out: Batch = { images: r.images, labels: r.labels, indices: idx, batch: b, epoch };
+            if (r.params) out.augment = { params: r.params, ops: this.ops };
+            return out;
+          });
         } catch (e) {
           p = Promise.reject(e);
         }

@@ -1,8 +1,8 @@
 // The dataset contract shared by STL10 and ImageFolder: samples live in a native source (files read with pread, or
 // decoded images in native memory) so the DataLoader's worker threads can read and transform them off the JS thread.
-import { addon } from '../backend';
 import { Tensor } from '../tensor';
 import { flatten, Transform, TransformOp } from './transforms';
+import { NativeSource, sourceGet, sourceLabels, sourceLength } from './native_source';
 
 export interface Sample {
   /** uint8 CHW without a transform; float32 CHW (the transform's output) with one. */
@@ -25,14 +25,14 @@ export interface Dataset {
   /** Makes the dataset ready (download, decode); idempotent. The DataLoader awaits it before the first batch. */
   load(): Promise<void>;
   /** @internal the native source handle */
-  nativeSource(): unknown;
+  nativeSource(): NativeSource;
 }
 
 /** Shared implementation of get(i) over a native source. */
 export abstract class NativeDataset implements Dataset {
   readonly transform?: Transform;
   protected readonly ops: TransformOp[];
-  protected source: unknown = null;
+  protected source: NativeSource | null = null;
 
   constructor(transform?: Transform) {
     this.transform = transform ?? undefined;
@@ -43,18 +43,18 @@ export abstract class NativeDataset implements Dataset {
   abstract load(): Promise<void>;
   protected abstract notReady(): Error;
 
-  nativeSource(): unknown {
+  nativeSource(): NativeSource {
     if (!this.source) throw this.notReady();
     return this.source;
   }
 
   get length(): number {
-    return addon().dataSourceLength(this.nativeSource());
+    return sourceLength(this.nativeSource());
   }
 
   /** All labels in index order (Int32Array; -1 for unlabeled). */
   labels(): Int32Array {
-    return addon().dataSourceLabels(this.nativeSource());
+    return sourceLabels(this.nativeSource());
   }
 
   get(index: number, options: GetOptions = {}): Sample {
@@ -63,11 +63,6 @@ export abstract class NativeDataset implements Dataset {
     if (!Number.isInteger(index) || index < 0 || index >= n) {
       throw new RangeError(`${this.constructor.name}.get: index ${index} out of range [0, ${n})`);
     }
-    if (this.ops.length === 0) {
-      const r = addon().dataGet(src, index);
-      return { image: Tensor.fromNative(r.image), label: r.label };
-    }
-    const r = addon().dataGetTransformed(src, index, this.ops, options.seed ?? 0, options.epoch ?? 0);
-    return { image: Tensor.fromNative(r.image), label: r.label };
+    return sourceGet(src, index, this.ops, options.seed ?? 0, options.epoch ?? 0);
   }
 }

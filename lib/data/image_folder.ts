@@ -3,9 +3,8 @@
 // DataLoader's worker threads transform them; `await dataset.load()` decodes (the DataLoader calls it).
 import * as fs from 'fs';
 import * as path from 'path';
-import sharp from 'sharp';
-import { addon } from '../backend';
 import { NativeDataset } from './dataset';
+import { decodeToSource } from './image_files';
 import { Transform } from './transforms';
 
 export interface ImageFolderOptions {
@@ -92,31 +91,7 @@ export class ImageFolder extends NativeDataset {
   }
 
   private async decodeAll(): Promise<void> {
-    const n = this.samples.length;
-    const images: Uint8Array[] = new Array(n);
-    const shapes = new Int32Array(3 * n);
-    const labels = new Int32Array(n);
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      for (;;) {
-        const i = next++;
-        if (i >= n) return;
-        const [file, label] = this.samples[i];
-        let out: { data: Buffer; info: { width: number; height: number; channels: number } };
-        try {
-          out = await sharp(file).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-        } catch (e) {
-          throw new Error(`ImageFolder: ${file}: expected a readable JPEG or PNG image, got: ${(e as Error).message}`);
-        }
-        const { width, height, channels } = out.info;
-        if (channels !== 3) throw new Error(`ImageFolder: ${file}: expected 3 channels after conversion, got ${channels}`);
-        images[i] = new Uint8Array(out.data.buffer, out.data.byteOffset, out.data.byteLength);
-        shapes.set([3, height, width], 3 * i);
-        labels[i] = label;
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(this.concurrency, n) }, worker));
-    this.source = addon().dataMemorySource(images, shapes, labels, true);
+    this.source = await decodeToSource(this.samples.map(([f]) => f), Int32Array.from(this.samples, ([, k]) => k), 'ImageFolder', this.concurrency);
   }
 }
 

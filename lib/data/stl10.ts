@@ -3,10 +3,10 @@
 // held in memory. Images are stored column-major per channel in the file and come out as row-major uint8 CHW.
 import * as fs from 'fs';
 import * as path from 'path';
-import { addon } from '../backend';
 import { NativeDataset } from './dataset';
 import { downloadStl10, DownloadOptions } from './download';
 import { Transform } from './transforms';
+import { sourceLength, stl10Source } from './native_source';
 
 export type Stl10Split = 'train' | 'test' | 'unlabeled' | 'train+unlabeled';
 export const STL10_SPLITS: Stl10Split[] = ['train', 'test', 'unlabeled', 'train+unlabeled'];
@@ -105,7 +105,7 @@ export class STL10 extends NativeDataset {
     const parts = { train: [train], test: [test], unlabeled: [unl], 'train+unlabeled': [train, unl] }[this.split];
     let subset: Int32Array | null = null;
     if (this.folds !== undefined) {
-      const trainCount = addon().dataSourceLength(addon().dataStl10Source([train]));
+      const trainCount = sourceLength(stl10Source([train]));
       const fold = this.readFold(this.folds, trainCount);
       if (this.split === 'train') {
         subset = fold;
@@ -116,7 +116,7 @@ export class STL10 extends NativeDataset {
         for (let i = 0; i < unlCount; i++) subset[fold.length + i] = trainCount + i;
       }
     }
-    this.source = addon().dataStl10Source(parts, subset);
+    this.source = stl10Source(parts, subset);
   }
 
   private readFold(fold: number, trainCount: number): Int32Array {

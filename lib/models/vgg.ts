@@ -1,6 +1,6 @@
 // VGG from a table of layer widths, the way torchvision's models/vgg.py builds it: configurations A/B/D/E
 // (VGG11/13/16/19), optional batch norm, torchvision's layer indices, parameter names and initialisation.
-import { addon, DeviceOption, DeviceName, resolveDevice } from '../backend';
+import { DeviceOption, DeviceName, resolveDevice } from '../backend';
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
 import { Counter, Module, Parameter, NamedParameter, isGradEnabled, noGrad } from '../nn/module';
@@ -34,7 +34,6 @@ export function cpuBf16Note(): string | undefined {
     : 'oneDNN 2.6 has no bf16 kernels below avx512_core';
   return `bf16 on this CPU (${isa}) is emulated in float32 (${why}): same rounding as bf16 hardware, no speed-up`;
 }
-const CUDA_MATH_MODE: Record<Precision, number> = { fp32: 0, tf32: 1, bf16: 2 };
 
 export interface VGGOptions {
   numClasses?: number;
@@ -165,7 +164,7 @@ export class VGGNet extends Module {
     if (h < 32 || w < 32) throw new Error(`VGGNet.forward: input is ${h}×${w}; VGG's five pools need at least 32×32`);
     if (x.device !== this.device) throw new Error(`VGGNet.forward: input is on ${x.device}, the model on ${this.device}`);
     // Entry: activations in the compute dtype, channels-last on the GPU, and the GPU's float32 math mode.
-    if (this.device === 'cuda') addon().setCudaMathMode(CUDA_MATH_MODE[this.precision]);
+    if (this.device === 'cuda') ops.setCudaMathMode(this.precision);
     let cur = x;
     const dt = this.precision === 'bf16' ? 'bfloat16' : 'float32';
     if (cur.dtype !== dt) cur = this.keep(ops.cast(cur, dt));

@@ -1,11 +1,13 @@
 #!/usr/bin/env node
-// `vggnet train|predict|download ...`: the package's command (package.json "bin").
+// `vggnet train|predict|download|bench ...`: the package's command (package.json "bin").
 import * as path from 'path';
-import { Command, CommanderError } from 'commander';
-import { main as trainMain, CliIO } from './train';
+import { Command } from 'commander';
+import { main as trainMain } from './train';
 import { main as predictMain } from './predict';
-import { downloadStl10 } from './data';
-import { packageVersion } from './train/index';
+import { main as benchMain } from './bench';
+import { downloadStl10 } from '../data';
+import { packageVersion } from '../train/index';
+import { CliIO, EXIT, configure, parseArgs, processIO, runAsMain } from './support';
 
 const USAGE = `Usage: vggnet <command> [options]
 
@@ -13,25 +15,23 @@ Commands:
   train      train a VGG network (vggnet train --help)
   predict    top-5 classes for images with a checkpoint (vggnet predict --help)
   download   fetch STL10 into --data (default ./data)
+  bench      images/s against PyTorch (vggnet bench [cpu|data|gpu|all])
 `;
 
-export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr, handleSignals: true }): Promise<number> {
+export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'train':
       return trainMain(rest, io);
     case 'predict':
       return predictMain(rest, io);
+    case 'bench':
+      return benchMain(rest);
     case 'download': {
       const p = new Command('download').description('Download and verify STL10 (2.6 GB) into --data.')
-        .option('--data <dir>', 'destination folder (gets stl10_binary/)', './data')
-        .exitOverride().configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
-      try {
-        p.parse(rest, { from: 'user' });
-      } catch (e) {
-        if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
-        throw e;
-      }
+        .option('--data <dir>', 'destination folder (gets stl10_binary/)', './data');
+      const parsed = parseArgs(configure(p, io), rest);
+      if (parsed !== null) return parsed;
       try {
         const dir = await downloadStl10(p.opts().data);
         io.stdout.write(`STL10 is in ${path.resolve(dir)}\n`);
@@ -57,9 +57,4 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
   }
 }
 
-if (require.main === module) {
-  main(process.argv.slice(2)).then((c) => (process.exitCode = c), (e) => {
-    process.stderr.write(`error: ${(e as Error).stack ?? e}\n`);
-    process.exitCode = 1;
-  });
-}
+runAsMain(module, (argv) => main(argv));

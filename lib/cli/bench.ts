@@ -1,24 +1,24 @@
 #!/usr/bin/env node
 // `npm run bench [-- cpu|data|gpu|all]`: prints tables of images/s against PyTorch where it is installed.
 // Default: cpu (and gpu when a GPU is usable). Speed is measured here, never asserted in tests.
-import { cudaAvailable } from './backend';
-import { benchCpu } from './bench/cpu';
-import { benchData } from './bench/data';
-import { benchGpu } from './bench/gpu';
+import { cudaAvailable } from '../backend';
+import { benchCpu } from '../bench/cpu';
+import { benchData } from '../bench/data';
+import { benchGpu } from '../bench/gpu';
+import { EXIT, runAsMain } from './support';
 
-export async function main(argv: string[]): Promise<void> {
+export async function main(argv: string[]): Promise<number> {
   const which = argv.length ? argv : cudaAvailable() ? ['cpu', 'gpu'] : ['cpu'];
   for (const w of which.includes('all') ? ['cpu', 'data', 'gpu'] : which) {
     if (w === 'cpu') await benchCpu();
     else if (w === 'data') await benchData();
     else if (w === 'gpu') await benchGpu();
-    else throw new Error(`bench: unknown suite '${w}' (expected cpu, data, gpu or all)`);
+    else {
+      console.error(`bench: unknown suite '${w}' (expected cpu, data, gpu or all)`);
+      return EXIT.usage;
+    }
   }
+  return EXIT.ok;
 }
 
-if (require.main === module) {
-  main(process.argv.slice(2)).catch((e) => {
-    console.error(`bench: ${(e as Error).message}`);
-    process.exit(1);
-  });
-}
+runAsMain(module, (argv) => main(argv));

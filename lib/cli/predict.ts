@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+// `node dist/predict.js --checkpoint PATH IMAGE...` (also `vggnet predict`): top-5 classes with probabilities for
+// each image, with the class names and evaluation preprocessing (resize + center crop + normalize) of the checkpoint.
+import * as fs from 'fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { ImageFiles, DataLoader, transforms as T } from '../data';
+import { modelFromCheckpoint } from '../train/index';
+import { CliIO, EXIT, configure, parseArgs, runAsMain } from './support';
+
+export interface Prediction {
+  file: string;
+  top: { class: string; index: number; probability: number }[];
+}
+
+/** Top-k predictions for image files with a training checkpoint. */
+export async function predictFiles(checkpoint: string, files: string[], options: { top?: number; device?: 'cpu' | 'cuda' | 'auto'; imageSize?: number } = {}): Promise<Prediction[]> {
+  const { model, meta } = modelFromCheckpoint(checkpoint, { device: options.device ?? 'cpu' });
+  try {
+    const size = options.imageSize ?? Number(meta.config?.imageSize ?? 224);
+    const classes = meta.classes ?? Array.from({ length: model.options.numClasses }, (_, i) => `class ${i}`);
+    const ds = new ImageFiles(files, T.compose([T.evalTransform(size), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]));
+    const out: Prediction[] = [];
+    for await (const b of new DataLoader(ds, { batchSize: 16 }).iterate(0)) {
+      const x = b.images.device === model.device ? b.images : b.images.to(model.device);
+      const probs = model.predict(x);
+      for (const t of new Set([x, b.images, b.labels])) t.dispose();
+      probs.forEach((p, j) => {
+        const order = Array.from(p.keys()).sort((a, c) => p[c] - p[a] || a - c).slice(0, options.top ?? 5);
+        out.push({ file: files[b.indices[j]], top: order.map((k) => ({ class: classes[k] ?? `class ${k}`, index: k, probability: p[k] })) });
+      });
+    }
+    return out;
+  } finally {
+    model.dispose();
+  }
+}
+
+export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const p = new Command('predict')
+    .description('Top-k classes with probabilities for images, with a checkpoint written by train.')
+    .requiredOption('--checkpoint <path>', 'a .safetensors checkpoint from train (best.safetensors, last.safetensors)')
+    .option('--top <k>', 'how many classes to show', (v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`--top must be an integer >= 1, got '${v}'.`);
+      return n;
+    }, 5)
+    .addOption(new Option('--device <d>', 'where to run').choices(['auto', 'cpu', 'cuda']).default('cpu'))
+    .option('--json', 'print JSON', false)
+    .argument('<images...>', 'image files (JPEG, PNG, ...)');
+  const parsed = parseArgs(configure(p, io), argv);
+  if (parsed !== null) return parsed;
+  const o = p.opts();
+  try {
+    for (const f of p.args) if (!fs.existsSync(f)) throw new Error(`${f}: no such file`);
+    const res = await predictFiles(o.checkpoint, p.args, { top: o.top, device: o.device });
+    if (o.json) {
+      io.stdout.write(JSON.stringify(res, null, 2) + '\n');
+    } else {
+      for (const r of res) {
+        io.stdout.write(`${r.file}\n`);
+        for (const t of r.top) io.stdout.write(`  ${(100 * t.probability).toFixed(2).padStart(6)}%  ${t.class}\n`);
+      }
+    }
+    return EXIT.ok;
+  } catch (e) {
+    io.stderr.write(`error: ${(e as Error).message}\n`);
+    return EXIT.error;
+  }
+}
+
+runAsMain(module, (argv) => main(argv));

@@ -1,0 +1,150 @@
+// The native addon's surface, typed: the one place that loads it (node-gyp-build: prebuilds/ or build/Release;
+// VGGNET_ADDON=path/to/vggnet.node loads that binary instead, as `npm run test:asan` does).
+//
+// Who may import this module: tensor.ts (storage), ops.ts (compute, device and build queries), backend.ts (device
+// resolution) and the data layer's data/native_source.ts. Everything else goes through those
+// (test/architecture.test.ts keeps it so). Names are the bindings' (native/bindings/*.cc).
+import * as path from 'path';
+
+export type NativeDevice = 'cpu' | 'cuda';
+export type NativeDType = 'float32' | 'bfloat16' | 'int32' | 'int64' | 'uint8';
+export type NativeLayout = 'nchw' | 'nhwc' | 'nchw8c';
+
+/** A NativeTensor (native/bindings/js_tensor.cc): owns a vgg::Tensor. */
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: NativeDType;
+  readonly device: NativeDevice;
+  readonly layout: NativeLayout;
+  readonly disposed: boolean;
+  toBuffer(): ArrayBuffer;
+  dispose(): void;
+}
+/** A data source (STL10 files or decoded images in memory); opaque outside the addon. */
+export interface NativeSource {
+  readonly __nativeSource: unique symbol;
+}
+/** A captured CUDA graph; opaque outside the addon. */
+export interface NativeGraph {
+  readonly __nativeGraph: unique symbol;
+}
+type T = NativeTensor;
+type Opt = NativeTensor | null;
+
+export interface NativeConvParams {
+  strideH: number;
+  strideW: number;
+  padH: number;
+  padW: number;
+  cpuBlockedOutput?: boolean;
+}
+export interface NativePoolParams {
+  kernel: number;
+  stride: number;
+  pad: number;
+}
+export interface NativeSgdParams {
+  lr: number;
+  momentum: number;
+  dampening: number;
+  weightDecay: number;
+  nesterov: boolean;
+}
+export interface NativeWithSaved {
+  y: T;
+  saved: T[];
+}
+/** A transform step as the native pipeline takes it (data/transforms.ts builds these). */
+export type NativeTransformOp = { type: string } & Record<string, unknown>;
+
+export interface NativeAddon {
+  // ---- tensors (bindings/js_tensor.cc)
+  tensorFromBuffer(data: ArrayBufferView, shape: number[], dtype: NativeDType, device: NativeDevice, layout: NativeLayout): T;
+  tensorEmpty(shape: number[], dtype: NativeDType, device: NativeDevice, layout: NativeLayout): T;
+  tensorZeros(shape: number[], dtype: NativeDType, device: NativeDevice, layout: NativeLayout): T;
+  tensorView(x: T, shape: number[]): T;
+  tensorTo(x: T, device: NativeDevice, nonBlocking?: boolean): T;
+  tensorClone(x: T): T;
+  tensorCopyInto(dst: T, src: T): void;
+
+  // ---- ops (bindings/bind_ops.cc; ops.h)
+  conv2dForward(x: T, w: T, b: Opt, p: NativeConvParams, relu: boolean): T;
+  conv2dBackwardData(dy: T, w: T, xShape: number[], p: NativeConvParams): T;
+  conv2dBackwardWeights(x: T, dy: T, p: NativeConvParams, dw: T, db: Opt, accumulate: boolean): void;
+  reluForward(x: T): T;
+  reluBackward(dy: T, y: T): T;
+  maxpool2dForward(x: T, p: NativePoolParams, needBackward: boolean): NativeWithSaved;
+  maxpool2dBackward(dy: T, x: T, y: T, p: NativePoolParams, saved: T[]): T;
+  adaptiveAvgpool2dForward(x: T, oh: number, ow: number): T;
+  adaptiveAvgpool2dBackward(dy: T, xShape: number[], xLayout: NativeLayout): T;
+  batchnormForward(x: T, gamma: T, beta: T, runningMean: T, runningVar: T, training: boolean, momentum: number, eps: number,
+    needBackward: boolean, relu: boolean): NativeWithSaved;
+  batchnormBackward(dy: T, x: T, gamma: T, eps: number, saved: T[], dgamma: T, dbeta: T, accumulate: boolean, reluOutput: Opt): T;
+  linearForward(x: T, w: T, b: Opt, relu: boolean): T;
+  linearBackwardData(dy: T, w: T): T;
+  linearBackwardWeights(x: T, dy: T, dw: T, db: Opt, accumulate: boolean): void;
+  dropoutForward(x: T, p: number, seed: bigint, offset: bigint, train: boolean): NativeWithSaved;
+  dropoutBackward(dy: T, p: number, saved: T[]): T;
+  crossEntropy(logits: T, labels: T): { loss: T; dlogits: T };
+  sgdStep(params: T[], grads: T[], bufs: T[], p: NativeSgdParams, first: boolean): void;
+  fill(t: T, value: number): void;
+  fillRandom(t: T, kind: 'normal' | 'uniform', a: number, b: number, seed: bigint): void;
+  add_(dst: T, src: T, alpha: number): void;
+  cast(x: T, dtype: NativeDType): T;
+  toLayout(x: T, layout: NativeLayout): T;
+
+  // ---- devices, memory, build (bindings/bind_ops.cc)
+  synchronize(device: NativeDevice): void;
+  memoryStats(device: NativeDevice): { inUse: number; cached: number; peak: number };
+  resetPeakMemory(device: NativeDevice): void;
+  emptyCache(device: NativeDevice): void;
+  /** cuda: JSON text (cuda_info_json in native/cuda/cuda_hooks.h). */
+  buildInfo(): { cudaBuilt: boolean; cudaDeviceCount: number; cuda: string };
+  setCudaMathMode(mode: 0 | 1 | 2): void;
+  cpuIsaInfo(): { isa: string; bf16: boolean };
+  cpuPeakGflops(threads: number, seconds: number): { gflops: number; threads: number; vector: string };
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+
+  // ---- CUDA graphs (bindings/bind_graph.cc)
+  cudaGraphBegin(): void;
+  cudaGraphCapturing(): boolean;
+  cudaGraphAbort(): void;
+  cudaGraphStepGuard(loss: T): void;
+  cudaGraphEnd(): NativeGraph;
+  cudaGraphSlots(g: NativeGraph): { kind: 'dropoutOffset' | 'learningRate'; value: bigint | number }[];
+  cudaGraphLaunch(g: NativeGraph, values: (bigint | number)[]): void;
+  cudaGraphDispose(g: NativeGraph): void;
+
+  // ---- data (bindings/bind_data.cc)
+  dataStl10Source(parts: [string, string | null][], subset?: Int32Array | null): NativeSource;
+  dataMemorySource(images: Uint8Array[], shapes: Int32Array, labels: Int32Array, hwc?: boolean): NativeSource;
+  dataSourceLength(src: NativeSource): number;
+  dataSourceLabels(src: NativeSource): Int32Array;
+  dataGet(src: NativeSource, index: number): { image: T; label: number };
+  dataGetTransformed(src: NativeSource, index: number, ops: NativeTransformOp[], seed: number, epoch: number): { image: T; label: number };
+  dataTransformImage(u8: Uint8Array, shape: number[], ops: NativeTransformOp[], seed: number, epoch: number, index: number): { data: Float32Array; shape: number[] };
+  dataLoadBatch(src: NativeSource, indices: Int32Array, ops: NativeTransformOp[], seed: number, epoch: number, threads: number,
+    raw: boolean): Promise<{ images: T; labels: T; params?: T }>;
+  dataAugmentSupport(src: NativeSource, ops: NativeTransformOp[]): string | null;
+  dataAugmentBatch(images: T, params: T, ops: NativeTransformOp[], dtype: NativeDType, layout: NativeLayout): T;
+}
+
+let loaded: NativeAddon | undefined;
+
+/** The addon, loaded on first use. */
+export function addon(): NativeAddon {
+  if (!loaded) {
+    try {
+      const explicit = process.env.VGGNET_ADDON;
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      loaded = (explicit ? require(path.resolve(explicit)) : require('node-gyp-build')(path.resolve(__dirname, '..'))) as NativeAddon;
+    } catch (e) {
+      throw new Error(
+        `vggnet: the native addon is not built or failed to load (${(e as Error).message}). ` +
+          'Run `npm run build:native` (needs cmake, g++ and libdnnl-dev).',
+      );
+    }
+  }
+  return loaded;
+}
