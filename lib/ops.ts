@@ -163,7 +163,7 @@ export interface CudaGraphSlot {
   value: bigint | number;
 }
 
-/** A captured CUDA graph (native/cuda/graph.cc); lib/train/graph.ts is what drives one. */
+/** A captured CUDA graph (native/cuda/graph.cc); lib/train/train_step.ts is what drives one. */
 export class CudaGraph {
   private constructor(private handle: NativeGraph) {}
 

@@ -14,7 +14,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { VGGNet, cfgs, cpuBf16Note } from '../lib/models/vgg';
 import { sgd } from '../lib/optim/sgd';
-import { trainStep } from '../lib/train/step';
+import { trainStep } from '../lib/train/train_step';
 import { STL10, DataLoader, transforms as T, generateSampleStl10 } from '../lib/data';
 import { readSafetensors } from '../lib/io/safetensors';
 import * as ops from '../lib/ops';

@@ -4,7 +4,7 @@ import { memoryStats } from '../lib/backend';
 import { describeCuda } from './ref/device';
 import { VGGNet, Precision } from '../lib/models/vgg';
 import { Tensor } from '../lib/tensor';
-import { trainStep } from '../lib/train/step';
+import { trainStep } from '../lib/train/train_step';
 import { sgd } from '../lib/optim/sgd';
 import { Rng } from '../lib/random';
 

@@ -6,7 +6,7 @@ import * as ops from '../lib/ops';
 import { tinyVgg, randomBatch } from './helpers/tiny';
 import { Rng } from '../lib/random';
 import { noGrad } from '../lib/nn/module';
-import { trainStep } from '../lib/train/step';
+import { trainStep } from '../lib/train/train_step';
 
 describe('whole-network gradients (float32 forward, central differences)', () => {
   // PyTorch's default init (U(±1/√fan_in)) keeps the hidden pre-activations O(0.1–1), and eps = 5e-4 rarely moves

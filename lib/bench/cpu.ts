@@ -11,7 +11,7 @@ import { cfgs, cpuBf16Note, VGGNet, type VGGConfig, type Precision } from '../mo
 import { cpuIsaInfo, cpuPeakGflops } from '../ops';
 import { installProfiler, profileTotals, uninstallProfiler } from '../profile';
 import { trainFlopsPerImage, vggMacs, type VggMacs } from './flops';
-import { trainStep } from '../train/step';
+import { trainStep } from '../train/train_step';
 import { sgd } from '../optim/sgd';
 import { Tensor } from '../tensor';
 import { Rng } from '../random';

@@ -11,7 +11,7 @@ import * as path from 'path';
 import { backends, memoryStats, resetPeakMemory, synchronize } from '../backend';
 import * as ops from '../ops';
 import { cfgs, vgg16, vgg19, type Precision } from '../models/vgg';
-import { TrainStepRunner } from '../train/graph';
+import { TrainStepRunner } from '../train/train_step';
 import { sgd } from '../optim/sgd';
 import { Tensor } from '../tensor';
 

@@ -3,7 +3,7 @@
 import { DeviceOption, DeviceName, resolveDevice } from '../backend';
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Counter, Module, Parameter, NamedParameter, isGradEnabled, noGrad } from '../nn/module';
+import { Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabled, noGrad } from '../nn/module';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
 } from '../nn/layers';
@@ -155,8 +155,9 @@ export class VGGNet extends Module {
     }
   }
 
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, options?: ForwardOptions): Tensor {
     this.freeActs();
+    const step = options?.step;
     const [, c, h, w] = x.shape;
     if (x.shape.length !== 4 || c !== this.options.inChannels) {
       throw new Error(`VGGNet.forward: expected input (N, ${this.options.inChannels}, H, W), got [${x.shape.join(', ')}]`);
@@ -172,10 +173,10 @@ export class VGGNet extends Module {
     // (an H200 ran vgg16 b64 at 87 img/s in NHWC fp32 against 1466 in tf32; the NCHW fp32 rate is not yet measured).
     const layout = this.device === 'cuda' && this.precision !== 'fp32' ? 'nhwc' : 'nchw';
     if (cur.layout !== layout) cur = this.keep(ops.toLayout(cur, layout));
-    cur = this.keep(this.features.forward(cur));
+    cur = this.keep(this.features.forward(cur, { step }));
     cur = this.keep(this.avgpool.forward(cur));
     cur = this.keep(this.flatten.forward(cur));
-    let logits = this.classifier.forward(cur);
+    let logits = this.classifier.forward(cur, { step });
     if (logits.dtype !== 'float32') {
       const f = ops.cast(logits, 'float32');
       if (isGradEnabled()) this.keep(logits);

@@ -2,7 +2,7 @@
 import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
-  Counter, ForwardOptions, Module, Parameter, disposeAll, graphCapture, gradsForBackward, isGradEnabled,
+  Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled,
 } from './module';
 
 function requireSaved<T>(v: T | undefined, layer: string): T {
@@ -205,7 +205,7 @@ export class BatchNorm2d extends Module {
    * With `fuseRelu` the output is max(0, bn(x)) and backward applies that ReLU's mask to dy itself (the ReLU that
    * follows passes dy through: see Sequential), one pass over the activation fewer each way.
    */
-  forward(x: Tensor, options: { fuseRelu?: boolean } = {}): Tensor {
+  forward(x: Tensor, options: ForwardOptions = {}): Tensor {
     this.releaseSaved();
     const relu = options.fuseRelu ?? false;
     const r = ops.batchnormForward(
@@ -285,11 +285,11 @@ export class Dropout extends Module {
     return BigInt(calls) << 32n;
   }
 
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, options?: ForwardOptions): Tensor {
     this.releaseSaved();
     if (!this.training || this.p === 0) return x;
     const r = ops.dropoutForward(x, this.p, this.seed, Dropout.offsetOf(this.calls), true);
-    graphCapture.dropouts?.push(this);
+    options?.step?.onDropout?.(this);
     this.calls++;
     this.mask = r.saved;
     return r.y;
@@ -327,22 +327,23 @@ export class Sequential extends Module {
     return this.layers.map((m, i) => [String(i), m]);
   }
 
-  forward(x: Tensor): Tensor {
+  forward(x: Tensor, options?: ForwardOptions): Tensor {
     this.freeActs();
     const keep = isGradEnabled(); // activations are needed by backward
+    const step = options?.step;
     let cur = x;
     for (let i = 0; i < this.layers.length; i++) {
       const layer = this.layers[i];
       const next = this.layers[i + 1];
       let out: Tensor;
       if ((layer instanceof Conv2d || layer instanceof Linear) && next instanceof ReLU) {
-        out = next.forwardFused(layer.forward(cur, { fuseRelu: true }));
+        out = next.forwardFused(layer.forward(cur, { fuseRelu: true, step }));
         i++;
       } else if (layer instanceof BatchNorm2d && next instanceof ReLU) {
-        out = next.forwardFused(layer.forward(cur, { fuseRelu: true }), true);
+        out = next.forwardFused(layer.forward(cur, { fuseRelu: true, step }), true);
         i++;
       } else {
-        out = layer.forward(cur);
+        out = layer.forward(cur, { step });
       }
       if (out !== cur) {
         if (!keep && cur !== x) cur.dispose();

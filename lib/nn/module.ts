@@ -101,9 +101,23 @@ export function noGrad<T>(fn: () => T): T {
   return r;
 }
 
+/**
+ * What a training step tells the layers it runs through (lib/train/train_step.ts); containers pass it down to their
+ * children. Explicit, not global: a forward outside a step gets none.
+ */
+export interface StepContext {
+  /**
+   * While the step is being captured as a CUDA graph: each Dropout layer that draws a mask reports itself, in call
+   * order, so that every replay can give it its own mask offset.
+   */
+  onDropout?(layer: Module): void;
+}
+
 export interface ForwardOptions {
   /** Apply max(0, ·) to the output (the next module is a ReLU that then passes its input through). */
   fuseRelu?: boolean;
+  /** The training step this forward runs in, if any. */
+  step?: StepContext;
 }
 
 export abstract class Module {
@@ -158,12 +172,6 @@ export abstract class Module {
     for (const [, c] of this.children()) c.dispose();
   }
 }
-
-/**
- * While the training step is captured into a CUDA graph (lib/train/graph.ts): the Dropout layers in the order they
- * ran, so that each replay can give every one of them its own mask offset.
- */
-export const graphCapture: { dropouts: Module[] | null } = { dropouts: null };
 
 /** An int64 counter buffer (BatchNorm's num_batches_tracked), kept on the host. */
 export class Counter {

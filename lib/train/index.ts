@@ -1,8 +1,7 @@
 // Training: the Trainer, checkpoints, metrics, progress output, logs and plots.
 export { Trainer, TrainingDivergedError } from './trainer';
-export { trainStep } from './step';
-export { TrainStepRunner } from './graph';
-export type { TrainStepResult, TrainStepOptions } from './graph';
+export { trainStep, runStep, eagerGate, TrainStepRunner } from './train_step';
+export type { TrainStepResult, TrainStepOptions, StepOutput, LossGate } from './train_step';
 export type { TrainerOptions, FitOptions, FitResult, StepInfo, EpochInfo } from './trainer';
 export { MetricAccumulator, formatConfusion } from './metrics';
 export type { EvalResult } from './metrics';

@@ -18,7 +18,7 @@ import { SGD } from '../optim/sgd';
 import { Scheduler } from '../optim/schedulers';
 import type { DataLoader, Batch } from '../data';
 import { augmentBatch } from '../data/augment';
-import { TrainStepRunner } from './graph';
+import { TrainStepRunner } from './train_step';
 import { MetricAccumulator, EvalResult } from './metrics';
 import {
   CHECKPOINT_FORMAT, CheckpointMeta, LoadedCheckpoint, loadCheckpoint, modelSpec, packageVersion, saveCheckpoint,
@@ -79,7 +79,7 @@ export interface TrainerOptions {
   gpuAugment?: boolean;
   /**
    * Model on CUDA: capture the training step as a CUDA graph once a batch shape has run two eager steps, and replay
-   * it (lib/train/graph.ts). Default true; a failed capture prints why and the run goes on eagerly. No effect on a
+   * it (lib/train/train_step.ts). Default true; a failed capture prints why and the run goes on eagerly. No effect on a
    * CPU model.
    */
   cudaGraph?: boolean;

@@ -1,7 +1,11 @@
-// The training step, eagerly or as a CUDA graph. On CUDA, once one batch shape has run `warmup` eager steps (the
-// first chooses the convolution algorithms and sizes the workspaces), the whole step — forward, loss, backward, SGD —
-// is captured once and replayed for every later batch of that shape: one launch instead of hundreds. Other shapes
-// (an epoch's last, smaller batch), evaluation and CPU models run eagerly.
+// The training step: zeroGrad, forward, mean cross-entropy, backward, SGD — written once (runStep) and used by the
+// Trainer, the benches, the tests and the CUDA graph capture alike. Distributed training hooks its gradient
+// all-reduce into runStep, between backward and the optimizer step.
+//
+// TrainStepRunner runs the step eagerly or as a CUDA graph. On CUDA, once one batch shape has run `warmup` eager
+// steps (the first chooses the convolution algorithms and sizes the workspaces), runStep is captured once and
+// replayed for every later batch of that shape: one launch instead of hundreds. Other shapes (an epoch's last,
+// smaller batch), evaluation and CPU models run eagerly.
 //
 // A replay is the eager step: the batch is copied into the graph's input buffers, the per-step values the kernels
 // read from the GPU (each dropout layer's mask offset, the learning rate) are set from the live JS state, and the
@@ -13,9 +17,64 @@ import * as ops from '../ops';
 import { CudaGraph } from '../ops';
 import { VGGNet } from '../models/vgg';
 import { Dropout } from '../nn/layers';
-import { Counter, Module, Parameter, graphCapture, isGradEnabled } from '../nn/module';
+import { Counter, Module, Parameter, StepContext, isGradEnabled } from '../nn/module';
 import { SGD } from '../optim/sgd';
 import { profilerInstalled } from '../profile';
+
+/** How a step decides, from its loss tensor, whether to update the weights. */
+export type LossGate = (loss: Tensor) => boolean;
+
+/** Eager: the loss is read back; a non-finite one skips backward and the update. */
+export const eagerGate: LossGate = (loss) => Number.isFinite(loss.item());
+
+export interface StepOutput {
+  logits: Tensor;
+  /** The mean cross-entropy, a 1-element float32 tensor on the model's device. */
+  loss: Tensor;
+  /** Whether backward and the optimizer step ran. */
+  updated: boolean;
+}
+
+/**
+ * One training step on a batch (images and labels on the model's device): zeroGrad, forward, cross-entropy,
+ * `gate(loss)`, backward, SGD. The caller owns (and disposes) the returned logits and loss.
+ */
+export function runStep(model: VGGNet, optimizer: SGD, params: Parameter[], images: Tensor, labels: Tensor,
+  gate: LossGate = eagerGate, context?: StepContext): StepOutput {
+  optimizer.zeroGrad(params);
+  const logits = model.forward(images, { step: context });
+  let loss: Tensor | undefined;
+  try {
+    const r = ops.crossEntropy(logits, labels);
+    loss = r.loss;
+    try {
+      if (!gate(r.loss)) {
+        model.releaseSaved(); // what forward saved goes: no backward follows
+        return { logits, loss, updated: false };
+      }
+      model.backward(r.dlogits);
+    } finally {
+      r.dlogits.dispose();
+    }
+    // (distributed: the gradients' all-reduce completes here, before the update)
+    optimizer.step(params);
+    return { logits, loss, updated: true };
+  } catch (e) {
+    logits.dispose();
+    loss?.dispose();
+    model.releaseSaved();
+    throw e;
+  }
+}
+
+/** runStep eagerly, for loops that only want the loss (benches, tests): returns the batch's mean cross-entropy. */
+export function trainStep(model: VGGNet, optimizer: SGD, images: Tensor, labels: Tensor): number {
+  const out = runStep(model, optimizer, model.parameters().map((p) => p.param), images, labels);
+  const loss = out.loss.item();
+  out.logits.dispose();
+  out.loss.dispose();
+  return loss;
+}
 
 export interface TrainStepResult {
   /** The batch's mean cross-entropy. */
@@ -71,7 +130,7 @@ export class TrainStepRunner {
     this.params = model.parameters().map((p) => p.param);
     this.warmup = options.warmup ?? 2;
     if (!Number.isInteger(this.warmup) || this.warmup < 1) {
-      throw new Error(`TrainStepRunner: warmup must be an integer >= 1, got ${options.warmup}`);
+      throw new RangeError(`TrainStepRunner: warmup must be an integer >= 1, got ${options.warmup}`);
     }
   }
 
@@ -105,25 +164,12 @@ export class TrainStepRunner {
   }
 
   private eager(images: Tensor, labels: Tensor): TrainStepResult {
-    const { model, optimizer, params } = this;
-    optimizer.zeroGrad(params);
-    const logits = model.forward(images);
+    const out = runStep(this.model, this.optimizer, this.params, images, labels);
     try {
-      const r = ops.crossEntropy(logits, labels);
-      const loss = r.loss.item();
-      r.loss.dispose();
-      if (!Number.isFinite(loss)) {
-        // Diverged: no update (the caller decides what to do); what forward saved goes.
-        r.dlogits.dispose();
-        model.releaseSaved();
-      } else {
-        model.backward(r.dlogits);
-        r.dlogits.dispose();
-        optimizer.step(params);
-      }
-      return { loss, logits: logits.toArray() as Float32Array, graphed: false };
+      return { loss: out.loss.item(), logits: out.logits.toArray() as Float32Array, graphed: false };
     } finally {
-      logits.dispose();
+      out.logits.dispose();
+      out.loss.dispose();
     }
   }
 
@@ -156,34 +202,28 @@ export class TrainStepRunner {
     const restore = () => cells.forEach((c, i) => c.set(before[i]));
     const x = Tensor.empty(images.shape, { dtype: images.dtype, layout: images.layout, device: 'cuda' }).copy_(images);
     const y = Tensor.empty(labels.shape, { dtype: labels.dtype, device: 'cuda' }).copy_(labels);
-    let logits: Tensor | undefined;
-    let loss: Tensor | undefined;
+    let out: StepOutput | undefined;
     const dropouts: Module[] = [];
     let graph: CudaGraph | undefined;
     const fail = (why: string): null => {
       graph?.dispose();
       model.releaseSaved();
-      for (const t of [logits, loss, x, y]) t?.dispose();
+      for (const t of [out?.logits, out?.loss, x, y]) t?.dispose();
       restore();
       this.disable(`capturing the training step as a CUDA graph failed (${why}); it runs eagerly from now on`);
       return null;
     };
-    graphCapture.dropouts = dropouts;
+    // Inside the capture the loss cannot be read: the captured SGD kernel checks it at each replay instead.
+    const guardedGate: LossGate = (loss) => {
+      CudaGraph.stepGuard(loss);
+      return true;
+    };
     try {
       graph = CudaGraph.capture(() => {
-        optimizer.zeroGrad(params);
-        logits = model.forward(x);
-        const r = ops.crossEntropy(logits, y);
-        loss = r.loss;
-        CudaGraph.stepGuard(r.loss);
-        model.backward(r.dlogits);
-        r.dlogits.dispose();
-        optimizer.step(params);
+        out = runStep(model, optimizer, params, x, y, guardedGate, { onDropout: (d) => dropouts.push(d) });
       });
     } catch (e) {
       return fail((e as Error).message);
-    } finally {
-      graphCapture.dropouts = null;
     }
     // Nothing ran yet: the capture only recorded. Put the counters back; each replay advances them.
     const deltas = cells.map((c, i) => c.get() - before[i]);
@@ -203,7 +243,7 @@ export class TrainStepRunner {
     }
     if (k !== dropouts.length) return fail(`${dropouts.length} dropout layers ran, ${k} slots were captured`);
     this.captured = {
-      graph, key, x, y, logits: logits!, loss: loss!, values, cells, deltas, paramValues: params.map((p) => p.value),
+      graph, key, x, y, logits: out!.logits, loss: out!.loss, values, cells, deltas, paramValues: params.map((p) => p.value),
     };
     return this.captured;
   }
