@@ -117,7 +117,8 @@ set(CMAKE_CUDA_STANDARD 17)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
 enable_language(CUDA)
 
-file(GLOB VGG_CUDA_KERNEL_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/native/cuda/*.cu)
+# Our kernels: the backend's (native/cuda/*.cu) and the data layer's augmentation (native/data/*.cu).
+file(GLOB VGG_CUDA_KERNEL_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/native/cuda/*.cu ${CMAKE_SOURCE_DIR}/native/data/*.cu)
 file(GLOB VGG_CUDA_HOST_SOURCES CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/native/cuda/*.cc)
 
 # Our kernels in their own static library: the addon's host flags (-Wall, -fvisibility=hidden) are not nvcc's.

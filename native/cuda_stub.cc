@@ -1,5 +1,6 @@
 // Linked instead of native/cuda/ when the CUDA backend is not built: every CUDA entry point says so.
 #include "cuda/cuda_hooks.h"
+#include "data/augment.h"
 #include "ops.h"
 
 namespace vgg {
@@ -17,14 +18,12 @@ void cuda_empty_cache() {}
 MemoryStats cuda_memory_stats() { return {}; }
 void cuda_reset_peak() {}
 void cuda_copy(void*, Device, const void*, Device, size_t) { not_built(); }
+void cuda_zero(void*, size_t) { not_built(); }
 void* cuda_host_alloc(size_t) { not_built(); }
 void cuda_host_free(void*) noexcept {}
 std::shared_ptr<void> cuda_copy_to_device_async(void*, const void*, size_t) { not_built(); }
 void cuda_order_after_copy(std::shared_ptr<void>& pending) { pending.reset(); }
 void cuda_order_after_copy_noexcept(std::shared_ptr<void>& pending) noexcept { pending.reset(); }
-void cuda_augment(void*, DType, bool, const uint8_t*, const float*, int64_t, const data::am::AugConst&) {
-  not_built();
-}
 void* cuda_stream() { not_built(); }
 void cuda_graph_begin() { not_built(); }
 bool cuda_graph_capturing() { return false; }
@@ -41,5 +40,11 @@ std::string cuda_info_json() { return "{\"built\":false}"; }
 bool cuda_built() { return false; }
 int cuda_device_count() { return 0; }
 Backend* cuda_backend_or_null() { return nullptr; }
+
+namespace data {
+void augment_batch_cuda(void*, DType, bool, const uint8_t*, const float*, int64_t, const am::AugConst&) {
+  not_built();
+}
+}  // namespace data
 
 }  // namespace vgg

@@ -26,6 +26,7 @@ struct Conv2dParams {
 struct Pool2dParams {
   int kernel = 2, stride = 2, pad = 0;
 };
+enum class RandomKind { Normal, Uniform };
 struct SgdParams {
   double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
@@ -106,6 +107,10 @@ class Backend {
   virtual void add_(Tensor& dst, const Tensor& src, double alpha) = 0;     // dst += alpha * src (same shape)
   virtual Tensor cast(const Tensor& x, DType dtype) = 0;                   // f32 <-> bf16
   virtual Tensor to_layout(const Tensor& x, Layout layout) = 0;            // 4-D NCHW <-> NHWC
+  // Seeded initialisation of an f32 tensor: Normal(mean a, std b) or Uniform[a, b). Element i (logical order)
+  // depends only on (seed, i) (rng.h's counter-based generator), so every thread count and device gives the same
+  // values.
+  virtual void fill_random(Tensor& t, RandomKind kind, double a, double b, uint64_t seed) = 0;
   virtual void synchronize() = 0;                                          // wait for queued work
 };
 

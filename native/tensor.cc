@@ -8,7 +8,6 @@
 #include <mutex>
 
 #include "cuda/cuda_hooks.h"
-#include "ops.h"
 
 namespace vgg {
 
@@ -105,7 +104,7 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device, Layout layo
   if (device == Device::CPU)
     std::memset(t.raw(), 0, t.nbytes());
   else
-    backend(Device::CUDA).fill(t, 0.0);
+    cuda_zero(t.raw(), t.nbytes());
   return t;
 }
 Tensor Tensor::view(const Shape& new_shape) const {

@@ -262,11 +262,11 @@ describe('ImageFolder images', () => {
   afterEach(() => jest.restoreAllMocks());
 
   const decodeCases: [string, () => Buffer, RegExp][] = [
-    ['zero-byte .jpg', () => Buffer.alloc(0), /bad\.jpg: expected a readable JPEG or PNG image, got: /],
-    ['truncated JPEG', () => jpg.subarray(0, Math.floor(jpg.length / 2)), /bad\.jpg: expected a readable JPEG or PNG image, got: /],
-    ['JPEG header only', () => jpg.subarray(0, 4), /bad\.jpg: expected a readable JPEG or PNG image/],
-    ['text named .jpg', () => Buffer.from('hello, not an image\n'), /bad\.jpg: expected a readable JPEG or PNG image, got: .*unsupported image format/],
-    ['PNG with its data cut', () => png.subarray(0, png.length - 20), /bad\.jpg: expected a readable JPEG or PNG image/],
+    ['zero-byte .jpg', () => Buffer.alloc(0), /bad\.jpg: expected a readable image \(JPEG, PNG, WebP, \.\.\.\), got: /],
+    ['truncated JPEG', () => jpg.subarray(0, Math.floor(jpg.length / 2)), /bad\.jpg: expected a readable image \(JPEG, PNG, WebP, \.\.\.\), got: /],
+    ['JPEG header only', () => jpg.subarray(0, 4), /bad\.jpg: expected a readable image \(JPEG, PNG, WebP, \.\.\.\)/],
+    ['text named .jpg', () => Buffer.from('hello, not an image\n'), /bad\.jpg: expected a readable image \(JPEG, PNG, WebP, \.\.\.\), got: .*unsupported image format/],
+    ['PNG with its data cut', () => png.subarray(0, png.length - 20), /bad\.jpg: expected a readable image \(JPEG, PNG, WebP, \.\.\.\)/],
   ];
   test.each(decodeCases)('%s: load() rejects naming the file', async (_n, bytes, msg) => {
     const root = folder({ 'cat/ok.png': png, 'dog/bad.jpg': bytes() });

@@ -11,7 +11,7 @@
 // on the storage type); statistics, gamma/beta and their gradients are f32 on every path.
 #include <cmath>
 
-#include "cpu_common.h"
+#include "backend.h"
 
 namespace vgg::cpu {
 

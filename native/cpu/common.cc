@@ -1,38 +1,11 @@
-// The CPU backend's shared machinery (see cpu_common.h) and the cpu_backend() singleton.
+// The CPU backend's shared helpers (common.h).
 #include <cstdlib>
 
-#include "cpu_common.h"
+#include "common.h"
 
-namespace vgg {
-
-Backend& cpu_backend() {
-  static cpu::CpuBackend b;
-  return b;
-}
-
-namespace cpu {
+namespace vgg::cpu {
 
 using dnnl::memory;
-
-namespace {
-const char* isa_name(dnnl::cpu_isa isa) {
-  using I = dnnl::cpu_isa;
-  switch (isa) {
-    case I::sse41: return "sse41";
-    case I::avx: return "avx";
-    case I::avx2: return "avx2";
-    case I::avx2_vnni: return "avx2_vnni";
-    case I::avx512_mic: return "avx512_mic";
-    case I::avx512_mic_4ops: return "avx512_mic_4ops";
-    case I::avx512_core: return "avx512_core";
-    case I::avx512_core_vnni: return "avx512_core_vnni";
-    case I::avx512_core_bf16: return "avx512_core_bf16";
-    case I::avx512_core_amx: return "avx512_core_amx";
-    case I::all: return "all";
-    default: return "unknown";
-  }
-}
-}  // namespace
 
 dnnl::engine& engine() {
   static dnnl::engine e = guard("cpu backend init", [] { return dnnl::engine(dnnl::engine::kind::cpu, 0); });
@@ -181,33 +154,4 @@ Strides4 strides4(const Shape& s, Layout layout) {
   return {C * H * W, H * W, W, 1, false};
 }
 
-}  // namespace cpu
-
-CpuIsaInfo cpu_isa_info() {
-  static const CpuIsaInfo info = [] {
-    CpuIsaInfo i;
-    i.isa = cpu::isa_name(dnnl::get_effective_cpu_isa());
-    // The ISA enum says what the JIT may use; whether a bf16 convolution exists is best asked of oneDNN itself.
-    try {
-      using dnnl::memory;
-      const memory::dims x{1, 16, 8, 8}, w{16, 16, 3, 3}, s1{1, 1}, p1{1, 1};
-      auto md = [](const memory::dims& d) {
-        return memory::desc(d, memory::data_type::bf16, memory::format_tag::any);
-      };
-      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-                                        md(x), md(w), md(x), s1, p1, p1);
-      dnnl::convolution_forward::primitive_desc pd(d, cpu::engine());
-      i.bf16 = true;
-    } catch (const dnnl::error&) {
-      i.bf16 = false;
-    }
-    // VGGNET_CPU_BF16=emulate: the emulated bf16 path even where oneDNN has bf16 kernels (to compare the two).
-    // bf16 then reads false: it says which path the backend takes, for the ops, VGGNet's note and the bench alike.
-    const char* env = std::getenv("VGGNET_CPU_BF16");
-    if (env && std::string(env) == "emulate") i.bf16 = false;
-    return i;
-  }();
-  return info;
-}
-
-}  // namespace vgg
+}  // namespace vgg::cpu

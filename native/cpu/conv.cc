@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "cpu_common.h"
+#include "backend.h"
 
 namespace vgg::cpu {
 

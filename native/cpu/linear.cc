@@ -4,7 +4,7 @@
 //   backward weights dw (M,K) (+)= dy^T (M,N) · x (N,K)  [sum post-op when accumulating];  db (M) (+)= sum_n dy
 // bf16 activations (Bf16Path, cpu_common.h): the matmuls run in the compute dtype `cdt` of the operands (bf16 with
 // bf16 weights on the native path, widened f32 with bf16-rounded f32 weights when emulated); bias, dw and db are f32.
-#include "cpu_common.h"
+#include "backend.h"
 
 namespace vgg::cpu {
 

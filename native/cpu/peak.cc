@@ -2,7 +2,7 @@
 // thread runs independent chains of fused multiply-adds in registers at the widest vector oneDNN uses here.
 #include <chrono>
 
-#include "cpu_common.h"
+#include "common.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif

@@ -5,7 +5,7 @@
 // bf16 activations: both pools compute in float on a widened copy and round the result (on every CPU: oneDNN 2.6's
 // bf16 pooling needs avx512_core, and a max or a mean of a few values gains nothing from bf16 kernels). The max is
 // exact; the mean is rounded once.
-#include "cpu_common.h"
+#include "backend.h"
 
 namespace vgg::cpu {
 

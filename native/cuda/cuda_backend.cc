@@ -654,6 +654,15 @@ class CudaBackend final : public Backend {
                    layout == Layout::ChannelsLast, false);
     return y;
   }
+  // On the host through the CPU backend, then copied: bit-equal to a CPU model's initialisation.
+  void fill_random(Tensor& t, RandomKind kind, double a, double b, uint64_t seed) override {
+    check_cuda_tensor(t, "fill_random: tensor");
+    check_dtype(t, DType::F32, "fill_random: tensor");
+    Tensor h = Tensor::empty(t.shape, DType::F32, Device::CPU);
+    cpu_backend().fill_random(h, kind, a, b, seed);
+    if (t.layout != Layout::Contiguous) h = cpu_backend().to_layout(h, t.layout);
+    copy_bytes(t.raw(), Device::CUDA, h.raw(), Device::CPU, t.nbytes());
+  }
   void synchronize() override {
     CUDA_OK("synchronize", cudaDeviceSynchronize());
     CUDA_OK("synchronize", cudaGetLastError());

@@ -26,7 +26,6 @@
 #include <string>
 #include <vector>
 
-#include "../data/augment_math.h"
 #include "../tensor.h"
 
 namespace vgg {
@@ -63,6 +62,8 @@ void cuda_reset_peak();
 // queued backend work. A CUDA->CPU copy is complete on return; a CPU->CUDA source may be reused on return; a
 // CUDA->CUDA copy is only queued (what reads dst is queued after it), so it may be captured into a graph.
 void cuda_copy(void* dst, Device dd, const void* src, Device sd, size_t n);
+// Zeroes n bytes of device memory, queued on the compute stream (Tensor::zeros).
+void cuda_zero(void* dst, size_t n);
 
 // Page-locked host memory for fast host->device batches (cudaHostAlloc); cuda_host_free(nullptr) is a no-op.
 void* cuda_host_alloc(size_t nbytes);
@@ -82,12 +83,6 @@ std::shared_ptr<void> cuda_copy_to_device_async(void* dst, const void* src, size
 // empty). The _noexcept form (destructors) falls back to waiting on the host when the wait cannot be queued.
 void cuda_order_after_copy(std::shared_ptr<void>& pending);
 void cuda_order_after_copy_noexcept(std::shared_ptr<void>& pending) noexcept;
-
-// Augmentation of a uint8 batch on the GPU (augment.cu): src n uint8 CHW images of k.h x k.w, params n *
-// data::am::kAugFloats floats (data::am::pack), both device pointers; out n images (3, k.oh, k.ow) in dt (F32 or
-// BF16), NCHW or NHWC (channels_last). Queued on the compute stream; scratch comes from cuda_alloc.
-void cuda_augment(void* out, DType dt, bool channels_last, const uint8_t* src, const float* params, int64_t n,
-                  const data::am::AugConst& k);
 
 // The one stream all backend work (kernels, cuDNN, cuBLAS, copies) is queued on, as a cudaStream_t, created on first
 // use. Not the legacy default stream, which cannot be captured into a CUDA graph; created blocking, so anything

@@ -229,6 +229,15 @@ void cuda_copy(void* dst, Device dd, const void* src, Device sd, size_t n) {
   }
 }
 
+void cuda_zero(void* dst, size_t n) {
+  if (n == 0) return;
+  cudaError_t e = cudaMemsetAsync(dst, 0, n, static_cast<cudaStream_t>(cuda_stream()));
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    throw Error(strprintf("zeroing %zu bytes of GPU memory failed: %s", n, cudaGetErrorString(e)));
+  }
+}
+
 void* cuda_host_alloc(size_t nbytes) {
   if (nbytes == 0) return nullptr;
   void* p = nullptr;

@@ -113,6 +113,21 @@ void Stl10Source::read(int64_t i, uint8_t* dst) const {
   }
 }
 
+void MemorySource::add(const uint8_t* bytes, size_t nbytes, int c, int h, int w, int label, bool hwc, size_t index) {
+  VGG_CHECK(c > 0 && h > 0 && w > 0 && size_t(c) * h * w == nbytes,
+            "dataMemorySource: image %zu: %zu bytes do not match shape [%d,%d,%d]", index, nbytes, c, h, w);
+  Item it{c, h, w, label, {}};
+  if (hwc && c > 1) {  // interleaved -> planar
+    it.chw.resize(nbytes);
+    const size_t n = size_t(h) * w;
+    for (size_t px = 0; px < n; ++px)
+      for (int ch = 0; ch < c; ++ch) it.chw[ch * n + px] = bytes[px * c + ch];
+  } else {
+    it.chw.assign(bytes, bytes + nbytes);
+  }
+  items.push_back(std::move(it));
+}
+
 void MemorySource::shape(int64_t i, int& c, int& h, int& w) const {
   check_index(i);
   const Item& it = items[size_t(i)];

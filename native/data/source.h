@@ -48,6 +48,9 @@ struct Stl10Source : Source {
 struct MemorySource : Source {
   struct Item { int c, h, w, label; std::vector<uint8_t> chw; };
   std::vector<Item> items;
+  // Copies one image of (c, h, w) in: planar (CHW) bytes, or interleaved (HWC, as decoders give it) when `hwc`.
+  // `index` names it in the error when nbytes does not match the shape.
+  void add(const uint8_t* bytes, size_t nbytes, int c, int h, int w, int label, bool hwc, size_t index);
   int64_t size() const override { return int64_t(items.size()); }
   int label(int64_t i) const override { check_index(i); return items[size_t(i)].label; }
   void shape(int64_t i, int& c, int& h, int& w) const override;

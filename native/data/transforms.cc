@@ -1,6 +1,7 @@
 // Transforms on float32 CHW images, following torchvision.transforms.v1 functional definitions (tensor path).
 // The per-pixel arithmetic lives in data/augment_math.h, shared with the GPU augmentation kernels.
 #include "data/transforms.h"
+#include "data/augment.h"
 
 #include <algorithm>
 #include <cmath>

@@ -7,7 +7,6 @@
 #include <string>
 #include <vector>
 
-#include "data/augment_math.h"
 
 namespace vgg::data {
 
@@ -43,18 +42,5 @@ void rrc_params(const Op& op, int h, int w, uint64_t key, uint64_t counter, int&
 // The draws of randomHorizontalFlip and colorJitter for the op whose draws start at `counter` (op index * 64).
 bool flip_draw(const Op& op, uint64_t key, uint64_t counter);
 void jitter_draw(const Op& op, uint64_t key, uint64_t counter, int perm[4], float& fb, float& fc, float& fs, float& fh);
-
-// ---- augmentation on the GPU (native/cuda/augment.cu) from uint8 batches, parameters drawn here on the host.
-// Supported pipelines: [randomResizedCrop | resize]? [randomHorizontalFlip]? [colorJitter]? [normalize]?, in that
-// order, on 3-channel images of one size per batch. Returns "" when `ops` is of that form, else the reason.
-std::string augment_unsupported(const Pipeline& ops);
-// The pipeline's constants for a 3 x h x w source (throws vgg::Error when unsupported).
-am::AugConst augment_const(const Pipeline& ops, int h, int w);
-// One sample's parameters, drawn by the same calls as run_pipeline makes for `key` (rrc_params, flip_draw,
-// jitter_draw with the same counters), so the GPU path sees the crop, flip and jitter the CPU path would apply.
-am::AugSample augment_sample(const Pipeline& ops, int h, int w, uint64_t key);
-// What augment.cu computes, on the host: `params` holds n * am::kAugFloats floats (am::pack), src n uint8 CHW
-// images of k.h x k.w, out n float32 CHW images of k.oh x k.ow. Equal to run_pipeline's output bit for bit.
-void augment_batch_host(const am::AugConst& k, const uint8_t* src, const float* params, int64_t n, float* out);
 
 }  // namespace vgg::data

@@ -63,6 +63,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags);
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t s);
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t n, cudaStream_t s);
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned flags);
 cudaError_t cudaFreeHost(void* p);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags);

@@ -90,6 +90,10 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind
   if (!capturing) std::memcpy(dst, src, n);  // captured: recorded, not run
   return cudaSuccess;
 }
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t n, cudaStream_t) {
+  if (!capturing) std::memset(dst, value, n);  // captured: recorded, not run
+  return cudaSuccess;
+}
 cudaError_t cudaHostAlloc(void** p, size_t n, unsigned) {
   *p = std::malloc(n);
   return cudaSuccess;

@@ -8,7 +8,7 @@
 #endif
 
 #include "cuda/cuda_hooks.h"
-#include "js_tensor.h"
+#include "bindings/js_tensor.h"
 #include "ops.h"
 
 namespace vgg::js {
@@ -332,6 +332,17 @@ Napi::Value CpuPeakGflopsJs(const Napi::CallbackInfo& info) {
   o.Set("vector", p.vector);
   return o;
 }
+// fillRandom(tensor, 'normal'|'uniform', a, b, seed): normal(mean=a, std=b) or uniform[a, b).
+Napi::Value FillRandom(const Napi::CallbackInfo& info) {
+  const char* op = "fillRandom";
+  Tensor& t = unwrap(arg(info, 0), "fillRandom: tensor");
+  const std::string kind = get_string(arg(info, 1), op);
+  VGG_CHECK(kind == "normal" || kind == "uniform", "%s: kind must be 'normal' or 'uniform', got '%s'", op, kind.c_str());
+  const double a = get_number(arg(info, 2), op), b = get_number(arg(info, 3), op);
+  const uint64_t seed = uint64_t(get_int(arg(info, 4), op));
+  backend(t.device()).fill_random(t, kind == "normal" ? RandomKind::Normal : RandomKind::Uniform, a, b, seed);
+  return info.Env().Undefined();
+}
 Napi::Value SetCudaMathMode(const Napi::CallbackInfo& info) {
   cuda_set_math_mode(int(get_int(arg(info, 0), "setCudaMathMode")));
   return info.Env().Undefined();
@@ -379,6 +390,7 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("crossEntropy", CrossEntropy);
   def("sgdStep", SgdStep);
   def("fill", Fill);
+  def("fillRandom", FillRandom);
   def("add_", Add);
   def("cast", Cast);
   def("toLayout", ToLayout);

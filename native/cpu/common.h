@@ -1,5 +1,6 @@
-// Shared pieces of the CPU backend: the CpuBackend class, the process-wide oneDNN engine/stream, the primitive
-// cache, memory-descriptor helpers and argument checks used by every file in native/cpu/.
+// Helpers every file of the CPU backend uses: the process-wide oneDNN engine/stream, the primitive cache,
+// memory-descriptor helpers, argument checks, bf16 conversions and the bf16 compute paths. (The CpuBackend class
+// itself is declared in backend.h.)
 #pragma once
 #include <cstdint>
 #include <cstring>
@@ -163,41 +164,5 @@ Tensor bf16_weights(const Tensor& w, Bf16Path path);
 // The op's output in the activation dtype: y, or (emulated) y rounded to a bf16 copy.
 Tensor bf16_result(const Tensor& y, Bf16Path path);
 
-// ---- the backend
-class CpuBackend final : public Backend {
- public:
-  const char* name() const override { return "cpu (oneDNN)"; }
-  Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
-                        bool relu) override;
-  Tensor conv2d_backward_data(const Tensor& dy, const Tensor& w, const Shape& x_shape,
-                              const Conv2dParams& p) override;
-  void conv2d_backward_weights(const Tensor& x, const Tensor& dy, const Conv2dParams& p, Tensor& dw, Tensor& db,
-                               bool accumulate) override;
-  Tensor relu_forward(const Tensor& x) override;
-  Tensor relu_backward(const Tensor& dy, const Tensor& y) override;
-  Tensor maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Saved* saved) override;
-  Tensor maxpool2d_backward(const Tensor& dy, const Tensor& x, const Tensor& y, const Pool2dParams& p,
-                            const Saved& saved) override;
-  Tensor adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) override;
-  Tensor adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_shape, Layout x_layout) override;
-  Tensor batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
-                           Tensor& running_var, bool training, double momentum, double eps, Saved* saved,
-                           bool relu) override;
-  Tensor batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps, const Saved& saved,
-                            Tensor& dgamma, Tensor& dbeta, bool accumulate, const Tensor& relu_y) override;
-  Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu) override;
-  Tensor linear_backward_data(const Tensor& dy, const Tensor& w) override;
-  void linear_backward_weights(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor& db, bool accumulate) override;
-  Tensor dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, Saved* saved) override;
-  Tensor dropout_backward(const Tensor& dy, double p, const Saved& saved) override;
-  void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& loss, Tensor& dlogits) override;
-  void sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& bufs,
-                const SgdParams& p, bool first) override;
-  void fill(Tensor& t, double value) override;
-  void add_(Tensor& dst, const Tensor& src, double alpha) override;
-  Tensor cast(const Tensor& x, DType dtype) override;
-  Tensor to_layout(const Tensor& x, Layout layout) override;
-  void synchronize() override;
-};
 
 }  // namespace vgg::cpu

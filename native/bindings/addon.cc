@@ -1,20 +1,18 @@
-// Registration only: each area's bindings live beside it (js_tensor.cc, bind_ops.cc, bind_graph.cc,
-// data/bind_data.cc).
+// Registration only. native/bindings/ holds every binding and nothing else: js_tensor.cc (NativeTensor and the
+// argument helpers), bind_ops.cc (ops.h, devices, build info), bind_graph.cc (CUDA graphs), bind_data.cc (data/).
 #include <napi.h>
 
-#include "data/bind_data.h"
-#include "js_tensor.h"
+#include "bindings/bind_data.h"
+#include "bindings/js_tensor.h"
 
 namespace vgg::js {
 void init_ops(Napi::Env env, Napi::Object exports);
-void init_random(Napi::Env env, Napi::Object exports);
 void init_graph(Napi::Env env, Napi::Object exports);
 }
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vgg::js::init_tensor(env, exports);
   vgg::js::init_ops(env, exports);
-  vgg::js::init_random(env, exports);
   vgg::js::init_graph(env, exports);
   vgg::js::init_data(env, exports);
   return exports;

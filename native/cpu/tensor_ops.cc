@@ -1,8 +1,9 @@
-// Elementwise ops in plain C++ (OpenMP): relu, dropout, fill, add_, cast, to_layout, synchronize.
-// Activations may be f32 or bf16 here (bf16 is read/written through float), in any layout: the loops run over
-// storage order (nchw8c has no padding, see tensor.h), which is why dropout's mask is defined in storage order.
+// Tensor-wide ops in plain C++ (OpenMP): fill, add_, cast, to_layout, and the seeded random fill of
+// initialisation. Activations may be f32 or bf16, in any layout; the loops run over storage order.
+#include <cmath>
+
 #include "../rng.h"
-#include "cpu_common.h"
+#include "backend.h"
 
 namespace vgg::cpu {
 
@@ -25,94 +26,6 @@ void permute4(const T* src, T* dst, const Shape& s, Layout from) {
 }
 
 }  // namespace
-
-Tensor CpuBackend::relu_forward(const Tensor& x) {
-  check_float_activation(x, "relu_forward: input");
-  Tensor y = Tensor::empty(x.shape, x.dtype, Device::CPU, x.layout);
-  const int64_t n = x.numel();
-  if (x.dtype == DType::F32) {
-    const float* a = x.data<float>();
-    float* o = y.data<float>();
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) o[i] = a[i] > 0.f ? a[i] : 0.f;
-  } else {
-    const uint16_t* a = x.data<uint16_t>();
-    uint16_t* o = y.data<uint16_t>();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) o[i] = (a[i] & 0x8000u) ? 0 : a[i];  // negative (incl. -0) -> +0
-  }
-  return y;
-}
-
-Tensor CpuBackend::relu_backward(const Tensor& dy, const Tensor& y) {
-  check_float_activation(dy, "relu_backward: dy");
-  check_float_activation(y, "relu_backward: y");
-  check_shape(y, dy.shape, "relu_backward: y");
-  check_same_layout(dy, y, "relu_backward: dy and y");
-  Tensor dx = Tensor::empty(dy.shape, dy.dtype, Device::CPU, dy.layout);
-  const int64_t n = dy.numel();
-  const void* d = dy.raw();
-  const void* yy = y.raw();
-  void* o = dx.raw();
-  const DType dt = dy.dtype, yt = y.dtype;
-  if (dt == DType::F32 && yt == DType::F32) {  // the common case, in a loop the compiler vectorises
-    const float* df = static_cast<const float*>(d);
-    const float* yf = static_cast<const float*>(yy);
-    float* of = static_cast<float*>(o);
-#pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) of[i] = yf[i] > 0.f ? df[i] : 0.f;
-    return dx;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) store(o, dt, i, load(yy, yt, i) > 0.f ? load(d, dt, i) : 0.f);
-  return dx;
-}
-
-// Element i (in storage order) is kept when uniform01(seed, offset + i) >= float(p), then scaled by 1/(1-p).
-// In inference (saved == null) dropout is the identity and returns x itself.
-Tensor CpuBackend::dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, Saved* saved) {
-  check_float_activation(x, "dropout_forward: input");
-  VGG_CHECK(p >= 0 && p <= 1, "dropout_forward: probability must be in [0, 1], got %g", p);
-  if (!saved) return x;
-  Tensor y = Tensor::empty(x.shape, x.dtype, Device::CPU, x.layout);
-  Tensor mask = Tensor::empty(x.shape, DType::U8, Device::CPU, x.layout);
-  const int64_t n = x.numel();
-  const float pf = float(p), scale = p < 1 ? float(1.0 / (1.0 - p)) : 0.f;
-  uint8_t* m = mask.data<uint8_t>();
-  const void* a = x.raw();
-  void* o = y.raw();
-  const DType dt = x.dtype;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const bool keep = uniform01(seed, offset + uint64_t(i)) >= pf;
-    m[i] = keep;
-    store(o, dt, i, keep ? load(a, dt, i) * scale : 0.f);
-  }
-  saved->clear();
-  saved->push_back(mask);
-  return y;
-}
-
-Tensor CpuBackend::dropout_backward(const Tensor& dy, double p, const Saved& saved) {
-  check_float_activation(dy, "dropout_backward: dy");
-  VGG_CHECK(p >= 0 && p <= 1, "dropout_backward: probability must be in [0, 1], got %g", p);
-  VGG_CHECK(saved.size() == 1, "dropout_backward: saved must hold the mask of a training-mode forward (got %zu "
-            "tensors)", saved.size());
-  const Tensor& mask = saved[0];
-  check_cpu(mask, "dropout_backward: mask");
-  check_dtype(mask, DType::U8, "dropout_backward: mask");
-  check_shape(mask, dy.shape, "dropout_backward: mask");
-  Tensor dx = Tensor::empty(dy.shape, dy.dtype, Device::CPU, dy.layout);
-  const int64_t n = dy.numel();
-  const float scale = p < 1 ? float(1.0 / (1.0 - p)) : 0.f;
-  const uint8_t* m = mask.data<uint8_t>();
-  const void* d = dy.raw();
-  void* o = dx.raw();
-  const DType dt = dy.dtype;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) store(o, dt, i, m[i] ? load(d, dt, i) * scale : 0.f);
-  return dx;
-}
 
 void CpuBackend::fill(Tensor& t, double value) {
   check_cpu(t, "fill: tensor");
@@ -212,6 +125,36 @@ Tensor CpuBackend::to_layout(const Tensor& x, Layout layout) {
   return y;
 }
 
-void CpuBackend::synchronize() { stream().wait(); }
+// Element i depends only on (seed, i): the same values for any thread count, and on any device (the CUDA backend
+// fills on the host through this function and copies).
+void CpuBackend::fill_random(Tensor& t, RandomKind kind, double a, double b, uint64_t seed) {
+  check_cpu(t, "fill_random: tensor");
+  check_dtype(t, DType::F32, "fill_random: tensor");
+  Tensor h = t.layout == Layout::Contiguous ? t : Tensor::empty(t.shape, DType::F32, Device::CPU);
+  float* p = h.data<float>();
+  const int64_t n = h.numel();
+  if (kind == RandomKind::Uniform) {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; i++) p[i] = float(a + (b - a) * double(uniform01(seed, uint64_t(i))));
+  } else {
+    // Box–Muller over pairs: counter k gives elements 2k and 2k+1 from the two 32-bit halves of one draw.
+    const uint64_t s = mix64(seed);
+    const float fa = float(a), fb = float(b);
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < (n + 1) / 2; k++) {
+      uint64_t r64 = mix64(s ^ uint64_t(k));
+      float u1 = (float(uint32_t(r64 >> 40)) + 1.0f) * (1.0f / 16777217.0f);  // (0, 1]
+      float u2 = float(uint32_t(r64 >> 8) & 0xFFFFFF) * (1.0f / 16777216.0f);  // [0, 1)
+      float r = std::sqrt(-2.0f * std::log(u1)), sn, cs;
+      sincosf(6.2831853071795865f * u2, &sn, &cs);
+      p[2 * k] = fa + fb * r * cs;
+      if (2 * k + 1 < n) p[2 * k + 1] = fa + fb * r * sn;
+    }
+  }
+  if (h.raw() != t.raw()) {
+    Tensor l = to_layout(h, t.layout);
+    std::memcpy(t.raw(), l.raw(), t.nbytes());
+  }
+}
 
 }  // namespace vgg::cpu

@@ -3,7 +3,8 @@
 // NHWC) directly. The per-sample parameters (crop window, flip, jitter order and factors) are drawn on the host by
 // the CPU pipeline's own code (data::augment_sample); the per-pixel arithmetic is data/augment_math.h, shared with
 // the CPU transforms, so the result is the CPU pipeline's (the host twin data::augment_batch_host is tested equal to
-// it bit for bit on the CPU).
+// it bit for bit on the CPU). The data layer's one CUDA file: it uses the CUDA backend's launch helpers
+// (cuda/common.cuh), never the other way round.
 //
 // Passes: (1) one thread per output pixel resamples the three channels and applies the jitter steps before
 // contrast; without contrast it also normalises and writes the output. With contrast, (2) one block per sample sums
@@ -12,9 +13,9 @@
 // No cuDNN/cuBLAS here; everything is queued on the compute stream like the backend's other kernels.
 #include <type_traits>
 
-#include "../data/augment_math.h"
-#include "common.cuh"
-#include "cuda_hooks.h"
+#include "../cuda/common.cuh"
+#include "../cuda/cuda_hooks.h"
+#include "augment.h"
 
 namespace vgg {
 namespace cuk {
@@ -95,8 +96,8 @@ __global__ void augment_pass2_k(T* out, const float* scratch, const float* offse
 }  // namespace
 }  // namespace cuk
 
-void cuda_augment(void* out, DType dt, bool channels_last, const uint8_t* src, const float* params, int64_t n,
-                  const data::am::AugConst& k) {
+void data::augment_batch_cuda(void* out, DType dt, bool channels_last, const uint8_t* src, const float* params,
+                              int64_t n, const data::am::AugConst& k) {
   const char* op = "augmentBatch";
   VGG_CHECK(n >= 0 && k.oh > 0 && k.ow > 0 && k.h > 0 && k.w > 0, "%s: bad sizes", op);
   const int64_t HW = int64_t(k.oh) * k.ow, total = n * HW;

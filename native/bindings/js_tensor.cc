@@ -1,5 +1,5 @@
 // NativeTensor: the JS object that owns a vgg::Tensor, and the argument helpers used by every binding.
-#include "js_tensor.h"
+#include "bindings/js_tensor.h"
 
 #include "cuda/cuda_hooks.h"
 #include "ops.h"

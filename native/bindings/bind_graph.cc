@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "cuda/cuda_hooks.h"
-#include "js_tensor.h"
+#include "bindings/js_tensor.h"
 
 namespace vgg::js {
 
