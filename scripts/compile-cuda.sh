@@ -51,7 +51,7 @@ for d in "$ROOT/node_modules/node-api-headers/include" /usr/include/node; do
 done
 ADDON_INC="$(node -p "require('node-addon-api').include" 2>/dev/null | tr -d '"')"
 
-HOST_FLAGS=(-std=c++17 -fsyntax-only -Wall -Wextra -Wno-unused-parameter -Wno-deprecated-declarations
+HOST_FLAGS=(-std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-deprecated-declarations
   -DVGG_WITH_CUDA=1 -DNAPI_VERSION=8 -DNODE_ADDON_API_CPP_EXCEPTIONS -DNODE_ADDON_API_CPP_EXCEPTIONS_ALL
   -DNODE_ADDON_API_DISABLE_DEPRECATED
   -I"$CHECK_INC" -I"$CUDA_INC" -I"$ROOT/native")
@@ -80,7 +80,7 @@ if [ "$LIST" = 1 ]; then printf '%s\n' "${FILES[@]}"; exit 0; fi
 for h in cudnn.h cublas_v2.h nccl.h; do
   guard="VGG_COMPILE_CHECK_$(echo "${h%.h}" | tr 'a-z' 'A-Z')_H"
   if ! msg="$(printf '#include <%s>\n#ifndef %s\n#error "%s is not the compile-check header"\n#endif\n' \
-      "$h" "$guard" "$h" | "$CXX" "${HOST_FLAGS[@]}" -x c++ - 2>&1)"; then
+      "$h" "$guard" "$h" | "$CXX" "${HOST_FLAGS[@]}" -fsyntax-only -x c++ - 2>&1)"; then
     echo "$msg" | head -5 | sed 's/^/  | /' >&2
     die "<$h> does not resolve to $CHECK_INC/$h"
   fi
@@ -91,7 +91,7 @@ compile() {  # compile INDEX FILE: writes INDEX.log and INDEX.rc
   local i="$1" f="$2"
   case "$f" in
     *.cu) "$NVCC" "${NVCC_FLAGS[@]}" -c "$f" -o "$OUT/$i.o" ;;
-    *.cc|*.cpp) "$CXX" "${HOST_FLAGS[@]}" "$f" ;;
+    *.cc|*.cpp) "$CXX" "${HOST_FLAGS[@]}" -c "$f" -o "$OUT/$i.o" ;;
     *) echo "not a .cu or .cc file"; false ;;
   esac > "$OUT/$i.log" 2>&1
   echo $? > "$OUT/$i.rc"
@@ -109,6 +109,19 @@ for i in "${!FILES[@]}"; do
   if [ "$(cat "$OUT/$i.rc" 2>/dev/null)" = 0 ]; then echo "ok   ${FILES[$i]}"; else echo "FAIL ${FILES[$i]}"; fail=$((fail + 1)); fi
   sed 's/^/  | /' "$OUT/$i.log"
 done
+# Link check over the objects: every symbol of the backend's own namespaces (vgg::cuda, vgg::cuk) that one unit uses
+# must be defined by another (a method declared in backend.h but defined nowhere fails here, not on a GPU machine).
+if [ "$fail" -eq 0 ] && [ $# -eq 0 ] && [ "$KINDS" = all ] && command -v nm >/dev/null 2>&1; then
+  defined="$(nm -C --defined-only "$OUT"/*.o 2>/dev/null | awk '{ $1 = ""; $2 = ""; sub(/^  /, ""); print }' | sort -u)"
+  missing="$(nm -C --undefined-only "$OUT"/*.o 2>/dev/null | sed -E 's/^ *U //' | grep -E '^vgg::(cuda|cuk)::' | sort -u |
+    comm -23 - <(printf '%s\n' "$defined"))"
+  if [ -n "$missing" ]; then
+    echo "FAIL link check: used but defined in no CUDA unit:"; printf '%s\n' "$missing" | sed 's/^/  | /'
+    fail=$((fail + 1))
+  else
+    echo "ok   link check (vgg::cuda, vgg::cuk symbols all defined)"
+  fi
+fi
 n=${#FILES[@]}
 secs=$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 echo "$NAME: $((n - fail)) of $n compiled ($ARCH, ${secs}s, $JOBS at a time)"

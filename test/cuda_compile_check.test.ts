@@ -75,7 +75,8 @@ describe('compile-check of the CUDA code (scripts/compile-cuda.sh)', () => {
     expect(r.status).toBe(0);
     const listed = r.stdout.trim().split('\n');
     expect(listed).toEqual(expectedUnits(root));
-    expect(listed).toContain('native/cuda/cuda_backend.cc');  // cuDNN + cuBLAS: the file this check exists for
+    expect(listed).toContain('native/cuda/conv.cc');  // cuDNN: the kind of file this check exists for
+    expect(listed).toContain('native/cuda/linear.cc');  // cuBLAS
     expect(listed.filter((f) => f.endsWith('.cu')).length).toBeGreaterThan(0);
   });
 
@@ -148,11 +149,11 @@ int probe(cudnnHandle_t h, cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,
       expect(r.stdout).toMatch(/too many arguments to function .*cudnnGetVersion/);
 
       // An edit to the real backend is caught too.
-      const backend = path.join(tree, 'native/cuda/cuda_backend.cc');
+      const backend = path.join(tree, 'native/cuda/linear.cc');
       fs.writeFileSync(backend, fs.readFileSync(backend, 'utf8').replace(/CUBLAS_COMPUTE_32F_FAST_TF32/g, 'CUBLAS_COMPUTE_TF32'));
       r = compileCuda(tree, ['--host']);
       expect(r.status).toBe(1);
-      expect(r.stdout).toContain('FAIL native/cuda/cuda_backend.cc\n');
+      expect(r.stdout).toContain('FAIL native/cuda/linear.cc\n');
       expect(r.stdout).toMatch(/CUBLAS_COMPUTE_TF32.* was not declared/);
     } finally {
       fs.rmSync(tree, { recursive: true, force: true });

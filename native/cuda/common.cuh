@@ -23,6 +23,12 @@ constexpr int kThreads = 256;
 // The compute stream every launch goes to (cuda_hooks.h).
 inline cudaStream_t stream() { return static_cast<cudaStream_t>(cuda_stream()); }
 
+// Throws "<op>: CUDA kernel launch failed: <error>" when the last launch failed (every launcher calls it).
+inline void check_launch(const char* op) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw Error(strprintf("%s: CUDA kernel launch failed: %s", op, cudaGetErrorString(e)));
+}
+
 // Blocks for n elements, grid-stride loops cover the rest.
 inline unsigned grid_for(int64_t n, int threads = kThreads) {
   int64_t b = (n + threads - 1) / threads;

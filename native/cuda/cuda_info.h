@@ -1,4 +1,4 @@
-// backends() information of the CUDA build: see cuda_hooks.h for the JSON shape. Defined in cuda_backend.cc
+// backends() information of the CUDA build: see cuda_hooks.h for the JSON shape. Defined in backend.cc
 // (CUDA build) or native/cuda_stub.cc (CPU-only build, returns "{\"built\":false}").
 #pragma once
 #include <string>

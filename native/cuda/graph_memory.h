@@ -1,4 +1,4 @@
-// Between the allocator (memory.cc), the graphs (graph.cc) and the backend (cuda_backend.cc): the memory pools that
+// Between the allocator (memory.cc), the graphs (graph.cc) and the backend (backend.cc): the memory pools that
 // keep a CUDA graph's blocks apart. CUDA files only; the rest of the native code sees cuda_hooks.h.
 #pragma once
 

@@ -1,5 +1,5 @@
-// Launchers of our own CUDA kernels (native/cuda/*.cu). Plain C++ so that the backend (.cc) can call them without
-// CUDA headers. Every launcher queues its kernels on the compute stream (cuda_stream(), the one stream the backend uses),
+// Launchers of our own CUDA kernels (native/cuda/*.cu, one section per file). Plain C++ so that the backend (.cc)
+// can call them without CUDA headers. Every launcher queues its kernels on the compute stream (cuda_stream(), the one stream the backend uses),
 // checks the launch and throws vgg::Error naming `op` on failure. Pointers are device pointers.
 //
 // Activation dtypes are F32 or BF16 ("float types"); per-channel parameters are always F32.
@@ -11,10 +11,7 @@
 
 namespace vgg::cuk {
 
-// Throws "<op>: <cuda error string>" when the last launch failed (cudaGetLastError).
-void check_launch(const char* op);
-
-// ---- elementwise (elementwise.cu)
+// ---- tensor ops (tensor_ops.cu)
 void fill(void* p, DType dt, int64_t n, double value);  // F32, BF16, I32, I64, U8
 // dst[i] += alpha * src[i]; dst F32/BF16, src F32/BF16.
 void add_(void* dst, DType dt, const void* src, DType st, int64_t n, double alpha);
@@ -28,15 +25,17 @@ void transpose(void* dst, DType dt, const void* src, DType st, int64_t N, int64_
 // dst = (accumulate ? dst : 0) + convert(src), dst F32, src float type (same element order).
 void accumulate_f32(float* dst, const void* src, DType st, int64_t n, bool accumulate);
 
-// ---- relu / bias (elementwise.cu)
+// ---- relu (activation.cu)
 void relu_forward(void* y, const void* x, DType dt, int64_t n);
 void relu_backward(void* dx, const void* dy, const void* y, DType dt, int64_t n);  // all three in dt
+
+// ---- bias of conv and linear layers (bias.cu)
 // In place: y = y + bias[c] (bias may be null), then max(0, .) when relu.
 void bias_act(void* y, DType dt, const float* bias, int64_t N, int64_t C, int64_t HW, bool cl, bool relu);
 // db[c] = (accumulate ? db[c] : 0) + sum over n, hw of dy.
 void bias_grad(float* db, const void* dy, DType dt, int64_t N, int64_t C, int64_t HW, bool cl, bool accumulate);
 
-// ---- dropout (elementwise.cu). Element with logical (NCHW/row-major) index i is kept when
+// ---- dropout (activation.cu). Element with logical (NCHW/row-major) index i is kept when
 // uniform01(seed, offset + i) >= p (rng.h); kept elements are scaled by 1/(1-p). mask[i] (physical order) = kept.
 // offset_slot (device, may be null): read the offset there instead (a CUDA graph slot, set at each replay).
 void dropout_forward(void* y, uint8_t* mask, const void* x, DType dt, int64_t N, int64_t C, int64_t HW, bool cl,

@@ -1,0 +1,52 @@
+// The SGD step over every parameter in one launch (sgd.cu): the parameter table is uploaded only when it changes;
+// while captured, the learning rate comes from a graph slot and the step guard skips a non-finite loss.
+#include <cstring>
+#include <vector>
+
+#include "backend.h"
+
+namespace vgg::cuda {
+
+void CudaBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& bufs,
+                           const SgdParams& p, bool first) {
+  const char* op = "sgd_step";
+  VGG_CHECK(grads.size() == params.size(), "%s: %zu parameters but %zu gradients", op, params.size(),
+            grads.size());
+  const bool mom = p.momentum != 0;
+  if (mom && bufs.size() < params.size()) bufs.resize(params.size());
+  std::vector<cuk::SgdTensor> table(params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string what = strprintf("%s: parameter %zu", op, i);
+    check_cuda_tensor(params[i], what.c_str());
+    check_dtype(params[i], DType::F32, what.c_str());
+    check_cuda_tensor(grads[i], (what + " gradient").c_str());
+    check_dtype(grads[i], DType::F32, (what + " gradient").c_str());
+    check_shape(grads[i], params[i].shape, (what + " gradient").c_str());
+    if (mom) {
+      if (!bufs[i].defined()) bufs[i] = Tensor::zeros(params[i].shape, DType::F32, Device::CUDA);
+      check_cuda_tensor(bufs[i], (what + " momentum buffer").c_str());
+      check_dtype(bufs[i], DType::F32, (what + " momentum buffer").c_str());
+      VGG_CHECK(bufs[i].numel() == params[i].numel(), "%s momentum buffer: %s for parameter %s", what.c_str(),
+                shape_str(bufs[i].shape).c_str(), shape_str(params[i].shape).c_str());
+    }
+    table[i] = cuk::SgdTensor{params[i].data<float>(), grads[i].data<float>(),
+                              mom ? bufs[i].data<float>() : nullptr, params[i].numel()};
+  }
+  const size_t bytes = table.size() * sizeof(cuk::SgdTensor);
+  const bool capturing = cuda_graph_capturing();
+  if (bytes != sgd_last_.size() || (bytes && std::memcmp(sgd_last_.data(), table.data(), bytes) != 0)) {
+    VGG_CHECK(!capturing, "%s: the parameter table changed since the last eager step (a CUDA graph is captured "
+              "only after eager warm-up steps over the same parameters)", op);
+    cuk::sgd_upload(sgd_plan_, table.data(), int64_t(table.size()));
+    sgd_last_.assign(reinterpret_cast<const char*>(table.data()), reinterpret_cast<const char*>(table.data()) + bytes);
+  }
+  const float lr = float(p.lr);
+  const float* lr_slot = nullptr;
+  if (capturing)
+    lr_slot = static_cast<const float*>(
+        cuda_graph_slot(CudaGraphSlot::kLearningRate, CudaGraphSlot::from_float(lr)));
+  cuk::sgd_step(sgd_plan_, lr, float(p.momentum), float(p.dampening), float(p.weight_decay), p.nesterov, first,
+                lr_slot, capturing ? cuda_graph_step_guard() : nullptr);
+}
+
+}  // namespace vgg::cuda
