@@ -5,11 +5,11 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawn } from 'child_process';
 import sharp from 'sharp';
-import { main as trainMain } from '../lib/cli/train';
-import { main as predictMain, predictFiles } from '../lib/cli/predict';
-import { main as cliMain } from '../lib/cli/vggnet';
-import { readCheckpointMeta, modelFromCheckpoint } from '../lib/train/index';
-import { STL10, ensureSampleData, transforms as T } from '../lib/data';
+import { main as trainMain } from '../../lib/cli/train';
+import { main as predictMain, predictFiles } from '../../lib/cli/predict';
+import { main as cliMain } from '../../lib/cli/vggnet';
+import { readCheckpointMeta, modelFromCheckpoint } from '../../lib/train/index';
+import { STL10, ensureSampleData, transforms as T } from '../../lib/data';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-cli-'));
 process.env.VGGNET_CACHE = path.join(tmp, 'cache');
@@ -131,7 +131,7 @@ test('a short run on the sample data, --resume auto, then predict', async () => 
   expect(c.err()).toMatch(/nope.jpg: no such file/);
 }, 300_000);
 
-const dist = path.join(__dirname, '..', 'dist', 'train.js');
+const dist = path.join(__dirname, '..', '..', 'dist', 'train.js');
 if (!fs.existsSync(dist)) console.log(`skipping "node dist/train.js: Ctrl-C finishes the step, saves last, prints how to resume, exits 130": ${dist} is not built (npm run build:ts)`);
 (fs.existsSync(dist) ? test : test.skip)('node dist/train.js: Ctrl-C finishes the step, saves last, prints how to resume, exits 130', async () => {
   const ck = path.join(tmp, 'ck-int');

@@ -1,12 +1,12 @@
 // The whole network: gradients against finite differences, SGD training lowers the loss, BN running stats.
-import { Tensor } from '../lib/tensor';
-import { crossEntropy } from '../lib/nn/loss';
-import { sgd } from '../lib/optim/sgd';
-import * as ops from '../lib/ops';
-import { tinyVgg, randomBatch } from './helpers/tiny';
-import { Rng } from '../lib/random';
-import { noGrad } from '../lib/nn/module';
-import { trainStep } from '../lib/train/train_step';
+import { Tensor } from '../../lib/tensor';
+import { crossEntropy } from '../../lib/nn/loss';
+import { sgd } from '../../lib/optim/sgd';
+import * as ops from '../../lib/ops';
+import { tinyVgg, randomBatch } from '../helpers/tiny';
+import { Rng } from '../../lib/random';
+import { noGrad } from '../../lib/nn/module';
+import { trainStep } from '../../lib/train/train_step';
 
 describe('whole-network gradients (float32 forward, central differences)', () => {
   // PyTorch's default init (U(±1/√fan_in)) keeps the hidden pre-activations O(0.1–1), and eps = 5e-4 rarely moves

@@ -4,10 +4,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { VGGNet, sgd, readSafetensors, Tensor } from '../lib';
-import { STL10, DataLoader, transforms as T, generateSampleStl10 } from '../lib/data';
-import { Trainer, TrainingDivergedError, loadCheckpoint, modelFromCheckpoint, readCheckpointMeta } from '../lib/train/index';
-import { cosineAnnealing, linearWarmup, reduceLROnPlateau } from '../lib/optim/schedulers';
+import { VGGNet, sgd, readSafetensors, Tensor } from '../../lib';
+import { STL10, DataLoader, transforms as T, generateSampleStl10 } from '../../lib/data';
+import { Trainer, TrainingDivergedError, loadCheckpoint, modelFromCheckpoint, readCheckpointMeta } from '../../lib/train/index';
+import { cosineAnnealing, linearWarmup, reduceLROnPlateau } from '../../lib/optim/schedulers';
 
 const TINY: (number | 'M')[] = [8, 'M', 16, 'M', 16, 'M', 16, 'M', 16, 'M'];
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-trainer-'));

@@ -6,12 +6,12 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Tensor } from '../lib/tensor';
-import { parseSafetensors, serializeSafetensors } from '../lib/io/safetensors';
-import { decodeMeta, encodeMeta, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../lib/train/checkpoint';
-import { STL10 } from '../lib/data';
-import { tinyStl10 } from './data_fixtures';
-import { mulberry32 } from './ref/random';
+import { Tensor } from '../../lib/tensor';
+import { parseSafetensors, serializeSafetensors } from '../../lib/io/safetensors';
+import { decodeMeta, encodeMeta, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../../lib/train/checkpoint';
+import { STL10 } from '../../lib/data';
+import { tinyStl10 } from '../helpers/data_fixtures';
+import { mulberry32 } from '../ref/random';
 
 const SCALE = Number(process.env.VGGNET_FUZZ_SCALE ?? 1);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-fuzz-'));

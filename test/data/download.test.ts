@@ -6,8 +6,8 @@ import { AddressInfo } from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import * as tar from 'tar';
-import { downloadStl10, STL10, STL10_URL } from '../lib/data';
-import { tinyStl10 } from './data_fixtures';
+import { downloadStl10, STL10, STL10_URL } from '../../lib/data';
+import { tinyStl10 } from '../helpers/data_fixtures';
 
 interface Served {
   body: Buffer;

@@ -1,37 +1,18 @@
 // The CPU backend's blocked activation layout 'nchw8c' (oneDNN's nChw8c, Layout::Blocked8): every op a VGG runs
 // accepts it and gives the same numbers as the float64 references, and conv2d's cpuBlockedOutput switches a
 // network into it. CPU only (the layout is the CPU backend's own).
-import { Tensor, Layout } from '../lib/tensor';
-import * as ops from '../lib/ops';
-import * as R from './ref/naive';
-import { uniformSource } from './ref/random';
+import { Tensor, Layout } from '../../lib/tensor';
+import * as ops from '../../lib/ops';
+import * as R from '../ref/naive';
+import { uniformSource } from '../ref/random';
+import { disposeKeptAfterEach, expectClose, f64, keep, numel } from '../helpers/tensors';
 
 const uniform = uniformSource(777);
-const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
-const live: Tensor[] = [];
 function T(data: ArrayLike<number>, shape: number[], layout: Layout = 'nchw'): Tensor {
   return keep(Tensor.from(Float32Array.from(data), shape, { device: 'cpu', layout }));
 }
-function keep<X extends Tensor>(t: X): X {
-  live.push(t);
-  return t;
-}
-afterEach(() => {
-  for (const t of live.splice(0)) t.dispose();
-});
-const arr = (t: Tensor) => Float64Array.from(t.toArray() as Float32Array);
-function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rtol: number, what: string): void {
-  expect(actual.length).toBe(expected.length);
-  let scale = 0, worst = 0, at = 0;
-  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]));
-  for (let i = 0; i < expected.length; i++) {
-    const d = Math.abs(actual[i] - expected[i]);
-    if (!(d <= worst)) [worst, at] = [d, i];
-  }
-  if (!(worst <= rtol * Math.max(scale, 1e-30))) {
-    throw new Error(`${what}: max |diff| ${worst.toExponential(3)} at [${at}] (got ${actual[at]}, want ${expected[at]}) exceeds ${rtol} x ${scale.toExponential(3)}`);
-  }
-}
+disposeKeptAfterEach();
+const arr = f64;
 const P1 = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
 
 describe('nchw8c layout on the CPU', () => {

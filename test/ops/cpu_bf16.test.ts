@@ -12,28 +12,21 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { VGGNet, cfgs, cpuBf16Note } from '../lib/models/vgg';
-import { sgd } from '../lib/optim/sgd';
-import { trainStep } from '../lib/train/train_step';
-import { STL10, DataLoader, transforms as T, generateSampleStl10 } from '../lib/data';
-import { readSafetensors } from '../lib/io/safetensors';
-import * as ops from '../lib/ops';
-import { Layout, Tensor } from '../lib/tensor';
-import * as R from './ref/naive';
-import { uniformSource } from './ref/random';
-import { expectBf16Close, expectF32Close, roundBf16 } from './ref/bf16';
+import { VGGNet, cfgs, cpuBf16Note } from '../../lib/models/vgg';
+import { sgd } from '../../lib/optim/sgd';
+import { trainStep } from '../../lib/train/train_step';
+import { STL10, DataLoader, transforms as T, generateSampleStl10 } from '../../lib/data';
+import { readSafetensors } from '../../lib/io/safetensors';
+import * as ops from '../../lib/ops';
+import { Layout, Tensor } from '../../lib/tensor';
+import * as R from '../ref/naive';
+import { uniformSource } from '../ref/random';
+import { disposeKeptAfterEach, keep, numel } from '../helpers/tensors';
+import { expectBf16Close, expectF32Close, roundBf16 } from '../ref/bf16';
 
 const isa = ops.cpuIsaInfo();
 const uniform = uniformSource(2024);
-const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
-const live: Tensor[] = [];
-function keep<X extends Tensor>(t: X): X {
-  live.push(t);
-  return t;
-}
-afterEach(() => {
-  for (const t of live.splice(0)) t.dispose();
-});
+disposeKeptAfterEach();
 /** A bf16 activation (the data rounded) in `layout`, and the exact values it holds, NCHW. */
 function act(data: Float32Array, shape: number[], layout: Layout = 'nchw'): { t: Tensor; v: Float32Array } {
   const t = keep(Tensor.from(data, shape, { device: 'cpu', dtype: 'bfloat16', layout }));
@@ -67,8 +60,8 @@ test('VGGNet says when bf16 on the CPU is emulated; VGGNET_CPU_BF16=emulate forc
     m.dispose();
   }
   // cpu_isa_info() is read once per process: ask a fresh one.
-  const script = `const v = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'models', 'vgg'))});` +
-    `const o = require(${JSON.stringify(path.resolve(__dirname, '..', 'dist', 'ops'))});` +
+  const script = `const v = require(${JSON.stringify(path.resolve(__dirname, '..', '..', 'dist', 'models', 'vgg'))});` +
+    `const o = require(${JSON.stringify(path.resolve(__dirname, '..', '..', 'dist', 'ops'))});` +
     'console.log(JSON.stringify({ bf16: o.cpuIsaInfo().bf16, note: v.cpuBf16Note() }));';
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, VGGNET_CPU_BF16: 'emulate' } });
   expect(r.status).toBe(0);

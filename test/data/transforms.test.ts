@@ -1,10 +1,10 @@
 // Each native transform against the independent reference in data_reference.ts: exact for flips and crops, within
 // 1/255 for resampling and colour.
-import { transforms as T } from '../lib/data';
-import { flatten, Transform } from '../lib/data/transforms';
-import { transformImage } from '../lib/data/native_source';
-import { addon } from '../lib/native';
-import * as R from './data_reference';
+import { transforms as T } from '../../lib/data';
+import { flatten, Transform } from '../../lib/data/transforms';
+import { transformImage } from '../../lib/data/native_source';
+import { addon } from '../../lib/native';
+import * as R from '../ref/data_reference';
 
 const TOL = 1 / 255;
 

@@ -2,17 +2,17 @@
 // uint8 batches, against the synchronous copies and the CPU pipeline. Runs where a GPU is usable (CI has none: the
 // suite is skipped with the reason printed); the host side of the GPU augmentation is tested on the CPU in
 // data_augment.test.ts.
-import { memoryStats } from '../lib/backend';
-import { describeCuda } from './ref/device';
-import { augmentBatch, DataLoader, STL10, transforms as T } from '../lib/data';
-import { flatten, Transform } from '../lib/data/transforms';
-import { VGGNet, Precision } from '../lib/models/vgg';
-import * as ops from '../lib/ops';
-import { sgd } from '../lib/optim/sgd';
-import { Rng } from '../lib/random';
-import { Tensor, TensorData } from '../lib/tensor';
-import { Trainer } from '../lib/train/trainer';
-import { sampleRoot } from './data_fixtures';
+import { memoryStats } from '../../lib/backend';
+import { describeCuda } from '../ref/device';
+import { augmentBatch, DataLoader, STL10, transforms as T } from '../../lib/data';
+import { flatten, Transform } from '../../lib/data/transforms';
+import { VGGNet, Precision } from '../../lib/models/vgg';
+import * as ops from '../../lib/ops';
+import { sgd } from '../../lib/optim/sgd';
+import { Rng } from '../../lib/random';
+import { Tensor, TensorData } from '../../lib/tensor';
+import { Trainer } from '../../lib/train/trainer';
+import { sampleRoot } from '../helpers/data_fixtures';
 
 
 const NORM = T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD);

@@ -1,8 +1,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { DataLoader, ImageFolder, STL10, transforms as T, permutation } from '../lib/data';
-import { CIFAR_MINI, sampleRoot } from './data_fixtures';
+import { DataLoader, ImageFolder, STL10, transforms as T, permutation } from '../../lib/data';
+import { CIFAR_MINI, sampleRoot } from '../helpers/data_fixtures';
 
 const aug = T.compose([T.randomResizedCrop(32), T.randomHorizontalFlip(), T.colorJitter(0.4, 0.4, 0.4), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]);
 

@@ -10,9 +10,9 @@ import { spawnSync, SpawnSyncReturns } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { fingerprintSource, parseHeader, undeclaredNames } from './helpers/api_fingerprint';
+import { fingerprintSource, parseHeader, undeclaredNames } from '../helpers/api_fingerprint';
 
-const root = path.join(__dirname, '..');
+const root = path.join(__dirname, '..', '..');
 const checkInc = path.join(root, 'test/native/compile_check/include');
 const cxx = process.env.CXX || 'g++';
 

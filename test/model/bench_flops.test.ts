@@ -1,8 +1,8 @@
 // The benchmark's yardsticks: multiply-add counts against torchvision's published figures, and the CPU peak probe's
 // argument checks. (Speed itself is never asserted: `npm run bench` prints it.)
-import { cfgs } from '../lib/models/vgg';
-import { trainFlopsPerImage, vggMacs } from '../lib/bench/flops';
-import { cpuPeakGflops } from '../lib/ops';
+import { cfgs } from '../../lib/models/vgg';
+import { trainFlopsPerImage, vggMacs } from '../../lib/bench/flops';
+import { cpuPeakGflops } from '../../lib/ops';
 
 test('VGG multiply-adds at 224² match torchvision\'s model table (GFLOPS column = G multiply-adds)', () => {
   // torchvision.models docs: vgg11 7.61, vgg13 11.31, vgg16 15.47, vgg19 19.63 (rounded to 0.01 G)

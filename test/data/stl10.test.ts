@@ -1,8 +1,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import * as os from 'os';
-import { DataLoader, STL10, transforms as T, SAMPLE_CLASSES, generateSampleStl10 } from '../lib/data';
-import { sampleRoot, tinyStl10 } from './data_fixtures';
+import { DataLoader, STL10, transforms as T, SAMPLE_CLASSES, generateSampleStl10 } from '../../lib/data';
+import { sampleRoot, tinyStl10 } from '../helpers/data_fixtures';
 
 const S = 96;
 // The image as stored in the file: each channel column-major.

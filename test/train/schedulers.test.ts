@@ -3,7 +3,7 @@
 // test itself needs no PyTorch.
 import {
   reduceLROnPlateau, stepLR, cosineAnnealing, linearWarmup, ReduceLROnPlateau, Scheduler,
-} from '../lib/optim/schedulers';
+} from '../../lib/optim/schedulers';
 
 function expectSeq(got: number[], want: number[]): void {
   expect(got.length).toBe(want.length);

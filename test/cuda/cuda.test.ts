@@ -1,12 +1,12 @@
 // The CUDA backend against the CPU backend on whole training runs, and device memory over many steps. Runs where a
 // GPU is usable (CI has none: the suite is skipped with the reason printed).
-import { memoryStats } from '../lib/backend';
-import { describeCuda } from './ref/device';
-import { VGGNet, Precision } from '../lib/models/vgg';
-import { Tensor } from '../lib/tensor';
-import { trainStep } from '../lib/train/train_step';
-import { sgd } from '../lib/optim/sgd';
-import { Rng } from '../lib/random';
+import { memoryStats } from '../../lib/backend';
+import { describeCuda } from '../ref/device';
+import { VGGNet, Precision } from '../../lib/models/vgg';
+import { Tensor } from '../../lib/tensor';
+import { trainStep } from '../../lib/train/train_step';
+import { sgd } from '../../lib/optim/sgd';
+import { Rng } from '../../lib/random';
 
 
 // vgg11_bn at a quarter of the paper's width, 32×32 inputs: every layer kind, a few seconds per run.

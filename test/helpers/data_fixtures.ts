@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ensureSampleData, generateSampleStl10 } from '../lib/data';
+import { ensureSampleData, generateSampleStl10 } from '../../lib/data';
 
 export function sampleRoot(): string {
   return ensureSampleData(path.join(os.tmpdir(), 'vggnet-test-data'));
@@ -15,4 +15,4 @@ export function tinyStl10(counts = { train: 20, test: 10, unlabeled: 6 }): strin
   return root;
 }
 
-export const CIFAR_MINI = path.resolve(__dirname, '../../shared/data/cifar10-mini');
+export const CIFAR_MINI = path.resolve(__dirname, '../../../shared/data/cifar10-mini');

@@ -5,12 +5,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
-import { Tensor } from '../lib/tensor';
-import { parseSafetensors, readSafetensors, writeSafetensors, firstDuplicateKey } from '../lib/io/safetensors';
-import { encodeMeta, loadCheckpoint, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../lib/train/checkpoint';
-import { STL10, ImageFolder, DataLoader } from '../lib/data';
-import { main as trainMain } from '../lib/cli/train';
-import { tinyStl10 } from './data_fixtures';
+import { Tensor } from '../../lib/tensor';
+import { parseSafetensors, readSafetensors, writeSafetensors, firstDuplicateKey } from '../../lib/io/safetensors';
+import { encodeMeta, loadCheckpoint, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../../lib/train/checkpoint';
+import { STL10, ImageFolder, DataLoader } from '../../lib/data';
+import { main as trainMain } from '../../lib/cli/train';
+import { tinyStl10 } from '../helpers/data_fixtures';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-hostile-'));
 process.env.VGGNET_CACHE = path.join(tmp, 'cache');

@@ -2,15 +2,15 @@
 // run by the host twin of the GPU kernels (same shared per-pixel functions, same passes), must reproduce the CPU
 // pipeline bit for bit; the parameters must be the CPU pipeline's own draws. The GPU itself is tested in
 // test/cuda_data.test.ts.
-import { backends } from '../lib/backend';
-import { addon } from '../lib/native';
-import { augmentSupport, memorySource } from '../lib/data/native_source';
-import { augmentBatch, DataLoader, STL10, transforms as T } from '../lib/data';
-import { flatten, Transform } from '../lib/data/transforms';
-import * as ops from '../lib/ops';
-import { Tensor } from '../lib/tensor';
-import * as R from './data_reference';
-import { sampleRoot } from './data_fixtures';
+import { backends } from '../../lib/backend';
+import { addon } from '../../lib/native';
+import { augmentSupport, memorySource } from '../../lib/data/native_source';
+import { augmentBatch, DataLoader, STL10, transforms as T } from '../../lib/data';
+import { flatten, Transform } from '../../lib/data/transforms';
+import * as ops from '../../lib/ops';
+import { Tensor } from '../../lib/tensor';
+import * as R from '../ref/data_reference';
+import { sampleRoot } from '../helpers/data_fixtures';
 
 const NORM = T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD);
 const PIPELINES: [string, Transform][] = [

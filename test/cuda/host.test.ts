@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 
-const root = path.join(__dirname, '..');
+const root = path.join(__dirname, '..', '..');
 const cxx = process.env.CXX || 'g++';
 const haveCxx = spawnSync(cxx, ['--version'], { stdio: 'ignore' }).status === 0;
 if (!haveCxx) {

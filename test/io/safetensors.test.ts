@@ -2,10 +2,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Tensor } from '../lib/tensor';
-import { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../lib/io/safetensors';
-import { tinyVgg, randomBatch } from './helpers/tiny';
-import { crossEntropy } from '../lib/nn/loss';
+import { Tensor } from '../../lib/tensor';
+import { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../../lib/io/safetensors';
+import { tinyVgg, randomBatch } from '../helpers/tiny';
+import { crossEntropy } from '../../lib/nn/loss';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-st-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));

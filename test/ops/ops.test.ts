@@ -1,53 +1,25 @@
 // Every op forward and backward against the naive float64 references (test/ref/naive.ts) on tiny shapes, plus
 // finite-difference checks, SGD by hand, BN running stats, dropout determinism and argument errors.
 // Runs on VGGNET_DEVICE (cpu by default; cuda checks the CUDA backend against the same references).
-import { Tensor, Layout } from '../lib/tensor';
-import * as ops from '../lib/ops';
-import * as R from './ref/naive';
-import { device, tol, describeOnDevice } from './ref/device';
-import { uniformSource } from './ref/random';
+import { Tensor, Layout } from '../../lib/tensor';
+import * as ops from '../../lib/ops';
+import * as R from '../ref/naive';
+import { device, tol, describeOnDevice } from '../ref/device';
+import { uniformSource } from '../ref/random';
+import { disposeKeptAfterEach, expectClose, f64, keep, numel } from '../helpers/tensors';
 
 // ---- helpers
 /** n float32-exact values uniform in [lo, hi). */
 const uniform = uniformSource(12345);
-const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
 
-const live: Tensor[] = [];
 function T(data: ArrayLike<number>, shape: number[], layout: Layout = 'nchw'): Tensor {
   const t = Tensor.from(Float32Array.from(data), shape, { device, layout });
-  live.push(t);
-  return t;
+  return keep(t);
 }
-function keep<X extends Tensor>(t: X): X {
-  live.push(t);
-  return t;
-}
-afterEach(() => {
-  for (const t of live.splice(0)) t.dispose();
-});
-const arr = (t: Tensor) => Float64Array.from(t.toArray() as Float32Array);
+disposeKeptAfterEach();
+const arr = f64;
 const list = (t: Tensor) => Array.from(t.toArray() as Float32Array);
 
-/** max |a - e| <= rtol * max|e| (the reference's max-abs), with a message naming the worst element. */
-function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rtol: number, what: string): void {
-  expect(actual.length).toBe(expected.length);
-  let scale = 0, worst = 0, at = -1;
-  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]));
-  for (let i = 0; i < expected.length; i++) {
-    const d = Math.abs(actual[i] - expected[i]);
-    if (!(d <= worst)) {
-      worst = d;
-      at = i;
-    }
-  }
-  const limit = rtol * Math.max(scale, 1e-30);
-  if (!(worst <= limit)) {
-    throw new Error(
-      `${what}: max |diff| ${worst.toExponential(3)} at [${at}] (got ${actual[at]}, want ${expected[at]}) ` +
-        `exceeds ${rtol} x max-abs ${scale.toExponential(3)}`,
-    );
-  }
-}
 
 const LAYOUTS: Layout[] = ['nchw', 'nhwc'];
 type S4 = R.Shape4;
@@ -390,7 +362,7 @@ describeOnDevice(`ops on ${device}`, () => {
       const labels = Int32Array.from([0, 5, 2, 2]);
       const ref = R.crossEntropy(logits, N, C, labels);
       const lt = Tensor.from(labels, [N], { device });
-      live.push(lt);
+      keep(lt);
       const r = ops.crossEntropy(T(logits, [N, C]), lt);
       keep(r.loss);
       keep(r.dlogits);
@@ -403,7 +375,7 @@ describeOnDevice(`ops on ${device}`, () => {
     test('numerically stable for large logits', () => {
       const logits = Float32Array.from([1000, 0, -1000, 999, 1000, 1000]);
       const lt = Tensor.from(Int32Array.from([0, 1]), [2], { device });
-      live.push(lt);
+      keep(lt);
       const r = ops.crossEntropy(T(logits, [2, 3]), lt);
       keep(r.loss);
       keep(r.dlogits);
@@ -414,10 +386,10 @@ describeOnDevice(`ops on ${device}`, () => {
     });
     test('label out of range names the index and value', () => {
       const lt = Tensor.from(Int32Array.from([0, 1, 7]), [3], { device });
-      live.push(lt);
+      keep(lt);
       expect(() => ops.crossEntropy(T(uniform(3 * 4), [3, 4]), lt)).toThrow(/cross_entropy.*index 2.*7/);
       const neg = Tensor.from(Int32Array.from([-1, 1, 0]), [3], { device });
-      live.push(neg);
+      keep(neg);
       expect(() => ops.crossEntropy(T(uniform(3 * 4), [3, 4]), neg)).toThrow(/cross_entropy.*index 0.*-1/);
     });
   });
@@ -505,7 +477,7 @@ describeOnDevice(`ops on ${device}`, () => {
     });
     test('conv2d wrong dtype and wrong bias shape', () => {
       const xi = Tensor.from(new Int32Array(75), [1, 3, 5, 5], { device });
-      live.push(xi);
+      keep(xi);
       expect(() => ops.conv2dForward(xi, T(uniform(54), [2, 3, 3, 3]), null, p, false)).toThrow(/conv2d_forward/);
       expect(() => ops.conv2dForward(T(uniform(75), [1, 3, 5, 5]), T(uniform(54), [2, 3, 3, 3]), T([1, 2, 3], [3]), p, false))
         .toThrow(/conv2d_forward: bias/);

@@ -1,7 +1,7 @@
 // VGGNet structure against torchvision: parameter counts, names, initialisation statistics, input checks.
-import { vgg11, vgg13, vgg16, vgg19, VGGNet } from '../lib/models/vgg';
-import { Tensor } from '../lib/tensor';
-import { tinyVgg, randomBatch, TINY_CFG } from './helpers/tiny';
+import { vgg11, vgg13, vgg16, vgg19, VGGNet } from '../../lib/models/vgg';
+import { Tensor } from '../../lib/tensor';
+import { tinyVgg, randomBatch, TINY_CFG } from '../helpers/tiny';
 
 // torchvision.models.vggXX(num_classes=1000) parameter counts (sum of p.numel()).
 const COUNTS: [string, () => VGGNet, number][] = [

@@ -1,13 +1,13 @@
 // TrainStepRunner (lib/train/train_step.ts): the Trainer's step. On the CPU it is the eager step; on CUDA (VGGNET_DEVICE=
 // cuda) the same tests run it as a captured CUDA graph after two eager steps, against the eager step as reference.
-import { memoryStats } from '../lib/backend';
-import { Dropout, BatchNorm2d } from '../lib/nn/layers';
-import { sgd, SGD } from '../lib/optim/sgd';
-import { Tensor } from '../lib/tensor';
-import { TrainStepRunner, trainStep } from '../lib/train/train_step';
-import { VGGNet } from '../lib/models/vgg';
-import { describeCuda, device } from './ref/device';
-import { randomBatch, tinyVgg } from './helpers/tiny';
+import { memoryStats } from '../../lib/backend';
+import { Dropout, BatchNorm2d } from '../../lib/nn/layers';
+import { sgd, SGD } from '../../lib/optim/sgd';
+import { Tensor } from '../../lib/tensor';
+import { TrainStepRunner, trainStep } from '../../lib/train/train_step';
+import { VGGNet } from '../../lib/models/vgg';
+import { describeCuda, device } from '../ref/device';
+import { randomBatch, tinyVgg } from '../helpers/tiny';
 
 const onCuda = device === 'cuda';
 // CPU: the same eager code, bit for bit. CUDA: the graph replays the eager step's kernels with the same algorithms;
