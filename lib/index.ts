@@ -12,6 +12,7 @@ export {
 } from './nn/layers';
 export { crossEntropy } from './nn/loss';
 export { VGGNet, vgg11, vgg13, vgg16, vgg19, cfgs, models } from './models/vgg';
+export { loadPretrained } from './models/pretrained';
 export type { VGGConfig, VGGOptions, Precision, ModelName } from './models/vgg';
 export { SGD, sgd } from './optim/sgd';
 export type { SGDOptions } from './optim/sgd';

@@ -14,6 +14,7 @@ import {
   cachedPretrained,
 } from '../lib/io/hub';
 import { serializePth } from '../lib/io/pth';
+import { loadPretrained } from '../lib/models/pretrained';
 import { Tensor } from '../lib/tensor';
 import { tinyVgg } from './helpers/tiny';
 import { torchPython, runPython } from './helpers/python';
@@ -116,7 +117,7 @@ test('download by URL into the cache, verified; a second call does not download;
   // Fine-tuning for 3 classes: everything but classifier.6 comes from the file.
   const m = tinyVgg({ seed: 99, numClasses: 3 });
   const fresh = (m.stateDict()['classifier.6.weight'] as Tensor).toFloat32().slice();
-  const { replaced } = m.loadPretrained(file);
+  const { replaced } = loadPretrained(m, file);
   expect(replaced).toEqual(['classifier.6.weight [5, 12] -> [3, 12]', 'classifier.6.bias [5] -> [3]']);
   const src = tinyVgg({ seed: 11, numClasses: 5 }).stateDict();
   const got = m.stateDict();

@@ -248,31 +248,6 @@ export class VGGNet extends Module {
     }
   }
 
-  /**
-   * Loads pretrained weights (a path or a record, as loadStateDict) for fine-tuning: when the last classifier layer's
-   * shape differs (another class count), that layer keeps its fresh initialisation. Returns what was replaced.
-   */
-  loadPretrained(source: string | StateRecord): { replaced: string[] } {
-    const record = typeof source === 'string' ? readStateDict(source) : source;
-    try {
-      const own = this.stateDict();
-      const merged = { ...record };
-      const last = this.classifier.layers.length - 1;
-      const replaced: string[] = [];
-      for (const k of [`classifier.${last}.weight`, `classifier.${last}.bias`]) {
-        const a = merged[k], b = own[k];
-        if (a instanceof Tensor && b instanceof Tensor && a.shape.join() !== b.shape.join()) {
-          replaced.push(`${k} [${a.shape.join(', ')}] -> [${b.shape.join(', ')}]`);
-          merged[k] = b;
-        }
-      }
-      loadStateDictInto(this, withBatchCounters(this, merged), { strict: true, source: typeof source === 'string' ? source : 'state dict' });
-      return { replaced };
-    } finally {
-      if (typeof source === 'string') for (const v of Object.values(record)) if (v instanceof Tensor) v.dispose();
-    }
-  }
-
   /** Writes the state dict: torch.save's format for .pth/.pt (torch.load reads it), else safetensors (with metadata). */
   saveStateDict(path: string, metadata: Record<string, string> = {}): void {
     writeStateDict(path, this.stateDict(), metadata);
