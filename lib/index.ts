@@ -12,11 +12,22 @@ export {
 } from './nn/layers';
 export { crossEntropy } from './nn/loss';
 export { VGGNet, vgg11, vgg13, vgg16, vgg19, cfgs, models } from './models/vgg';
+export { loadPretrained } from './models/pretrained';
 export type { VGGConfig, VGGOptions, Precision, ModelName } from './models/vgg';
 export { SGD, sgd } from './optim/sgd';
 export type { SGDOptions } from './optim/sgd';
 export { readSafetensors, writeSafetensors, parseSafetensors, serializeSafetensors } from './io/safetensors';
 export type { StateRecord } from './io/safetensors';
+export { readPth, writePth, parsePth, serializePth } from './io/pth';
+export { readStateDict, writeStateDict } from './io/state_dict';
+export {
+  resolvePretrained, fetchWeights, cachedPretrained, weightsCacheDir, hashPrefix, isPretrainedName, pretrainedArchitecture,
+  TORCHVISION_VGG_FILES, TORCHVISION_BASE_URL,
+} from './io/hub';
+export type { PretrainedName, FetchWeightsOptions } from './io/hub';
+export { exportOnnx, onnxModelBytes, ONNX_OPSET } from './io/onnx';
+export type { OnnxExportOptions } from './io/onnx';
+export { TensorBoardWriter } from './io/tensorboard';
 export { Rng } from './random';
 export {
   reduceLROnPlateau, stepLR, cosineAnnealing, linearWarmup, constantLR,

@@ -7,6 +7,7 @@ import * as path from 'path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { VGGNet, cfgs, VGGConfig } from '../models/vgg';
 import { loadPretrained } from '../models/pretrained';
+import { isPretrainedName, pretrainedArchitecture, resolvePretrained } from '../io/hub';
 import { resolveDevice } from '../backend';
 import { sgd } from '../optim/sgd';
 import { Scheduler, reduceLROnPlateau, stepLR, cosineAnnealing, linearWarmup, constantLR } from '../optim/schedulers';
@@ -55,8 +56,8 @@ export function buildProgram(io: CliIO): Command {
     .option('--factor <x>', 'plateau/step: LR multiplier at a drop', num('--factor', 0, 1), 0.1)
     .option('--step-size <n>', 'step: epochs between LR drops', int('--step-size', 1), 30)
     .option('--warmup <n>', 'linear LR warm-up epochs before the schedule', int('--warmup', 0), 0)
-    .option('--log-dir <dir>', 'where metrics.jsonl, metrics.csv and metrics.svg go', './logs')
-    .option('--pretrained <path>', 'start from torchvision weights (safetensors); the last layer is replaced when the class count differs')
+    .option('--log-dir <dir>', 'where metrics.jsonl, metrics.csv, metrics.svg and a TensorBoard event file go', './logs')
+    .option('--pretrained <name|path>', "start from torchvision's ImageNet weights: vgg11 ... vgg19_bn (downloaded once into ~/.cache/vggnet/weights; sets --model and --batch-norm), or a .pth/.pt/.safetensors file; the last layer is replaced when the class count differs")
     .option('--width <x>', 'conv width multiplier (1 = the paper)', num('--width', 0.01), 1)
     .option('--hidden-features <n>', 'width of the two hidden FC layers', int('--hidden-features', 1), 4096)
     .option('--quiet', 'only the per-epoch summaries and the final result', false)
@@ -70,7 +71,9 @@ Examples:
   node dist/train.js                                   # sample data, quick preset (a few minutes on a laptop CPU)
   node dist/train.js --download --model vgg16 --batch-norm --epochs 100 --data ./data
   node dist/train.js --dataset folder --data ../shared/data/cifar10-mini --model vgg11 --batch-norm --image-size 32
-  node dist/train.js --resume auto                     # continue the last run in ./checkpoint`);
+  node dist/train.js --resume auto                     # continue the last run in ./checkpoint
+  node dist/train.js --pretrained vgg16_bn --data ./data --lr 0.001 --epochs 10   # fine-tune torchvision's weights
+  node dist/train.js --pretrained ./vgg16_bn-6c64b313.pth --model vgg16 --batch-norm   # the same, offline`);
   return p;
 }
 
@@ -140,8 +143,23 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       kind = 'stl10';
     }
     o.dataset = kind;
+    // --pretrained NAME fixes the architecture (full width, 4096 hidden features); with any --pretrained the sample
+    // preset leaves the architecture alone, so the weights fit.
+    const pretrained = resumePath ? undefined : (o.pretrained as string | undefined);
+    const architecture = ['model', 'batchNorm', 'width', 'hiddenFeatures'];
+    if (pretrained !== undefined && isPretrainedName(pretrained)) {
+      const arch = pretrainedArchitecture(pretrained);
+      const want: Record<string, unknown> = { model: arch.model, batchNorm: arch.batchNorm, width: 1, hiddenFeatures: 4096 };
+      for (const k of architecture) {
+        if (explicit(k) && o[k] !== want[k]) {
+          const flag = `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+          throw new Error(`--pretrained ${pretrained} is torchvision's ${pretrained} (--model ${arch.model}${arch.batchNorm ? ' --batch-norm' : ''} --width 1 --hidden-features 4096); it does not fit ${flag} ${String(o[k])}`);
+        }
+        o[k] = want[k];
+      }
+    }
     if (kind === 'sample' && !resumePath) {
-      for (const [k, v] of Object.entries(SAMPLE_PRESET)) if (!explicit(k)) o[k] = v;
+      for (const [k, v] of Object.entries(SAMPLE_PRESET)) if (!explicit(k) && !(pretrained !== undefined && architecture.includes(k))) o[k] = v;
     }
     const device = resolveDevice(o.device as 'auto');
     const imageSize = o.imageSize as number;
@@ -173,7 +191,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       numClasses: classes.length, batchNorm: Boolean(o.batchNorm), hiddenFeatures: o.hiddenFeatures as number, seed: o.seed as number,
       device, precision: o.precision as 'fp32' | 'tf32' | 'bf16' | undefined,
     }, `${modelName}${o.batchNorm ? '_bn' : ''}${width !== 1 ? `-w${width}` : ''}`);
-    if (o.pretrained && !resumePath) loadPretrained(model, o.pretrained as string, say);
+    if (pretrained !== undefined) loadPretrained(model, await resolvePretrained(pretrained, { quiet: o.quiet as boolean }), say);
 
     const workers = o.workers as number | undefined;
     const trainLoader = new DataLoader(trainSet, { batchSize, shuffle: true, seed: o.seed as number, workers });
@@ -236,7 +254,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     say(formatConfusion(val, classes));
     say('');
     if (result.best) say(`best test top1 ${fmtPct(result.best.top1)} at epoch ${result.best.epoch}`);
-    say(`trained ${result.epochs} epoch(s) in ${minutes} min; checkpoints in ${o.checkpointDir}, logs and plot in ${path.join(o.logDir as string, 'metrics.svg')}`);
+    say(`trained ${result.epochs} epoch(s) in ${minutes} min; checkpoints in ${o.checkpointDir}, logs and plot in ${path.join(o.logDir as string, 'metrics.svg')} (TensorBoard: tensorboard --logdir ${o.logDir})`);
     say(`test loss ${val.loss.toFixed(4)}  test top5 ${fmtPct(val.top5)}`);
     say(`test top1 ${fmtPct(val.top1)}`);
     return 0;

@@ -5,6 +5,7 @@ import { Command } from 'commander';
 import { main as trainMain } from './train';
 import { main as predictMain } from './predict';
 import { main as benchMain } from './bench';
+import { main as exportMain } from './export';
 import { downloadStl10 } from '../data';
 import { packageVersion } from '../train/index';
 import { CliIO, EXIT, configure, parseArgs, processIO, runAsMain } from './support';
@@ -15,6 +16,7 @@ Commands:
   train      train a VGG network (vggnet train --help)
   predict    top-5 classes for images with a checkpoint (vggnet predict --help)
   download   fetch STL10 into --data (default ./data)
+  export     a checkpoint as ONNX (vggnet export --onnx model.onnx --checkpoint best.safetensors)
   bench      images/s against PyTorch (vggnet bench [cpu|data|gpu|all])
 `;
 
@@ -27,6 +29,8 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       return predictMain(rest, io);
     case 'bench':
       return benchMain(rest);
+    case 'export':
+      return exportMain(rest, io);
     case 'download': {
       const p = new Command('download').description('Download and verify STL10 (2.6 GB) into --data.')
         .option('--data <dir>', 'destination folder (gets stl10_binary/)', './data');

@@ -61,7 +61,12 @@ export function checkStl10Files(dir: string, counts?: { train: number; test: num
 }
 
 export async function md5File(file: string): Promise<string> {
-  const h = crypto.createHash('md5');
+  return hashFile(file, 'md5');
+}
+
+/** The hex digest of a file (md5, sha256, ...). */
+export async function hashFile(file: string, algorithm: string): Promise<string> {
+  const h = crypto.createHash(algorithm);
   await pipeline(fs.createReadStream(file), h);
   return h.digest('hex');
 }
@@ -151,6 +156,31 @@ export async function downloadFile(url: string, dest: string, options: { quiet?:
 }
 
 /**
+ * Makes `dest` a verified copy of `url`: kept when it is there and its digest starts with `expected` (a full digest
+ * or, as torch.hub's file names give, a prefix of one), else downloaded through `dest.part` (resuming it) and checked.
+ * A mismatch deletes the file.
+ */
+export async function downloadVerified(
+  url: string, dest: string, check: { algorithm: string; expected: string; quiet?: boolean },
+): Promise<void> {
+  const expected = check.expected.toLowerCase();
+  if (fs.existsSync(dest) && (await hashFile(dest, check.algorithm)).startsWith(expected)) return;
+  for (let attempt = 0; ; attempt++) {
+    const resumed = fs.existsSync(`${dest}.part`);
+    if (fs.existsSync(dest)) await fs.promises.rm(dest, { force: true });
+    await downloadFile(url, dest, { quiet: check.quiet });
+    const got = await hashFile(dest, check.algorithm);
+    if (got.startsWith(expected)) return;
+    await fs.promises.rm(dest, { force: true });
+    // A resumed .part may have been corrupt: one fresh download before giving up.
+    if (!resumed || attempt === 1) {
+      const what = expected.length < got.length ? `a ${check.algorithm} starting with ${expected}` : `${check.algorithm} ${expected}`;
+      throw new Error(`download: ${url}: expected ${what}, got ${got} (the file was deleted; run again)`);
+    }
+  }
+}
+
+/**
  * Makes <root>/stl10_binary complete: returns at once when it is; otherwise downloads (resuming), verifies the md5,
  * extracts into a temporary folder, checks every file's size and renames the folder into place.
  */
@@ -163,21 +193,7 @@ export async function downloadStl10(root: string, options: DownloadOptions = {})
   await fs.promises.mkdir(root, { recursive: true });
   const archive = path.join(root, 'stl10_binary.tar.gz');
 
-  let ok = fs.existsSync(archive) && (await md5File(archive)) === md5;
-  for (let attempt = 0; !ok && attempt < 2; attempt++) {
-    const resumed = fs.existsSync(`${archive}.part`);
-    if (fs.existsSync(archive)) await fs.promises.rm(archive, { force: true });
-    await downloadFile(url, archive, { quiet: options.quiet });
-    const got = await md5File(archive);
-    ok = got === md5;
-    if (!ok) {
-      await fs.promises.rm(archive, { force: true });
-      if (!resumed || attempt === 1) {
-        throw new Error(`download: ${url}: expected md5 ${md5}, got ${got} (the archive was deleted; run again)`);
-      }
-      // a resumed .part may have been corrupt: one fresh download
-    }
-  }
+  await downloadVerified(url, archive, { algorithm: 'md5', expected: md5, quiet: options.quiet });
 
   const tmp = await fs.promises.mkdtemp(path.join(root, '.stl10_binary.extract-'));
   try {

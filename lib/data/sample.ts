@@ -134,9 +134,9 @@ export function generateSampleStl10(dir: string, options: SampleOptions = {}): v
   fs.writeFileSync(path.join(dir, 'fold_indices.txt'), lines.join('\n') + '\n');
 }
 
-/** The default cache root: $VGGNET_CACHE, else ~/.cache/vggnet. */
+/** The default cache root: $VGGNET_CACHE, else $XDG_CACHE_HOME/vggnet, else ~/.cache/vggnet. */
 export function defaultDataRoot(): string {
-  return process.env.VGGNET_CACHE ?? path.join(os.homedir(), '.cache', 'vggnet');
+  return process.env.VGGNET_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'vggnet');
 }
 
 /**

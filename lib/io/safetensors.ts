@@ -143,7 +143,8 @@ export function firstDuplicateKey(text: string): string | null {
   return null;
 }
 
-function toFloat32(dtype: string, bytes: Buffer): Float32Array {
+/** Little-endian F32/F64/F16/BF16 bytes as float32 (shared with the PyTorch reader, lib/io/pth.ts). */
+export function toFloat32(dtype: string, bytes: Buffer): Float32Array {
   const n = bytes.length / DTYPE_INFO[dtype].size;
   const out = new Float32Array(n);
   if (dtype === 'F32') {

@@ -7,7 +7,9 @@ import { Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabl
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
 } from '../nn/layers';
-import { loadStateDictInto, readSafetensors, writeSafetensors, StateRecord } from '../io/safetensors';
+import { loadStateDictInto, StateRecord } from '../io/safetensors';
+import { readStateDict, writeStateDict } from '../io/state_dict';
+import { exportOnnx, OnnxExportOptions } from '../io/onnx';
 
 /** A width is a 3×3 conv with that many output channels; 'M' is a 2×2 max pool. */
 export type VGGConfig = (number | 'M')[];
@@ -232,18 +234,28 @@ export class VGGNet extends Module {
     return out;
   }
 
-  /** Loads a state dict (a safetensors path or a record). Missing, extra or mis-shaped entries are errors. */
+  /**
+   * Loads a state dict: a .pth/.pt (torch.save) or .safetensors path, or a record. Missing, extra or mis-shaped
+   * entries are errors, except that a batch norm's missing `num_batches_tracked` is 0, as PyTorch's BatchNorm2d loads
+   * state dicts saved before it had one (torchvision's *_bn files).
+   */
   loadStateDict(source: string | StateRecord, options: { strict?: boolean } = {}): void {
-    const record = typeof source === 'string' ? readSafetensors(source).tensors : source;
+    const record = typeof source === 'string' ? readStateDict(source) : source;
     try {
-      loadStateDictInto(this, record, { strict: options.strict ?? true, source: typeof source === 'string' ? source : 'state dict' });
+      loadStateDictInto(this, withBatchCounters(this, record), { strict: options.strict ?? true, source: typeof source === 'string' ? source : 'state dict' });
     } finally {
       if (typeof source === 'string') for (const v of Object.values(record)) if (v instanceof Tensor) v.dispose();
     }
   }
 
+  /** Writes the state dict: torch.save's format for .pth/.pt (torch.load reads it), else safetensors (with metadata). */
   saveStateDict(path: string, metadata: Record<string, string> = {}): void {
-    writeSafetensors(path, this.stateDict(), metadata);
+    writeStateDict(path, this.stateDict(), metadata);
+  }
+
+  /** Writes the eval-mode network as an ONNX model (opset 17, dynamic batch axis); see lib/io/onnx.ts. */
+  exportOnnx(path: string, options: OnnxExportOptions = {}): void {
+    exportOnnx(this, path, options);
   }
 
   /** Class probabilities (softmax of the logits) for a batch, in eval mode; the model's mode is restored. */
@@ -287,6 +299,17 @@ export class VGGNet extends Module {
     for (const t of this.acts) t.dispose();
     this.acts = [];
   }
+}
+
+/** The record with `<bn>.num_batches_tracked` = 0 added where a batch norm's running_mean is present but it is not. */
+function withBatchCounters(model: VGGNet, record: StateRecord): StateRecord {
+  const out = { ...record };
+  for (const [name, b] of model.namedBuffers()) {
+    if (!(b instanceof Counter) || name in out) continue;
+    const mean = name.replace(/num_batches_tracked$/, 'running_mean');
+    if (mean in out) out[name] = 0n;
+  }
+  return out;
 }
 
 export type VGGFactoryOptions = VGGOptions;

@@ -1,8 +1,13 @@
 // Run logs in the log directory: metrics.jsonl and metrics.csv (one row per epoch) and metrics.svg, a self-contained
-// plot of the loss and accuracy curves (train and validation) that any browser or image viewer opens.
+// plot of the loss and accuracy curves (train and validation) that any browser or image viewer opens; and a
+// TensorBoard event file (lib/io/tensorboard.ts) with the same scalars, the train loss every few steps and the
+// test confusion matrix as an image.
 import * as fs from 'fs';
 import * as path from 'path';
+import sharp from 'sharp';
 import { writeFileAtomic } from '../io/safetensors';
+import { TensorBoardWriter } from '../io/tensorboard';
+import type { EvalResult } from './metrics';
 
 export type EpochRecord = Record<string, number>;
 
@@ -111,4 +116,48 @@ ${loss}
 ${acc}
 </svg>
 `;
+}
+
+/** TensorBoard tags of the per-epoch scalars (grouped by what they measure, train and test side by side). */
+export const TENSORBOARD_TAGS: Record<string, string> = {
+  'train.loss': 'loss/train', 'val.loss': 'loss/test', 'train.top1': 'top1/train', 'val.top1': 'top1/test',
+  'train.top5': 'top5/train', 'val.top5': 'top5/test', lr: 'lr', img_per_s: 'img_per_s', epoch: 'epoch',
+};
+
+/**
+ * The confusion matrix as an RGB PNG: cell (true row, predicted column) shaded from white (0) to dark blue (the whole
+ * row), by the fraction of that true class; square cells of `cell` pixels with 1-pixel grey grid lines.
+ */
+export async function confusionPng(confusion: number[][], cell = Math.max(4, Math.min(32, Math.floor(320 / Math.max(1, confusion.length))))): Promise<{ png: Buffer; width: number; height: number }> {
+  const n = confusion.length;
+  const size = n * cell + n + 1;
+  const px = Buffer.alloc(size * size * 3, 0xc0); // grid lines: the background left between cells
+  for (let i = 0; i < n; i++) {
+    const total = confusion[i].reduce((a, b) => a + b, 0);
+    for (let j = 0; j < n; j++) {
+      const f = total > 0 ? confusion[i][j] / total : 0;
+      const rgb = [Math.round(255 - f * (255 - 8)), Math.round(255 - f * (255 - 48)), Math.round(255 - f * (255 - 107))];
+      for (let y = 0; y < cell; y++) {
+        for (let x = 0; x < cell; x++) {
+          const o = (((1 + i * (cell + 1) + y) * size) + 1 + j * (cell + 1) + x) * 3;
+          px[o] = rgb[0];
+          px[o + 1] = rgb[1];
+          px[o + 2] = rgb[2];
+        }
+      }
+    }
+  }
+  const png = await sharp(px, { raw: { width: size, height: size, channels: 3 } }).png().toBuffer();
+  return { png, width: size, height: size };
+}
+
+/** One epoch's scalars (at the run's optimizer step) and, with a validation result, its confusion matrix. */
+export async function logEpochTensorBoard(tb: TensorBoardWriter, rec: EpochRecord, step: number, validation?: EvalResult): Promise<void> {
+  const values: Record<string, number> = {};
+  for (const [k, tag] of Object.entries(TENSORBOARD_TAGS)) if (rec[k] !== undefined) values[tag] = rec[k];
+  tb.addScalars(values, step);
+  if (validation) {
+    const img = await confusionPng(validation.confusion);
+    tb.addImage('confusion/test', img.png, { width: img.width, height: img.height, colorspace: 3 }, step);
+  }
 }

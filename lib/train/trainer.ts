@@ -24,7 +24,8 @@ import {
   CHECKPOINT_FORMAT, CheckpointMeta, LoadedCheckpoint, loadCheckpoint, modelSpec, packageVersion, saveCheckpoint,
 } from './checkpoint';
 import { Progress, ProgressStream, formatDuration } from './progress';
-import { writeMetrics, EpochRecord } from './logs';
+import { writeMetrics, EpochRecord, logEpochTensorBoard } from './logs';
+import { TensorBoardWriter } from '../io/tensorboard';
 
 export interface StepInfo {
   epoch: number; // 0-based epoch being trained
@@ -50,8 +51,12 @@ export interface TrainerOptions {
   checkpointDir?: string;
   /** Also keep epoch-NNNN.safetensors every this many epochs (0: never). */
   saveEvery?: number;
-  /** Where metrics.jsonl, metrics.csv and metrics.svg go (created). No logs when unset. */
+  /** Where metrics.jsonl, metrics.csv, metrics.svg and a TensorBoard event file go (created). No logs when unset. */
   logDir?: string;
+  /** Write the TensorBoard event file in logDir (default true). */
+  tensorboard?: boolean;
+  /** TensorBoard gets the training loss every this many steps (default 10), besides the per-epoch scalars. */
+  logEvery?: number;
   /** Must match the model's precision when given (the model owns it: vgg16({ precision })). */
   precision?: Precision;
   /** Class names, saved in checkpoints (default: the training dataset's). */
@@ -428,6 +433,8 @@ export class Trainer {
     const numClasses = model.options.numClasses;
     const batches = loader.length;
     const progress = this.out && this.options.progress !== false ? new Progress(this.out, { tty: this.options.tty, interval: this.options.progressInterval }) : null;
+    const tb = this.options.logDir && this.options.tensorboard !== false ? new TensorBoardWriter(this.options.logDir) : null;
+    const logEvery = this.options.logEvery ?? 10;
     const result = (interrupted: boolean): FitResult => ({
       epochs: this.epoch, step: this.step, history: this.history, best: this.best, validation: this.lastValidation,
       interrupted, lastCheckpoint: this.lastSaved,
@@ -466,6 +473,7 @@ export class Trainer {
           this.batchInEpoch++;
           seen += n;
           this.partial = acc.state();
+          if (tb && logEvery > 0 && this.step % logEvery === 0) tb.addScalar('loss/train_step', loss, this.step);
           if (this.options.onStep) {
             await this.options.onStep({ epoch: e, batch: this.batchInEpoch, batches, step: this.step, loss, batchSize: n, lr: opt.lr });
           }
@@ -493,6 +501,7 @@ export class Trainer {
           epoch: e + 1, step: this.step, lr: lrUsed, 'train.loss': acc.loss, 'train.top1': acc.top1,
           ...(val ? { 'val.loss': val.loss, 'val.top1': val.top1, 'val.top5': val.top5 } : {}),
           time_s: Number(((Date.now() - t0) / 1000).toFixed(3)), img_per_s: Number((seen / Math.max(1e-9, trainTime)).toFixed(2)),
+          'train.top5': acc.top5,
         };
         this.history.push(rec);
         const isBest = val !== undefined && (this.best === null || val.top1 > this.best.top1);
@@ -506,6 +515,7 @@ export class Trainer {
         const se = this.options.saveEvery ?? 0;
         if (se > 0 && this.epoch % se === 0) this.save('epoch', rec);
         this.writeLogs();
+        if (tb) await logEpochTensorBoard(tb, rec, this.step, val);
         this.log(
           `epoch ${e + 1}/${epochs}  train loss ${acc.loss.toFixed(4)} top1 ${(100 * acc.top1).toFixed(2)}%` +
           (val ? `  val loss ${val.loss.toFixed(4)} top1 ${(100 * val.top1).toFixed(2)}% top5 ${(100 * val.top5).toFixed(2)}%` : '') +
@@ -516,6 +526,7 @@ export class Trainer {
       }
     } finally {
       stepper.dispose(); // the graph's memory goes back; the next fit() captures again
+      tb?.close();
     }
     this.writeLogs();
     return result(false);

@@ -1,5 +1,6 @@
 // Seeded random-mutation fuzzing of the readers, bounded for CI: thousands of mutated safetensors files (bit flips,
-// byte overwrites, truncations, insertions, edits of the JSON header), checkpoint metadata, and STL10 label and fold
+// byte overwrites, truncations, insertions, edits of the JSON header), PyTorch .pth files (the zip archive as bytes,
+// its pickle re-zipped with valid CRCs, and the legacy stream written by PyTorch), checkpoint metadata, and STL10 label and fold
 // files. Every outcome must be a successful parse or a thrown Error naming the source — never a crash of the process
 // (a native crash kills the jest worker and fails the run). Same seed, same cases: a failure is reproducible from the
 // case number printed with it. VGGNET_FUZZ_SCALE=10 runs ten times as many cases.
@@ -12,6 +13,9 @@ import { decodeMeta, encodeMeta, readCheckpointMeta, CHECKPOINT_FORMAT, Checkpoi
 import { STL10 } from '../../lib/data';
 import { tinyStl10 } from '../helpers/data_fixtures';
 import { mulberry32 } from '../ref/random';
+import { parsePth, serializePth } from '../../lib/io/pth';
+import { readZipDirectory } from '../../lib/io/zip';
+import { zipPth } from '../helpers/pth_build';
 
 const SCALE = Number(process.env.VGGNET_FUZZ_SCALE ?? 1);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-fuzz-'));
@@ -223,5 +227,38 @@ describe('fuzz', () => {
     }
     expect(tally.ok).toBeGreaterThan(20);
     expect(tally.error).toBeGreaterThan(N / 4);
+  });
+
+  test('PyTorch .pth: mutated zip archives, pickles and legacy streams parse or throw an Error naming the file', () => {
+    const tensors = {
+      'features.0.weight': Tensor.from(Float32Array.from({ length: 24 }, (_, i) => i / 7), [2, 3, 2, 2]),
+      'features.1.num_batches_tracked': 5n,
+      labels: Tensor.from(new Int32Array([3, 1, 4]), [3]),
+      big: Tensor.from(new BigInt64Array([1n, -2n]), [2]),
+    };
+    const zip = Buffer.concat(serializePth(tensors));
+    for (const t of Object.values(tensors)) if (t instanceof Tensor) t.dispose();
+    const dir = readZipDirectory(zip, 'seed');
+    const entry = (n: string) => { const e = dir.get(n)!; return zip.subarray(e.start, e.start + e.size); };
+    const pkl = entry('archive/data.pkl');
+    const storages = Object.fromEntries([...dir.keys()].filter((n) => n.startsWith('archive/data/')).map((n) => [n.slice(13), entry(n)]));
+    const legacy = fs.readFileSync(path.join(__dirname, 'fixtures', 'pth', 'state_legacy.pth'));
+    const legacyHeaderEnd = legacy.indexOf(Buffer.from('little_endian')) + 64; // mutate mostly the pickles, not the data
+    const r = rng(0x9e7);
+    const tally = { ok: 0, error: 0 };
+    const N = 3000 * SCALE;
+    for (let i = 0; i < N; i++) {
+      const kind = r.int(3);
+      const bytes = kind === 0 ? mutateBytes(r, zip, pkl.length + 64)
+        : kind === 1 ? zipPth(mutateBytes(r, pkl, pkl.length), storages)
+          : mutateBytes(r, legacy, Math.max(legacyHeaderEnd, legacy.length - 200));
+      tally[expectParseOrError(() => {
+        const { tensors: got } = parsePth(bytes, 'fuzz.pth');
+        for (const t of Object.values(got)) if (t instanceof Tensor) t.dispose();
+      }, 'fuzz.pth: ', `pth case ${i} (kind ${kind})`)]++;
+    }
+    // Both outcomes occur (the format is strict, so most mutations are errors: ~40 of 3000 parse).
+    expect(tally.ok).toBeGreaterThan(20);
+    expect(tally.error).toBeGreaterThan(N / 2);
   });
 });

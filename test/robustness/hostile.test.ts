@@ -1,4 +1,4 @@
-// Hostile inputs for every reader: safetensors, checkpoint metadata, STL10 .bin/.txt, ImageFolder images and the
+// Hostile inputs for every reader: safetensors, PyTorch .pth (zip and legacy), checkpoint metadata, STL10 .bin/.txt, ImageFolder images and the
 // training CLI's arguments. Each case expects a specific JS Error naming the file or field and what was expected —
 // never a crash, never an allocation of a size the file merely claims.
 import * as fs from 'fs';
@@ -11,6 +11,10 @@ import { encodeMeta, loadCheckpoint, readCheckpointMeta, CHECKPOINT_FORMAT, Chec
 import { STL10, ImageFolder, DataLoader } from '../../lib/data';
 import { main as trainMain } from '../../lib/cli/train';
 import { tinyStl10 } from '../helpers/data_fixtures';
+import { parsePth } from '../../lib/io/pth';
+import { writeZip } from '../../lib/io/zip';
+import { VGGNet } from '../../lib/models/vgg';
+import { Entry, f32, legacyPth, statePickle, zipPth } from '../helpers/pth_build';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-hostile-'));
 process.env.VGGNET_CACHE = path.join(tmp, 'cache');
@@ -350,5 +354,96 @@ describe('training CLI arguments', () => {
     const d = io();
     expect(await trainMain(['--resume', f, '--device', 'cpu'], d.io)).toBe(1);
     expect(d.err()).toMatch(/error: .*garbled\.safetensors: not a valid safetensors file: 5 bytes, too short/);
+  });
+});
+
+describe('PyTorch .pth', () => {
+  // Hand-made files (test/helpers/pth_build.ts): each must fail with an Error naming the file and what was wrong,
+  // without allocating what the file merely claims.
+  const ok = (entries: Entry[] = [{ name: 'w', numel: 4, size: [2, 2] }]) => zipPth(statePickle(entries), { 0: f32([1, 2, 3, 4]) });
+  const raw = (...ops: (number | string)[]) => Buffer.concat([Buffer.from([0x80, 2]), ...ops.map((o) => (typeof o === 'number' ? Buffer.from([o]) : Buffer.from(o, 'latin1')))]);
+  const inZip = (pkl: Buffer) => zipPth(pkl, {});
+  const tarLike = Buffer.alloc(600);
+  tarLike.write('ustar', 257, 'latin1');
+  const badCrc = ok();
+  badCrc[badCrc.indexOf(Buffer.from('archive/data/0')) + 14 + 60] ^= 1; // a byte of the storage's data (64-byte aligned)
+  const compressed = ok();
+  compressed.writeUInt16LE(8, compressed.indexOf(Buffer.from([0x50, 0x4b, 0x01, 0x02])) + 10); // central directory: deflate
+  const cases: [string, Buffer, RegExp][] = [
+    ['empty file', Buffer.alloc(0), /not a PyTorch file \(neither a zip archive nor a pickle stream; 0 bytes\)/],
+    ['text', Buffer.from('hello world'), /not a PyTorch file/],
+    ['tar format', tarLike, /a tar-format PyTorch file \(written by PyTorch before 0\.1\.10\), which is not read/],
+    ['zip cut short', ok().subarray(0, 200), /not a valid zip archive: no end-of-central-directory record/],
+    ['zip entry compressed', compressed, /entry 'archive\/data\.pkl' is compressed \(method 8\); PyTorch writes stored entries only/],
+    ['zip CRC mismatch', badCrc, /zip entry 'archive\/data\/0' is corrupt: CRC-32 0x[0-9a-f]{8}, the directory says 0x[0-9a-f]{8}/],
+    ['zip without data.pkl', Buffer.concat(writeZip([{ name: 'a/b.txt', data: [Buffer.from('x')] }])), /a zip archive without <name>\/data\.pkl: not a torch\.save file \(entries: a\/b\.txt\)/],
+    ['storage record missing', zipPth(statePickle([{ name: 'w', numel: 4, size: [4] }]), {}), /storage '0' has no record archive\/data\/0/],
+    ['storage record of the wrong size', zipPth(statePickle([{ name: 'w', numel: 4, size: [4] }]), { 0: f32([1, 2]) }), /storage '0' holds 8 bytes; 4 elements of FloatStorage need 16/],
+    ['big-endian file', zipPth(statePickle([]), {}, [{ name: 'archive/byteorder', data: Buffer.from('big') }]), /byteorder 'big'; only little-endian files are read/],
+    ['global os.system', inZip(raw('cposix\nsystem\n', 0x29, 0x52, 0x2e)), /global 'posix\.system' is not allowed: a state dict needs only collections\.OrderedDict, .* \(torch\.load\(weights_only=True\) refuses it too\)/],
+    ['global builtins.eval', inZip(raw('cbuiltins\neval\n', 0x2e)), /global 'builtins\.eval' is not allowed/],
+    ['STACK_GLOBAL of subprocess', inZip(raw(0x8c, 10, 'subprocess', 0x8c, 5, 'Popen', 0x93, 0x2e)), /global 'subprocess\.Popen' is not allowed/],
+    ['complex storage', zipPth(statePickle([{ name: 'w', storage: 'ComplexFloatStorage', numel: 1, size: [1] }]), { 0: Buffer.alloc(8) }), /global 'torch\.ComplexFloatStorage' is not allowed/],
+    ['NEWOBJ', inZip(raw('ccollections\nOrderedDict\n', 0x29, 0x81, 0x2e)), /opcode NEWOBJ is not read/],
+    ['INST (protocol 0)', inZip(raw('ios\nsystem\n', 0x2e)), /opcode INST is not read/],
+    ['REDUCE of a string', inZip(raw(0x8c, 1, 'x', 0x29, 0x52, 0x2e)), /REDUCE calls "x", which is not an allowed function/],
+    ['BUILD on a tensor-less value', inZip(raw(0x4e, 0x7d, 0x62, 0x2e)), /BUILD of None with dict\(0 items\); only a dict's attributes are set/],
+    ['BINGET of an unset slot', inZip(raw(0x68, 7, 0x2e)), /BINGET 7 of a memo slot never set/],
+    ['no STOP', inZip(raw(0x7d)), /the pickle ends without STOP \(truncated\?\)/],
+    ['stack underflow', inZip(raw(0x85, 0x2e)), /TUPLE1 found no value on the stack/],
+    ['BINUNICODE claiming 4 GB', inZip(raw(0x58, '\xff\xff\xff\xff', 'abc')), /BINUNICODE needs 4294967295 bytes, 3 are left \(truncated\?\)/],
+    ['BINBYTES8 claiming 2^60', inZip(raw(0x8e, '\x00\x00\x00\x00\x00\x00\x00\x10')), /length 1152921504606846976 is larger than any file/],
+    ['LONG4 of 1 GB', inZip(raw(0x8b, '\x00\x00\x00\x40')), /LONG4 of 1073741824 bytes; a state dict's integers fit in 64/],
+    ['unknown opcode', inZip(raw(0xff)), /unknown opcode 0xff/],
+    ['protocol 9', inZip(Buffer.from([0x80, 9, 0x2e])), /protocol 9; only the binary protocols 2-5 are read/],
+    ['a list, not a dict', inZip(raw(0x5d, 0x2e)), /the pickle holds \[\], not a state dict/],
+    ['a value that is not a tensor', inZip(raw(0x7d, 0x8c, 5, 'epoch', 0x4b, 3, 0x73, 0x2e)), /'epoch' is 3, not a tensor; expected a state dict/],
+    ['persistent id of a module', inZip(raw(0x8c, 6, 'module', 0x85, 0x51, 0x2e)), /persistent id \("module"\): expected a 5-tuple/],
+    ['offset past the storage', ok([{ name: 'w', numel: 4, size: [2, 2], offset: 1 }]), /tensor 'w' \(FloatStorage, size \[2, 2\], stride \[2, 1\], offset 1\): reaches element 4 of a storage of 4/],
+    ['stride past the storage', ok([{ name: 'w', numel: 4, size: [2, 2], stride: [3, 1] }]), /reaches element 4 of a storage of 4/],
+    ['zero stride (an expanded view)', ok([{ name: 'w', numel: 4, size: [2, 4], stride: [0, 1] }]), /has overlapping elements \(a zero or too small stride\)/],
+    ['size and stride of different lengths', ok([{ name: 'w', numel: 4, size: [4], stride: [1, 1] }]), /size \(4\) and stride \(1, 1\) differ in length/],
+    ['a storage named with two types', zipPth(statePickle([{ name: 'a', numel: 4, size: [4], key: 's' }, { name: 'b', storage: 'IntStorage', numel: 4, size: [4], key: 's' }]), { s: f32([1, 2, 3, 4]) }), /storage 's' is named as FloatStorage of 4 and as IntStorage of 4/],
+    ['int16 storage', zipPth(statePickle([{ name: 'w', storage: 'ShortStorage', numel: 2, size: [2] }]), { 0: Buffer.alloc(4) }), /tensor 'w' .*has dtype ShortStorage, which vggnet does not read/],
+    ['tensors claiming far more elements than the file', zipPth(statePickle(Array.from({ length: 200 }, (_, i) => ({ name: `t${i}`, key: '0', numel: 4096, size: [4096] }))), { 0: Buffer.alloc(16384) }), /its tensors claim 819200 elements from a file of \d+ bytes/],
+    ['legacy: wrong magic', legacyPth(statePickle([], true), [], { magic: 12345n }), /not a PyTorch file: it starts with a pickle of 12345, not torch\.save's magic number/],
+    ['legacy: protocol 1000', legacyPth(statePickle([], true), [], { protocol: 1000 }), /legacy torch\.save protocol version 1000; only 1001 is read/],
+    ['legacy: big-endian', legacyPth(statePickle([], true), [], { littleEndian: false }), /does not say little_endian=True; only little-endian files are read/],
+    ['legacy: storage data cut short', legacyPth(statePickle([{ name: 'w', numel: 4, size: [4] }], true), [['0', 4, f32([1, 2])]]), /storage '0' needs bytes \[\d+, \d+\), the file has \d+ \(truncated\?\)/],
+    ['legacy: count disagrees with the pickle', legacyPth(statePickle([{ name: 'w', numel: 4, size: [4] }], true), [['0', 3, f32([1, 2, 3, 4])]]), /storage '0' at byte \d+ says 3 elements, the pickle 4/],
+    ['legacy: storage never listed', legacyPth(statePickle([{ name: 'w', numel: 4, size: [4] }], true), []), /storage '0' is used but its data is not in the file/],
+    ['legacy: trailing bytes', Buffer.concat([legacyPth(statePickle([{ name: 'w', numel: 1, size: [1] }], true), [['0', 1, f32([1])]]), Buffer.alloc(3)]), /3 bytes after the last storage/],
+  ];
+  test.each(cases)('%s', (_name, buf, msg) => {
+    const rss0 = process.memoryUsage().rss;
+    let err: unknown;
+    try {
+      parsePth(buf, 'hostile.pth');
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toMatch(/^hostile\.pth: /);
+    expect((err as Error).message).toMatch(msg);
+    expect(process.memoryUsage().rss - rss0).toBeLessThan(256 << 20);
+  });
+
+  test('the hand-made files are valid when nothing is wrong (zip and legacy), views and offsets included', () => {
+    const entries: Entry[] = [{ name: 'w', numel: 6, size: [2, 2], offset: 2 }, { name: 't', numel: 6, size: [3, 2], stride: [1, 3], key: '0' }];
+    const a = parsePth(zipPth(statePickle(entries), { 0: f32([0, 1, 2, 3, 4, 5]) }), 'a.pth').tensors;
+    const b = parsePth(legacyPth(statePickle(entries, true), [['0', 6, f32([0, 1, 2, 3, 4, 5])]]), 'b.pth').tensors;
+    for (const r of [a, b]) {
+      expect((r.w as Tensor).toNumbers()).toEqual([2, 3, 4, 5]);
+      expect((r.t as Tensor).toNumbers()).toEqual([0, 3, 1, 4, 2, 5]);
+      for (const v of Object.values(r)) (v as Tensor).dispose();
+    }
+  });
+
+  test('loadStateDict of a .pth that does not match the model names the tensors; a missing file is an error naming it', () => {
+    const f = path.join(tmp, 'other.pth');
+    fs.writeFileSync(f, ok());
+    const m = new VGGNet([4, 'M', 4, 'M', 4, 'M', 4, 'M', 4, 'M'], { numClasses: 2, hiddenFeatures: 4, device: 'cpu' });
+    expect(() => m.loadStateDict(f)).toThrow(/other\.pth: state dict does not match the model \(missing: features\.0\.weight, .*; unexpected: w\)/);
+    expect(() => m.loadStateDict(tmp + '/x.pth')).toThrow(/x\.pth: cannot read \(ENOENT\)/);
   });
 });
