@@ -18,7 +18,8 @@ const read = (f: string) => fs.readFileSync(path.join(root, f), 'utf8');
 function importsOf(f: string): string[] {
   const src = read(f);
   const out: string[] = [];
-  for (const m of src.matchAll(/(?:from|import|require\()\s*'(\.[^']*)'/g)) {
+  // Type-only imports are erased at run time: they make no cycle.
+  for (const m of src.replace(/^import type [^;]*;$/gm, '').matchAll(/(?:from|import|require\()\s*'(\.[^']*)'/g)) {
     let p = path.normalize(path.join(path.dirname(f), m[1]));
     if (fs.existsSync(path.join(root, p + '.ts'))) out.push(p);
     else if (fs.existsSync(path.join(root, p, 'index.ts'))) out.push(path.join(p, 'index'));

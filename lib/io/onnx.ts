@@ -12,7 +12,7 @@ import { BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d, ReLU } from '../nn/lay
 import type { Module } from '../nn/module';
 import { Tensor } from '../tensor';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../data/transforms';
-import { packageVersion } from '../train/checkpoint';
+import { packageVersion } from '../version';
 import { writeFileAtomic } from './safetensors';
 import { protoType } from './proto';
 

@@ -12,17 +12,7 @@ import type { VGGConfig } from '../models/vgg';
 export const CHECKPOINT_FORMAT = 'vggnet-checkpoint/1';
 export const OPTIMIZER_PREFIX = 'optimizer.';
 
-export function packageVersion(): string {
-  for (const p of [path.join(__dirname, '..', '..', 'package.json'), path.join(__dirname, '..', 'package.json')]) {
-    try {
-      const j = JSON.parse(fs.readFileSync(p, 'utf8'));
-      if (j.name === 'vggnet') return String(j.version);
-    } catch {
-      /* next */
-    }
-  }
-  return 'unknown';
-}
+export { packageVersion } from '../version';
 
 /** What a model is, enough to rebuild it (predict, resume). */
 export interface ModelSpec {
