@@ -15,7 +15,7 @@ function dtypeOf(data: TensorData): DType {
   if (data instanceof Int32Array) return 'int32';
   if (data instanceof Uint8Array) return 'uint8';
   if (data instanceof BigInt64Array) return 'int64';
-  throw new Error('Tensor.from: expected a Float32Array, Int32Array, Uint8Array or BigInt64Array');
+  throw new TypeError('Tensor.from: expected a Float32Array, Int32Array, Uint8Array or BigInt64Array');
 }
 
 export interface TensorOptions {
@@ -44,10 +44,10 @@ export class Tensor {
     const arr = Array.isArray(data) ? Float32Array.from(data) : data;
     const dtype = options.dtype ?? dtypeOf(arr);
     if (dtype === 'bfloat16' && !(arr instanceof Float32Array)) {
-      throw new Error('Tensor.from: bfloat16 tensors are made from a Float32Array');
+      throw new TypeError('Tensor.from: bfloat16 tensors are made from a Float32Array');
     }
     if (dtype !== 'bfloat16' && dtype !== dtypeOf(arr)) {
-      throw new Error(`Tensor.from: dtype ${dtype} does not match the data (${dtypeOf(arr)})`);
+      throw new TypeError(`Tensor.from: dtype ${dtype} does not match the data (${dtypeOf(arr)})`);
     }
     const device = resolveDevice(options.device ?? 'cpu');
     return new Tensor(addon().tensorFromBuffer(arr, shape, dtype, device, options.layout ?? 'nchw'));
@@ -102,7 +102,7 @@ export class Tensor {
 
   /** A float32 host copy (float32 and bfloat16 tensors). */
   toFloat32(): Float32Array {
-    if (this.dtype !== 'float32' && this.dtype !== 'bfloat16') throw new Error(`toFloat32: tensor is ${this.dtype}`);
+    if (this.dtype !== 'float32' && this.dtype !== 'bfloat16') throw new TypeError(`toFloat32: tensor is ${this.dtype}`);
     return this.toArray() as Float32Array;
   }
 

@@ -6,7 +6,7 @@
 namespace vgg {
 
 int64_t conv_out_size(int64_t in, int64_t k, int stride, int pad, const char* op) {
-  VGG_CHECK(stride >= 1 && pad >= 0, "%s: stride must be >= 1 and padding >= 0 (got stride %d, padding %d)", op,
+  VGG_CHECK_RANGE(stride >= 1 && pad >= 0, "%s: stride must be >= 1 and padding >= 0 (got stride %d, padding %d)", op,
             stride, pad);
   int64_t out = (in + 2 * pad - k) / stride + 1;
   VGG_CHECK(in + 2 * pad >= k && out >= 1, "%s: input size %lld with padding %d is smaller than the window %lld", op,

@@ -46,12 +46,12 @@ DType dtype_from_name(const std::string& s) {
   if (s == "int32") return DType::I32;
   if (s == "int64") return DType::I64;
   if (s == "uint8") return DType::U8;
-  throw Error("unknown dtype '" + s + "' (expected float32, bfloat16, int32, int64 or uint8)");
+  throw RangeError("unknown dtype '" + s + "' (expected float32, bfloat16, int32, int64 or uint8)");
 }
 Device device_from_name(const std::string& s) {
   if (s == "cpu") return Device::CPU;
   if (s == "cuda") return Device::CUDA;
-  throw Error("unknown device '" + s + "' (expected cpu or cuda)");
+  throw RangeError("unknown device '" + s + "' (expected cpu or cuda)");
 }
 
 std::string strprintf(const char* fmt, ...) {
@@ -71,8 +71,8 @@ std::string shape_str(const Shape& s) {
 int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
   for (int64_t d : s) {
-    VGG_CHECK(d >= 0, "shape %s has a negative dimension", shape_str(s).c_str());
-    VGG_CHECK(d == 0 || n <= (int64_t(1) << 50) / d, "shape %s has too many elements", shape_str(s).c_str());
+    VGG_CHECK_RANGE(d >= 0, "shape %s has a negative dimension", shape_str(s).c_str());
+    VGG_CHECK_RANGE(d == 0 || n <= (int64_t(1) << 50) / d, "shape %s has too many elements", shape_str(s).c_str());
     n *= d;
   }
   return n;
@@ -123,7 +123,7 @@ std::string Tensor::describe() const {
 void check_defined(const Tensor& t, const char* what) { VGG_CHECK(t.defined(), "%s: tensor is missing", what); }
 void check_dtype(const Tensor& t, DType dt, const char* what) {
   check_defined(t, what);
-  VGG_CHECK(t.dtype == dt, "%s: expected %s, got %s", what, dtype_name(dt), dtype_name(t.dtype));
+  VGG_CHECK_TYPE(t.dtype == dt, "%s: expected %s, got %s", what, dtype_name(dt), dtype_name(t.dtype));
 }
 void check_device(const Tensor& t, Device d, const char* what) {
   check_defined(t, what);

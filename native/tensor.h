@@ -25,14 +25,31 @@ const char* device_name(Device d);
 DType dtype_from_name(const std::string& s);      // throws on unknown names
 Device device_from_name(const std::string& s);
 
-// The one exception type of the native code; bindings turn it into a JS Error with the same message.
+// The native code's exceptions. The bindings turn each into the JS error of the same class and message, as
+// better-sqlite3 does: TypeError for a value of the wrong type (a string where a number belongs, not a Tensor, a
+// tensor of the wrong dtype), RangeError for a value outside what is allowed (an index, a label, a probability, a
+// count, an unknown name), Error for everything else (shape mismatches, I/O, device failures).
 struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+struct TypeError : Error {
+  using Error::Error;
+};
+struct RangeError : Error {
+  using Error::Error;
 };
 std::string strprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 #define VGG_CHECK(cond, ...)                                       \
   do {                                                             \
     if (!(cond)) throw ::vgg::Error(::vgg::strprintf(__VA_ARGS__)); \
+  } while (0)
+#define VGG_CHECK_TYPE(cond, ...)                                      \
+  do {                                                                 \
+    if (!(cond)) throw ::vgg::TypeError(::vgg::strprintf(__VA_ARGS__)); \
+  } while (0)
+#define VGG_CHECK_RANGE(cond, ...)                                      \
+  do {                                                                  \
+    if (!(cond)) throw ::vgg::RangeError(::vgg::strprintf(__VA_ARGS__)); \
   } while (0)
 
 using Shape = std::vector<int64_t>;

@@ -98,13 +98,13 @@ export class DataLoader implements AsyncIterable<Batch> {
     this.prefetch = options.prefetch ?? 2;
     this.epoch = options.epoch ?? 0;
     const int = (v: number, name: string, min: number): void => {
-      if (!Number.isInteger(v) || v < min) throw new Error(`DataLoader: ${name} must be an integer >= ${min}, got ${v}`);
+      if (!Number.isInteger(v) || v < min) throw new RangeError(`DataLoader: ${name} must be an integer >= ${min}, got ${v}`);
     };
     int(this.batchSize, 'batchSize', 1);
     int(this.workers, 'workers', 1);
     int(this.prefetch, 'prefetch', 1);
     int(this.epoch, 'epoch', 0);
-    if (!Number.isSafeInteger(this.seed) || this.seed < 0) throw new Error(`DataLoader: seed must be a non-negative integer, got ${this.seed}`);
+    if (!Number.isSafeInteger(this.seed) || this.seed < 0) throw new RangeError(`DataLoader: seed must be a non-negative integer, got ${this.seed}`);
     if (this.prefetch > 3) this.prefetch = 3;
     this.ops = flatten(dataset.transform);
   }
@@ -125,7 +125,7 @@ export class DataLoader implements AsyncIterable<Batch> {
   }
 
   setEpoch(epoch: number): void {
-    if (!Number.isInteger(epoch) || epoch < 0) throw new Error(`DataLoader: epoch must be a non-negative integer, got ${epoch}`);
+    if (!Number.isInteger(epoch) || epoch < 0) throw new RangeError(`DataLoader: epoch must be a non-negative integer, got ${epoch}`);
     this.epoch = epoch;
   }
 
@@ -152,7 +152,7 @@ export class DataLoader implements AsyncIterable<Batch> {
     const order = this.order(epoch);
     const nb = this.length;
     let next = options.startBatch ?? 0;
-    if (!Number.isInteger(next) || next < 0) throw new Error(`DataLoader: startBatch must be a non-negative integer, got ${next}`);
+    if (!Number.isInteger(next) || next < 0) throw new RangeError(`DataLoader: startBatch must be a non-negative integer, got ${next}`);
     const defer = Boolean(options.deferAugment);
     if (defer) {
       const why = this.augmentSupport();

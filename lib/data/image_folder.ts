@@ -29,7 +29,7 @@ export class ImageFolder extends NativeDataset {
 
   constructor(options: ImageFolderOptions) {
     super(options.transform);
-    if (!options || typeof options.root !== 'string') throw new Error('ImageFolder: expected { root: string }');
+    if (!options || typeof options.root !== 'string') throw new TypeError('ImageFolder: expected { root: string }');
     this.root = options.root;
     this.concurrency = options.concurrency ?? 16;
     const exts = (options.extensions ?? ['.jpg', '.jpeg', '.png']).map((e) => e.toLowerCase());

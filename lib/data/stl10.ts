@@ -42,11 +42,11 @@ export class STL10 extends NativeDataset {
     this.download = options.download ?? false;
     this.downloadOptions = options.downloadOptions ?? {};
     if (!STL10_SPLITS.includes(this.split)) {
-      throw new Error(`STL10: split must be one of ${STL10_SPLITS.join(', ')}, got '${String(this.split)}'`);
+      throw new RangeError(`STL10: split must be one of ${STL10_SPLITS.join(', ')}, got '${String(this.split)}'`);
     }
     if (options.folds !== undefined && options.folds !== null) {
       if (!Number.isInteger(options.folds) || options.folds < 0 || options.folds > 9) {
-        throw new Error(`STL10: folds must be an integer in 0..9, got ${options.folds}`);
+        throw new RangeError(`STL10: folds must be an integer in 0..9, got ${options.folds}`);
       }
       if (this.split !== 'train' && this.split !== 'train+unlabeled') {
         throw new Error(`STL10: folds select training indices; split '${this.split}' has none`);

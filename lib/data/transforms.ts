@@ -56,12 +56,12 @@ export const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
 export const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
 
 function posInt(v: number, what: string): number {
-  if (!Number.isInteger(v) || v <= 0) throw new Error(`${what}: expected a positive integer, got ${v}`);
+  if (!Number.isInteger(v) || v <= 0) throw new RangeError(`${what}: expected a positive integer, got ${v}`);
   return v;
 }
 function hw(size: Size, what: string): [number, number] {
   if (typeof size === 'number') return [posInt(size, what), posInt(size, what)];
-  if (!Array.isArray(size) || size.length !== 2) throw new Error(`${what}: expected a number or [h, w]`);
+  if (!Array.isArray(size) || size.length !== 2) throw new TypeError(`${what}: expected a number or [h, w]`);
   return [posInt(size[0], what), posInt(size[1], what)];
 }
 
@@ -84,14 +84,14 @@ export function randomResizedCrop(
 ): RandomResizedCropOp {
   const scale = options.scale ?? [0.08, 1.0];
   const ratio = options.ratio ?? [3 / 4, 4 / 3];
-  if (scale[0] > scale[1] || ratio[0] > ratio[1]) throw new Error('randomResizedCrop: scale and ratio should be of kind (min, max)');
-  if (!(ratio[0] > 0) || !(scale[1] > 0) || scale[0] < 0) throw new Error('randomResizedCrop: scale and ratio must be positive');
+  if (scale[0] > scale[1] || ratio[0] > ratio[1]) throw new RangeError('randomResizedCrop: scale and ratio should be of kind (min, max)');
+  if (!(ratio[0] > 0) || !(scale[1] > 0) || scale[0] < 0) throw new RangeError('randomResizedCrop: scale and ratio must be positive');
   return { type: 'randomResizedCrop', size: hw(size, 'randomResizedCrop'), scale: [scale[0], scale[1]], ratio: [ratio[0], ratio[1]] };
 }
 
 /** torchvision RandomHorizontalFlip(p): flips when uniform() < p. */
 export function randomHorizontalFlip(p = 0.5): RandomHorizontalFlipOp {
-  if (!(p >= 0 && p <= 1)) throw new Error(`randomHorizontalFlip: p must be in [0, 1], got ${p}`);
+  if (!(p >= 0 && p <= 1)) throw new RangeError(`randomHorizontalFlip: p must be in [0, 1], got ${p}`);
   return { type: 'randomHorizontalFlip', p };
 }
 
@@ -99,16 +99,16 @@ type Jitter = number | [number, number];
 function jitterRange(v: Jitter, name: string, center: number, bound: [number, number], clipFirst: boolean): [number, number] | null {
   let r: [number, number];
   if (typeof v === 'number') {
-    if (v < 0) throw new Error(`colorJitter: if ${name} is a single number, it must be non negative, got ${v}`);
+    if (v < 0) throw new RangeError(`colorJitter: if ${name} is a single number, it must be non negative, got ${v}`);
     r = [center - v, center + v];
     if (clipFirst) r[0] = Math.max(r[0], 0);
   } else if (Array.isArray(v) && v.length === 2) {
     r = [v[0], v[1]];
   } else {
-    throw new Error(`colorJitter: ${name} should be a single number or a list/tuple with length 2`);
+    throw new TypeError(`colorJitter: ${name} should be a single number or a list/tuple with length 2`);
   }
   if (!(bound[0] <= r[0] && r[0] <= r[1] && r[1] <= bound[1])) {
-    throw new Error(`colorJitter: ${name} values should be between [${bound}], got [${r}]`);
+    throw new RangeError(`colorJitter: ${name} values should be between [${bound}], got [${r}]`);
   }
   return r[0] === center && r[1] === center ? null : r;
 }
@@ -131,12 +131,12 @@ export function colorJitter(brightness: Jitter = 0, contrast: Jitter = 0, satura
 /** torchvision Normalize(mean, std): (x - mean) / std per channel, on the [0, 1] float image. */
 export function normalize(mean: number[], std: number[]): NormalizeOp {
   if (mean.length !== 3 || std.length !== 3) throw new Error('normalize: expected 3 means and 3 stds');
-  if (std.some((s) => s === 0)) throw new Error('normalize: std evaluated to zero, leading to division by zero');
+  if (std.some((s) => s === 0)) throw new RangeError('normalize: std evaluated to zero, leading to division by zero');
   return { type: 'normalize', mean: [mean[0], mean[1], mean[2]], std: [std[0], std[1], std[2]] };
 }
 
 export function compose(list: Transform[]): ComposeOp {
-  if (!Array.isArray(list)) throw new Error('compose: expected an array of transforms');
+  if (!Array.isArray(list)) throw new TypeError('compose: expected an array of transforms');
   return { type: 'compose', transforms: list };
 }
 
@@ -151,6 +151,6 @@ export function flatten(t: Transform | Transform[] | undefined | null): Transfor
   if (Array.isArray(t)) return t.flatMap((x) => flatten(x));
   if (t.type === 'compose') return t.transforms.flatMap((x) => flatten(x));
   const known = ['resize', 'centerCrop', 'randomResizedCrop', 'randomHorizontalFlip', 'colorJitter', 'normalize'];
-  if (!known.includes((t as TransformOp).type)) throw new Error(`transforms: unknown transform ${JSON.stringify(t)}`);
+  if (!known.includes((t as TransformOp).type)) throw new TypeError(`transforms: unknown transform ${JSON.stringify(t)}`);
   return [t];
 }

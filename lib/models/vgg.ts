@@ -95,14 +95,14 @@ export class VGGNet extends Module {
       name,
     };
     this.options = o;
-    if (!Number.isInteger(o.numClasses) || o.numClasses < 1) throw new Error(`VGGNet: numClasses must be a positive integer, got ${o.numClasses}`);
+    if (!Number.isInteger(o.numClasses) || o.numClasses < 1) throw new RangeError(`VGGNet: numClasses must be a positive integer, got ${o.numClasses}`);
     const layers: Module[] = [];
     let inC = o.inChannels;
     for (const v of config) {
       if (v === 'M') {
         layers.push(new MaxPool2d(2, 2));
       } else {
-        if (!Number.isInteger(v) || v < 1) throw new Error(`VGGNet: bad layer width ${String(v)} in the config`);
+        if (!Number.isInteger(v) || v < 1) throw new RangeError(`VGGNet: bad layer width ${String(v)} in the config`);
         const conv = new Conv2d(inC, v, 3, { padding: 1, device });
         // On the CPU the features run in oneDNN's nchw8c from the first conv's output on: no reorder between layers
         // (the flag is ignored by the CUDA backend; the avgpool's output is plain NCHW again).

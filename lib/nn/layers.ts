@@ -277,7 +277,7 @@ export class Dropout extends Module {
 
   constructor(readonly p = 0.5, public seed = 0) {
     super();
-    if (!(p >= 0 && p < 1)) throw new Error(`Dropout: p must be in [0, 1), got ${p}`);
+    if (!(p >= 0 && p < 1)) throw new RangeError(`Dropout: p must be in [0, 1), got ${p}`);
   }
 
   /** The mask offset of call number `calls`. */

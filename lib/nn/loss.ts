@@ -4,7 +4,7 @@ import * as ops from '../ops';
 
 /** loss: the mean over the batch (read back to the host); grad: d loss / d logits, float32 (N, C). */
 export function crossEntropy(logits: Tensor, labels: Tensor): { loss: number; grad: Tensor } {
-  if (labels.dtype !== 'int32') throw new Error(`crossEntropy: labels must be int32, got ${labels.dtype}`);
+  if (labels.dtype !== 'int32') throw new TypeError(`crossEntropy: labels must be int32, got ${labels.dtype}`);
   const r = ops.crossEntropy(logits, labels);
   const loss = r.loss.item();
   r.loss.dispose();

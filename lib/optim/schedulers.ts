@@ -22,8 +22,9 @@ export interface Scheduler {
   loadState(state: Record<string, unknown>): void;
 }
 
+/** Option checks: every violation is a value out of range. */
 function check(cond: boolean, msg: string): void {
-  if (!cond) throw new Error(msg);
+  if (!cond) throw new RangeError(msg);
 }
 const finiteNonNeg = (v: number) => Number.isFinite(v) && v >= 0;
 

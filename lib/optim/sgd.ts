@@ -31,10 +31,11 @@ export class SGD {
   constructor(options: SGDOptions) {
     const { lr, momentum = 0, dampening = 0, weightDecay = 0, nesterov = false } = options;
     const bad = (name: string, v: number) => {
-      throw new Error(`sgd: invalid ${name} ${v} (expected a finite number >= 0)`);
+      if (typeof v !== 'number') throw new TypeError(`sgd: ${name} must be a number, got ${typeof v}`);
+      throw new RangeError(`sgd: invalid ${name} ${v} (expected a finite number >= 0)`);
     };
     for (const [k, v] of Object.entries({ lr, momentum, dampening, weightDecay })) if (!(Number.isFinite(v) && v >= 0)) bad(k, v);
-    if (nesterov && (momentum <= 0 || dampening !== 0)) throw new Error('sgd: nesterov needs momentum > 0 and dampening 0');
+    if (nesterov && (momentum <= 0 || dampening !== 0)) throw new RangeError('sgd: nesterov needs momentum > 0 and dampening 0');
     this.lr = lr;
     this.momentum = momentum;
     this.dampening = dampening;

@@ -32,7 +32,7 @@ export class MetricAccumulator {
     const k = Math.min(5, c);
     for (let i = 0; i < n; i++) {
       const y = labels[i];
-      if (!(y >= 0 && y < c)) throw new Error(`metrics: label ${y} is outside 0..${c - 1}`);
+      if (!(y >= 0 && y < c)) throw new RangeError(`metrics: label ${y} is outside 0..${c - 1}`);
       const row = logits.subarray(i * c, (i + 1) * c);
       let arg = 0;
       for (let j = 1; j < c; j++) if (row[j] > row[arg]) arg = j;

@@ -155,13 +155,13 @@ export class Trainer {
   private stepper: TrainStepRunner | null = null;
 
   constructor(model: VGGNet, options: TrainerOptions) {
-    if (!(model instanceof VGGNet)) throw new Error('Trainer: expected a VGGNet model');
-    if (!options || !(options.optimizer instanceof SGD)) throw new Error('Trainer: options.optimizer must be an SGD optimizer (sgd({ lr, ... }))');
+    if (!(model instanceof VGGNet)) throw new TypeError('Trainer: expected a VGGNet model');
+    if (!options || !(options.optimizer instanceof SGD)) throw new TypeError('Trainer: options.optimizer must be an SGD optimizer (sgd({ lr, ... }))');
     if (options.precision && options.precision !== model.precision) {
       throw new Error(`Trainer: precision '${options.precision}' differs from the model's '${model.precision}'; build the model with { precision: '${options.precision}' }`);
     }
     const se = options.saveEvery ?? 0;
-    if (!Number.isInteger(se) || se < 0) throw new Error(`Trainer: saveEvery must be an integer >= 0, got ${se}`);
+    if (!Number.isInteger(se) || se < 0) throw new RangeError(`Trainer: saveEvery must be an integer >= 0, got ${se}`);
     this.model = model;
     this.optimizer = options.optimizer;
     this.scheduler = options.scheduler ?? null;
@@ -262,7 +262,7 @@ export class Trainer {
     for (let i = 0; i < ys.length; i++) {
       if (!(ys[i] >= 0 && ys[i] < nc)) {
         for (const t of [batch.images, batch.labels, batch.augment?.params]) t?.dispose();
-        throw new Error(`Trainer: label ${ys[i]} at index ${i} of a batch is out of range [0, ${nc})`);
+        throw new RangeError(`Trainer: label ${ys[i]} at index ${i} of a batch is out of range [0, ${nc})`);
       }
     }
     const made: Tensor[] = [];
@@ -413,7 +413,7 @@ export class Trainer {
 
   async fit(loader: DataLoader, options: FitOptions): Promise<FitResult> {
     const { epochs, validation = null } = options;
-    if (!Number.isInteger(epochs) || epochs < 0) throw new Error(`Trainer.fit: epochs must be an integer >= 0, got ${epochs}`);
+    if (!Number.isInteger(epochs) || epochs < 0) throw new RangeError(`Trainer.fit: epochs must be an integer >= 0, got ${epochs}`);
     if (options.resume) this.resume(options.resume);
     this.stopRequested = this.stopRequested || Boolean(this.options.signal?.aborted);
     const model = this.model;

@@ -31,13 +31,13 @@ Napi::Value make_source(Napi::Env env, std::shared_ptr<Source> src) {
 
 std::shared_ptr<Source> get_source(const Napi::Value& v, const char* what) {
   if (!v.IsExternal() || !v.As<Napi::Object>().CheckTypeTag(&kSourceTag))
-    throw Error(strprintf("%s: expected a native data source", what));
+    throw TypeError(strprintf("%s: expected a native data source", what));
   return v.As<Napi::External<SourceHolder>>().Data()->src;
 }
 
 std::vector<int64_t> get_indices(const Napi::Value& v, const char* what) {
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
-    throw Error(strprintf("%s: expected an Int32Array", what));
+    throw TypeError(strprintf("%s: expected an Int32Array", what));
   auto a = v.As<Napi::Int32Array>();
   std::vector<int64_t> out(a.ElementLength());
   for (size_t i = 0; i < out.size(); ++i) out[i] = a[i];
@@ -76,11 +76,11 @@ void hw_field(const Napi::Object& o, Op& op, const char* what) {
 Pipeline get_pipeline(const Napi::Value& v) {
   Pipeline ops;
   if (v.IsUndefined() || v.IsNull()) return ops;
-  if (!v.IsArray()) throw Error("transforms: expected an array of transform descriptions");
+  if (!v.IsArray()) throw TypeError("transforms: expected an array of transform descriptions");
   auto arr = v.As<Napi::Array>();
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Value e = arr.Get(i);
-    if (!e.IsObject()) throw Error("transforms: expected an object with a `type`");
+    if (!e.IsObject()) throw TypeError("transforms: expected an object with a `type`");
     auto o = e.As<Napi::Object>();
     std::string type = get_string(o.Get("type"), "transforms: type");
     Op op;
@@ -133,7 +133,7 @@ Pipeline get_pipeline(const Napi::Value& v) {
 
 uint64_t get_u64(const Napi::Value& v, const char* what) {
   double d = get_number(v, what);
-  VGG_CHECK(d >= 0 && d <= 9007199254740991.0 && d == double(uint64_t(d)), "%s: expected a non-negative integer",
+  VGG_CHECK_RANGE(d >= 0 && d <= 9007199254740991.0 && d == double(uint64_t(d)), "%s: expected a non-negative integer",
             what);
   return uint64_t(d);
 }
@@ -144,7 +144,7 @@ uint64_t get_u64(const Napi::Value& v, const char* what) {
 Napi::Value Stl10Source(const Napi::CallbackInfo& info) {
   auto src = std::make_shared<data::Stl10Source>();
   Napi::Value parts = arg(info, 0);
-  if (!parts.IsArray()) throw Error("dataStl10Source: expected an array of [xPath, yPath|null]");
+  if (!parts.IsArray()) throw TypeError("dataStl10Source: expected an array of [xPath, yPath|null]");
   auto a = parts.As<Napi::Array>();
   for (uint32_t i = 0; i < a.Length(); ++i) {
     auto p = a.Get(i).As<Napi::Array>();
@@ -162,7 +162,7 @@ Napi::Value Stl10Source(const Napi::CallbackInfo& info) {
 Napi::Value MemorySource(const Napi::CallbackInfo& info) {
   auto src = std::make_shared<data::MemorySource>();
   Napi::Value imgs = arg(info, 0);
-  if (!imgs.IsArray()) throw Error("dataMemorySource: expected an array of Uint8Array");
+  if (!imgs.IsArray()) throw TypeError("dataMemorySource: expected an array of Uint8Array");
   auto a = imgs.As<Napi::Array>();
   auto shapes = get_indices(arg(info, 1), "dataMemorySource: shapes");
   auto labels = get_indices(arg(info, 2), "dataMemorySource: labels");
@@ -174,7 +174,7 @@ Napi::Value MemorySource(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < a.Length(); ++i) {
     Napi::Value v = a.Get(i);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-      throw Error(strprintf("dataMemorySource: image %u: expected a Uint8Array", i));
+      throw TypeError(strprintf("dataMemorySource: image %u: expected a Uint8Array", i));
     auto u = v.As<Napi::Uint8Array>();
     src->add(u.Data(), u.ByteLength(), int(shapes[3 * i]), int(shapes[3 * i + 1]), int(shapes[3 * i + 2]),
              int(labels[i]), hwc, i);
@@ -223,7 +223,7 @@ Napi::Value GetTransformed(const Napi::CallbackInfo& info) {
 Napi::Value TransformImage(const Napi::CallbackInfo& info) {
   Napi::Value v = arg(info, 0);
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-    throw Error("dataTransformImage: expected a Uint8Array");
+    throw TypeError("dataTransformImage: expected a Uint8Array");
   auto u = v.As<Napi::Uint8Array>();
   Shape s = get_shape(arg(info, 1), "dataTransformImage: shape");
   VGG_CHECK(s.size() == 3 && size_t(shape_numel(s)) == u.ByteLength(),
@@ -284,7 +284,7 @@ Napi::Value LoadBatch(const Napi::CallbackInfo& info) {
   uint64_t seed = get_u64(arg(info, 3), "dataLoadBatch: seed");
   uint64_t epoch = get_u64(arg(info, 4), "dataLoadBatch: epoch");
   int64_t threads = get_int(arg(info, 5), "dataLoadBatch: threads");
-  VGG_CHECK(threads >= 1 && threads <= 1024, "dataLoadBatch: threads must be in 1..1024, got %lld",
+  VGG_CHECK_RANGE(threads >= 1 && threads <= 1024, "dataLoadBatch: threads must be in 1..1024, got %lld",
             (long long)threads);
   const bool raw = !arg(info, 6).IsUndefined() && get_bool(arg(info, 6), "dataLoadBatch: raw");
   // Validates and allocates here, so a bad index or mixed sizes throws synchronously.
@@ -323,16 +323,16 @@ Napi::Value AugmentBatch(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void init_data(Napi::Env env, Napi::Object exports) {
-  exports.Set("dataStl10Source", Napi::Function::New(env, Stl10Source, "dataStl10Source"));
-  exports.Set("dataMemorySource", Napi::Function::New(env, MemorySource, "dataMemorySource"));
-  exports.Set("dataSourceLength", Napi::Function::New(env, SourceLength, "dataSourceLength"));
-  exports.Set("dataSourceLabels", Napi::Function::New(env, SourceLabels, "dataSourceLabels"));
-  exports.Set("dataGet", Napi::Function::New(env, Get, "dataGet"));
-  exports.Set("dataGetTransformed", Napi::Function::New(env, GetTransformed, "dataGetTransformed"));
-  exports.Set("dataTransformImage", Napi::Function::New(env, TransformImage, "dataTransformImage"));
-  exports.Set("dataLoadBatch", Napi::Function::New(env, LoadBatch, "dataLoadBatch"));
-  exports.Set("dataAugmentSupport", Napi::Function::New(env, AugmentSupport, "dataAugmentSupport"));
-  exports.Set("dataAugmentBatch", Napi::Function::New(env, AugmentBatch, "dataAugmentBatch"));
+  define(env, exports, "dataStl10Source", Stl10Source);
+  define(env, exports, "dataMemorySource", MemorySource);
+  define(env, exports, "dataSourceLength", SourceLength);
+  define(env, exports, "dataSourceLabels", SourceLabels);
+  define(env, exports, "dataGet", Get);
+  define(env, exports, "dataGetTransformed", GetTransformed);
+  define(env, exports, "dataTransformImage", TransformImage);
+  define(env, exports, "dataLoadBatch", LoadBatch);
+  define(env, exports, "dataAugmentSupport", AugmentSupport);
+  define(env, exports, "dataAugmentBatch", AugmentBatch);
 }
 
 }  // namespace vgg::js

@@ -69,7 +69,7 @@ Napi::Value Slots(const Napi::CallbackInfo& info) {
 Napi::Value Launch(const Napi::CallbackInfo& info) {
   CudaGraph& g = graph_arg(arg(info, 0), "cudaGraphLaunch");
   Napi::Value v = arg(info, 1);
-  VGG_CHECK(v.IsArray(), "cudaGraphLaunch: expected an array of slot values");
+  VGG_CHECK_TYPE(v.IsArray(), "cudaGraphLaunch: expected an array of slot values");
   Napi::Array a = v.As<Napi::Array>();
   const auto& slots = cuda_graph_slots(g);
   VGG_CHECK(a.Length() == slots.size(), "cudaGraphLaunch: %u values for %zu slots", a.Length(), slots.size());
@@ -97,7 +97,7 @@ Napi::Value Dispose(const Napi::CallbackInfo& info) {
 
 void init_graph(Napi::Env env, Napi::Object exports) {
   auto def = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
-    exports.Set(name, Napi::Function::New(env, fn, name));
+    define(env, exports, name, fn);
   };
   def("cudaGraphBegin", Begin);
   def("cudaGraphCapturing", Capturing);

@@ -29,7 +29,7 @@ Backend& backend_of(const char* op, std::initializer_list<const Tensor*> ts) {
 }
 
 Conv2dParams conv_params(const Napi::Value& v, const char* op) {
-  VGG_CHECK(v.IsObject(), "%s: expected conv parameters {strideH, strideW, padH, padW}", op);
+  VGG_CHECK_TYPE(v.IsObject(), "%s: expected conv parameters {strideH, strideW, padH, padW}", op);
   Napi::Object o = v.As<Napi::Object>();
   Conv2dParams p;
   p.stride_h = int(get_int(o.Get("strideH"), op));
@@ -38,18 +38,18 @@ Conv2dParams conv_params(const Napi::Value& v, const char* op) {
   p.pad_w = int(get_int(o.Get("padW"), op));
   Napi::Value blocked = o.Get("cpuBlockedOutput");
   p.cpu_blocked_output = !blocked.IsUndefined() && blocked.ToBoolean().Value();
-  VGG_CHECK(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
+  VGG_CHECK_RANGE(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
             "%s: strides must be >= 1 and paddings >= 0", op);
   return p;
 }
 Pool2dParams pool_params(const Napi::Value& v, const char* op) {
-  VGG_CHECK(v.IsObject(), "%s: expected pool parameters {kernel, stride, pad}", op);
+  VGG_CHECK_TYPE(v.IsObject(), "%s: expected pool parameters {kernel, stride, pad}", op);
   Napi::Object o = v.As<Napi::Object>();
   Pool2dParams p;
   p.kernel = int(get_int(o.Get("kernel"), op));
   p.stride = int(get_int(o.Get("stride"), op));
   p.pad = int(get_int(o.Get("pad"), op));
-  VGG_CHECK(p.kernel >= 1 && p.stride >= 1 && p.pad >= 0 && 2 * p.pad <= p.kernel,
+  VGG_CHECK_RANGE(p.kernel >= 1 && p.stride >= 1 && p.pad >= 0 && 2 * p.pad <= p.kernel,
             "%s: kernel and stride must be >= 1, padding at most half the kernel", op);
   return p;
 }
@@ -59,7 +59,7 @@ Napi::Array wrap_all(Napi::Env env, const Saved& s) {
   return a;
 }
 Saved unwrap_all(const Napi::Value& v, const char* what) {
-  VGG_CHECK(v.IsArray(), "%s: expected an array of tensors", what);
+  VGG_CHECK_TYPE(v.IsArray(), "%s: expected an array of tensors", what);
   Napi::Array a = v.As<Napi::Array>();
   Saved s;
   for (uint32_t i = 0; i < a.Length(); i++) s.push_back(unwrap(a.Get(i), what));
@@ -76,7 +76,7 @@ Layout layout_arg(const Napi::Value& v, const char* what) {
   if (s == "nchw") return Layout::Contiguous;
   if (s == "nhwc") return Layout::ChannelsLast;
   if (s == "nchw8c") return Layout::Blocked8;
-  throw Error(std::string(what) + ": unknown layout '" + s + "' (expected nchw, nhwc or nchw8c)");
+  throw RangeError(std::string(what) + ": unknown layout '" + s + "' (expected nchw, nhwc or nchw8c)");
 }
 
 // conv2dForward(x, w, b|null, params, relu)
@@ -141,7 +141,7 @@ Napi::Value AdaptiveAvgpool2dForward(const Napi::CallbackInfo& info) {
   const char* op = "adaptiveAvgpool2dForward";
   Tensor& x = unwrap(arg(info, 0), "adaptiveAvgpool2dForward: input");
   int oh = int(get_int(arg(info, 1), op)), ow = int(get_int(arg(info, 2), op));
-  VGG_CHECK(oh >= 1 && ow >= 1, "%s: output size must be >= 1, got %dx%d", op, oh, ow);
+  VGG_CHECK_RANGE(oh >= 1 && ow >= 1, "%s: output size must be >= 1, got %dx%d", op, oh, ow);
   return wrap(info.Env(), backend_of(op, {&x}).adaptive_avgpool2d_forward(x, oh, ow));
 }
 Napi::Value AdaptiveAvgpool2dBackward(const Napi::CallbackInfo& info) {
@@ -209,7 +209,7 @@ Napi::Value DropoutForward(const Napi::CallbackInfo& info) {
   const char* op = "dropoutForward";
   Tensor& x = unwrap(arg(info, 0), "dropoutForward: input");
   double p = get_number(arg(info, 1), op);
-  VGG_CHECK(p >= 0 && p < 1, "%s: p must be in [0, 1), got %g", op, p);
+  VGG_CHECK_RANGE(p >= 0 && p < 1, "%s: p must be in [0, 1), got %g", op, p);
   uint64_t seed = uint64_t(get_int(arg(info, 2), op)), offset = uint64_t(get_int(arg(info, 3), op));
   if (!get_bool(arg(info, 4), op)) return pair(info.Env(), x, {});
   Saved saved;
@@ -337,7 +337,7 @@ Napi::Value FillRandom(const Napi::CallbackInfo& info) {
   const char* op = "fillRandom";
   Tensor& t = unwrap(arg(info, 0), "fillRandom: tensor");
   const std::string kind = get_string(arg(info, 1), op);
-  VGG_CHECK(kind == "normal" || kind == "uniform", "%s: kind must be 'normal' or 'uniform', got '%s'", op, kind.c_str());
+  VGG_CHECK_RANGE(kind == "normal" || kind == "uniform", "%s: kind must be 'normal' or 'uniform', got '%s'", op, kind.c_str());
   const double a = get_number(arg(info, 2), op), b = get_number(arg(info, 3), op);
   const uint64_t seed = uint64_t(get_int(arg(info, 4), op));
   backend(t.device()).fill_random(t, kind == "normal" ? RandomKind::Normal : RandomKind::Uniform, a, b, seed);
@@ -351,7 +351,7 @@ Napi::Value SetCudaMathMode(const Napi::CallbackInfo& info) {
 // setNumThreads(n): the CPU backend's thread count (OpenMP, which oneDNN shares); getNumThreads().
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   int64_t n = get_int(arg(info, 0), "setNumThreads");
-  VGG_CHECK(n >= 1 && n <= 4096, "setNumThreads: expected 1..4096 threads, got %lld", (long long)n);
+  VGG_CHECK_RANGE(n >= 1 && n <= 4096, "setNumThreads: expected 1..4096 threads, got %lld", (long long)n);
 #ifdef _OPENMP
   omp_set_num_threads(int(n));
 #endif
@@ -369,7 +369,7 @@ Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
 
 void init_ops(Napi::Env env, Napi::Object exports) {
   auto def = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
-    exports.Set(name, Napi::Function::New(env, fn, name));
+    define(env, exports, name, fn);
   };
   def("conv2dForward", Conv2dForward);
   def("conv2dBackwardData", Conv2dBackwardData);

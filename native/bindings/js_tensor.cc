@@ -22,7 +22,7 @@ Layout layout_from_name(const std::string& s, const char* what) {
   if (s == "nchw" || s == "contiguous") return Layout::Contiguous;
   if (s == "nhwc" || s == "channels_last") return Layout::ChannelsLast;
   if (s == "nchw8c") return Layout::Blocked8;
-  throw Error(std::string(what) + ": unknown layout '" + s + "' (expected nchw, nhwc or nchw8c)");
+  throw RangeError(std::string(what) + ": unknown layout '" + s + "' (expected nchw, nhwc or nchw8c)");
 }
 }  // namespace
 
@@ -99,6 +99,21 @@ Napi::Value NativeTensor::ToBuffer(const Napi::CallbackInfo& info) {
   return buf;
 }
 
+void define(Napi::Env env, Napi::Object exports, const char* name, Binding fn) {
+  exports.Set(name, Napi::Function::New(
+                        env,
+                        [fn](const Napi::CallbackInfo& info) -> Napi::Value {
+                          try {
+                            return fn(info);
+                          } catch (const TypeError& e) {
+                            throw Napi::TypeError::New(info.Env(), e.what());
+                          } catch (const RangeError& e) {
+                            throw Napi::RangeError::New(info.Env(), e.what());
+                          }
+                        },
+                        name));
+}
+
 Napi::Object wrap(Napi::Env env, Tensor t) {
   Napi::Object o = instance(env).ctor.New({});
   NativeTensor::Unwrap(o)->set(std::move(t));
@@ -106,8 +121,8 @@ Napi::Object wrap(Napi::Env env, Tensor t) {
 }
 
 Tensor& unwrap(const Napi::Value& v, const char* what) {
-  VGG_CHECK(v.IsObject() && v.As<Napi::Object>().InstanceOf(instance(v.Env()).ctor.Value()),
-            "%s: expected a Tensor", what);
+  VGG_CHECK_TYPE(v.IsObject() && v.As<Napi::Object>().InstanceOf(instance(v.Env()).ctor.Value()),
+                 "%s: expected a Tensor", what);
   return NativeTensor::Unwrap(v.As<Napi::Object>())->get(what);
 }
 Tensor unwrap_optional(const Napi::Value& v, const char* what) {
@@ -116,36 +131,36 @@ Tensor unwrap_optional(const Napi::Value& v, const char* what) {
 }
 
 double get_number(const Napi::Value& v, const char* what) {
-  VGG_CHECK(v.IsNumber(), "%s: expected a number", what);
+  VGG_CHECK_TYPE(v.IsNumber(), "%s: expected a number", what);
   return v.As<Napi::Number>().DoubleValue();
 }
 int64_t get_int(const Napi::Value& v, const char* what) {
   if (v.IsBigInt()) {
     bool lossless = true;
     int64_t r = v.As<Napi::BigInt>().Int64Value(&lossless);
-    VGG_CHECK(lossless, "%s: integer out of range", what);
+    VGG_CHECK_RANGE(lossless, "%s: integer out of range", what);
     return r;
   }
   double d = get_number(v, what);
-  VGG_CHECK(d == double(int64_t(d)), "%s: expected an integer, got %g", what, d);
+  VGG_CHECK_TYPE(d == double(int64_t(d)), "%s: expected an integer, got %g", what, d);
   return int64_t(d);
 }
 bool get_bool(const Napi::Value& v, const char* what) {
-  VGG_CHECK(v.IsBoolean(), "%s: expected a boolean", what);
+  VGG_CHECK_TYPE(v.IsBoolean(), "%s: expected a boolean", what);
   return v.As<Napi::Boolean>().Value();
 }
 std::string get_string(const Napi::Value& v, const char* what) {
-  VGG_CHECK(v.IsString(), "%s: expected a string", what);
+  VGG_CHECK_TYPE(v.IsString(), "%s: expected a string", what);
   return v.As<Napi::String>().Utf8Value();
 }
 Shape get_shape(const Napi::Value& v, const char* what) {
-  VGG_CHECK(v.IsArray(), "%s: expected an array of dimensions", what);
+  VGG_CHECK_TYPE(v.IsArray(), "%s: expected an array of dimensions", what);
   Napi::Array a = v.As<Napi::Array>();
-  VGG_CHECK(a.Length() <= 8, "%s: at most 8 dimensions, got %u", what, a.Length());
+  VGG_CHECK_RANGE(a.Length() <= 8, "%s: at most 8 dimensions, got %u", what, a.Length());
   Shape s;
   for (uint32_t i = 0; i < a.Length(); i++) {
     int64_t d = get_int(a.Get(i), what);
-    VGG_CHECK(d >= 0, "%s: dimension %u is negative (%lld)", what, i, (long long)d);
+    VGG_CHECK_RANGE(d >= 0, "%s: dimension %u is negative (%lld)", what, i, (long long)d);
     s.push_back(d);
   }
   shape_numel(s);  // overflow check
@@ -218,13 +233,13 @@ void init_tensor(Napi::Env env, Napi::Object exports) {
   Napi::Function ctor = NativeTensor::Define(env);
   instance(env).ctor = Napi::Persistent(ctor);
   exports.Set("NativeTensor", ctor);
-  exports.Set("tensorFromBuffer", Napi::Function::New(env, TensorFromBuffer));
-  exports.Set("tensorEmpty", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return TensorNew(i, false); }));
-  exports.Set("tensorZeros", Napi::Function::New(env, [](const Napi::CallbackInfo& i) { return TensorNew(i, true); }));
-  exports.Set("tensorView", Napi::Function::New(env, TensorView));
-  exports.Set("tensorTo", Napi::Function::New(env, TensorTo));
-  exports.Set("tensorClone", Napi::Function::New(env, TensorClone));
-  exports.Set("tensorCopyInto", Napi::Function::New(env, TensorCopyInto));
+  define(env, exports, "tensorFromBuffer", TensorFromBuffer);
+  define(env, exports, "tensorEmpty", [](const Napi::CallbackInfo& i) { return TensorNew(i, false); });
+  define(env, exports, "tensorZeros", [](const Napi::CallbackInfo& i) { return TensorNew(i, true); });
+  define(env, exports, "tensorView", TensorView);
+  define(env, exports, "tensorTo", TensorTo);
+  define(env, exports, "tensorClone", TensorClone);
+  define(env, exports, "tensorCopyInto", TensorCopyInto);
 }
 
 }  // namespace vgg::js

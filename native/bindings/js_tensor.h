@@ -35,6 +35,11 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
 };
 
 void init_tensor(Napi::Env env, Napi::Object exports);
+
+// Registers a binding as exports[name]: a vgg::TypeError or vgg::RangeError it throws becomes a JS TypeError or
+// RangeError with the same message (tensor.h); any other exception a JS Error (node-addon-api's C++ exception mode).
+using Binding = Napi::Value (*)(const Napi::CallbackInfo&);
+void define(Napi::Env env, Napi::Object exports, const char* name, Binding fn);
 Napi::Object wrap(Napi::Env env, Tensor t);
 // The tensor held by a NativeTensor argument; `what` names it in errors ("conv2dForward: weight").
 Tensor& unwrap(const Napi::Value& v, const char* what);

@@ -52,7 +52,7 @@ Tensor CpuBackend::relu_backward(const Tensor& dy, const Tensor& y) {
 // In inference (saved == null) dropout is the identity and returns x itself.
 Tensor CpuBackend::dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, Saved* saved) {
   check_float_activation(x, "dropout_forward: input");
-  VGG_CHECK(p >= 0 && p <= 1, "dropout_forward: probability must be in [0, 1], got %g", p);
+  VGG_CHECK_RANGE(p >= 0 && p <= 1, "dropout_forward: probability must be in [0, 1], got %g", p);
   if (!saved) return x;
   Tensor y = Tensor::empty(x.shape, x.dtype, Device::CPU, x.layout);
   Tensor mask = Tensor::empty(x.shape, DType::U8, Device::CPU, x.layout);
@@ -75,7 +75,7 @@ Tensor CpuBackend::dropout_forward(const Tensor& x, double p, uint64_t seed, uin
 
 Tensor CpuBackend::dropout_backward(const Tensor& dy, double p, const Saved& saved) {
   check_float_activation(dy, "dropout_backward: dy");
-  VGG_CHECK(p >= 0 && p <= 1, "dropout_backward: probability must be in [0, 1], got %g", p);
+  VGG_CHECK_RANGE(p >= 0 && p <= 1, "dropout_backward: probability must be in [0, 1], got %g", p);
   VGG_CHECK(saved.size() == 1, "dropout_backward: saved must hold the mask of a training-mode forward (got %zu "
             "tensors)", saved.size());
   const Tensor& mask = saved[0];

@@ -97,7 +97,7 @@ void check_cpu(const Tensor& t, const char* what) {
 
 void check_float_activation(const Tensor& t, const char* what) {
   check_cpu(t, what);
-  VGG_CHECK(t.dtype == DType::F32 || t.dtype == DType::BF16, "%s: expected float32 or bfloat16, got %s", what,
+  VGG_CHECK_TYPE(t.dtype == DType::F32 || t.dtype == DType::BF16, "%s: expected float32 or bfloat16, got %s", what,
             dtype_name(t.dtype));
 }
 

@@ -29,7 +29,7 @@ struct ConvGeom {
 // oneDNN wants the right padding that makes (in + pl + pr - k)/s + 1 == out exactly; in floor mode that can be
 // less than the left padding (or negative, which oneDNN accepts: the last rows are simply not read).
 ConvGeom geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const char* op) {
-  VGG_CHECK(p.stride_h >= 1 && p.stride_w >= 1, "%s: stride must be >= 1, got (%d,%d)", op, p.stride_h, p.stride_w);
+  VGG_CHECK_RANGE(p.stride_h >= 1 && p.stride_w >= 1, "%s: stride must be >= 1, got (%d,%d)", op, p.stride_h, p.stride_w);
   VGG_CHECK(p.pad_h >= 0 && p.pad_w >= 0, "%s: padding must be >= 0, got (%d,%d)", op, p.pad_h, p.pad_w);
   ConvGeom g;
   g.N = x[0], g.C = x[1], g.H = x[2], g.W = x[3];

@@ -20,7 +20,7 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& labels, Tenso
   VGG_CHECK(N >= 1 && C >= 1, "cross_entropy: empty logits %s", shape_str(logits.shape).c_str());
   const int32_t* lab = labels.data<int32_t>();
   for (int64_t n = 0; n < N; ++n)
-    VGG_CHECK(lab[n] >= 0 && lab[n] < C, "cross_entropy: label at index %lld is %d, out of range [0, %lld)",
+    VGG_CHECK_RANGE(lab[n] >= 0 && lab[n] < C, "cross_entropy: label at index %lld is %d, out of range [0, %lld)",
               (long long)n, lab[n], (long long)C);
   if (!loss.defined()) loss = Tensor::empty({1}, DType::F32, Device::CPU);
   check_cpu(loss, "cross_entropy: loss");

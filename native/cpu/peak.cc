@@ -38,7 +38,7 @@ float fma_loop_sse(int64_t iters) { VGG_FMA_LOOP(4) }
 }  // namespace
 
 CpuPeak cpu_peak_gflops(int threads, double seconds) {
-  VGG_CHECK(threads >= 1 && threads <= 4096, "cpuPeakGflops: expected 1..4096 threads, got %d", threads);
+  VGG_CHECK_RANGE(threads >= 1 && threads <= 4096, "cpuPeakGflops: expected 1..4096 threads, got %d", threads);
   VGG_CHECK(seconds > 0 && seconds <= 10, "cpuPeakGflops: expected 0 < seconds <= 10, got %g", seconds);
   const std::string isa = cpu_isa_info().isa;
   CpuPeak r;

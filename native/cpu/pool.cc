@@ -127,7 +127,7 @@ Tensor CpuBackend::adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) {
   check_4d_image(x, "adaptive_avgpool2d_forward: input");
   check_float_activation(x, "adaptive_avgpool2d_forward: input");
   if (x.dtype == DType::BF16) return cast(adaptive_avgpool2d_forward(cast(x, DType::F32), oh, ow), DType::BF16);
-  VGG_CHECK(oh >= 1 && ow >= 1, "adaptive_avgpool2d_forward: output size must be >= 1, got (%d,%d)", oh, ow);
+  VGG_CHECK_RANGE(oh >= 1 && ow >= 1, "adaptive_avgpool2d_forward: output size must be >= 1, got (%d,%d)", oh, ow);
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   VGG_CHECK(H >= 1 && W >= 1, "adaptive_avgpool2d_forward: empty input %s", shape_str(x.shape).c_str());
   Tensor y = Tensor::empty({N, C, oh, ow}, x.dtype, Device::CPU);

@@ -24,7 +24,7 @@ Tensor CudaBackend::relu_backward(const Tensor& dy_in, const Tensor& y) {
 Tensor CudaBackend::dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, Saved* saved) {
   check_cuda_tensor(x, "dropout_forward: x");
   check_float(x, "dropout_forward: x");
-  VGG_CHECK(p >= 0 && p <= 1, "dropout_forward: p = %g is not in [0, 1]", p);
+  VGG_CHECK_RANGE(p >= 0 && p <= 1, "dropout_forward: p = %g is not in [0, 1]", p);
   const bool cl = is_cl(x);
   const int64_t n = x.numel();
   const int64_t N = cl ? x.dim(0) : 1, C = cl ? x.dim(1) : 1, HW = cl ? x.dim(2) * x.dim(3) : n;

@@ -43,7 +43,7 @@ void check_cuda_tensor(const Tensor& t, const char* what) {
   check_device(t, Device::CUDA, what);
 }
 void check_float(const Tensor& t, const char* what) {
-  VGG_CHECK(is_float(t.dtype), "%s: expected float32 or bfloat16, got %s", what, dtype_name(t.dtype));
+  VGG_CHECK_TYPE(is_float(t.dtype), "%s: expected float32 or bfloat16, got %s", what, dtype_name(t.dtype));
 }
 void check_param(const Tensor& t, int64_t C, const char* what, bool required) {
   if (!t.defined()) {

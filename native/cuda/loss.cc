@@ -19,7 +19,7 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& labels, Tens
     std::vector<int32_t> h(static_cast<size_t>(N));
     copy_bytes(h.data(), Device::CPU, labels.raw(), Device::CUDA, size_t(N) * 4);
     for (int64_t i = 0; i < N; ++i)
-      VGG_CHECK(h[i] >= 0 && h[i] < C, "cross_entropy: label at index %lld is %d, out of range [0, %lld)",
+      VGG_CHECK_RANGE(h[i] >= 0 && h[i] < C, "cross_entropy: label at index %lld is %d, out of range [0, %lld)",
                 (long long)i, h[i], (long long)C);
   }
   if (!loss.defined() || loss.device() != Device::CUDA || loss.dtype != DType::F32 || loss.numel() != 1)

@@ -12,7 +12,7 @@
 namespace vgg::data {
 
 void Source::check_index(int64_t i) const {
-  VGG_CHECK(i >= 0 && i < size(), "dataset: index %lld out of range [0, %lld)", (long long)i, (long long)size());
+  VGG_CHECK_RANGE(i >= 0 && i < size(), "dataset: index %lld out of range [0, %lld)", (long long)i, (long long)size());
 }
 
 static int64_t file_size(const std::string& path, const char* expect) {
@@ -71,7 +71,7 @@ void Stl10Source::add_part(const std::string& x_path, const std::string& y_path)
 
 void Stl10Source::set_subset(std::vector<int64_t> idx) {
   for (int64_t i : idx)
-    VGG_CHECK(i >= 0 && i < total, "STL10: fold index %lld out of range [0, %lld)", (long long)i, (long long)total);
+    VGG_CHECK_RANGE(i >= 0 && i < total, "STL10: fold index %lld out of range [0, %lld)", (long long)i, (long long)total);
   subset = std::move(idx);
 }
 
