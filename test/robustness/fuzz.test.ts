@@ -242,7 +242,7 @@ describe('fuzz', () => {
     const entry = (n: string) => { const e = dir.get(n)!; return zip.subarray(e.start, e.start + e.size); };
     const pkl = entry('archive/data.pkl');
     const storages = Object.fromEntries([...dir.keys()].filter((n) => n.startsWith('archive/data/')).map((n) => [n.slice(13), entry(n)]));
-    const legacy = fs.readFileSync(path.join(__dirname, 'fixtures', 'pth', 'state_legacy.pth'));
+    const legacy = fs.readFileSync(path.join(__dirname, '..', 'fixtures', 'pth', 'state_legacy.pth'));
     const legacyHeaderEnd = legacy.indexOf(Buffer.from('little_endian')) + 64; // mutate mostly the pickles, not the data
     const r = rng(0x9e7);
     const tally = { ok: 0, error: 0 };
