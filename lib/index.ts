@@ -33,6 +33,9 @@ export {
   reduceLROnPlateau, stepLR, cosineAnnealing, linearWarmup, constantLR,
   ReduceLROnPlateau, StepLR, CosineAnnealing, LinearWarmup, ConstantLR,
 } from './optim/schedulers';
-export type { Scheduler } from './optim/schedulers';
+export type {
+  Scheduler, MonitorMetric, PlateauOptions, StepLROptions, CosineAnnealingOptions, WarmupOptions, EpochMetrics,
+} from './optim/schedulers';
+export { MONITOR_METRICS } from './optim/schedulers';
 export * from './data/index';
 export * from './train/index';
