@@ -4,7 +4,7 @@ export type { DType, Layout, TensorOptions } from './tensor';
 export {
   backends, resolveDevice, cudaAvailable, memoryStats, resetPeakMemory, emptyCache, synchronize, setNumThreads, getNumThreads,
 } from './backend';
-export type { DeviceName, DeviceOption, BackendsInfo } from './backend';
+export type { DeviceName, DeviceOption, BackendsInfo, AddonOrigin } from './backend';
 export * as ops from './ops';
 export { Module, Parameter, Counter, noGrad, isGradEnabled } from './nn/module';
 export {
