@@ -183,8 +183,12 @@ if (chromiumWhyNot) console.log(`skipping the headless-Chromium dashboard test: 
 (chromiumWhyNot ? test.skip : test)('in headless Chromium: the page loads, the accuracy curve gains points per epoch, no console errors', async () => {
   const { chromium } = await import('playwright-core');
   const profile = fs.mkdtempSync(path.join(tmp, 'chromium-profile-'));
+  // Not the sanitizer runtimes of `npm run test:asan` (they are for node and the addon, not the browser).
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !['LD_PRELOAD', 'ASAN_OPTIONS', 'UBSAN_OPTIONS'].includes(k)) env[k] = v;
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
+    env,
     headless: true,
     viewport: { width: 1280, height: 1100 },
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
