@@ -119,9 +119,9 @@ export class Dashboard {
 
   constructor(options: DashboardOptions = {}) {
     const port = options.port ?? DEFAULT_DASHBOARD_PORT;
-    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`Dashboard: port must be an integer in [0, 65535], got ${port}`);
+    if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`Dashboard: port must be an integer in [0, 65535], got ${port}`);
     const samples = options.samples ?? 8;
-    if (!Number.isInteger(samples) || samples < 0 || samples > 64) throw new Error(`Dashboard: samples must be an integer in [0, 64], got ${samples}`);
+    if (!Number.isInteger(samples) || samples < 0 || samples > 64) throw new RangeError(`Dashboard: samples must be an integer in [0, 64], got ${samples}`);
     this.port = port;
     this.host = options.host ?? '127.0.0.1';
     this.samples = samples;
