@@ -3,7 +3,9 @@
 // in a coming release, unreviewed; --ignore-scripts here, which every npm honours). There:
 //   - the emitted declarations compile under --strict, skipLibCheck off, with no @types/node anywhere in reach: with
 //     the TypeScript this project pins, and with the newest (typescript@latest installed into a folder of its own at
-//     test time when the npm registry answers; skipped with the reason otherwise);
+//     test time when the npm registry answers; skipped with the reason otherwise. Not a devDependency alias such as
+//     "typescript-next": "npm:typescript@^7": its `tsc` bin would collide with the pinned one in node_modules/.bin,
+//     and the lockfile would freeze "newest" at the day it was written);
 //   - examples/*.ts compile there under --strict (with Node's types, given explicitly) and run, small;
 //   - the prebuilt binary loads in a process that cannot see the system's libdnnl (a mount namespace with the
 //     library's files covered by an empty file), computes what the source build computes, and says which binary it

@@ -151,10 +151,9 @@ test('options given to the Trainer: it starts the dashboard, prints the URL and 
   const { train } = loaders();
   const out: string[] = [];
   const trainer = new Trainer(tinyModel(), { optimizer: sgd({ lr: 0.01 }), dashboard: { port: 0 }, output: { write: (s: string) => out.push(s) }, progress: false });
-  let seen: string | null = null;
-  await trainer.fit(train, { epochs: 1, resume: undefined });
+  await trainer.fit(train, { epochs: 1 });
   expect(out.join('')).toMatch(/dashboard: http:\/\/127\.0\.0\.1:\d+\//);
-  seen = out.join('').match(/dashboard: (\S+)/)![1];
+  const seen = out.join('').match(/dashboard: (\S+)/)![1];
   expect(trainer.dashboard!.url).toBeNull();
   await expect(get(seen)).rejects.toThrow(/ECONNREFUSED/);
 });
