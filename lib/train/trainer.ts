@@ -473,12 +473,17 @@ export class Trainer {
     const batches = loader.length;
     const dash = this.dashboard;
     if (dash) {
-      if (!dash.listening) this.log(`dashboard: ${await dash.start()}`);
-      await dash.beginFit({
-        title: `${model.options.name ?? 'vgg'} on ${model.device} (${model.precision})`, model,
-        classes: this.classes ?? Array.from({ length: numClasses }, (_, i) => String(i)), epochs, batches,
-        history: this.history, step: this.step, samplesFrom: validation ? validation.dataset : null,
-      });
+      try {
+        if (!dash.listening) this.log(`dashboard: ${await dash.start()}`);
+        await dash.beginFit({
+          title: `${model.options.name ?? 'vgg'} on ${model.device} (${model.precision})`, model,
+          classes: this.classes ?? Array.from({ length: numClasses }, (_, i) => String(i)), epochs, batches,
+          history: this.history, step: this.step, samplesFrom: validation ? validation.dataset : null,
+        });
+      } catch (e) {
+        if (this.ownsDashboard) await dash.close(); // a listening server would keep the process alive
+        throw e;
+      }
     }
     let status: 'done' | 'interrupted' | 'failed' = 'failed';
     let failure = '';

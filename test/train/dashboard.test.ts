@@ -95,6 +95,10 @@ test('a port in use is a clear error', async () => {
   try {
     const b = new Dashboard({ port: Number(new URL(url).port) });
     await expect(b.start()).rejects.toThrow(/port \d+ on 127\.0\.0\.1 is in use; choose another port \(0 picks a free one\)/);
+    // through the Trainer: fit() fails before training, with the same message
+    const trainer = new Trainer(tinyModel(), { optimizer: sgd({ lr: 0.01 }), dashboard: { port: Number(new URL(url).port) }, output: null });
+    await expect(trainer.fit(loaders().train, { epochs: 1 })).rejects.toThrow(/is in use; choose another port/);
+    expect(trainer.step).toBe(0);
   } finally {
     await a.close();
   }
