@@ -1,7 +1,9 @@
 // Devices: what the addon was built with, which GPUs it can use, and the resolution of a device option ('auto' ->
 // 'cpu' | 'cuda'), done at the public entry points (model constructors, tensor factories); everything below them
 // takes a resolved DeviceName.
-import { addon } from './native';
+import { addon, addonOrigin, AddonOrigin } from './native';
+
+export type { AddonOrigin };
 
 export type DeviceName = 'cpu' | 'cuda';
 export type DeviceOption = DeviceName | 'auto';
@@ -14,6 +16,8 @@ export interface CudaDeviceInfo {
   sms?: number;
 }
 export interface BackendsInfo {
+  /** The binary in use: the package's prebuilt one (CPU only), one built from source, or $VGGNET_ADDON's. */
+  addon: AddonOrigin;
   cpu: { built: true; library: 'oneDNN' };
   cuda: {
     built: boolean;
@@ -26,7 +30,7 @@ export interface BackendsInfo {
   };
 }
 
-/** What the addon was built with and which GPUs it can use. */
+/** Which binary is loaded, what it was built with and which GPUs it can use. */
 export function backends(): BackendsInfo {
   const info = addon().buildInfo();
   let cuda: BackendsInfo['cuda'] = { built: false, devices: [] };
@@ -36,7 +40,7 @@ export function backends(): BackendsInfo {
   } catch {
     cuda = { built: Boolean(info.cudaBuilt), devices: [], error: `unreadable CUDA info: ${info.cuda}` };
   }
-  return { cpu: { built: true, library: 'oneDNN' }, cuda };
+  return { addon: { ...addonOrigin() }, cpu: { built: true, library: 'oneDNN' }, cuda };
 }
 
 let cudaDeviceCount: number | undefined;

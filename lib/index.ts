@@ -4,7 +4,7 @@ export type { DType, Layout, TensorOptions } from './tensor';
 export {
   backends, resolveDevice, cudaAvailable, memoryStats, resetPeakMemory, emptyCache, synchronize, setNumThreads, getNumThreads,
 } from './backend';
-export type { DeviceName, DeviceOption, BackendsInfo } from './backend';
+export type { DeviceName, DeviceOption, BackendsInfo, AddonOrigin } from './backend';
 export * as ops from './ops';
 export { Module, Parameter, Counter, noGrad, isGradEnabled } from './nn/module';
 export {
@@ -33,6 +33,9 @@ export {
   reduceLROnPlateau, stepLR, cosineAnnealing, linearWarmup, constantLR,
   ReduceLROnPlateau, StepLR, CosineAnnealing, LinearWarmup, ConstantLR,
 } from './optim/schedulers';
-export type { Scheduler } from './optim/schedulers';
+export type {
+  Scheduler, MonitorMetric, PlateauOptions, StepLROptions, CosineAnnealingOptions, WarmupOptions, EpochMetrics,
+} from './optim/schedulers';
+export { MONITOR_METRICS } from './optim/schedulers';
 export * from './data/index';
 export * from './train/index';

@@ -131,20 +131,51 @@ export interface NativeAddon {
 }
 
 let loaded: NativeAddon | undefined;
+let origin: AddonOrigin | undefined;
 
-/** The addon, loaded on first use. */
+/** Which binary was loaded: the package's prebuilt one (prebuilds/), one built from source, or $VGGNET_ADDON. */
+export interface AddonOrigin {
+  kind: 'prebuilt' | 'source' | 'VGGNET_ADDON';
+  path: string;
+}
+
+function describe(o: AddonOrigin): string {
+  if (o.kind === 'prebuilt') return `the prebuilt addon ${o.path} (CPU; oneDNN bundled beside it)`;
+  if (o.kind === 'source') return `the addon built from source ${o.path}`;
+  return `VGGNET_ADDON=${o.path}`;
+}
+
+/** The addon, loaded on first use. VGGNET_DEBUG=1 says which binary in one line on stderr. */
 export function addon(): NativeAddon {
   if (!loaded) {
+    const explicit = process.env.VGGNET_ADDON;
+    let o: AddonOrigin | undefined;
     try {
-      const explicit = process.env.VGGNET_ADDON;
+      if (explicit) {
+        o = { kind: 'VGGNET_ADDON', path: path.resolve(explicit) };
+      } else {
+        // eslint-disable-next-line @typescript-eslint/no-require-imports
+        const file: string = require('node-gyp-build').path(path.resolve(__dirname, '..'));
+        o = { kind: file.split(path.sep).includes('prebuilds') ? 'prebuilt' : 'source', path: file };
+      }
       // eslint-disable-next-line @typescript-eslint/no-require-imports
-      loaded = (explicit ? require(path.resolve(explicit)) : require('node-gyp-build')(path.resolve(__dirname, '..'))) as NativeAddon;
+      loaded = require(o.path) as NativeAddon;
     } catch (e) {
-      throw new Error(
-        `vggnet: the native addon is not built or failed to load (${(e as Error).message}). ` +
-          'Run `npm run build:native` (needs cmake, g++ and libdnnl-dev).',
-      );
+      const why = (e as Error).message.trim();
+      throw new Error(o?.kind === 'prebuilt'
+        ? `vggnet: ${describe(o)} does not load here (${why}). Build from source instead: VGGNET_BUILD_FROM_SOURCE=1 npm rebuild vggnet, ` +
+          'with its install script allowed (npm approve-scripts vggnet); it needs cmake, g++ and libdnnl-dev.'
+        : `vggnet: the native addon is not built or failed to load (${why}). ` +
+          'Run `npm run build:native` (needs cmake, g++ and libdnnl-dev).');
     }
+    origin = o;
+    if (process.env.VGGNET_DEBUG) process.stderr.write(`vggnet: loaded ${describe(o)}\n`);
   }
   return loaded;
+}
+
+/** Which binary addon() loaded (loading it first). */
+export function addonOrigin(): AddonOrigin {
+  addon();
+  return origin!;
 }

@@ -19,8 +19,11 @@ function dtypeOf(data: TensorData): DType {
 }
 
 export interface TensorOptions {
+  /** 'cpu', 'cuda' or 'auto' (default: $VGGNET_DEVICE, else CUDA when usable, else CPU). */
   device?: DeviceOption;
+  /** Element type (default: the data's: Float32Array → float32, Int32Array → int32, ...). */
   dtype?: DType;
+  /** Storage order of a 4-D tensor (default 'nchw'); the shape is always logical NCHW. */
   layout?: Layout;
 }
 

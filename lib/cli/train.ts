@@ -12,7 +12,7 @@ import { resolveDevice } from '../backend';
 import { sgd } from '../optim/sgd';
 import { Scheduler, reduceLROnPlateau, stepLR, cosineAnnealing, linearWarmup, constantLR } from '../optim/schedulers';
 import { STL10, ImageFolder, DataLoader, transforms as T, ensureSampleData, defaultDataRoot, Dataset } from '../data';
-import { Trainer, TrainingDivergedError, readCheckpointMeta, formatConfusion, packageVersion } from '../train/index';
+import { Trainer, TrainingDivergedError, readCheckpointMeta, formatConfusion, packageVersion, DEFAULT_DASHBOARD_PORT } from '../train/index';
 import { CliIO, EXIT, configure, intArg as int, numArg as num, parseArgs, processIO, runAsMain } from './support';
 
 export type { CliIO } from './support';
@@ -61,6 +61,10 @@ export function buildProgram(io: CliIO): Command {
     .option('--width <x>', 'conv width multiplier (1 = the paper)', num('--width', 0.01), 1)
     .option('--hidden-features <n>', 'width of the two hidden FC layers', int('--hidden-features', 1), 4096)
     .option('--quiet', 'only the per-epoch summaries and the final result', false)
+    .option('--dashboard [port]', `serve a live dashboard at http://127.0.0.1:PORT while training (default ${DEFAULT_DASHBOARD_PORT}; 0: any free port)`, (v: string) => {
+      if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new InvalidArgumentError(`--dashboard must be a port number in [0, 65535], got '${v}'.`);
+      return Number(v);
+    })
     .option('--no-gpu-augment', 'on cuda: run the training transforms on the CPU data workers, not on the GPU')
     .option('--no-cuda-graph', 'on cuda: run every training step eagerly, never as a captured CUDA graph')
     .version(packageVersion(), '--version')
@@ -198,6 +202,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     const testLoader = new DataLoader(testSet, { batchSize: Math.max(batchSize, device === 'cuda' ? 256 : 64), workers });
     const config = { ...o };
     delete config.resume;
+    delete config.dashboard; // a resumed run serves one only when asked again
     const controller = new AbortController();
     io.signal?.addEventListener('abort', () => controller.abort());
     const trainer = new Trainer(model, {
@@ -208,6 +213,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       signal: controller.signal,
       gpuAugment: o.gpuAugment === false ? false : undefined, // default: on the GPU when the transform allows it
       cudaGraph: o.cudaGraph !== false,
+      dashboard: o.dashboard === undefined ? undefined : { port: o.dashboard === true ? DEFAULT_DASHBOARD_PORT : (o.dashboard as number) },
     });
     if (resumePath) trainer.resume(resumePath);
 

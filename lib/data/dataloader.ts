@@ -12,10 +12,14 @@ import { DeferredAugment } from './augment';
 import { augmentSupport, loadBatch } from './native_source';
 
 export interface DataLoaderOptions {
-  batchSize?: number; // default 1
-  shuffle?: boolean; // default false
-  seed?: number; // default 0: drives the shuffle and the augmentation
-  dropLast?: boolean; // default false: the last smaller batch is kept
+  /** Samples per batch (default 1). */
+  batchSize?: number;
+  /** A new seeded permutation every epoch (default false: dataset order). */
+  shuffle?: boolean;
+  /** Drives the shuffle and the augmentation: a sample's transform is a function of (seed, epoch, index). Default 0. */
+  seed?: number;
+  /** Drop the last batch when it is smaller than batchSize (default false: it is kept). */
+  dropLast?: boolean;
   /** Threads per batch (default os.availableParallelism()). */
   workers?: number;
   /** Batches in flight ahead of the consumer (default 2; at most 3 so libuv's pool keeps a thread for I/O). */

@@ -14,7 +14,13 @@ export interface Sample {
 export interface GetOptions {
   /** Randomness of the transform: the sample's result is a function of (seed, epoch, index). Default 0, 0. */
   seed?: number;
+  /** See `seed`. */
   epoch?: number;
+  /**
+   * Use this transform instead of the dataset's for this sample; null: none, the stored image as uint8 CHW (what a
+   * viewer shows).
+   */
+  transform?: Transform | null;
 }
 
 export interface Dataset {
@@ -63,6 +69,7 @@ export abstract class NativeDataset implements Dataset {
     if (!Number.isInteger(index) || index < 0 || index >= n) {
       throw new RangeError(`${this.constructor.name}.get: index ${index} out of range [0, ${n})`);
     }
-    return sourceGet(src, index, this.ops, options.seed ?? 0, options.epoch ?? 0);
+    const ops = options.transform === undefined ? this.ops : flatten(options.transform);
+    return sourceGet(src, index, ops, options.seed ?? 0, options.epoch ?? 0);
   }
 }

@@ -8,7 +8,9 @@ import { decodeToSource } from './image_files';
 import { Transform } from './transforms';
 
 export interface ImageFolderOptions {
+  /** A folder with one subfolder per class (`root/<class>/*.jpg`); classes are the subfolder names, sorted. */
   root: string;
+  /** Applied to every image (e.g. `T.compose([T.evalTransform(224), T.normalize(...)])`); none: uint8 CHW. */
   transform?: Transform;
   /** File extensions (lower case, with the dot) that are decoded; default .jpg .jpeg .png. */
   extensions?: string[];

@@ -11,10 +11,14 @@ const PLANE = S * S;
 const IMAGE_BYTES = 3 * PLANE;
 
 export interface SampleOptions {
-  train?: number; // default 1000 (100 per class)
-  test?: number; // default 800
-  unlabeled?: number; // default 200
-  seed?: number; // default 1
+  /** Training images (default 1000: 100 per class). */
+  train?: number;
+  /** Test images (default 800). */
+  test?: number;
+  /** Unlabeled images (default 200). */
+  unlabeled?: number;
+  /** Seed of the drawing (default 1); the same seed draws the same files. */
+  seed?: number;
 }
 
 // sfc32: a small, fast, seedable PRNG (the generator only; transforms use the native counter-based RNG).

@@ -15,11 +15,13 @@ export const STL10_FOLDER = 'stl10_binary';
 export interface Stl10Options {
   /** The folder holding stl10_binary/ (default ./data). */
   root?: string;
+  /** 'train' (5000 labeled), 'test' (8000), 'unlabeled' (100000, label -1) or 'train+unlabeled' (default 'train'). */
   split?: Stl10Split;
   /** 0..9: keep only the training indices listed on that line of fold_indices.txt (train, train+unlabeled). */
   folds?: number;
   /** Download and extract the official archive when the files are missing (then `await dataset.load()`). */
   download?: boolean;
+  /** Applied to every image (e.g. `T.compose([T.randomResizedCrop(224), T.normalize(...)])`); none: uint8 CHW. */
   transform?: Transform;
   /** Download options (url, md5); the URL can also come from VGGNET_STL10_URL. */
   downloadOptions?: DownloadOptions;

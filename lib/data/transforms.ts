@@ -4,26 +4,44 @@
 // float tensor path, so nothing is rounded between ops. Resampling is bilinear without antialiasing
 // (torch.nn.functional.interpolate, align_corners=False; torchvision's `antialias=False`).
 
+/** A number: a square of that side (or, for resize, the shorter edge); [h, w]: exactly that. */
 export type Size = number | [number, number];
+
+export interface ResizeOptions {
+  /** The longer edge is at most this after a shorter-edge resize (torchvision's max_size); unset: no bound. */
+  maxSize?: number;
+}
+export interface RandomResizedCropOptions {
+  /** Range of the crop's area as a fraction of the image's, [min, max] (default [0.08, 1], torchvision's). */
+  scale?: [number, number];
+  /** Range of the crop's aspect ratio w/h, drawn log-uniformly, [min, max] (default [3/4, 4/3]). */
+  ratio?: [number, number];
+}
 
 export interface ResizeOp {
   type: 'resize';
   /** A number resizes the shorter edge to it (aspect kept); [h, w] resizes to exactly that. */
   size: number | [number, number];
+  /** See ResizeOptions.maxSize. */
   maxSize?: number;
 }
 export interface CenterCropOp {
   type: 'centerCrop';
+  /** Output [h, w]. */
   size: [number, number];
 }
 export interface RandomResizedCropOp {
   type: 'randomResizedCrop';
+  /** Output [h, w]. */
   size: [number, number];
+  /** See RandomResizedCropOptions. */
   scale: [number, number];
+  /** See RandomResizedCropOptions. */
   ratio: [number, number];
 }
 export interface RandomHorizontalFlipOp {
   type: 'randomHorizontalFlip';
+  /** Probability of a flip. */
   p: number;
 }
 export interface ColorJitterOp {
@@ -36,7 +54,9 @@ export interface ColorJitterOp {
 }
 export interface NormalizeOp {
   type: 'normalize';
+  /** Per-channel mean (RGB), of the [0, 1] image. */
   mean: [number, number, number];
+  /** Per-channel standard deviation (RGB). */
   std: [number, number, number];
 }
 export type TransformOp =
@@ -48,6 +68,7 @@ export type TransformOp =
   | NormalizeOp;
 export interface ComposeOp {
   type: 'compose';
+  /** Applied in order. */
   transforms: Transform[];
 }
 export type Transform = TransformOp | ComposeOp;
@@ -66,7 +87,7 @@ function hw(size: Size, what: string): [number, number] {
 }
 
 /** torchvision Resize(size): a number matches the shorter edge (aspect kept), [h, w] is exact. Bilinear. */
-export function resize(size: Size, options: { maxSize?: number } = {}): ResizeOp {
+export function resize(size: Size, options: ResizeOptions = {}): ResizeOp {
   const op: ResizeOp = { type: 'resize', size: typeof size === 'number' ? posInt(size, 'resize') : hw(size, 'resize') };
   if (options.maxSize !== undefined) op.maxSize = posInt(options.maxSize, 'resize: maxSize');
   return op;
@@ -80,7 +101,7 @@ export function centerCrop(size: Size): CenterCropOp {
 /** torchvision RandomResizedCrop(size, scale, ratio): 10 sampling attempts, then a central crop; bilinear. */
 export function randomResizedCrop(
   size: Size,
-  options: { scale?: [number, number]; ratio?: [number, number] } = {},
+  options: RandomResizedCropOptions = {},
 ): RandomResizedCropOp {
   const scale = options.scale ?? [0.08, 1.0];
   const ratio = options.ratio ?? [3 / 4, 4 / 3];

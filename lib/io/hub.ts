@@ -55,6 +55,7 @@ export interface FetchWeightsOptions {
   baseUrl?: string;
   /** Also reuse a copy in torch.hub's cache (default true). */
   torchHubCache?: boolean;
+  /** No progress output. */
   quiet?: boolean;
 }
 

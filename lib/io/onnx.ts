@@ -29,6 +29,7 @@ export interface OnnxExportOptions {
   classes?: string[];
   /** Per-channel mean and std the input is expected to be normalised with (metadata; default ImageNet's). */
   mean?: number[];
+  /** See `mean`. */
   std?: number[];
   /** More metadata_props entries. */
   metadata?: Record<string, string>;

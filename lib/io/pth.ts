@@ -15,6 +15,7 @@ import { Tensor } from '../tensor';
 import { PickleCallable, PickleGlobal, PickleWriter, describe, unpickle } from './pickle';
 import { isZip, readZipDirectory, writeZip, zipEntryData } from './zip';
 import { StateRecord, toFloat32, writeFileAtomic } from './safetensors';
+import { asBuffer } from './bytes';
 
 type StorageDtype = 'F32' | 'F64' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 const STORAGE_TYPES: Record<string, { dtype: StorageDtype; size: number }> = {
@@ -268,7 +269,8 @@ function readLegacyFormat(buf: Buffer, source: string) {
 }
 
 /** Which torch.save format a buffer is in, or null. */
-export function pthFormat(buf: Buffer): 'zip' | 'legacy' | 'tar' | null {
+export function pthFormat(bytes: Uint8Array): 'zip' | 'legacy' | 'tar' | null {
+  const buf = asBuffer(bytes);
   if (isZip(buf)) return 'zip';
   if (buf.length >= 262 && buf.toString('latin1', 257, 262) === 'ustar') return 'tar';
   if (buf.length >= 2 && buf[0] === 0x80 && buf[1] >= 2 && buf[1] <= 5) return 'legacy';
@@ -276,7 +278,8 @@ export function pthFormat(buf: Buffer): 'zip' | 'legacy' | 'tar' | null {
 }
 
 /** Reads a torch.save'd state dict: float tensors become float32, int64 scalars bigint (as readSafetensors does). */
-export function parsePth(buf: Buffer, source: string, device: 'cpu' | 'cuda' = 'cpu'): { tensors: StateRecord } {
+export function parsePth(bytes: Uint8Array, source: string, device: 'cpu' | 'cuda' = 'cpu'): { tensors: StateRecord } {
+  const buf = asBuffer(bytes);
   const format = pthFormat(buf);
   if (format === null) throw new Error(`${source}: not a PyTorch file (neither a zip archive nor a pickle stream; ${buf.length} bytes)`);
   if (format === 'tar') throw new Error(`${source}: a tar-format PyTorch file (written by PyTorch before 0.1.10), which is not read; load it with torch.load and save it again`);
@@ -308,7 +311,7 @@ export function readPth(file: string, device: 'cpu' | 'cuda' = 'cpu'): { tensors
 const STORAGE_OF = { float32: 'FloatStorage', bfloat16: 'FloatStorage', int32: 'IntStorage', int64: 'LongStorage', uint8: 'ByteStorage' } as const;
 
 /** The bytes of a torch.save zip archive of this state dict (bfloat16 tensors are written as float32). */
-export function serializePth(tensors: StateRecord): Buffer[] {
+export function serializePth(tensors: StateRecord): Uint8Array[] {
   const w = new PickleWriter();
   const orderedDict = () => w.global('collections', 'OrderedDict').emptyTuple().reduce();
   const storages: { name: string; data: Buffer[] }[] = [];

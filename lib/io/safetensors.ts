@@ -7,6 +7,7 @@ import * as path from 'path';
 import { Tensor, DType } from '../tensor';
 import type { Module } from '../nn/module';
 import { Counter } from '../nn/module';
+import { asBuffer } from './bytes';
 
 /** A state dict: tensors by name; int64 scalars (num_batches_tracked) as bigint. */
 export type StateRecord = Record<string, Tensor | bigint>;
@@ -42,7 +43,8 @@ export interface ParsedHeader {
 }
 
 /** Validates the header of a safetensors buffer; every problem is an Error naming `source` and the field. */
-export function parseHeader(buf: Buffer, source: string): ParsedHeader {
+export function parseHeader(bytes: Uint8Array, source: string): ParsedHeader {
+  const buf = asBuffer(bytes);
   const fail = (msg: string): never => {
     throw new Error(`${source}: not a valid safetensors file: ${msg}`);
   };
@@ -144,7 +146,8 @@ export function firstDuplicateKey(text: string): string | null {
 }
 
 /** Little-endian F32/F64/F16/BF16 bytes as float32 (shared with the PyTorch reader, lib/io/pth.ts). */
-export function toFloat32(dtype: string, bytes: Buffer): Float32Array {
+export function toFloat32(dtype: string, data: Uint8Array): Float32Array {
+  const bytes = asBuffer(data);
   const n = bytes.length / DTYPE_INFO[dtype].size;
   const out = new Float32Array(n);
   if (dtype === 'F32') {
@@ -180,7 +183,8 @@ function halfToFloat(h: number): number {
  * Reads a safetensors buffer: floating tensors become float32 Tensors, I32 int32, U8 uint8, I64 scalars bigint and
  * other I64 tensors int64 Tensors.
  */
-export function parseSafetensors(buf: Buffer, source: string, device: 'cpu' | 'cuda' = 'cpu'): { tensors: StateRecord; metadata: Record<string, string> } {
+export function parseSafetensors(bytes: Uint8Array, source: string, device: 'cpu' | 'cuda' = 'cpu'): { tensors: StateRecord; metadata: Record<string, string> } {
+  const buf = asBuffer(bytes);
   const h = parseHeader(buf, source);
   const tensors: StateRecord = {};
   try {
@@ -222,7 +226,7 @@ export function readSafetensors(file: string, device: 'cpu' | 'cuda' = 'cpu'): {
 const ST_DTYPE: Record<DType, string> = { float32: 'F32', bfloat16: 'F32', int32: 'I32', int64: 'I64', uint8: 'U8' };
 
 /** The bytes of a safetensors file for these tensors (bfloat16 tensors are written as F32). */
-export function serializeSafetensors(tensors: StateRecord, metadata: Record<string, string> = {}): Buffer[] {
+export function serializeSafetensors(tensors: StateRecord, metadata: Record<string, string> = {}): Uint8Array[] {
   const items = Object.entries(tensors).map(([name, v]) => {
     if (typeof v === 'bigint') {
       const a = new BigInt64Array([v]);
@@ -249,7 +253,7 @@ export function serializeSafetensors(tensors: StateRecord, metadata: Record<stri
 }
 
 /** Writes atomically: a temporary file beside the target, fsynced, then renamed over it; the folder is created. */
-export function writeFileAtomic(file: string, chunks: Buffer[]): void {
+export function writeFileAtomic(file: string, chunks: readonly Uint8Array[]): void {
   const dir = path.dirname(path.resolve(file));
   fs.mkdirSync(dir, { recursive: true });
   const prefix = `.${path.basename(file)}.tmp-`;

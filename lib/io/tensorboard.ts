@@ -39,7 +39,7 @@ export class TensorBoardWriter {
   }
 
   /** A PNG image (its encoded bytes) at a step; colorspace 3 = RGB, 4 = RGBA. */
-  addImage(tag: string, png: Buffer, size: { width: number; height: number; colorspace?: number }, step: number, wallTime = Date.now() / 1000): void {
+  addImage(tag: string, png: Uint8Array, size: { width: number; height: number; colorspace?: number }, step: number, wallTime = Date.now() / 1000): void {
     const image = { height: size.height, width: size.width, colorspace: size.colorspace ?? 3, encoded_image_string: png };
     this.write({ wall_time: wallTime, step, summary: { value: [{ tag, image }] } });
   }

@@ -38,11 +38,20 @@ export function cpuBf16Note(): string | undefined {
 }
 
 export interface VGGOptions {
+  /** Outputs of the last layer (default 1000, ImageNet's; STL10 has 10). */
   numClasses?: number;
+  /** Batch norm after every convolution: torchvision's vgg*_bn (default false). */
   batchNorm?: boolean;
+  /** Dropout probability of the two hidden classifier layers (default 0.5, as in the paper). */
   dropout?: number;
+  /**
+   * torchvision's initialisation (default true): Kaiming-normal convolutions (fan_out, ReLU), N(0, 0.01) linear
+   * weights, zero biases, BN weight 1 and bias 0. false: PyTorch's layer default, U(±1/√fan_in) weights and biases.
+   */
   initWeights?: boolean;
+  /** Seed of the initialisation and the dropout masks (default 0); the same seed gives the same network anywhere. */
   seed?: number;
+  /** Where the parameters live: 'cpu', 'cuda' or 'auto' (default: $VGGNET_DEVICE, else CUDA when usable, else CPU). */
   device?: DeviceOption;
   /**
    * Compute precision of activations; parameters stay float32. Default: bf16 on CUDA, fp32 on CPU. bf16 on a CPU

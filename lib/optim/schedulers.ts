@@ -10,7 +10,15 @@
 
 export type EpochMetrics = Record<string, number>;
 
+/**
+ * The metrics of an epoch a plateau scheduler can watch: the Trainer's per-epoch record (lib/train/logs.ts). 'val.*'
+ * need a validation loader.
+ */
+export type MonitorMetric = 'val.loss' | 'val.top1' | 'val.top5' | 'train.loss' | 'train.top1' | 'train.top5';
+export const MONITOR_METRICS: readonly MonitorMetric[] = ['val.loss', 'val.top1', 'val.top5', 'train.loss', 'train.top1', 'train.top5'];
+
 export interface Scheduler {
+  /** A name saved in checkpoints ('stepLR', 'cosineAnnealing', ...; a scheduler of your own picks its own). */
   readonly type: string;
   /** Records the base LR (the optimizer's initial LR); returns the LR for the first epoch. */
   attach(baseLr: number): number;
@@ -61,8 +69,10 @@ abstract class ClosedForm implements Scheduler {
 }
 
 export interface StepLROptions {
+  /** Epochs between drops (an integer >= 1). */
   stepSize: number;
-  gamma?: number; // default 0.1
+  /** LR multiplier at each drop (default 0.1). */
+  gamma?: number;
 }
 export class StepLR extends ClosedForm {
   readonly type = 'stepLR';
@@ -82,8 +92,10 @@ export class StepLR extends ClosedForm {
 export const stepLR = (o: StepLROptions): StepLR => new StepLR(o);
 
 export interface CosineAnnealingOptions {
+  /** Epochs from the base LR down to etaMin (half a cosine period; an integer >= 1). */
   tMax: number;
-  etaMin?: number; // default 0
+  /** The lowest LR (default 0). */
+  etaMin?: number;
 }
 export class CosineAnnealing extends ClosedForm {
   readonly type = 'cosineAnnealing';
@@ -112,21 +124,28 @@ export class ConstantLR extends ClosedForm {
 export const constantLR = (): ConstantLR => new ConstantLR();
 
 export interface PlateauOptions {
-  /** The metric to watch, e.g. 'val.loss' (default), 'val.top1', 'train.loss'. */
-  monitor?: string;
-  /** 'min' or 'max'; default 'max' when the monitor names an accuracy (top1/top5/acc), else 'min'. */
+  /** The metric to watch (default 'val.loss'; with no validation loader, a 'train.*' one). */
+  monitor?: MonitorMetric;
+  /** 'min' or 'max': whether the metric should fall or rise. Default 'max' for top1/top5, else 'min'. */
   mode?: 'min' | 'max';
-  factor?: number; // 0.1
-  patience?: number; // 10
-  threshold?: number; // 1e-4
-  thresholdMode?: 'rel' | 'abs'; // 'rel'
-  cooldown?: number; // 0
-  minLr?: number; // 0
-  eps?: number; // 1e-8
+  /** LR multiplier at a drop (default 0.1; in [0, 1)). */
+  factor?: number;
+  /** Epochs without improvement before a drop (default 10). */
+  patience?: number;
+  /** The least change that counts as an improvement (default 1e-4). */
+  threshold?: number;
+  /** 'rel': relative to the best value (best · (1 ∓ threshold)); 'abs': best ∓ threshold. Default 'rel'. */
+  thresholdMode?: 'rel' | 'abs';
+  /** Epochs to wait after a drop before counting bad epochs again (default 0). */
+  cooldown?: number;
+  /** The LR never drops below this (default 0). */
+  minLr?: number;
+  /** A drop smaller than this is skipped (default 1e-8). */
+  eps?: number;
 }
 export class ReduceLROnPlateau implements Scheduler {
   readonly type = 'reduceLROnPlateau';
-  readonly monitor: string;
+  readonly monitor: MonitorMetric;
   readonly mode: 'min' | 'max';
   readonly factor: number;
   readonly patience: number;
@@ -143,7 +162,9 @@ export class ReduceLROnPlateau implements Scheduler {
 
   constructor(o: PlateauOptions = {}) {
     this.monitor = o.monitor ?? 'val.loss';
-    this.mode = o.mode ?? (/top|acc/i.test(this.monitor) ? 'max' : 'min');
+    // Checked at run time too: a JavaScript caller's 'val_loss' would otherwise fail only after the first epoch.
+    check(MONITOR_METRICS.includes(this.monitor), `reduceLROnPlateau: monitor must be one of ${MONITOR_METRICS.join(', ')}; got '${String(o.monitor)}'`);
+    this.mode = o.mode ?? (/top/.test(this.monitor) ? 'max' : 'min');
     this.factor = o.factor ?? 0.1;
     this.patience = o.patience ?? 10;
     this.threshold = o.threshold ?? 1e-4;

@@ -4,11 +4,17 @@ import { Tensor } from '../tensor';
 import * as ops from '../ops';
 import { Parameter } from '../nn/module';
 
+/** torch.optim.SGD's options, camelCased. */
 export interface SGDOptions {
+  /** Learning rate (a scheduler changes it between epochs). */
   lr: number;
+  /** Momentum factor (default 0: plain SGD). */
   momentum?: number;
+  /** Dampening of the momentum (default 0). */
   dampening?: number;
+  /** L2 penalty added to the gradient (default 0; the VGG paper used 5e-4). */
   weightDecay?: number;
+  /** Nesterov momentum (default false; needs momentum > 0 and dampening 0). */
   nesterov?: boolean;
 }
 

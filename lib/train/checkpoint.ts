@@ -7,7 +7,7 @@ import * as path from 'path';
 import { Tensor } from '../tensor';
 import { readSafetensors, writeSafetensors, StateRecord } from '../io/safetensors';
 import { VGGNet } from '../models/vgg';
-import type { VGGConfig } from '../models/vgg';
+import type { VGGConfig, Precision } from '../models/vgg';
 
 export const CHECKPOINT_FORMAT = 'vggnet-checkpoint/1';
 export const OPTIMIZER_PREFIX = 'optimizer.';
@@ -23,7 +23,7 @@ export interface ModelSpec {
   dropout: number;
   hiddenFeatures: number;
   inChannels: number;
-  precision: string;
+  precision: Precision;
   seed: number;
 }
 

@@ -2,7 +2,9 @@
 export { Trainer, TrainingDivergedError } from './trainer';
 export { trainStep, runStep, eagerGate, TrainStepRunner } from './train_step';
 export type { TrainStepResult, TrainStepOptions, StepOutput, LossGate } from './train_step';
-export type { TrainerOptions, FitOptions, FitResult, StepInfo, EpochInfo } from './trainer';
+export type { TrainerOptions, FitOptions, FitResult, StepInfo, EpochInfo, AbortSignalLike } from './trainer';
+export { Dashboard, DEFAULT_DASHBOARD_PORT } from './dashboard';
+export type { DashboardOptions, DashboardRun, DashboardStep, DashboardStatus } from './dashboard';
 export { MetricAccumulator, formatConfusion } from './metrics';
 export type { EvalResult } from './metrics';
 export {

@@ -128,7 +128,7 @@ export const TENSORBOARD_TAGS: Record<string, string> = {
  * The confusion matrix as an RGB PNG: cell (true row, predicted column) shaded from white (0) to dark blue (the whole
  * row), by the fraction of that true class; square cells of `cell` pixels with 1-pixel grey grid lines.
  */
-export async function confusionPng(confusion: number[][], cell = Math.max(4, Math.min(32, Math.floor(320 / Math.max(1, confusion.length))))): Promise<{ png: Buffer; width: number; height: number }> {
+export async function confusionPng(confusion: number[][], cell = Math.max(4, Math.min(32, Math.floor(320 / Math.max(1, confusion.length))))): Promise<{ png: Uint8Array; width: number; height: number }> {
   const n = confusion.length;
   const size = n * cell + n + 1;
   const px = Buffer.alloc(size * size * 3, 0xc0); // grid lines: the background left between cells

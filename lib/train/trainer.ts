@@ -26,26 +26,48 @@ import {
 import { Progress, ProgressStream, formatDuration } from './progress';
 import { writeMetrics, EpochRecord, logEpochTensorBoard } from './logs';
 import { TensorBoardWriter } from '../io/tensorboard';
+import { Dashboard, DashboardOptions } from './dashboard';
 
+/** What `onStep` gets after each optimizer step. */
 export interface StepInfo {
-  epoch: number; // 0-based epoch being trained
-  batch: number; // batches done in this epoch (1-based after the step)
+  /** The epoch being trained, 0-based. */
+  epoch: number;
+  /** Batches done in this epoch, counting this one (1-based). */
+  batch: number;
+  /** Batches in an epoch. */
   batches: number;
-  step: number; // optimizer steps so far
+  /** Optimizer steps so far, this one included. */
+  step: number;
+  /** This batch's mean cross-entropy. */
   loss: number;
+  /** Samples in this batch. */
   batchSize: number;
+  /** The learning rate this step used. */
   lr: number;
 }
 
+/** What `onEpochEnd` gets after each epoch (its checkpoints and logs written). */
 export interface EpochInfo {
-  epoch: number; // completed epochs (1-based number of the epoch just finished)
+  /** The epoch just finished, 1-based (= completed epochs). */
+  epoch: number;
+  /** Its row of metrics.jsonl: loss, top-1/top-5, lr, time, img/s. */
   metrics: EpochRecord;
+  /** The validation result (per-class accuracy, confusion matrix) when fit() was given a validation loader. */
   validation?: EvalResult;
+  /** Whether this epoch has the best validation top-1 so far (and was saved as `best`). */
   isBest: boolean;
 }
 
+/** The part of an AbortSignal the Trainer uses (Node's and the DOM's both fit; no @types/node needed to name it). */
+export interface AbortSignalLike {
+  readonly aborted: boolean;
+  addEventListener(type: 'abort', listener: () => void): void;
+}
+
 export interface TrainerOptions {
+  /** The optimizer, `sgd({ lr, momentum, weightDecay })`; the Trainer steps it and saves its state in checkpoints. */
   optimizer: SGD;
+  /** Stepped once per epoch after validation (`reduceLROnPlateau`, `stepLR`, `cosineAnnealing`, `linearWarmup`). */
   scheduler?: Scheduler | null;
   /** Where last/best/epoch-NNNN.safetensors go (created). No checkpoints when unset. */
   checkpointDir?: string;
@@ -71,11 +93,20 @@ export interface TrainerOptions {
   progress?: boolean;
   /** Seconds between plain progress lines when not on a TTY (default 10). */
   progressInterval?: number;
+  /** Called after every optimizer step; fit() awaits it. */
   onStep?: (info: StepInfo) => void | Promise<void>;
+  /** Called after every epoch (validation, scheduler step, checkpoints and logs done); fit() awaits it. */
   onEpochEnd?: (info: EpochInfo) => void | Promise<void>;
+  /** Called after each checkpoint file is written, with its path and kind. */
   onCheckpoint?: (file: string, kind: 'last' | 'best' | 'epoch') => void;
   /** Aborting finishes the current step, saves `last` and makes fit() return with interrupted: true. */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
+  /**
+   * A live page while fit() runs (lib/train/dashboard.ts): loss/accuracy curves, learning rate, img/s, the last
+   * evaluation and a few test images with their predictions. Options: the Trainer starts it when fit() starts (the URL
+   * is printed to `output`) and closes it when fit() ends. A Dashboard you made: you start and close it.
+   */
+  dashboard?: DashboardOptions | Dashboard;
   /**
    * Model on CUDA: run the training transform on the GPU from uint8 batches (the loader's `deferAugment`). Default:
    * on when the loader's transform and dataset allow it (`loader.augmentSupport()` is null), else the CPU transforms;
@@ -91,7 +122,9 @@ export interface TrainerOptions {
 }
 
 export interface FitOptions {
+  /** Train until this many epochs are complete, counting those of a resumed run. */
   epochs: number;
+  /** Evaluated after every epoch (loss, top-1/top-5, per-class accuracy, confusion matrix); picks `best`. */
   validation?: DataLoader | null;
   /** A checkpoint to continue from (or call trainer.resume() first). */
   resume?: string;
@@ -153,6 +186,9 @@ export class Trainer {
   private classes: string[] | null;
   private lastSaved: string | undefined;
   private stepper: TrainStepRunner | null = null;
+  /** The live dashboard (TrainerOptions.dashboard), or null; `trainer.dashboard.url` once fit() is serving it. */
+  readonly dashboard: Dashboard | null;
+  private readonly ownsDashboard: boolean;
 
   constructor(model: VGGNet, options: TrainerOptions) {
     if (!(model instanceof VGGNet)) throw new TypeError('Trainer: expected a VGGNet model');
@@ -167,6 +203,9 @@ export class Trainer {
     this.scheduler = options.scheduler ?? null;
     this.options = options;
     this.classes = options.classes ?? null;
+    const dash = options.dashboard;
+    this.ownsDashboard = dash !== undefined && !(dash instanceof Dashboard);
+    this.dashboard = dash === undefined ? null : dash instanceof Dashboard ? dash : new Dashboard(dash);
     options.signal?.addEventListener('abort', () => this.stop());
   }
 
@@ -432,6 +471,22 @@ export class Trainer {
     }
     const numClasses = model.options.numClasses;
     const batches = loader.length;
+    const dash = this.dashboard;
+    if (dash) {
+      try {
+        if (!dash.listening) this.log(`dashboard: ${await dash.start()}`);
+        await dash.beginFit({
+          title: `${model.options.name ?? 'vgg'} on ${model.device} (${model.precision})`, model,
+          classes: this.classes ?? Array.from({ length: numClasses }, (_, i) => String(i)), epochs, batches,
+          history: this.history, step: this.step, samplesFrom: validation ? validation.dataset : null,
+        });
+      } catch (e) {
+        if (this.ownsDashboard) await dash.close(); // a listening server would keep the process alive
+        throw e;
+      }
+    }
+    let status: 'done' | 'interrupted' | 'failed' = 'failed';
+    let failure = '';
     const progress = this.out && this.options.progress !== false ? new Progress(this.out, { tty: this.options.tty, interval: this.options.progressInterval }) : null;
     const tb = this.options.logDir && this.options.tensorboard !== false ? new TensorBoardWriter(this.options.logDir) : null;
     const logEvery = this.options.logEvery ?? 10;
@@ -474,6 +529,7 @@ export class Trainer {
           seen += n;
           this.partial = acc.state();
           if (tb && logEvery > 0 && this.step % logEvery === 0) tb.addScalar('loss/train_step', loss, this.step);
+          dash?.step({ epoch: e, batch: this.batchInEpoch, batches, step: this.step, loss, batchSize: n, lr: opt.lr });
           if (this.options.onStep) {
             await this.options.onStep({ epoch: e, batch: this.batchInEpoch, batches, step: this.step, loss, batchSize: n, lr: opt.lr });
           }
@@ -482,6 +538,7 @@ export class Trainer {
           if (this.stopRequested && this.batchInEpoch < batches) {
             progress?.end();
             this.save('last', null, this.batchInEpoch);
+            status = 'interrupted';
             return result(true);
           }
         }
@@ -490,6 +547,7 @@ export class Trainer {
         const lrUsed = opt.lr;
         let val: EvalResult | undefined;
         if (validation) {
+          dash?.evaluating();
           val = await this.evaluate(validation);
           this.lastValidation = val;
           if (!Number.isFinite(val.loss)) {
@@ -521,14 +579,26 @@ export class Trainer {
           (val ? `  val loss ${val.loss.toFixed(4)} top1 ${(100 * val.top1).toFixed(2)}% top5 ${(100 * val.top5).toFixed(2)}%` : '') +
           `  lr ${lrUsed.toPrecision(3)}${opt.lr !== lrUsed ? `→${opt.lr.toPrecision(3)}` : ''}  ${formatDuration(rec.time_s)} ${rec.img_per_s.toFixed(1)} img/s${isBest ? '  *best' : ''}`,
         );
+        await dash?.endEpoch(rec, val);
         if (this.options.onEpochEnd) await this.options.onEpochEnd({ epoch: e + 1, metrics: rec, validation: val, isBest });
-        if (this.stopRequested && this.epoch < epochs) return result(true);
+        if (this.stopRequested && this.epoch < epochs) {
+          status = 'interrupted';
+          return result(true);
+        }
       }
+      this.writeLogs();
+      status = 'done';
+      return result(false);
+    } catch (err) {
+      failure = (err as Error).message;
+      throw err;
     } finally {
       stepper.dispose(); // the graph's memory goes back; the next fit() captures again
       tb?.close();
+      if (dash) {
+        dash.endFit(status, failure);
+        if (this.ownsDashboard && !dash.keepOpen) await dash.close();
+      }
     }
-    this.writeLogs();
-    return result(false);
   }
 }

@@ -66,6 +66,14 @@ describe('reduceLROnPlateau', () => {
     const s = reduceLROnPlateau({ monitor: 'val.loss' });
     s.attach(0.1);
     expect(() => s.step({ 'train.loss': 1 })).toThrow(/'val.loss' is not among this epoch's metrics \(train.loss\)/);
+   });
+
+  test("monitor is one of the Trainer's metric names: a typo fails to compile, and in JavaScript fails at once", () => {
+    // @ts-expect-error 'val_loss' is not a MonitorMetric (the type checker catches the typo; ts-jest fails if it did not)
+    const typo = () => reduceLROnPlateau({ monitor: 'val_loss' });
+    expect(typo).toThrow(/monitor must be one of val.loss, val.top1, val.top5, train.loss, train.top1, train.top5; got 'val_loss'/);
+    expect(reduceLROnPlateau({ monitor: 'train.top5' }).mode).toBe('max');
+    expect(reduceLROnPlateau({ monitor: 'train.loss' }).mode).toBe('min');
   });
 });
 
