@@ -29,7 +29,7 @@ CudaBackend::~CudaBackend() {
   // The process is exiting or the addon unloading: release quietly, never throw.
   if (ws_) cuda_free(ws_, ws_size_);
   if (cublas_ws_) cuda_free(cublas_ws_, kCublasWorkspace);
-  if (sgd_plan_.table) cuda_free(sgd_plan_.table, sgd_plan_.bytes);
+  for (auto& kv : sgd_plans_) cuda_free(kv.second.plan.table, kv.second.plan.bytes);
   plans_.clear();
   if (cublas_) cublasDestroy(cublas_);
   if (cudnn_) cudnnDestroy(cudnn_);
@@ -37,13 +37,17 @@ CudaBackend::~CudaBackend() {
 
 void CudaBackend::on_capture_begin() {
   if (ws_) cuda_pool_adopt(ws_);
-  if (sgd_plan_.table) cuda_pool_adopt(sgd_plan_.table);
+  sgd_captured_.clear();
 }
-// The workspace is scratch (eager ops and replays take turns on one stream); the SGD table is data the graph reads.
+// The workspace is scratch (eager ops and replays take turns on one stream); the SGD table is data the graph reads:
+// it leaves the backend's cache, and the next eager step over those parameters uploads a new one.
 void CudaBackend::on_capture_end() noexcept {
-  if (sgd_plan_.table) cuda_free(sgd_plan_.table, sgd_plan_.bytes);  // into the graph's pool
-  sgd_plan_ = cuk::SgdPlan{};
-  sgd_last_.clear();
+  auto it = sgd_plans_.find(sgd_captured_);
+  if (!sgd_captured_.empty() && it != sgd_plans_.end()) {
+    cuda_free(it->second.plan.table, it->second.plan.bytes);  // into the graph's pool
+    sgd_plans_.erase(it);
+  }
+  sgd_captured_.clear();
 }
 
 Tensor CudaBackend::conform(const Tensor& t, DType dt, Layout layout, const char* what) {

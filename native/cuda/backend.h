@@ -62,8 +62,9 @@ class CudaBackend final : public Backend {
   void fill_random(Tensor& t, RandomKind kind, double a, double b, uint64_t seed) override;
   void synchronize() override;
 
-  // Graph capture (graph_memory.h): the long-lived buffers join the capture's pool at the start; at the end the
-  // SGD table (data the graph reads) becomes the graph's, and the workspace stays shared scratch.
+  // Graph capture (graph_memory.h): the conv workspace joins the capture's pool at the start (sgd_step adopts the
+  // table it reads); at the end that SGD table (data the graph reads) becomes the graph's, and the workspace stays
+  // shared scratch.
   void on_capture_begin();
   void on_capture_end() noexcept;
 
@@ -75,8 +76,17 @@ class CudaBackend final : public Backend {
   void* ws_ = nullptr;  // the convolutions' workspace, grown to the largest an algorithm asked for
   size_t ws_size_ = 0;
   std::map<std::string, std::unique_ptr<ConvPlan>> plans_;
-  cuk::SgdPlan sgd_plan_;
-  std::string sgd_last_;  // the parameter table of the last upload (bytes), to upload only when it changes
+  // The SGD launch tables, one per parameter table (its bytes as the key): each uploaded at its first eager step, so
+  // two models trained in turn (or a reference beside a captured runner) neither re-upload nor break a capture.
+  // The one a capture reads becomes the graph's at its end; the least recently used go beyond kMaxSgdPlans.
+  struct SgdEntry {
+    cuk::SgdPlan plan;
+    uint64_t used = 0;
+  };
+  static constexpr size_t kMaxSgdPlans = 8;
+  std::map<std::string, SgdEntry> sgd_plans_;
+  uint64_t sgd_clock_ = 0;
+  std::string sgd_captured_;  // the key of the table the running capture reads, or empty
 
   // A gradient as the tensor it belongs to is stored: same dtype and layout (conv.cc uses it too).
   Tensor conform(const Tensor& t, DType dt, Layout layout, const char* what);

@@ -1,9 +1,10 @@
-// The SGD step over every parameter in one launch (sgd.cu): the parameter table is uploaded only when it changes;
+// The SGD step over every parameter in one launch (sgd.cu): each parameter table is uploaded once (backend.h);
 // while captured, the learning rate comes from a graph slot and the step guard skips a non-finite loss.
 #include <cstring>
 #include <vector>
 
 #include "backend.h"
+#include "graph_memory.h"
 
 namespace vgg::cuda {
 
@@ -34,18 +35,33 @@ void CudaBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor
   }
   const size_t bytes = table.size() * sizeof(cuk::SgdTensor);
   const bool capturing = cuda_graph_capturing();
-  if (bytes != sgd_last_.size() || (bytes && std::memcmp(sgd_last_.data(), table.data(), bytes) != 0)) {
-    VGG_CHECK(!capturing, "%s: the parameter table changed since the last eager step (a CUDA graph is captured "
-              "only after eager warm-up steps over the same parameters)", op);
-    cuk::sgd_upload(sgd_plan_, table.data(), int64_t(table.size()));
-    sgd_last_.assign(reinterpret_cast<const char*>(table.data()), reinterpret_cast<const char*>(table.data()) + bytes);
+  std::string key(reinterpret_cast<const char*>(table.data()), bytes);
+  auto it = sgd_plans_.find(key);
+  if (it == sgd_plans_.end()) {
+    VGG_CHECK(!capturing, "%s: these parameters were never stepped eagerly (a CUDA graph is captured only after "
+              "eager warm-up steps over the same parameters)", op);
+    if (sgd_plans_.size() >= kMaxSgdPlans) {
+      auto lru = sgd_plans_.begin();
+      for (auto j = sgd_plans_.begin(); j != sgd_plans_.end(); ++j)
+        if (j->second.used < lru->second.used) lru = j;
+      cuda_free(lru->second.plan.table, lru->second.plan.bytes);  // stream-ordered: earlier steps are queued first
+      sgd_plans_.erase(lru);
+    }
+    it = sgd_plans_.emplace(std::move(key), SgdEntry{}).first;
+    cuk::sgd_upload(it->second.plan, table.data(), int64_t(table.size()));
   }
+  it->second.used = ++sgd_clock_;
+  if (capturing) {
+    cuda_pool_adopt(it->second.plan.table);  // the graph reads it: growing or freeing it later stays in its pool
+    sgd_captured_ = it->first;
+  }
+  const cuk::SgdPlan& plan = it->second.plan;
   const float lr = float(p.lr);
   const float* lr_slot = nullptr;
   if (capturing)
     lr_slot = static_cast<const float*>(
         cuda_graph_slot(CudaGraphSlot::kLearningRate, CudaGraphSlot::from_float(lr)));
-  cuk::sgd_step(sgd_plan_, lr, float(p.momentum), float(p.dampening), float(p.weight_decay), p.nesterov, first,
+  cuk::sgd_step(plan, lr, float(p.momentum), float(p.dampening), float(p.weight_decay), p.nesterov, first,
                 lr_slot, capturing ? cuda_graph_step_guard() : nullptr);
 }
 

@@ -54,7 +54,10 @@ test('the runner\'s step is the eager step: losses, weights, dropout/BatchNorm/o
       b.y.dispose();
     });
     // eager for the first two full batches, then replays; the small batch always eager
-    expect(graphed).toEqual(onCuda ? [false, false, true, true, true, true, false, true, true] : SIZES.map(() => false));
+    // (with the reason in the comparison, so a failed capture says why)
+    expect({ graphed, disabled: runner.disabledReason }).toEqual({
+      graphed: onCuda ? [false, false, true, true, true, true, false, true, true] : SIZES.map(() => false), disabled: null,
+    });
     expect(counters(run.m, run.opt)).toEqual(counters(ref.m, ref.opt));
     const a = run.m.namedParameters();
     const r = ref.m.namedParameters();
