@@ -85,7 +85,8 @@ test('end to end on the sample data: well above chance; checkpoints, logs and pl
   expect(Object.keys(tensors)).toContain('features.1.running_mean');
   expect(Object.keys(tensors)).toContain('optimizer.momentum_buffer.classifier.6.weight');
   // the best checkpoint rebuilds the model and gives its recorded accuracy
-  const { model: reloaded, meta: bm } = modelFromCheckpoint(path.join(ckDir, 'best.safetensors'));
+  // on the device and in the precision it was evaluated in (on CUDA: bf16 by default, against the CPU's fp32)
+  const { model: reloaded, meta: bm } = modelFromCheckpoint(path.join(ckDir, 'best.safetensors'), { device: model.device, precision: model.precision });
   const again = await new Trainer(reloaded, { optimizer: sgd({ lr: 0.1 }), output: null }).evaluate(test);
   expect(again.top1).toBeCloseTo(bm.best!.top1, 10);
   // logs and plot
