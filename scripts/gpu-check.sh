@@ -76,7 +76,7 @@ echo "node: $(command -v node) $(node --version 2>&1)  node headers: ${NODE_INC:
 # ---------------------------------------------------------------- build
 phase build 330 build.log "
   set -e
-  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DVGGNET_CUDA=ON \
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DVGGNET_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=\${GPU_CHECK_ARCHS:-90} \
     -DCMAKE_JS_INC='$NODE_INC' -DCMAKE_LIBRARY_OUTPUT_DIRECTORY='$ROOT/build/Release' $DNNL_ARGS
   ninja -C build
   ls -la build/Release/*.node"

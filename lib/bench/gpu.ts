@@ -150,6 +150,14 @@ export async function benchGpu(): Promise<void> {
   const configs = only
     ? CONFIGS.filter((c) => only.split(',').includes(`${c.model}:${c.batch}:${c.precision}`))
     : CONFIGS;
+  // PyTorch first: on a time-boxed GPU machine the reference is the number most often missing, and ours can be rerun.
+  const torch = process.env.VGGNET_BENCH_NO_TORCH === '1' ? undefined : runTorch(configs, steps, warmup);
+  if (torch) {
+    for (const c of configs) {
+      const t = torch.get(`${c.model}:${c.batch}:${c.precision}`) ?? torch.get('*');
+      console.log(`  torch ${c.model} b${c.batch} ${c.precision}: ${!t || t.error ? 'ERROR ' + (t?.error ?? 'no result') : `${fmt(t.imgPerSec)} img/s, peak ${t.peakMiB} MiB`}`);
+    }
+  }
   const results: GpuBenchResult[] = [];
   for (const c of configs) {
     const r: GpuBenchResult = { ...c };
@@ -165,26 +173,20 @@ export async function benchGpu(): Promise<void> {
     } catch (e) {
       r.error = (e as Error).message;
     }
-    results.push(r);
-    if (process.env.VGGNET_PROFILE === '1') console.log(profileReport());
-    console.log(`  ours  ${c.model} b${c.batch} ${c.precision}: ${r.error ? 'ERROR ' + r.error : `${fmt(r.imgPerSec)} img/s, peak ${r.peakMiB} MiB, ${fmt(r.peakFlopsPct)}% of peak, ${r.graphed ? 'CUDA graph' : `eager${r.graphNote ? ` (${r.graphNote})` : ''}`}`}`);
-  }
-  if (process.env.VGGNET_BENCH_NO_TORCH !== '1') {
-    const torch = runTorch(configs, steps, warmup);
-    for (const r of results) {
-      const t = torch.get(`${r.model}:${r.batch}:${r.precision}`) ?? torch.get('*');
-      if (!t || t.error) {
-        r.torchError = t?.error ?? 'no result';
-        continue;
-      }
+    const t = torch && (torch.get(`${c.model}:${c.batch}:${c.precision}`) ?? torch.get('*'));
+    if (torch && (!t || t.error)) r.torchError = t?.error ?? 'no result';
+    else if (t) {
       r.torchImgPerSec = t.imgPerSec;
       r.torchPeakMiB = t.peakMiB;
       if (r.imgPerSec && t.imgPerSec) r.ratio = Math.round((r.imgPerSec / t.imgPerSec) * 100) / 100;
     }
+    results.push(r);
+    if (process.env.VGGNET_PROFILE === '1') console.log(profileReport());
+    console.log(`  ours  ${c.model} b${c.batch} ${c.precision}: ${r.error ? 'ERROR ' + r.error : `${fmt(r.imgPerSec)} img/s, peak ${r.peakMiB} MiB, ${fmt(r.peakFlopsPct)}% of peak, ${r.graphed ? 'CUDA graph' : `eager${r.graphNote ? ` (${r.graphNote})` : ''}`}`}`);
+    console.log(`BENCH_JSON ${JSON.stringify(r)}`); // at once: a run cut short by its time box keeps what it measured
   }
   console.log('\nmodel  batch precision     ours img/s   torch img/s   ratio   peak MiB (ours/torch)   % of peak');
   for (const r of results) {
     console.log(`${r.model.padEnd(6)} ${String(r.batch).padStart(5)} ${r.precision.padEnd(9)} ${fmt(r.imgPerSec).padStart(12)} ${fmt(r.torchImgPerSec).padStart(13)} ${fmt(r.ratio, 2).padStart(7)}   ${`${r.peakMiB ?? '-'}/${r.torchPeakMiB ?? '-'}`.padStart(21)}   ${fmt(r.peakFlopsPct).padStart(9)}${r.error ? '  ERROR: ' + r.error : ''}${r.torchError && !r.error ? '  (torch: ' + r.torchError + ')' : ''}`);
   }
-  for (const r of results) console.log(`BENCH_JSON ${JSON.stringify(r)}`);
 }
