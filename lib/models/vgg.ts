@@ -3,7 +3,7 @@
 import { DeviceOption, DeviceName, resolveDevice } from '../backend';
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabled, noGrad } from '../nn/module';
+import { Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabled, markGradientFor, noGrad } from '../nn/module';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
 } from '../nn/layers';
@@ -82,6 +82,8 @@ export class VGGNet extends Module {
   readonly precisionNote: string | undefined;
   readonly options: Required<Omit<VGGOptions, 'device' | 'precision'>> & { config: VGGConfig; name?: string };
   private acts: Tensor[] = [];
+  /** features, avgpool, flatten, classifier: their forward generations in this model's latest forward. */
+  private childGenerations: number[] = [];
 
   constructor(config: VGGConfig, options: VGGOptions = {}, name?: string) {
     super();
@@ -188,6 +190,7 @@ export class VGGNet extends Module {
     cur = this.keep(this.avgpool.forward(cur));
     cur = this.keep(this.flatten.forward(cur));
     let logits = this.classifier.forward(cur, { step });
+    this.childGenerations = [this.features, this.avgpool, this.flatten, this.classifier].map((c) => c.forwardGeneration);
     if (logits.dtype !== 'float32') {
       const f = ops.cast(logits, 'float32');
       if (isGradEnabled()) this.keep(logits);
@@ -195,11 +198,12 @@ export class VGGNet extends Module {
       logits = f;
     }
     if (!isGradEnabled()) this.freeActs();
-    return logits;
+    return this.forwardDone(logits);
   }
 
   /** Backpropagates d loss / d logits, accumulating every parameter's gradient. */
   backward(gradLogits: Tensor): undefined {
+    this.backwardStart(gradLogits, 'VGGNet');
     let g = gradLogits;
     const owned: Tensor[] = [];
     const step = (t: Tensor | undefined) => {
@@ -208,9 +212,14 @@ export class VGGNet extends Module {
       g = t;
     };
     if (this.precision === 'bf16') step(ops.cast(g, 'bfloat16'));
+    const [features, avgpool, flatten, classifier] = this.childGenerations;
+    markGradientFor(g, this.classifier, classifier);
     step(this.classifier.backward(g));
+    markGradientFor(g, this.flatten, flatten);
     step(this.flatten.backward(g));
+    markGradientFor(g, this.avgpool, avgpool);
     step(this.avgpool.backward(g));
+    markGradientFor(g, this.features, features);
     step(this.features.backward(g)); // undefined: the first conv skips the image's gradient
     for (const t of owned) t.dispose();
     this.freeActs();
@@ -295,8 +304,8 @@ export class VGGNet extends Module {
     return this.namedParameters().reduce((a, { param }) => a + param.shape.reduce((x, y) => x * y, 1), 0);
   }
 
-  releaseSaved(): void {
-    super.releaseSaved();
+  protected dropSaved(): void {
+    super.dropSaved();
     this.freeActs();
   }
 

@@ -2,7 +2,7 @@
 import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
-  Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled,
+  Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled, markGradientFor,
 } from './module';
 
 function requireSaved<T>(v: T | undefined, layer: string): T {
@@ -46,10 +46,11 @@ export class Conv2d extends Module {
 
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
     this.x = isGradEnabled() ? x : undefined;
-    return ops.conv2dForward(x, this.weight.value, this.bias?.value ?? null, this.params, options.fuseRelu ?? false);
+    return this.forwardDone(ops.conv2dForward(x, this.weight.value, this.bias?.value ?? null, this.params, options.fuseRelu ?? false));
   }
 
   backward(dy: Tensor): Tensor | undefined {
+    this.backwardStart(dy, 'Conv2d');
     const x = requireSaved(this.x, 'Conv2d');
     const { grads: [dw, db], accumulate } = gradsForBackward([this.weight, this.bias]);
     ops.conv2dBackwardWeights(x, dy, this.params, dw!, db, accumulate);
@@ -57,7 +58,7 @@ export class Conv2d extends Module {
     return this.computeInputGrad ? ops.conv2dBackwardData(dy, this.weight.value, x.shape, this.params) : undefined;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     this.x = undefined;
   }
 }
@@ -69,13 +70,13 @@ export class ReLU extends Module {
   private maskedByPrev = false;
 
   forward(x: Tensor): Tensor {
-    this.releaseSaved();
+    this.dropSaved();
     const y = ops.reluForward(x);
     if (isGradEnabled()) {
       this.y = y;
       this.ownsY = false; // the output belongs to whoever receives it; we only read it in backward
     }
-    return y;
+    return this.forwardDone(y);
   }
 
   /**
@@ -83,22 +84,23 @@ export class ReLU extends Module {
    * `maskedByPrev` the previous layer's backward also applies this ReLU's mask, so backward passes dy through.
    */
   forwardFused(y: Tensor, maskedByPrev = false): Tensor {
-    this.releaseSaved();
+    this.dropSaved();
     if (isGradEnabled()) {
       this.y = y;
       this.maskedByPrev = maskedByPrev;
     }
-    return y;
+    return this.forwardDone(y);
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'ReLU');
     const y = requireSaved(this.y, 'ReLU');
     const dx = this.maskedByPrev ? dy : ops.reluBackward(dy, y);
-    this.releaseSaved();
+    this.dropSaved();
     return dx;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     if (this.ownsY) this.y?.dispose();
     this.y = undefined;
     this.maskedByPrev = false;
@@ -115,20 +117,21 @@ export class MaxPool2d extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    this.releaseSaved();
+    this.dropSaved();
     const r = ops.maxpool2dForward(x, this.params, isGradEnabled());
     if (isGradEnabled()) this.saved = { x, y: r.y, ws: r.saved };
-    return r.y;
+    return this.forwardDone(r.y);
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'MaxPool2d');
     const s = requireSaved(this.saved, 'MaxPool2d');
     const dx = ops.maxpool2dBackward(dy, s.x, s.y, this.params, s.ws);
-    this.releaseSaved();
+    this.dropSaved();
     return dx;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     if (this.saved) disposeAll(this.saved.ws);
     this.saved = undefined;
   }
@@ -143,10 +146,11 @@ export class AdaptiveAvgPool2d extends Module {
 
   forward(x: Tensor): Tensor {
     this.x = { shape: x.shape, layout: x.layout };
-    return ops.adaptiveAvgpool2dForward(x, this.outputSize[0], this.outputSize[1]);
+    return this.forwardDone(ops.adaptiveAvgpool2dForward(x, this.outputSize[0], this.outputSize[1]));
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'AdaptiveAvgPool2d');
     const x = requireSaved(this.x, 'AdaptiveAvgPool2d');
     return ops.adaptiveAvgpool2dBackward(dy, x.shape, x.layout);
   }
@@ -159,10 +163,11 @@ export class Flatten extends Module {
   forward(x: Tensor): Tensor {
     this.shape = x.shape;
     const [n, ...rest] = x.shape;
-    return ops.toLayout(x, 'nchw').view([n, rest.reduce((a, b) => a * b, 1)]);
+    return this.forwardDone(ops.toLayout(x, 'nchw').view([n, rest.reduce((a, b) => a * b, 1)]));
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'Flatten');
     return ops.toLayout(dy, 'nchw').view(requireSaved(this.shape, 'Flatten'));
   }
 }
@@ -206,7 +211,7 @@ export class BatchNorm2d extends Module {
    * follows passes dy through: see Sequential), one pass over the activation fewer each way.
    */
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
-    this.releaseSaved();
+    this.dropSaved();
     const relu = options.fuseRelu ?? false;
     const r = ops.batchnormForward(
       x, this.weight.value, this.bias.value, this.runningMean, this.runningVar, this.training, this.momentum, this.eps,
@@ -215,18 +220,19 @@ export class BatchNorm2d extends Module {
     if (this.training) this.numBatchesTracked.value += 1n;
     // The output is the next layer's input, owned by the container until backward has passed it.
     if (isGradEnabled()) this.saved = { x, stats: r.saved, reluY: relu ? r.y : undefined };
-    return r.y;
+    return this.forwardDone(r.y);
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'BatchNorm2d');
     const s = requireSaved(this.saved, 'BatchNorm2d');
     const { grads: [dg, db], accumulate } = gradsForBackward([this.weight, this.bias]);
     const dx = ops.batchnormBackward(dy, s.x, this.weight.value, this.eps, s.stats, dg!, db!, accumulate, s.reluY ?? null);
-    this.releaseSaved();
+    this.dropSaved();
     return dx;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     if (this.saved) disposeAll(this.saved.stats);
     this.saved = undefined;
   }
@@ -250,10 +256,11 @@ export class Linear extends Module {
 
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
     this.x = isGradEnabled() ? x : undefined;
-    return ops.linearForward(x, this.weight.value, this.bias?.value ?? null, options.fuseRelu ?? false);
+    return this.forwardDone(ops.linearForward(x, this.weight.value, this.bias?.value ?? null, options.fuseRelu ?? false));
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'Linear');
     const x = requireSaved(this.x, 'Linear');
     const { grads: [dw, db], accumulate } = gradsForBackward([this.weight, this.bias]);
     ops.linearBackwardWeights(x, dy, dw!, db, accumulate);
@@ -262,7 +269,7 @@ export class Linear extends Module {
     return dx;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     this.x = undefined;
   }
 }
@@ -286,23 +293,24 @@ export class Dropout extends Module {
   }
 
   forward(x: Tensor, options?: ForwardOptions): Tensor {
-    this.releaseSaved();
-    if (!this.training || this.p === 0) return x;
+    this.dropSaved();
+    if (!this.training || this.p === 0) return this.forwardDone(x);
     const r = ops.dropoutForward(x, this.p, this.seed, Dropout.offsetOf(this.calls), true);
     options?.step?.onDropout?.(this);
     this.calls++;
     this.mask = r.saved;
-    return r.y;
+    return this.forwardDone(r.y);
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'Dropout');
     if (!this.training || this.p === 0) return dy;
     const dx = ops.dropoutBackward(dy, this.p, requireSaved(this.mask, 'Dropout'));
-    this.releaseSaved();
+    this.dropSaved();
     return dx;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     if (this.mask) disposeAll(this.mask);
     this.mask = undefined;
   }
@@ -317,6 +325,8 @@ export class Dropout extends Module {
 export class Sequential extends Module {
   readonly layers: Module[];
   private acts: Tensor[] = [];
+  /** Each child's forward generation in this container's latest forward (its backward tags the gradients with it). */
+  private childGenerations: number[] = [];
 
   constructor(layers: Module[]) {
     super();
@@ -338,13 +348,16 @@ export class Sequential extends Module {
       let out: Tensor;
       if ((layer instanceof Conv2d || layer instanceof Linear) && next instanceof ReLU) {
         out = next.forwardFused(layer.forward(cur, { fuseRelu: true, step }));
+        this.childGenerations[i] = layer.forwardGeneration;
         i++;
       } else if (layer instanceof BatchNorm2d && next instanceof ReLU) {
         out = next.forwardFused(layer.forward(cur, { fuseRelu: true, step }), true);
+        this.childGenerations[i] = layer.forwardGeneration;
         i++;
       } else {
         out = layer.forward(cur, { step });
       }
+      this.childGenerations[i] = this.layers[i].forwardGeneration;
       if (out !== cur) {
         if (!keep && cur !== x) cur.dispose();
         if (keep) this.acts.push(out);
@@ -353,13 +366,15 @@ export class Sequential extends Module {
     }
     // The final output belongs to the caller.
     if (keep && this.acts[this.acts.length - 1] === cur) this.acts.pop();
-    return cur;
+    return this.forwardDone(cur);
   }
 
   backward(dy: Tensor): Tensor | undefined {
+    this.backwardStart(dy, 'Sequential');
     let cur: Tensor | undefined = dy;
     for (let i = this.layers.length - 1; i >= 0; i--) {
       if (!cur) throw new Error(`Sequential.backward: layer ${i + 1} gave no input gradient, but layer ${i} needs one`);
+      markGradientFor(cur, this.layers[i], this.childGenerations[i]);
       const g: Tensor | undefined = this.layers[i].backward(cur);
       if (cur !== dy && g !== cur) cur.dispose();
       cur = g;
@@ -368,8 +383,8 @@ export class Sequential extends Module {
     return cur;
   }
 
-  releaseSaved(): void {
-    super.releaseSaved();
+  protected dropSaved(): void {
+    super.dropSaved();
     this.freeActs();
   }
 

@@ -1,6 +1,7 @@
 // Softmax cross-entropy with mean reduction (torch.nn.functional.cross_entropy).
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
+import { markGradientOf } from './module';
 
 /** loss: the mean over the batch (read back to the host); grad: d loss / d logits, float32 (N, C). */
 export function crossEntropy(logits: Tensor, labels: Tensor): { loss: number; grad: Tensor } {
@@ -8,5 +9,6 @@ export function crossEntropy(logits: Tensor, labels: Tensor): { loss: number; gr
   const r = ops.crossEntropy(logits, labels);
   const loss = r.loss.item();
   r.loss.dispose();
+  markGradientOf(r.dlogits, logits); // so a backward can tell which forward's output this is the gradient of
   return { loss, grad: r.dlogits };
 }
