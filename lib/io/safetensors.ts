@@ -8,6 +8,7 @@ import { Tensor, DType } from '../tensor';
 import type { Module } from '../nn/module';
 import { Counter } from '../nn/module';
 import { asBuffer } from './bytes';
+import { readRegularFileSync } from './files';
 
 /** A state dict: tensors by name; int64 scalars (num_batches_tracked) as bigint. */
 export type StateRecord = Record<string, Tensor | bigint>;
@@ -214,13 +215,7 @@ export function parseSafetensors(bytes: Uint8Array, source: string, device: 'cpu
 }
 
 export function readSafetensors(file: string, device: 'cpu' | 'cuda' = 'cpu'): { tensors: StateRecord; metadata: Record<string, string> } {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (e) {
-    throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  return parseSafetensors(buf, file, device);
+  return parseSafetensors(readRegularFileSync(file), file, device);
 }
 
 const ST_DTYPE: Record<DType, string> = { float32: 'F32', bfloat16: 'F32', int32: 'I32', int64: 'I64', uint8: 'U8' };

@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Tensor } from '../tensor';
 import { readSafetensors, writeSafetensors, StateRecord } from '../io/safetensors';
+import { openRegularFileSync } from '../io/files';
 import { VGGNet } from '../models/vgg';
 import type { VGGConfig, Precision } from '../models/vgg';
 
@@ -127,12 +128,7 @@ export function readCheckpointMeta(file: string): CheckpointMeta {
   const fail = (msg: string): never => {
     throw new Error(`${file}: not a valid safetensors file: ${msg}`);
   };
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const fd = openRegularFileSync(file);
   try {
     const size = fs.fstatSync(fd).size;
     const head = Buffer.alloc(8);
