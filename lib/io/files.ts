@@ -4,6 +4,7 @@
 // window for a swap between check and read), and only then read. Every reader of user-named files goes through here
 // (safetensors, .pth, checkpoints, STL10's text files, images).
 import * as fs from 'fs';
+import * as path from 'path';
 
 /** What a non-regular file is, in words ("a folder", "a FIFO (named pipe)", ...). */
 export function fileKind(st: fs.Stats): string {
@@ -128,4 +129,80 @@ export function openRegularFileSync(file: string): number {
     throw new Error(`${file}: cannot read (${errnoOf(e)})`);
   }
   return fd;
+}
+
+/**
+ * Creates `dir` and its missing parents, one at a time from the nearest existing ancestor, so a failure reports the
+ * real cause at the folder where it happened (fs.mkdirSync's recursive form reports ENOENT for a missing parent on a
+ * read-only mount, where the cause is EROFS). Errors: `<dir>: cannot create the folder (<code> at <path>)`, or
+ * `... <path> is <kind>, not a folder`.
+ */
+export function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  let p = path.resolve(dir);
+  for (;;) {
+    let st: fs.Stats | undefined;
+    try {
+      st = fs.statSync(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code; // ENOTDIR: a file above; found and named on the way up
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') throw new Error(`${dir}: cannot create the folder (${errnoOf(e)} at ${p})`);
+    }
+    if (st) {
+      if (!st.isDirectory()) throw new Error(`${dir}: cannot create the folder: ${p} is ${fileKind(st)}, not a folder`);
+      break;
+    }
+    missing.unshift(p);
+    const up = path.dirname(p);
+    if (up === p) break;
+    p = up;
+  }
+  for (const m of missing) {
+    try {
+      fs.mkdirSync(m);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`${dir}: cannot create the folder (${errnoOf(e)} at ${m})`);
+    }
+  }
+}
+
+/**
+ * Checks, before a long run, that `dir` can take files of `bytes` bytes: creates it (makeDirs), writes, fsyncs and
+ * removes a small probe file, and compares the free space (statfs) with `bytes`. `what` names the folder's use in
+ * errors ("checkpoint folder"). A read-only or full folder was otherwise found only when the first checkpoint was
+ * written, after a whole epoch of training.
+ */
+export function probeWritableDir(dir: string, bytes: number, what: string): void {
+  try {
+    makeDirs(dir);
+  } catch (e) {
+    throw new Error(`${what} ${(e as Error).message}`);
+  }
+  const probe = path.join(dir, `.vggnet-probe-${process.pid}-${Date.now()}`);
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(probe, 'w');
+    const block = Buffer.alloc(4096);
+    let off = 0;
+    while (off < block.length) off += fs.writeSync(fd, block, off, block.length - off);
+    fs.fsyncSync(fd);
+  } catch (e) {
+    throw new Error(`${what} ${dir}: cannot write there (${errnoOf(e)})`);
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+    fs.rmSync(probe, { force: true });
+  }
+  const statfs = (fs as unknown as { statfsSync?: (p: string) => { bavail: number | bigint; bsize: number | bigint } }).statfsSync;
+  if (!statfs) return;
+  let free: number;
+  try {
+    const s = statfs(dir);
+    free = Number(s.bavail) * Number(s.bsize);
+  } catch {
+    return; // no statfs here: the write above is what we can check
+  }
+  if (free < bytes) {
+    const mb = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
+    throw new Error(`${what} ${dir}: not enough free space: a checkpoint needs about ${mb(bytes)}, ${mb(free)} are free (ENOSPC would come at the first save)`);
+  }
 }

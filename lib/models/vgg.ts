@@ -258,6 +258,10 @@ export class VGGNet extends Module {
    * state dicts saved before it had one (torchvision's *_bn files).
    */
   loadStateDict(source: string | StateRecord, options: { strict?: boolean } = {}): void {
+    if (typeof source !== 'string' && (typeof source !== 'object' || source === null || Array.isArray(source))) {
+      const got = source === null ? 'null' : Array.isArray(source) ? 'an array' : typeof source;
+      throw new TypeError(`VGGNet.loadStateDict: expected a file path (.pth, .pt, .safetensors) or a record of tensors by name, got ${got}`);
+    }
     const record = typeof source === 'string' ? readStateDict(source) : source;
     try {
       loadStateDictInto(this, withBatchCounters(this, record), { strict: options.strict ?? true, source: typeof source === 'string' ? source : 'state dict' });
