@@ -42,6 +42,12 @@ function openError(file: string, e: unknown): Error {
   return new Error(`${file}: cannot read (${errnoOf(e)})`);
 }
 
+/** `file` as a path, or a TypeError (fs's own says "The "path" argument must be of type string"). */
+export function pathArg(file: unknown, what: string): string {
+  if (typeof file !== 'string' || file.length === 0) throw new TypeError(`${what}: expected a file path, got ${file === '' ? 'an empty string' : file === null ? 'null' : typeof file}`);
+  return file;
+}
+
 /** Throws NotRegularFileError when `file` (links followed) exists but is not a regular file; missing files pass. */
 export function checkRegularFile(file: string): void {
   let st: fs.Stats;
@@ -58,6 +64,7 @@ export function checkRegularFile(file: string): void {
  * it cannot be opened or read, and `<file>: ... over the limit` when it is larger than `maxBytes`.
  */
 export function readRegularFileSync(file: string, maxBytes = 2 ** 31 - 1): Buffer {
+  pathArg(file, 'read');
   let fd: number;
   try {
     fd = fs.openSync(file, OPEN_FLAGS);
@@ -86,6 +93,7 @@ export function readRegularFileSync(file: string, maxBytes = 2 ** 31 - 1): Buffe
 
 /** readRegularFileSync without blocking the event loop (images are decoded many at a time). */
 export async function readRegularFile(file: string, maxBytes = 2 ** 31 - 1): Promise<Buffer> {
+  pathArg(file, 'read');
   let h: fs.promises.FileHandle;
   try {
     h = await fs.promises.open(file, OPEN_FLAGS);
@@ -114,6 +122,7 @@ export async function readRegularFile(file: string, maxBytes = 2 ** 31 - 1): Pro
 
 /** Opens a regular file for reading (non-blocking open, fstat check) and returns its descriptor; the caller closes it. */
 export function openRegularFileSync(file: string): number {
+  pathArg(file, 'read');
   let fd: number;
   try {
     fd = fs.openSync(file, OPEN_FLAGS);

@@ -8,7 +8,7 @@ import { Tensor, DType } from '../tensor';
 import type { Module } from '../nn/module';
 import { Counter } from '../nn/module';
 import { asBuffer } from './bytes';
-import { makeDirs, readRegularFileSync } from './files';
+import { makeDirs, pathArg, readRegularFileSync } from './files';
 
 /** A state dict: tensors by name; int64 scalars (num_batches_tracked) as bigint. */
 export type StateRecord = Record<string, Tensor | bigint>;
@@ -215,7 +215,7 @@ export function parseSafetensors(bytes: Uint8Array, source: string, device: 'cpu
 }
 
 export function readSafetensors(file: string, device: 'cpu' | 'cuda' = 'cpu'): { tensors: StateRecord; metadata: Record<string, string> } {
-  return parseSafetensors(readRegularFileSync(file), file, device);
+  return parseSafetensors(readRegularFileSync(pathArg(file, 'readSafetensors')), file, device);
 }
 
 const ST_DTYPE: Record<DType, string> = { float32: 'F32', bfloat16: 'F32', int32: 'I32', int64: 'I64', uint8: 'U8' };
@@ -249,6 +249,7 @@ export function serializeSafetensors(tensors: StateRecord, metadata: Record<stri
 
 /** Writes atomically: a temporary file beside the target, fsynced, then renamed over it; the folder is created. */
 export function writeFileAtomic(file: string, chunks: readonly Uint8Array[]): void {
+  pathArg(file, 'write');
   const dir = path.dirname(path.resolve(file));
   try {
     makeDirs(dir);

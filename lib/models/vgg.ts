@@ -3,7 +3,7 @@
 import { DeviceOption, DeviceName, resolveDevice } from '../backend';
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabled, markGradientFor, noGrad } from '../nn/module';
+import { Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabled, markGradientFor, noGrad, tensorArg } from '../nn/module';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
 } from '../nn/layers';
@@ -90,6 +90,9 @@ export class VGGNet extends Module {
     const device = resolveDevice(options.device); // default: $VGGNET_DEVICE, else CUDA when usable, else CPU
     this.device = device;
     this.precision = options.precision ?? (device === 'cuda' ? 'bf16' : 'fp32');
+    if (!['fp32', 'tf32', 'bf16'].includes(this.precision)) {
+      throw new RangeError(`VGGNet: precision must be 'fp32', 'tf32' or 'bf16', got '${String(options.precision)}'`);
+    }
     if (this.precision === 'tf32' && device === 'cpu') {
       throw new Error(`VGGNet: precision '${this.precision}' is a CUDA mode; on the CPU use fp32`);
     }
@@ -106,7 +109,11 @@ export class VGGNet extends Module {
       name,
     };
     this.options = o;
-    if (!Number.isInteger(o.numClasses) || o.numClasses < 1) throw new RangeError(`VGGNet: numClasses must be a positive integer, got ${o.numClasses}`);
+    if (!Array.isArray(config)) throw new TypeError(`VGGNet: expected a config array of widths and 'M', got ${typeof config}`);
+    for (const [k, v] of [['numClasses', o.numClasses], ['inChannels', o.inChannels], ['hiddenFeatures', o.hiddenFeatures]] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`VGGNet: ${k} must be a positive integer, got ${v}`);
+    }
+    if (!Number.isSafeInteger(o.seed)) throw new RangeError(`VGGNet: seed must be an integer, got ${o.seed}`);
     const layers: Module[] = [];
     let inC = o.inChannels;
     for (const v of config) {
@@ -169,6 +176,7 @@ export class VGGNet extends Module {
   }
 
   forward(x: Tensor, options?: ForwardOptions): Tensor {
+    tensorArg(x, 'VGGNet.forward');
     this.freeActs();
     const step = options?.step;
     const [, c, h, w] = x.shape;
@@ -282,6 +290,7 @@ export class VGGNet extends Module {
 
   /** Class probabilities (softmax of the logits) for a batch, in eval mode; the model's mode is restored. */
   predict(images: Tensor): Float32Array[] {
+    tensorArg(images, 'VGGNet.predict');
     const wasTraining = this.training;
     this.eval();
     try {

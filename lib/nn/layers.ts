@@ -2,8 +2,15 @@
 import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
-  Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled, markGradientFor,
+  Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled, markGradientFor, tensorArg,
 } from './module';
+
+/** A size argument of a layer: an integer >= min, else a RangeError (TypeError for a non-number) naming it. */
+function sizeArg(v: unknown, what: string, min = 1): number {
+  if (typeof v !== 'number') throw new TypeError(`${what} must be an integer >= ${min}, got ${v === null ? 'null' : typeof v}`);
+  if (!Number.isInteger(v) || v < min) throw new RangeError(`${what} must be an integer >= ${min}, got ${v}`);
+  return v;
+}
 
 function requireSaved<T>(v: T | undefined, layer: string): T {
   if (v === undefined) throw new Error(`${layer}.backward: no forward (with gradients enabled) to go back through`);
@@ -32,9 +39,12 @@ export class Conv2d extends Module {
     options: Conv2dOptions = {},
   ) {
     super();
+    sizeArg(inChannels, 'Conv2d: inChannels');
+    sizeArg(outChannels, 'Conv2d: outChannels');
+    sizeArg(kernelSize, 'Conv2d: kernelSize');
     const device = options.device ?? 'cpu';
-    const stride = options.stride ?? 1;
-    const pad = options.padding ?? 0;
+    const stride = sizeArg(options.stride ?? 1, 'Conv2d: stride');
+    const pad = sizeArg(options.padding ?? 0, 'Conv2d: padding', 0);
     this.params = { strideH: stride, strideW: stride, padH: pad, padW: pad };
     this.weight = new Parameter(Tensor.zeros([outChannels, inChannels, kernelSize, kernelSize], { device }));
     this.bias = options.bias === false ? undefined : new Parameter(Tensor.zeros([outChannels], { device }));
@@ -45,6 +55,7 @@ export class Conv2d extends Module {
   }
 
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
+    tensorArg(x, 'Conv2d.forward');
     this.x = isGradEnabled() ? x : undefined;
     return this.forwardDone(ops.conv2dForward(x, this.weight.value, this.bias?.value ?? null, this.params, options.fuseRelu ?? false));
   }
@@ -70,6 +81,7 @@ export class ReLU extends Module {
   private maskedByPrev = false;
 
   forward(x: Tensor): Tensor {
+    tensorArg(x, 'ReLU.forward');
     this.dropSaved();
     const y = ops.reluForward(x);
     if (isGradEnabled()) {
@@ -113,10 +125,15 @@ export class MaxPool2d extends Module {
 
   constructor(kernelSize = 2, stride = kernelSize, padding = 0) {
     super();
+    sizeArg(kernelSize, 'MaxPool2d: kernelSize');
+    sizeArg(stride, 'MaxPool2d: stride');
+    sizeArg(padding, 'MaxPool2d: padding', 0);
+    if (2 * padding > kernelSize) throw new RangeError(`MaxPool2d: padding must be at most half the kernel size, got ${padding} for ${kernelSize}`);
     this.params = { kernel: kernelSize, stride, pad: padding };
   }
 
   forward(x: Tensor): Tensor {
+    tensorArg(x, 'MaxPool2d.forward');
     this.dropSaved();
     const r = ops.maxpool2dForward(x, this.params, isGradEnabled());
     if (isGradEnabled()) this.saved = { x, y: r.y, ws: r.saved };
@@ -142,9 +159,12 @@ export class AdaptiveAvgPool2d extends Module {
 
   constructor(readonly outputSize: [number, number] = [7, 7]) {
     super();
+    if (!Array.isArray(outputSize) || outputSize.length !== 2) throw new TypeError('AdaptiveAvgPool2d: outputSize must be [height, width]');
+    outputSize.forEach((v, i) => sizeArg(v, `AdaptiveAvgPool2d: outputSize[${i}]`));
   }
 
   forward(x: Tensor): Tensor {
+    tensorArg(x, 'AdaptiveAvgPool2d.forward');
     this.x = { shape: x.shape, layout: x.layout };
     return this.forwardDone(ops.adaptiveAvgpool2dForward(x, this.outputSize[0], this.outputSize[1]));
   }
@@ -161,6 +181,7 @@ export class Flatten extends Module {
   private shape: number[] | undefined;
 
   forward(x: Tensor): Tensor {
+    tensorArg(x, 'Flatten.forward');
     this.shape = x.shape;
     const [n, ...rest] = x.shape;
     return this.forwardDone(ops.toLayout(x, 'nchw').view([n, rest.reduce((a, b) => a * b, 1)]));
@@ -190,9 +211,12 @@ export class BatchNorm2d extends Module {
 
   constructor(readonly numFeatures: number, options: BatchNormOptions = {}) {
     super();
+    sizeArg(numFeatures, 'BatchNorm2d: numFeatures');
     const device = options.device ?? 'cpu';
     this.eps = options.eps ?? 1e-5;
     this.momentum = options.momentum ?? 0.1;
+    if (!(typeof this.eps === 'number' && Number.isFinite(this.eps) && this.eps > 0)) throw new RangeError(`BatchNorm2d: eps must be a finite number > 0, got ${this.eps}`);
+    if (!(typeof this.momentum === 'number' && this.momentum >= 0 && this.momentum <= 1)) throw new RangeError(`BatchNorm2d: momentum must be in [0, 1], got ${this.momentum}`);
     this.weight = new Parameter(Tensor.from(new Float32Array(numFeatures).fill(1), [numFeatures], { device }));
     this.bias = new Parameter(Tensor.zeros([numFeatures], { device }));
     this.runningMean = Tensor.zeros([numFeatures], { device });
@@ -211,6 +235,7 @@ export class BatchNorm2d extends Module {
    * follows passes dy through: see Sequential), one pass over the activation fewer each way.
    */
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
+    tensorArg(x, 'BatchNorm2d.forward');
     this.dropSaved();
     const relu = options.fuseRelu ?? false;
     const r = ops.batchnormForward(
@@ -245,6 +270,8 @@ export class Linear extends Module {
 
   constructor(readonly inFeatures: number, readonly outFeatures: number, options: { bias?: boolean; device?: 'cpu' | 'cuda' } = {}) {
     super();
+    sizeArg(inFeatures, 'Linear: inFeatures');
+    sizeArg(outFeatures, 'Linear: outFeatures');
     const device = options.device ?? 'cpu';
     this.weight = new Parameter(Tensor.zeros([outFeatures, inFeatures], { device }));
     this.bias = options.bias === false ? undefined : new Parameter(Tensor.zeros([outFeatures], { device }));
@@ -255,6 +282,7 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
+    tensorArg(x, 'Linear.forward');
     this.x = isGradEnabled() ? x : undefined;
     return this.forwardDone(ops.linearForward(x, this.weight.value, this.bias?.value ?? null, options.fuseRelu ?? false));
   }
@@ -293,6 +321,7 @@ export class Dropout extends Module {
   }
 
   forward(x: Tensor, options?: ForwardOptions): Tensor {
+    tensorArg(x, 'Dropout.forward');
     this.dropSaved();
     if (!this.training || this.p === 0) return this.forwardDone(x);
     const r = ops.dropoutForward(x, this.p, this.seed, Dropout.offsetOf(this.calls), true);
@@ -330,6 +359,7 @@ export class Sequential extends Module {
 
   constructor(layers: Module[]) {
     super();
+    if (!Array.isArray(layers) || !layers.every((l) => l instanceof Module)) throw new TypeError('Sequential: expected an array of modules');
     this.layers = layers;
   }
 
@@ -338,6 +368,7 @@ export class Sequential extends Module {
   }
 
   forward(x: Tensor, options?: ForwardOptions): Tensor {
+    tensorArg(x, 'Sequential.forward');
     this.freeActs();
     const keep = isGradEnabled(); // activations are needed by backward
     const step = options?.step;

@@ -136,6 +136,13 @@ function addTag(store: WeakMap<Tensor, Map<Module, number>>, t: Tensor, module: 
   m.set(module, generation);
 }
 
+/** `x` as a Tensor, or a TypeError naming `what` and what it got (instead of a TypeError from inside an op). */
+export function tensorArg(x: unknown, what: string): Tensor {
+  if (x instanceof Tensor) return x;
+  const got = x === null ? 'null' : Array.isArray(x) ? 'an array' : typeof x === 'object' ? `a ${(x as object).constructor?.name ?? 'object'}` : typeof x;
+  throw new TypeError(`${what}: expected a Tensor, got ${got}`);
+}
+
 /** Marks `grad` as d loss / d `output`: it then carries the forward(s) that produced `output` (see above). */
 export function markGradientOf(grad: Tensor, output: Tensor): void {
   const tags = outputTags.get(output);
@@ -177,6 +184,7 @@ export abstract class Module {
 
   /** Every backward starts with this: refuses a gradient that is not of the forward whose activations are kept. */
   protected backwardStart(dy: Tensor, what: string): void {
+    tensorArg(dy, `${what}.backward`);
     const tagged = gradientTags.get(dy)?.get(this);
     const pending = this.generation - this.settled;
     if (tagged !== undefined && tagged !== this.generation) {

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Tensor } from '../tensor';
 import { readSafetensors, writeSafetensors, StateRecord } from '../io/safetensors';
-import { openRegularFileSync } from '../io/files';
+import { openRegularFileSync, pathArg } from '../io/files';
 import { VGGNet } from '../models/vgg';
 import type { VGGConfig, Precision } from '../models/vgg';
 
@@ -275,6 +275,7 @@ export interface LoadedCheckpoint {
 }
 
 export function loadCheckpoint(file: string): LoadedCheckpoint {
+  pathArg(file, 'loadCheckpoint');
   if (!fs.existsSync(file)) throw new Error(`${file}: checkpoint not found`);
   const { tensors, metadata } = readSafetensors(file);
   const all = Object.values(tensors);

@@ -15,6 +15,8 @@ import { parsePth } from '../../lib/io/pth';
 import { writeZip } from '../../lib/io/zip';
 import { VGGNet } from '../../lib/models/vgg';
 import { sgd } from '../../lib/optim/sgd';
+import { BatchNorm2d, Conv2d, Linear, MaxPool2d } from '../../lib/nn/layers';
+import { crossEntropy } from '../../lib/nn/loss';
 import { linearWarmup, reduceLROnPlateau } from '../../lib/optim/schedulers';
 import { Entry, f32, legacyPth, statePickle, zipPth } from '../helpers/pth_build';
 
@@ -581,5 +583,37 @@ describe('SGD hyper-parameters set after construction', () => {
     w.attach(0.1);
     expect(() => w.loadState({ type: 'linearWarmup', baseLr: 0.1, epoch: 1 })).toThrow(/constant\.loadState: expected a state object, got undefined/);
     expect(() => w.loadState(null as never)).toThrow(/linearWarmup\.loadState: expected a state object, got null/);
+  });
+});
+
+describe('wrong types and values into the public API', () => {
+  // Each a TypeError (wrong type) or RangeError (value out of range) naming the function and what it got, instead
+  // of "Cannot read properties of null" from inside, or a value taken and silently misused (precision 'fp16').
+  const m = new VGGNet([4, 'M', 4, 'M', 4, 'M', 4, 'M', 4, 'M'], { numClasses: 2, hiddenFeatures: 4, device: 'cpu' });
+  afterAll(() => m.dispose());
+  const cases: [string, () => unknown, ErrorConstructor, RegExp][] = [
+    ['VGGNet.forward(null)', () => m.forward(null as never), TypeError, /^VGGNet\.forward: expected a Tensor, got null$/],
+    ['VGGNet.forward([..])', () => m.forward([1, 2] as never), TypeError, /^VGGNet\.forward: expected a Tensor, got an array$/],
+    ['VGGNet.backward(undefined)', () => m.backward(undefined as never), TypeError, /^VGGNet\.backward: expected a Tensor, got undefined$/],
+    ['VGGNet.predict({})', () => m.predict({} as never), TypeError, /^VGGNet\.predict: expected a Tensor, got a Object$/],
+    ['crossEntropy(null, ...)', () => crossEntropy(null as never, null as never), TypeError, /^crossEntropy: logits: expected a Tensor, got null$/],
+    ['Linear.forward(5)', () => new Linear(2, 2).forward(5 as never), TypeError, /^Linear\.forward: expected a Tensor, got number$/],
+    ['VGGNet precision fp16', () => new VGGNet([4, 'M'], { precision: 'fp16' as never, device: 'cpu', hiddenFeatures: 4 }), RangeError, /^VGGNet: precision must be 'fp32', 'tf32' or 'bf16', got 'fp16'$/],
+    ['VGGNet inChannels 0', () => new VGGNet([4, 'M'], { inChannels: 0, device: 'cpu', hiddenFeatures: 4 }), RangeError, /^VGGNet: inChannels must be a positive integer, got 0$/],
+    ['VGGNet hiddenFeatures 2.5', () => new VGGNet([4, 'M'], { hiddenFeatures: 2.5, device: 'cpu' }), RangeError, /^VGGNet: hiddenFeatures must be a positive integer, got 2\.5$/],
+    ['VGGNet config a string', () => new VGGNet('A' as never, { device: 'cpu' }), TypeError, /^VGGNet: expected a config array/],
+    ['BatchNorm2d momentum NaN', () => new BatchNorm2d(4, { momentum: NaN }), RangeError, /^BatchNorm2d: momentum must be in \[0, 1\], got NaN$/],
+    ['BatchNorm2d eps 0', () => new BatchNorm2d(4, { eps: 0 }), RangeError, /^BatchNorm2d: eps must be a finite number > 0, got 0$/],
+    ['Conv2d 1.5 channels', () => new Conv2d(3, 1.5, 3), RangeError, /^Conv2d: outChannels must be an integer >= 1, got 1\.5$/],
+    ['MaxPool2d(0)', () => new MaxPool2d(0), RangeError, /^MaxPool2d: kernelSize must be an integer >= 1, got 0$/],
+    ['MaxPool2d padding over half', () => new MaxPool2d(2, 2, 2), RangeError, /^MaxPool2d: padding must be at most half the kernel size/],
+    ['DataLoader(null)', () => new DataLoader(null as never), TypeError, /^DataLoader: expected a dataset/],
+    ['readSafetensors(5)', () => readSafetensors(5 as never), TypeError, /^readSafetensors: expected a file path, got number$/],
+    ['loadCheckpoint(undefined)', () => loadCheckpoint(undefined as never), TypeError, /^loadCheckpoint: expected a file path, got undefined$/],
+    ['saveStateDict(null)', () => m.saveStateDict(null as never), TypeError, /^writeStateDict: expected a file path, got null$/],
+  ];
+  test.each(cases)('%s', (_name, run, cls, msg) => {
+    expect(run).toThrow(cls);
+    expect(run).toThrow(msg);
   });
 });
