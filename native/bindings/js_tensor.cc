@@ -98,7 +98,7 @@ Napi::Value NativeTensor::ToBuffer(const Napi::CallbackInfo& info) {
   Tensor h = to_host_contiguous(get("toArray"));
   if (h.dtype == DType::BF16) h = cpu_backend().cast(h, DType::F32);
   Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(info.Env(), h.nbytes());
-  std::memcpy(buf.Data(), h.raw(), h.nbytes());
+  if (h.nbytes()) std::memcpy(buf.Data(), h.raw(), h.nbytes());  // an empty ArrayBuffer's Data() is null
   return buf;
 }
 
@@ -202,7 +202,7 @@ Napi::Value TensorFromBuffer(const Napi::CallbackInfo& info) {
             shape_str(shape).c_str(), dtype_name(dt), want);
   const uint8_t* src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
   Tensor h = Tensor::empty(shape, dt == DType::BF16 ? DType::F32 : dt, Device::CPU);
-  std::memcpy(h.raw(), src, want);
+  if (want) std::memcpy(h.raw(), src, want);  // an empty typed array may have no buffer at all
   if (dt == DType::BF16) h = cpu_backend().cast(h, DType::BF16);
   if (layout != Layout::Contiguous) h = cpu_backend().to_layout(h, layout);
   return wrap(info.Env(), to_device(h, dev));
