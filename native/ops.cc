@@ -16,12 +16,12 @@ int64_t conv_out_size(int64_t in, int64_t k, int stride, int pad, const char* op
 
 void check_nonzero_dims(const Shape& s, int from, const char* what) {
   for (size_t i = size_t(from); i < s.size(); ++i)
-    VGG_CHECK(s[i] >= 1, "%s %s has a zero-size dimension %zu (%s)", what, shape_str(s).c_str(), i,
+    VGG_CHECK_RANGE(s[i] >= 1, "%s %s has a zero-size dimension %zu (%s)", what, shape_str(s).c_str(), i,
               from == 0 ? "every size must be >= 1" : "only the batch may be empty");
 }
 
 void check_cross_entropy_sizes(const Shape& logits) {
-  VGG_CHECK(logits.size() != 2 || logits[0] >= 1,
+  VGG_CHECK_RANGE(logits.size() != 2 || logits[0] >= 1,
             "cross_entropy: empty batch (logits %s): the mean loss over no samples is undefined",
             shape_str(logits).c_str());
   check_nonzero_dims(logits, 1, "cross_entropy: logits");

@@ -72,7 +72,7 @@ void hw_field(const Napi::Object& o, Op& op, const char* what) {
   double s[2];
   pair_field(o, "size", s, what);
   // Checked as doubles: converting an out-of-range double to int is undefined behaviour.
-  VGG_CHECK(s[0] >= 1 && s[1] >= 1 && s[0] <= kMaxSide && s[1] <= kMaxSide && s[0] == std::trunc(s[0]) &&
+  VGG_CHECK_RANGE(s[0] >= 1 && s[1] >= 1 && s[0] <= kMaxSide && s[1] <= kMaxSide && s[0] == std::trunc(s[0]) &&
                 s[1] == std::trunc(s[1]),
             "%s: size must be two integers in 1..%d, got [%g, %g]", what, kMaxSide, s[0], s[1]);
   op.h = int(s[0]);
@@ -98,7 +98,7 @@ Pipeline get_pipeline(const Napi::Value& v) {
       else hw_field(o, op, "resize");
       Napi::Value m = o.Get("maxSize");
       if (m.IsNumber()) op.max_size = get_int32(m, "resize.maxSize");
-      VGG_CHECK(op.short_side >= 0 && op.short_side <= kMaxSide && op.max_size >= 0 && op.max_size <= kMaxSide,
+      VGG_CHECK_RANGE(op.short_side >= 0 && op.short_side <= kMaxSide && op.max_size >= 0 && op.max_size <= kMaxSide,
                 "resize: size and maxSize must be in 1..%d", kMaxSide);
     } else if (type == "centerCrop") {
       op.kind = Op::CenterCrop;
@@ -113,7 +113,7 @@ Pipeline get_pipeline(const Napi::Value& v) {
     } else if (type == "randomHorizontalFlip") {
       op.kind = Op::HFlip;
       op.p = num_field(o, "p", "randomHorizontalFlip");
-      VGG_CHECK(op.p >= 0 && op.p <= 1, "randomHorizontalFlip: p must be in [0, 1], got %g", double(op.p));
+      VGG_CHECK_RANGE(op.p >= 0 && op.p <= 1, "randomHorizontalFlip: p must be in [0, 1], got %g", double(op.p));
     } else if (type == "colorJitter") {
       op.kind = Op::ColorJitter;
       op.has_b = jitter_field(o, "brightness", op.b);
@@ -157,7 +157,7 @@ Napi::Value Stl10Source(const Napi::CallbackInfo& info) {
   auto a = parts.As<Napi::Array>();
   for (uint32_t i = 0; i < a.Length(); ++i) {
     Napi::Value e = a.Get(i);
-    if (!e.IsArray()) throw Error("dataStl10Source: expected an array of [xPath, yPath|null]");
+    if (!e.IsArray()) throw TypeError("dataStl10Source: expected an array of [xPath, yPath|null]");
     auto p = e.As<Napi::Array>();
     std::string x = get_string(p.Get(0u), "dataStl10Source: xPath");
     Napi::Value y = p.Get(1u);

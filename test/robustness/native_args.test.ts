@@ -114,7 +114,7 @@ test('every addon function, each argument replaced by each hostile value: a resu
 describe('the checks the fuzz found, with their messages', () => {
   const cases: [string, () => unknown, RegExp][] = [
     ['an integer argument given NaN', () => addon().adaptiveAvgpool2dForward(cpu([1, 2, 4, 4]), NaN, 7), /expected an integer, got nan/],
-    ['an integer argument given 1e300', () => addon().dataGet(addon().dataMemorySource([], new Int32Array(0), new Int32Array(0)), 1e300), /dataGet: index: expected an integer, got 1e\+300/],
+    ['an integer argument given 1e300', () => addon().dataGet(addon().dataMemorySource([], new Int32Array(0), new Int32Array(0)), 1e300), /dataGet: index: 1e\+300 is out of the 64-bit integer range/],
     ['a conv stride beyond int', () => addon().conv2dForward(cpu([1, 2, 4, 4]), cpu([2, 2, 3, 3]), null, { ...conv, strideH: 2 ** 32 + 1 }, false), /conv2dForward: 4294967297 is out of the 32-bit integer range/],
     ['a pool kernel beyond int', () => addon().maxpool2dForward(cpu([1, 2, 4, 4]), { kernel: 2 ** 32 + 2, stride: 2, pad: 0 }, true), /maxpool2dForward: 4294967298 is out of the 32-bit integer range/],
     ['batch norm momentum NaN', () => addon().batchnormForward(cpu([2, 2, 2, 2]), cpu([2]), cpu([2]), cpu([2]), cpu([2]), true, NaN, 1e-5, true, false), /batchnormForward: momentum: expected a finite number, got nan/],
@@ -131,6 +131,24 @@ describe('the checks the fuzz found, with their messages', () => {
   ];
   test.each(cases)('%s', (_name, run, msg) => {
     expect(run).toThrow(msg);
+  });
+
+  test('their classes: TypeError for a wrong type, RangeError for a value out of range (compared by name: the addon throws from the main realm)', () => {
+    const nameOf = (run: () => unknown) => {
+      try {
+        run();
+      } catch (e) {
+        return (e as Error).name;
+      }
+      return 'no error';
+    };
+    expect(nameOf(() => addon().adaptiveAvgpool2dForward(cpu([1, 2, 4, 4]), NaN, 7))).toBe('TypeError');
+    expect(nameOf(() => addon().adaptiveAvgpool2dForward(cpu([1, 2, 4, 4]), 2 ** 40, 7))).toBe('RangeError');
+    expect(nameOf(() => addon().sgdStep([cpu([2])], [cpu([2])], [], { lr: -5, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false }, true))).toBe('RangeError');
+    expect(nameOf(() => addon().fill(cpu([2], 'uint8'), 256))).toBe('RangeError');
+    expect(nameOf(() => addon().dataStl10Source([5 as never]))).toBe('TypeError');
+    expect(nameOf(() => addon().linearForward(cpu([0, 3]), cpu([0, 3]), null, false))).toBe('RangeError');
+    expect(nameOf(() => addon().crossEntropy(cpu([0, 3]), cpu([0], 'int32')))).toBe('RangeError');
   });
 
   test('dropout backward refuses a mask of another layout (it would scale the wrong elements)', () => {
