@@ -14,6 +14,25 @@ int64_t conv_out_size(int64_t in, int64_t k, int stride, int pad, const char* op
   return out;
 }
 
+void check_nonzero_dims(const Shape& s, int from, const char* what) {
+  for (size_t i = size_t(from); i < s.size(); ++i)
+    VGG_CHECK_RANGE(s[i] >= 1, "%s %s has a zero-size dimension %zu (%s)", what, shape_str(s).c_str(), i,
+              from == 0 ? "every size must be >= 1" : "only the batch may be empty");
+}
+
+void check_cross_entropy_sizes(const Shape& logits) {
+  VGG_CHECK_RANGE(logits.size() != 2 || logits[0] >= 1,
+            "cross_entropy: empty batch (logits %s): the mean loss over no samples is undefined",
+            shape_str(logits).c_str());
+  check_nonzero_dims(logits, 1, "cross_entropy: logits");
+}
+
+void zero_grads_of_empty_batch(Backend& be, Tensor& dw, Tensor& db, bool accumulate) {
+  if (accumulate) return;  // adding the gradient of no samples changes nothing
+  be.fill(dw, 0);
+  if (db.defined()) be.fill(db, 0);
+}
+
 Backend& backend(Device d) {
   if (d == Device::CPU) return cpu_backend();
   Backend* b = cuda_backend_or_null();

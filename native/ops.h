@@ -32,6 +32,20 @@ struct SgdParams {
   bool nesterov = false;
 };
 
+class Backend;
+
+// ---- Empty tensors, one rule for both backends. A batch of N = 0 is valid for every op except batch norm in
+// training and cross-entropy (statistics and a mean over no samples are undefined, so those throw): the op returns
+// an empty result without launching any work, and weight gradients are zeros (left as they are when accumulating),
+// as PyTorch does. Any other zero-size dimension (channels, features, spatial size, kernel) of a conv, pool, batch
+// norm, linear or cross-entropy is an error; elementwise ops (relu, dropout, fill, add, cast, layouts) take any size.
+// Every dimension of `s` from index `from` on is >= 1; else throws "<what>: <shape> has a zero-size dimension ...".
+void check_nonzero_dims(const Shape& s, int from, const char* what);
+// Cross-entropy's logits (N, C): N >= 1 (the mean over no samples is undefined; PyTorch gives NaN) and C >= 1.
+void check_cross_entropy_sizes(const Shape& logits);
+// The weight-gradient result of an empty batch: dw and db (when defined) zeroed unless accumulating.
+void zero_grads_of_empty_batch(Backend& be, Tensor& dw, Tensor& db, bool accumulate);
+
 // Output spatial size of a conv/pool window: floor((in + 2*pad - k) / stride) + 1. Throws when < 1.
 int64_t conv_out_size(int64_t in, int64_t k, int stride, int pad, const char* op);
 

@@ -13,12 +13,12 @@ export interface Prediction {
 }
 
 /** Top-k predictions for image files with a training checkpoint. */
-export async function predictFiles(checkpoint: string, files: string[], options: { top?: number; device?: 'cpu' | 'cuda' | 'auto'; imageSize?: number } = {}): Promise<Prediction[]> {
+export async function predictFiles(checkpoint: string, files: string[], options: { top?: number; device?: 'cpu' | 'cuda' | 'auto'; imageSize?: number; maxPixels?: number } = {}): Promise<Prediction[]> {
   const { model, meta } = modelFromCheckpoint(checkpoint, { device: options.device ?? 'cpu' });
   try {
     const size = options.imageSize ?? Number(meta.config?.imageSize ?? 224);
     const classes = meta.classes ?? Array.from({ length: model.options.numClasses }, (_, i) => `class ${i}`);
-    const ds = new ImageFiles(files, T.compose([T.evalTransform(size), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]));
+    const ds = new ImageFiles(files, T.compose([T.evalTransform(size), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]), { maxPixels: options.maxPixels });
     const out: Prediction[] = [];
     for await (const b of new DataLoader(ds, { batchSize: 16 }).iterate(0)) {
       const x = b.images.device === model.device ? b.images : b.images.to(model.device);
@@ -45,6 +45,11 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       return n;
     }, 5)
     .addOption(new Option('--device <d>', 'where to run').choices(['auto', 'cpu', 'cuda']).default('cpu'))
+    .option('--max-image-pixels <n>', 'refuse images that decode to more pixels than this (default: $VGGNET_MAX_IMAGE_PIXELS, else 178956970, PIL\'s limit)', (v: string) => {
+      const n = Number(v);
+      if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`--max-image-pixels must be a positive integer, got '${v}'.`);
+      return n;
+    })
     .option('--json', 'print JSON', false)
     .argument('<images...>', 'image files (JPEG, PNG, ...)');
   const parsed = parseArgs(configure(p, io), argv);
@@ -52,7 +57,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
   const o = p.opts();
   try {
     for (const f of p.args) if (!fs.existsSync(f)) throw new Error(`${f}: no such file`);
-    const res = await predictFiles(o.checkpoint, p.args, { top: o.top, device: o.device });
+    const res = await predictFiles(o.checkpoint, p.args, { top: o.top, device: o.device, maxPixels: o.maxImagePixels });
     if (o.json) {
       io.stdout.write(JSON.stringify(res, null, 2) + '\n');
     } else {

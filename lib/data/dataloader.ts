@@ -93,6 +93,9 @@ export class DataLoader implements AsyncIterable<Batch> {
   private readonly ops: TransformOp[];
 
   constructor(dataset: Dataset, options: DataLoaderOptions = {}) {
+    if (typeof dataset !== 'object' || dataset === null || typeof (dataset as Dataset).get !== 'function' || typeof (dataset as Dataset).load !== 'function') {
+      throw new TypeError(`DataLoader: expected a dataset (STL10, ImageFolder, ImageFiles, ...), got ${dataset === null ? 'null' : typeof dataset}`);
+    }
     this.dataset = dataset;
     this.batchSize = options.batchSize ?? 1;
     this.shuffle = options.shuffle ?? false;

@@ -8,6 +8,7 @@ import * as https from 'https';
 import * as path from 'path';
 import { pipeline } from 'stream/promises';
 import * as tar from 'tar';
+import { checkRegularFile, fileKind, readRegularFileSync } from '../io/files';
 
 export const STL10_URL = 'http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz';
 export const STL10_MD5 = '91f7769df0f17e558f3565bffb0c7dfb';
@@ -31,12 +32,18 @@ export interface DownloadOptions {
 export function checkStl10Files(dir: string, counts?: { train: number; test: number; unlabeled: number }): string[] {
   const problems: string[] = [];
   const size = (name: string): number | null => {
+    let st: fs.Stats;
     try {
-      return fs.statSync(path.join(dir, name)).size;
+      st = fs.statSync(path.join(dir, name));
     } catch {
       problems.push(`${path.join(dir, name)}: expected a file, got missing file`);
       return null;
     }
+    if (!st.isFile()) {
+      problems.push(`${path.join(dir, name)}: expected a regular file, got ${fileKind(st)}`);
+      return null;
+    }
+    return st.size;
   };
   for (const split of ['train', 'test', 'unlabeled'] as const) {
     const x = size(`${split}_X.bin`);
@@ -54,7 +61,7 @@ export function checkStl10Files(dir: string, counts?: { train: number; test: num
   }
   for (const [name, lines] of [['class_names.txt', 10], ['fold_indices.txt', 10]] as const) {
     if (size(name) === null) continue;
-    const n = fs.readFileSync(path.join(dir, name), 'utf8').split('\n').filter((l) => l.trim()).length;
+    const n = readRegularFileSync(path.join(dir, name), 64 << 20).toString('utf8').split('\n').filter((l) => l.trim()).length;
     if (n !== lines) problems.push(`${path.join(dir, name)}: expected ${lines} lines, got ${n}`);
   }
   return problems;
@@ -66,6 +73,7 @@ export async function md5File(file: string): Promise<string> {
 
 /** The hex digest of a file (md5, sha256, ...). */
 export async function hashFile(file: string, algorithm: string): Promise<string> {
+  checkRegularFile(file); // a FIFO would be read forever
   const h = crypto.createHash(algorithm);
   await pipeline(fs.createReadStream(file), h);
   return h.digest('hex');

@@ -7,6 +7,7 @@ import { NativeDataset } from './dataset';
 import { downloadStl10, DownloadOptions } from './download';
 import { Transform } from './transforms';
 import { sourceLength, stl10Source } from './native_source';
+import { fileKind, NotRegularFileError, readRegularFileSync } from '../io/files';
 
 export type Stl10Split = 'train' | 'test' | 'unlabeled' | 'train+unlabeled';
 export const STL10_SPLITS: Stl10Split[] = ['train', 'test', 'unlabeled', 'train+unlabeled'];
@@ -141,16 +142,20 @@ export class STL10 extends NativeDataset {
 
 function readText(p: string, what: string): string {
   try {
-    return fs.readFileSync(p, 'utf8');
+    return readRegularFileSync(p, 64 << 20).toString('utf8');
   } catch (e) {
-    throw new Error(`STL10: ${p}: expected ${what}, got ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    if (e instanceof NotRegularFileError) throw new Error(`STL10: ${p}: expected ${what} (a regular file), got ${e.kind}`);
+    throw new Error(`STL10: ${p}: expected ${what}, got ${(e as Error).message.replace(`${p}: `, '')}`);
   }
 }
 
 function fileSize(p: string): number {
+  let st: fs.Stats;
   try {
-    return fs.statSync(p).size;
+    st = fs.statSync(p);
   } catch {
     throw new Error(`STL10: ${p}: expected a file of N*27648 bytes, got missing file`);
   }
+  if (!st.isFile()) throw new Error(`STL10: ${p}: expected a file of N*27648 bytes, got ${fileKind(st)}`);
+  return st.size;
 }

@@ -16,6 +16,7 @@ import { PickleCallable, PickleGlobal, PickleWriter, describe, unpickle } from '
 import { isZip, readZipDirectory, writeZip, zipEntryData } from './zip';
 import { StateRecord, toFloat32, writeFileAtomic } from './safetensors';
 import { asBuffer } from './bytes';
+import { readRegularFileSync } from './files';
 
 type StorageDtype = 'F32' | 'F64' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 const STORAGE_TYPES: Record<string, { dtype: StorageDtype; size: number }> = {
@@ -299,13 +300,7 @@ export function parsePth(bytes: Uint8Array, source: string, device: 'cpu' | 'cud
 }
 
 export function readPth(file: string, device: 'cpu' | 'cuda' = 'cpu'): { tensors: StateRecord } {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (e) {
-    throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  return parsePth(buf, file, device);
+  return parsePth(readRegularFileSync(file), file, device);
 }
 
 const STORAGE_OF = { float32: 'FloatStorage', bfloat16: 'FloatStorage', int32: 'IntStorage', int64: 'LongStorage', uint8: 'ByteStorage' } as const;

@@ -8,6 +8,7 @@ import { Tensor, DType } from '../tensor';
 import type { Module } from '../nn/module';
 import { Counter } from '../nn/module';
 import { asBuffer } from './bytes';
+import { makeDirs, pathArg, readRegularFileSync } from './files';
 
 /** A state dict: tensors by name; int64 scalars (num_batches_tracked) as bigint. */
 export type StateRecord = Record<string, Tensor | bigint>;
@@ -214,13 +215,7 @@ export function parseSafetensors(bytes: Uint8Array, source: string, device: 'cpu
 }
 
 export function readSafetensors(file: string, device: 'cpu' | 'cuda' = 'cpu'): { tensors: StateRecord; metadata: Record<string, string> } {
-  let buf: Buffer;
-  try {
-    buf = fs.readFileSync(file);
-  } catch (e) {
-    throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  return parseSafetensors(buf, file, device);
+  return parseSafetensors(readRegularFileSync(pathArg(file, 'readSafetensors')), file, device);
 }
 
 const ST_DTYPE: Record<DType, string> = { float32: 'F32', bfloat16: 'F32', int32: 'I32', int64: 'I64', uint8: 'U8' };
@@ -254,8 +249,13 @@ export function serializeSafetensors(tensors: StateRecord, metadata: Record<stri
 
 /** Writes atomically: a temporary file beside the target, fsynced, then renamed over it; the folder is created. */
 export function writeFileAtomic(file: string, chunks: readonly Uint8Array[]): void {
+  pathArg(file, 'write');
   const dir = path.dirname(path.resolve(file));
-  fs.mkdirSync(dir, { recursive: true });
+  try {
+    makeDirs(dir);
+  } catch (e) {
+    throw new Error(`${file}: could not write: ${(e as Error).message}`);
+  }
   const prefix = `.${path.basename(file)}.tmp-`;
   removeStaleTemporaries(dir, prefix);
   const tmp = path.join(dir, `${prefix}${process.pid}-${Date.now()}`);
@@ -319,6 +319,14 @@ export function writeSafetensors(file: string, tensors: StateRecord, metadata: R
 export function loadStateDictInto(
   module: Module, record: StateRecord, options: { strict: boolean; source: string },
 ): void {
+  if (typeof record !== 'object' || record === null || Array.isArray(record)) {
+    throw new TypeError(`${options.source}: expected a record of tensors by name, got ${record === null ? 'null' : Array.isArray(record) ? 'an array' : typeof record}`);
+  }
+  for (const [name, v] of Object.entries(record)) {
+    if (!(v instanceof Tensor) && typeof v !== 'bigint') {
+      throw new TypeError(`${options.source}: '${name}' is ${v === null ? 'null' : typeof v}, expected a Tensor (or a bigint for num_batches_tracked)`);
+    }
+  }
   const params = module.namedParameters();
   const buffers = module.namedBuffers();
   const known = new Set<string>([...params.map((p) => p.name), ...buffers.map(([n]) => n)]);

@@ -3,7 +3,7 @@
 import { DeviceOption, DeviceName, resolveDevice } from '../backend';
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabled, noGrad } from '../nn/module';
+import { Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabled, markGradientFor, noGrad, tensorArg } from '../nn/module';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
 } from '../nn/layers';
@@ -82,12 +82,17 @@ export class VGGNet extends Module {
   readonly precisionNote: string | undefined;
   readonly options: Required<Omit<VGGOptions, 'device' | 'precision'>> & { config: VGGConfig; name?: string };
   private acts: Tensor[] = [];
+  /** features, avgpool, flatten, classifier: their forward generations in this model's latest forward. */
+  private childGenerations: number[] = [];
 
   constructor(config: VGGConfig, options: VGGOptions = {}, name?: string) {
     super();
     const device = resolveDevice(options.device); // default: $VGGNET_DEVICE, else CUDA when usable, else CPU
     this.device = device;
     this.precision = options.precision ?? (device === 'cuda' ? 'bf16' : 'fp32');
+    if (!['fp32', 'tf32', 'bf16'].includes(this.precision)) {
+      throw new RangeError(`VGGNet: precision must be 'fp32', 'tf32' or 'bf16', got '${String(options.precision)}'`);
+    }
     if (this.precision === 'tf32' && device === 'cpu') {
       throw new Error(`VGGNet: precision '${this.precision}' is a CUDA mode; on the CPU use fp32`);
     }
@@ -104,7 +109,11 @@ export class VGGNet extends Module {
       name,
     };
     this.options = o;
-    if (!Number.isInteger(o.numClasses) || o.numClasses < 1) throw new RangeError(`VGGNet: numClasses must be a positive integer, got ${o.numClasses}`);
+    if (!Array.isArray(config)) throw new TypeError(`VGGNet: expected a config array of widths and 'M', got ${typeof config}`);
+    for (const [k, v] of [['numClasses', o.numClasses], ['inChannels', o.inChannels], ['hiddenFeatures', o.hiddenFeatures]] as const) {
+      if (!Number.isInteger(v) || v < 1) throw new RangeError(`VGGNet: ${k} must be a positive integer, got ${v}`);
+    }
+    if (!Number.isSafeInteger(o.seed)) throw new RangeError(`VGGNet: seed must be an integer, got ${o.seed}`);
     const layers: Module[] = [];
     let inC = o.inChannels;
     for (const v of config) {
@@ -167,6 +176,7 @@ export class VGGNet extends Module {
   }
 
   forward(x: Tensor, options?: ForwardOptions): Tensor {
+    tensorArg(x, 'VGGNet.forward');
     this.freeActs();
     const step = options?.step;
     const [, c, h, w] = x.shape;
@@ -188,6 +198,7 @@ export class VGGNet extends Module {
     cur = this.keep(this.avgpool.forward(cur));
     cur = this.keep(this.flatten.forward(cur));
     let logits = this.classifier.forward(cur, { step });
+    this.childGenerations = [this.features, this.avgpool, this.flatten, this.classifier].map((c) => c.forwardGeneration);
     if (logits.dtype !== 'float32') {
       const f = ops.cast(logits, 'float32');
       if (isGradEnabled()) this.keep(logits);
@@ -195,11 +206,12 @@ export class VGGNet extends Module {
       logits = f;
     }
     if (!isGradEnabled()) this.freeActs();
-    return logits;
+    return this.forwardDone(logits);
   }
 
   /** Backpropagates d loss / d logits, accumulating every parameter's gradient. */
   backward(gradLogits: Tensor): undefined {
+    this.backwardStart(gradLogits, 'VGGNet');
     let g = gradLogits;
     const owned: Tensor[] = [];
     const step = (t: Tensor | undefined) => {
@@ -208,9 +220,14 @@ export class VGGNet extends Module {
       g = t;
     };
     if (this.precision === 'bf16') step(ops.cast(g, 'bfloat16'));
+    const [features, avgpool, flatten, classifier] = this.childGenerations;
+    markGradientFor(g, this.classifier, classifier);
     step(this.classifier.backward(g));
+    markGradientFor(g, this.flatten, flatten);
     step(this.flatten.backward(g));
+    markGradientFor(g, this.avgpool, avgpool);
     step(this.avgpool.backward(g));
+    markGradientFor(g, this.features, features);
     step(this.features.backward(g)); // undefined: the first conv skips the image's gradient
     for (const t of owned) t.dispose();
     this.freeActs();
@@ -249,6 +266,10 @@ export class VGGNet extends Module {
    * state dicts saved before it had one (torchvision's *_bn files).
    */
   loadStateDict(source: string | StateRecord, options: { strict?: boolean } = {}): void {
+    if (typeof source !== 'string' && (typeof source !== 'object' || source === null || Array.isArray(source))) {
+      const got = source === null ? 'null' : Array.isArray(source) ? 'an array' : typeof source;
+      throw new TypeError(`VGGNet.loadStateDict: expected a file path (.pth, .pt, .safetensors) or a record of tensors by name, got ${got}`);
+    }
     const record = typeof source === 'string' ? readStateDict(source) : source;
     try {
       loadStateDictInto(this, withBatchCounters(this, record), { strict: options.strict ?? true, source: typeof source === 'string' ? source : 'state dict' });
@@ -269,6 +290,7 @@ export class VGGNet extends Module {
 
   /** Class probabilities (softmax of the logits) for a batch, in eval mode; the model's mode is restored. */
   predict(images: Tensor): Float32Array[] {
+    tensorArg(images, 'VGGNet.predict');
     const wasTraining = this.training;
     this.eval();
     try {
@@ -295,8 +317,8 @@ export class VGGNet extends Module {
     return this.namedParameters().reduce((a, { param }) => a + param.shape.reduce((x, y) => x * y, 1), 0);
   }
 
-  releaseSaved(): void {
-    super.releaseSaved();
+  protected dropSaved(): void {
+    super.dropSaved();
     this.freeActs();
   }
 

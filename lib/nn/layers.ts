@@ -2,8 +2,15 @@
 import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
-  Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled,
+  Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled, markGradientFor, tensorArg,
 } from './module';
+
+/** A size argument of a layer: an integer >= min, else a RangeError (TypeError for a non-number) naming it. */
+function sizeArg(v: unknown, what: string, min = 1): number {
+  if (typeof v !== 'number') throw new TypeError(`${what} must be an integer >= ${min}, got ${v === null ? 'null' : typeof v}`);
+  if (!Number.isInteger(v) || v < min) throw new RangeError(`${what} must be an integer >= ${min}, got ${v}`);
+  return v;
+}
 
 function requireSaved<T>(v: T | undefined, layer: string): T {
   if (v === undefined) throw new Error(`${layer}.backward: no forward (with gradients enabled) to go back through`);
@@ -32,9 +39,12 @@ export class Conv2d extends Module {
     options: Conv2dOptions = {},
   ) {
     super();
+    sizeArg(inChannels, 'Conv2d: inChannels');
+    sizeArg(outChannels, 'Conv2d: outChannels');
+    sizeArg(kernelSize, 'Conv2d: kernelSize');
     const device = options.device ?? 'cpu';
-    const stride = options.stride ?? 1;
-    const pad = options.padding ?? 0;
+    const stride = sizeArg(options.stride ?? 1, 'Conv2d: stride');
+    const pad = sizeArg(options.padding ?? 0, 'Conv2d: padding', 0);
     this.params = { strideH: stride, strideW: stride, padH: pad, padW: pad };
     this.weight = new Parameter(Tensor.zeros([outChannels, inChannels, kernelSize, kernelSize], { device }));
     this.bias = options.bias === false ? undefined : new Parameter(Tensor.zeros([outChannels], { device }));
@@ -45,11 +55,13 @@ export class Conv2d extends Module {
   }
 
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
+    tensorArg(x, 'Conv2d.forward');
     this.x = isGradEnabled() ? x : undefined;
-    return ops.conv2dForward(x, this.weight.value, this.bias?.value ?? null, this.params, options.fuseRelu ?? false);
+    return this.forwardDone(ops.conv2dForward(x, this.weight.value, this.bias?.value ?? null, this.params, options.fuseRelu ?? false));
   }
 
   backward(dy: Tensor): Tensor | undefined {
+    this.backwardStart(dy, 'Conv2d');
     const x = requireSaved(this.x, 'Conv2d');
     const { grads: [dw, db], accumulate } = gradsForBackward([this.weight, this.bias]);
     ops.conv2dBackwardWeights(x, dy, this.params, dw!, db, accumulate);
@@ -57,7 +69,7 @@ export class Conv2d extends Module {
     return this.computeInputGrad ? ops.conv2dBackwardData(dy, this.weight.value, x.shape, this.params) : undefined;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     this.x = undefined;
   }
 }
@@ -69,13 +81,14 @@ export class ReLU extends Module {
   private maskedByPrev = false;
 
   forward(x: Tensor): Tensor {
-    this.releaseSaved();
+    tensorArg(x, 'ReLU.forward');
+    this.dropSaved();
     const y = ops.reluForward(x);
     if (isGradEnabled()) {
       this.y = y;
       this.ownsY = false; // the output belongs to whoever receives it; we only read it in backward
     }
-    return y;
+    return this.forwardDone(y);
   }
 
   /**
@@ -83,22 +96,23 @@ export class ReLU extends Module {
    * `maskedByPrev` the previous layer's backward also applies this ReLU's mask, so backward passes dy through.
    */
   forwardFused(y: Tensor, maskedByPrev = false): Tensor {
-    this.releaseSaved();
+    this.dropSaved();
     if (isGradEnabled()) {
       this.y = y;
       this.maskedByPrev = maskedByPrev;
     }
-    return y;
+    return this.forwardDone(y);
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'ReLU');
     const y = requireSaved(this.y, 'ReLU');
     const dx = this.maskedByPrev ? dy : ops.reluBackward(dy, y);
-    this.releaseSaved();
+    this.dropSaved();
     return dx;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     if (this.ownsY) this.y?.dispose();
     this.y = undefined;
     this.maskedByPrev = false;
@@ -111,24 +125,30 @@ export class MaxPool2d extends Module {
 
   constructor(kernelSize = 2, stride = kernelSize, padding = 0) {
     super();
+    sizeArg(kernelSize, 'MaxPool2d: kernelSize');
+    sizeArg(stride, 'MaxPool2d: stride');
+    sizeArg(padding, 'MaxPool2d: padding', 0);
+    if (2 * padding > kernelSize) throw new RangeError(`MaxPool2d: padding must be at most half the kernel size, got ${padding} for ${kernelSize}`);
     this.params = { kernel: kernelSize, stride, pad: padding };
   }
 
   forward(x: Tensor): Tensor {
-    this.releaseSaved();
+    tensorArg(x, 'MaxPool2d.forward');
+    this.dropSaved();
     const r = ops.maxpool2dForward(x, this.params, isGradEnabled());
     if (isGradEnabled()) this.saved = { x, y: r.y, ws: r.saved };
-    return r.y;
+    return this.forwardDone(r.y);
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'MaxPool2d');
     const s = requireSaved(this.saved, 'MaxPool2d');
     const dx = ops.maxpool2dBackward(dy, s.x, s.y, this.params, s.ws);
-    this.releaseSaved();
+    this.dropSaved();
     return dx;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     if (this.saved) disposeAll(this.saved.ws);
     this.saved = undefined;
   }
@@ -139,14 +159,18 @@ export class AdaptiveAvgPool2d extends Module {
 
   constructor(readonly outputSize: [number, number] = [7, 7]) {
     super();
+    if (!Array.isArray(outputSize) || outputSize.length !== 2) throw new TypeError('AdaptiveAvgPool2d: outputSize must be [height, width]');
+    outputSize.forEach((v, i) => sizeArg(v, `AdaptiveAvgPool2d: outputSize[${i}]`));
   }
 
   forward(x: Tensor): Tensor {
+    tensorArg(x, 'AdaptiveAvgPool2d.forward');
     this.x = { shape: x.shape, layout: x.layout };
-    return ops.adaptiveAvgpool2dForward(x, this.outputSize[0], this.outputSize[1]);
+    return this.forwardDone(ops.adaptiveAvgpool2dForward(x, this.outputSize[0], this.outputSize[1]));
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'AdaptiveAvgPool2d');
     const x = requireSaved(this.x, 'AdaptiveAvgPool2d');
     return ops.adaptiveAvgpool2dBackward(dy, x.shape, x.layout);
   }
@@ -157,12 +181,14 @@ export class Flatten extends Module {
   private shape: number[] | undefined;
 
   forward(x: Tensor): Tensor {
+    tensorArg(x, 'Flatten.forward');
     this.shape = x.shape;
     const [n, ...rest] = x.shape;
-    return ops.toLayout(x, 'nchw').view([n, rest.reduce((a, b) => a * b, 1)]);
+    return this.forwardDone(ops.toLayout(x, 'nchw').view([n, rest.reduce((a, b) => a * b, 1)]));
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'Flatten');
     return ops.toLayout(dy, 'nchw').view(requireSaved(this.shape, 'Flatten'));
   }
 }
@@ -185,9 +211,12 @@ export class BatchNorm2d extends Module {
 
   constructor(readonly numFeatures: number, options: BatchNormOptions = {}) {
     super();
+    sizeArg(numFeatures, 'BatchNorm2d: numFeatures');
     const device = options.device ?? 'cpu';
     this.eps = options.eps ?? 1e-5;
     this.momentum = options.momentum ?? 0.1;
+    if (!(typeof this.eps === 'number' && Number.isFinite(this.eps) && this.eps > 0)) throw new RangeError(`BatchNorm2d: eps must be a finite number > 0, got ${this.eps}`);
+    if (!(typeof this.momentum === 'number' && this.momentum >= 0 && this.momentum <= 1)) throw new RangeError(`BatchNorm2d: momentum must be in [0, 1], got ${this.momentum}`);
     this.weight = new Parameter(Tensor.from(new Float32Array(numFeatures).fill(1), [numFeatures], { device }));
     this.bias = new Parameter(Tensor.zeros([numFeatures], { device }));
     this.runningMean = Tensor.zeros([numFeatures], { device });
@@ -206,7 +235,8 @@ export class BatchNorm2d extends Module {
    * follows passes dy through: see Sequential), one pass over the activation fewer each way.
    */
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
-    this.releaseSaved();
+    tensorArg(x, 'BatchNorm2d.forward');
+    this.dropSaved();
     const relu = options.fuseRelu ?? false;
     const r = ops.batchnormForward(
       x, this.weight.value, this.bias.value, this.runningMean, this.runningVar, this.training, this.momentum, this.eps,
@@ -215,18 +245,19 @@ export class BatchNorm2d extends Module {
     if (this.training) this.numBatchesTracked.value += 1n;
     // The output is the next layer's input, owned by the container until backward has passed it.
     if (isGradEnabled()) this.saved = { x, stats: r.saved, reluY: relu ? r.y : undefined };
-    return r.y;
+    return this.forwardDone(r.y);
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'BatchNorm2d');
     const s = requireSaved(this.saved, 'BatchNorm2d');
     const { grads: [dg, db], accumulate } = gradsForBackward([this.weight, this.bias]);
     const dx = ops.batchnormBackward(dy, s.x, this.weight.value, this.eps, s.stats, dg!, db!, accumulate, s.reluY ?? null);
-    this.releaseSaved();
+    this.dropSaved();
     return dx;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     if (this.saved) disposeAll(this.saved.stats);
     this.saved = undefined;
   }
@@ -239,6 +270,8 @@ export class Linear extends Module {
 
   constructor(readonly inFeatures: number, readonly outFeatures: number, options: { bias?: boolean; device?: 'cpu' | 'cuda' } = {}) {
     super();
+    sizeArg(inFeatures, 'Linear: inFeatures');
+    sizeArg(outFeatures, 'Linear: outFeatures');
     const device = options.device ?? 'cpu';
     this.weight = new Parameter(Tensor.zeros([outFeatures, inFeatures], { device }));
     this.bias = options.bias === false ? undefined : new Parameter(Tensor.zeros([outFeatures], { device }));
@@ -249,11 +282,13 @@ export class Linear extends Module {
   }
 
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
+    tensorArg(x, 'Linear.forward');
     this.x = isGradEnabled() ? x : undefined;
-    return ops.linearForward(x, this.weight.value, this.bias?.value ?? null, options.fuseRelu ?? false);
+    return this.forwardDone(ops.linearForward(x, this.weight.value, this.bias?.value ?? null, options.fuseRelu ?? false));
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'Linear');
     const x = requireSaved(this.x, 'Linear');
     const { grads: [dw, db], accumulate } = gradsForBackward([this.weight, this.bias]);
     ops.linearBackwardWeights(x, dy, dw!, db, accumulate);
@@ -262,7 +297,7 @@ export class Linear extends Module {
     return dx;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     this.x = undefined;
   }
 }
@@ -286,23 +321,25 @@ export class Dropout extends Module {
   }
 
   forward(x: Tensor, options?: ForwardOptions): Tensor {
-    this.releaseSaved();
-    if (!this.training || this.p === 0) return x;
+    tensorArg(x, 'Dropout.forward');
+    this.dropSaved();
+    if (!this.training || this.p === 0) return this.forwardDone(x);
     const r = ops.dropoutForward(x, this.p, this.seed, Dropout.offsetOf(this.calls), true);
     options?.step?.onDropout?.(this);
     this.calls++;
     this.mask = r.saved;
-    return r.y;
+    return this.forwardDone(r.y);
   }
 
   backward(dy: Tensor): Tensor {
+    this.backwardStart(dy, 'Dropout');
     if (!this.training || this.p === 0) return dy;
     const dx = ops.dropoutBackward(dy, this.p, requireSaved(this.mask, 'Dropout'));
-    this.releaseSaved();
+    this.dropSaved();
     return dx;
   }
 
-  releaseSaved(): void {
+  protected dropSaved(): void {
     if (this.mask) disposeAll(this.mask);
     this.mask = undefined;
   }
@@ -317,9 +354,12 @@ export class Dropout extends Module {
 export class Sequential extends Module {
   readonly layers: Module[];
   private acts: Tensor[] = [];
+  /** Each child's forward generation in this container's latest forward (its backward tags the gradients with it). */
+  private childGenerations: number[] = [];
 
   constructor(layers: Module[]) {
     super();
+    if (!Array.isArray(layers) || !layers.every((l) => l instanceof Module)) throw new TypeError('Sequential: expected an array of modules');
     this.layers = layers;
   }
 
@@ -328,6 +368,7 @@ export class Sequential extends Module {
   }
 
   forward(x: Tensor, options?: ForwardOptions): Tensor {
+    tensorArg(x, 'Sequential.forward');
     this.freeActs();
     const keep = isGradEnabled(); // activations are needed by backward
     const step = options?.step;
@@ -338,13 +379,16 @@ export class Sequential extends Module {
       let out: Tensor;
       if ((layer instanceof Conv2d || layer instanceof Linear) && next instanceof ReLU) {
         out = next.forwardFused(layer.forward(cur, { fuseRelu: true, step }));
+        this.childGenerations[i] = layer.forwardGeneration;
         i++;
       } else if (layer instanceof BatchNorm2d && next instanceof ReLU) {
         out = next.forwardFused(layer.forward(cur, { fuseRelu: true, step }), true);
+        this.childGenerations[i] = layer.forwardGeneration;
         i++;
       } else {
         out = layer.forward(cur, { step });
       }
+      this.childGenerations[i] = this.layers[i].forwardGeneration;
       if (out !== cur) {
         if (!keep && cur !== x) cur.dispose();
         if (keep) this.acts.push(out);
@@ -353,13 +397,15 @@ export class Sequential extends Module {
     }
     // The final output belongs to the caller.
     if (keep && this.acts[this.acts.length - 1] === cur) this.acts.pop();
-    return cur;
+    return this.forwardDone(cur);
   }
 
   backward(dy: Tensor): Tensor | undefined {
+    this.backwardStart(dy, 'Sequential');
     let cur: Tensor | undefined = dy;
     for (let i = this.layers.length - 1; i >= 0; i--) {
       if (!cur) throw new Error(`Sequential.backward: layer ${i + 1} gave no input gradient, but layer ${i} needs one`);
+      markGradientFor(cur, this.layers[i], this.childGenerations[i]);
       const g: Tensor | undefined = this.layers[i].backward(cur);
       if (cur !== dy && g !== cur) cur.dispose();
       cur = g;
@@ -368,8 +414,8 @@ export class Sequential extends Module {
     return cur;
   }
 
-  releaseSaved(): void {
-    super.releaseSaved();
+  protected dropSaved(): void {
+    super.dropSaved();
     this.freeActs();
   }
 

@@ -120,12 +120,89 @@ export interface ForwardOptions {
   step?: StepContext;
 }
 
+// Which forward a gradient belongs to. A module keeps the activations of its latest forward only, so a backward must
+// be given the gradient of that forward's output: `a = m.forward(x1); m.forward(x2); m.backward(dA)` would otherwise
+// mix x2's activations with a's gradient, silently. Each forward run with gradients enabled gets a number (its
+// generation) and its output is tagged with it; crossEntropy (nn/loss.ts) passes the tag of the logits on to their
+// gradient, and containers tag the gradients they hand their children with the generation those children had in the
+// container's forward. backward then refuses a gradient tagged with another generation, and an untagged one when
+// more than one forward has run since the last backward (which of them it belongs to cannot be known). Tags are per
+// module (one tensor can be the output of a conv and of the ReLU fused into it), held weakly by the tensor.
+const outputTags = new WeakMap<Tensor, Map<Module, number>>();
+const gradientTags = new WeakMap<Tensor, Map<Module, number>>();
+function addTag(store: WeakMap<Tensor, Map<Module, number>>, t: Tensor, module: Module, generation: number): void {
+  let m = store.get(t);
+  if (!m) store.set(t, (m = new Map()));
+  m.set(module, generation);
+}
+
+/** `x` as a Tensor, or a TypeError naming `what` and what it got (instead of a TypeError from inside an op). */
+export function tensorArg(x: unknown, what: string): Tensor {
+  if (x instanceof Tensor) return x;
+  const got = x === null ? 'null' : Array.isArray(x) ? 'an array' : typeof x === 'object' ? `a ${(x as object).constructor?.name ?? 'object'}` : typeof x;
+  throw new TypeError(`${what}: expected a Tensor, got ${got}`);
+}
+
+/** Marks `grad` as d loss / d `output`: it then carries the forward(s) that produced `output` (see above). */
+export function markGradientOf(grad: Tensor, output: Tensor): void {
+  const tags = outputTags.get(output);
+  if (tags) for (const [m, g] of tags) addTag(gradientTags, grad, m, g);
+}
+
+/** For containers: `grad` is the gradient of `child`'s output of its forward number `generation`. */
+export function markGradientFor(grad: Tensor, child: Module, generation: number): void {
+  addTag(gradientTags, grad, child, generation);
+}
+
 export abstract class Module {
   training = true;
+  private generation = 0; // forwards run with gradients enabled
+  private settled = 0; // the generation last gone back through or released
 
   abstract forward(x: Tensor, options?: ForwardOptions): Tensor;
   /** Returns the input's gradient, or undefined from a first layer told not to compute it. */
   abstract backward(dy: Tensor): Tensor | undefined;
+
+  /** The number of forwards run with gradients enabled (containers record their children's, see markGradientFor). */
+  get forwardGeneration(): number {
+    return this.generation;
+  }
+
+  /**
+   * Every forward ends with this on its output: with gradients enabled the forward gets the next generation and its
+   * output the tag; without, what an earlier forward saved is gone (the layers drop it), so nothing is pending.
+   */
+  protected forwardDone(y: Tensor): Tensor {
+    if (!isGradEnabled()) {
+      this.settled = this.generation;
+      return y;
+    }
+    this.generation++;
+    addTag(outputTags, y, this, this.generation);
+    return y;
+  }
+
+  /** Every backward starts with this: refuses a gradient that is not of the forward whose activations are kept. */
+  protected backwardStart(dy: Tensor, what: string): void {
+    tensorArg(dy, `${what}.backward`);
+    const tagged = gradientTags.get(dy)?.get(this);
+    const pending = this.generation - this.settled;
+    if (tagged !== undefined && tagged !== this.generation) {
+      throw new Error(
+        `${what}.backward: the gradient is of forward #${tagged}'s output, but the activations kept are forward #${this.generation}'s ` +
+        `(a later forward replaced them); run backward before the next forward with gradients enabled`,
+      );
+    }
+    if (tagged === undefined && pending > 1) {
+      throw new Error(
+        `${what}.backward: ${pending} forwards with gradients enabled ran since the last backward and only the last one's ` +
+        'activations are kept, so this gradient cannot be matched to its forward. Run backward after each forward (call ' +
+        'releaseSaved() after a forward that gets none, or run it under noGrad), or pass the gradient crossEntropy ' +
+        'returned for the output it belongs to',
+      );
+    }
+    this.settled = this.generation;
+  }
 
   /** Direct children, by their torchvision names. */
   children(): [string, Module][] {
@@ -162,6 +239,12 @@ export abstract class Module {
 
   /** Drops what forward saved for backward (after an aborted step, or before inference). */
   releaseSaved(): void {
+    this.settled = this.generation;
+    this.dropSaved();
+  }
+
+  /** Frees what forward saved (layers override it; also called at the start of their own forward). */
+  protected dropSaved(): void {
     for (const [, c] of this.children()) c.releaseSaved();
   }
 

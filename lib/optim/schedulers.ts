@@ -36,6 +36,23 @@ function check(cond: boolean, msg: string): void {
 }
 const finiteNonNeg = (v: number) => Number.isFinite(v) && v >= 0;
 
+/** A saved state's field, checked: `<type>.loadState: '<key>' must be <what>, got <value>` (states come from files). */
+function stateField(type: string, s: Record<string, unknown>, key: string, what: 'lr' | 'count' | 'best'): number {
+  const v = what === 'best' ? fromJsonNum(s[key]) : s[key];
+  const ok = typeof v === 'number' && (what === 'lr' ? finiteNonNeg(v) : what === 'count' ? Number.isSafeInteger(v) && v >= 0 : !Number.isNaN(v));
+  if (!ok) {
+    const want = what === 'lr' ? 'a finite number >= 0' : what === 'count' ? 'an integer >= 0' : 'a number or "Infinity"/"-Infinity"';
+    throw new Error(`${type}.loadState: '${key}' must be ${want}, got ${JSON.stringify(s[key]) ?? 'nothing'}`);
+  }
+  return v as number;
+}
+function checkState(type: string, s: unknown): Record<string, unknown> {
+  if (typeof s !== 'object' || s === null || Array.isArray(s)) throw new Error(`${type}.loadState: expected a state object, got ${JSON.stringify(s) ?? String(s)}`);
+  const r = s as Record<string, unknown>;
+  check(r.type === type, `${type}.loadState: the state is of a '${String(r.type)}' scheduler`);
+  return r;
+}
+
 abstract class ClosedForm implements Scheduler {
   abstract readonly type: string;
   protected baseLr = NaN;
@@ -61,10 +78,11 @@ abstract class ClosedForm implements Scheduler {
   state(): Record<string, unknown> {
     return { type: this.type, baseLr: this.baseLr, epoch: this.epoch };
   }
-  loadState(s: Record<string, unknown>): void {
-    check(s.type === this.type, `${this.type}.loadState: the state is of a '${String(s.type)}' scheduler`);
-    this.baseLr = Number(s.baseLr);
-    this.epoch = Number(s.epoch);
+  loadState(state: Record<string, unknown>): void {
+    const s = checkState(this.type, state);
+    const baseLr = stateField(this.type, s, 'baseLr', 'lr'), epoch = stateField(this.type, s, 'epoch', 'count');
+    this.baseLr = baseLr;
+    this.epoch = epoch;
   }
 }
 
@@ -239,13 +257,12 @@ export class ReduceLROnPlateau implements Scheduler {
       cooldownCounter: this.cooldownCounter, lastEpoch: this.lastEpoch, monitor: this.monitor, mode: this.mode,
     };
   }
-  loadState(s: Record<string, unknown>): void {
-    check(s.type === this.type, `${this.type}.loadState: the state is of a '${String(s.type)}' scheduler`);
-    this.current = Number(s.lr);
-    this.best = fromJsonNum(s.best);
-    this.numBadEpochs = Number(s.numBadEpochs);
-    this.cooldownCounter = Number(s.cooldownCounter);
-    this.lastEpoch = Number(s.lastEpoch);
+  loadState(state: Record<string, unknown>): void {
+    const s = checkState(this.type, state);
+    const f = (k: string, w: 'lr' | 'count' | 'best') => stateField(this.type, s, k, w);
+    const v = { lr: f('lr', 'lr'), best: f('best', 'best'), bad: f('numBadEpochs', 'count'), cool: f('cooldownCounter', 'count'), last: f('lastEpoch', 'count') };
+    // Checked in full, then set: a bad state leaves the scheduler as it was.
+    [this.current, this.best, this.numBadEpochs, this.cooldownCounter, this.lastEpoch] = [v.lr, v.best, v.bad, v.cool, v.last];
   }
 }
 export const reduceLROnPlateau = (o: PlateauOptions = {}): ReduceLROnPlateau => new ReduceLROnPlateau(o);
@@ -291,11 +308,12 @@ export class LinearWarmup implements Scheduler {
   state(): Record<string, unknown> {
     return { type: this.type, baseLr: this.baseLr, epoch: this.epoch, after: this.after.state() };
   }
-  loadState(s: Record<string, unknown>): void {
-    check(s.type === this.type, `${this.type}.loadState: the state is of a '${String(s.type)}' scheduler`);
-    this.baseLr = Number(s.baseLr);
-    this.epoch = Number(s.epoch);
-    this.after.loadState(s.after as Record<string, unknown>);
+  loadState(state: Record<string, unknown>): void {
+    const s = checkState(this.type, state);
+    const baseLr = stateField(this.type, s, 'baseLr', 'lr'), epoch = stateField(this.type, s, 'epoch', 'count');
+    this.after.loadState(s.after as Record<string, unknown>); // checks its own state in full first
+    this.baseLr = baseLr;
+    this.epoch = epoch;
   }
 }
 export const linearWarmup = (o: WarmupOptions, after?: Scheduler): LinearWarmup => new LinearWarmup(o, after);

@@ -25,28 +25,80 @@ function asParam(p: ParamLike): Parameter {
   return p instanceof Parameter ? p : p.param;
 }
 
+/** A hyper-parameter value: a finite number >= 0, or a TypeError/RangeError naming it (as the constructor says). */
+function checkRate(name: string, v: unknown): number {
+  if (typeof v !== 'number') throw new TypeError(`sgd: ${name} must be a number, got ${v === null ? 'null' : typeof v}`);
+  if (!(Number.isFinite(v) && v >= 0)) throw new RangeError(`sgd: invalid ${name} ${v} (expected a finite number >= 0)`);
+  return v;
+}
+function checkNesterov(nesterov: boolean, momentum: number, dampening: number): void {
+  if (nesterov && (momentum <= 0 || dampening !== 0)) throw new RangeError('sgd: nesterov needs momentum > 0 and dampening 0');
+}
+
 export class SGD {
-  lr: number;
-  readonly momentum: number;
-  readonly dampening: number;
-  readonly weightDecay: number;
-  readonly nesterov: boolean;
+  // The hyper-parameters are checked when set, not only at construction: `opt.lr = -5` used to be taken and step
+  // would then climb the loss (or, with NaN, write NaN into every weight) without a word.
+  private lrValue = 0;
+  private momentumValue = 0;
+  private dampeningValue = 0;
+  private weightDecayValue = 0;
+  private nesterovValue = false;
+  private stepCountValue = 0;
   private buffers = new Map<Parameter, Tensor>();
-  stepCount = 0;
 
   constructor(options: SGDOptions) {
+    if (typeof options !== 'object' || options === null) throw new TypeError(`sgd: expected options { lr, momentum?, dampening?, weightDecay?, nesterov? }, got ${String(options)}`);
     const { lr, momentum = 0, dampening = 0, weightDecay = 0, nesterov = false } = options;
-    const bad = (name: string, v: number) => {
-      if (typeof v !== 'number') throw new TypeError(`sgd: ${name} must be a number, got ${typeof v}`);
-      throw new RangeError(`sgd: invalid ${name} ${v} (expected a finite number >= 0)`);
-    };
-    for (const [k, v] of Object.entries({ lr, momentum, dampening, weightDecay })) if (!(Number.isFinite(v) && v >= 0)) bad(k, v);
-    if (nesterov && (momentum <= 0 || dampening !== 0)) throw new RangeError('sgd: nesterov needs momentum > 0 and dampening 0');
-    this.lr = lr;
-    this.momentum = momentum;
-    this.dampening = dampening;
-    this.weightDecay = weightDecay;
-    this.nesterov = nesterov;
+    this.lrValue = checkRate('lr', lr);
+    this.momentumValue = checkRate('momentum', momentum);
+    this.dampeningValue = checkRate('dampening', dampening);
+    this.weightDecayValue = checkRate('weightDecay', weightDecay);
+    if (typeof nesterov !== 'boolean') throw new TypeError(`sgd: nesterov must be a boolean, got ${typeof nesterov}`);
+    checkNesterov(nesterov, this.momentumValue, this.dampeningValue);
+    this.nesterovValue = nesterov;
+  }
+
+  get lr(): number {
+    return this.lrValue;
+  }
+  set lr(v: number) {
+    this.lrValue = checkRate('lr', v);
+  }
+  get momentum(): number {
+    return this.momentumValue;
+  }
+  set momentum(v: number) {
+    checkNesterov(this.nesterovValue, checkRate('momentum', v), this.dampeningValue);
+    this.momentumValue = v;
+  }
+  get dampening(): number {
+    return this.dampeningValue;
+  }
+  set dampening(v: number) {
+    checkNesterov(this.nesterovValue, this.momentumValue, checkRate('dampening', v));
+    this.dampeningValue = v;
+  }
+  get weightDecay(): number {
+    return this.weightDecayValue;
+  }
+  set weightDecay(v: number) {
+    this.weightDecayValue = checkRate('weightDecay', v);
+  }
+  get nesterov(): boolean {
+    return this.nesterovValue;
+  }
+  set nesterov(v: boolean) {
+    if (typeof v !== 'boolean') throw new TypeError(`sgd: nesterov must be a boolean, got ${typeof v}`);
+    checkNesterov(v, this.momentumValue, this.dampeningValue);
+    this.nesterovValue = v;
+  }
+  /** Steps taken (restored from checkpoints). */
+  get stepCount(): number {
+    return this.stepCountValue;
+  }
+  set stepCount(v: number) {
+    if (!Number.isSafeInteger(v) || v < 0) throw new RangeError(`sgd: invalid stepCount ${v} (expected an integer >= 0)`);
+    this.stepCountValue = v;
   }
 
   /** One update of all parameters from their gradients. */
@@ -65,7 +117,7 @@ export class SGD {
       { lr: this.lr, momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov },
       first,
     );
-    this.stepCount++;
+    this.stepCountValue++;
   }
 
   zeroGrad(params: ParamLike[]): void {
@@ -82,7 +134,11 @@ export class SGD {
     return out;
   }
 
-  loadStateDict(params: { name: string; param: Parameter }[], state: Record<string, Tensor | bigint>, source = 'optimizer state'): void {
+  /** Throws what loadStateDict would, changing nothing (the Trainer checks every part of a checkpoint before it loads any). */
+  checkStateDict(params: { name: string; param: Parameter }[], state: Record<string, Tensor | bigint>, source = 'optimizer state'): void {
+    if (typeof state !== 'object' || state === null || Array.isArray(state)) {
+      throw new TypeError(`${source}: expected a record of momentum buffers, got ${state === null ? 'null' : Array.isArray(state) ? 'an array' : typeof state}`);
+    }
     const have = params.filter(({ name }) => `momentum_buffer.${name}` in state);
     if (have.length !== 0 && have.length !== params.length) {
       throw new Error(`${source}: momentum buffers for ${have.length} of ${params.length} parameters`);
@@ -92,7 +148,14 @@ export class SGD {
       if (!(v instanceof Tensor) || v.shape.join() !== param.shape.join()) {
         throw new Error(`${source}: momentum_buffer.${name} does not match the parameter's shape [${param.shape.join(', ')}]`);
       }
-      this.bufferFor(param).copy_(v);
+    }
+  }
+
+  loadStateDict(params: { name: string; param: Parameter }[], state: Record<string, Tensor | bigint>, source = 'optimizer state'): void {
+    this.checkStateDict(params, state, source); // all checked before any buffer changes
+    for (const { name, param } of params) {
+      const v = state[`momentum_buffer.${name}`];
+      if (v instanceof Tensor) this.bufferFor(param).copy_(v);
     }
   }
 

@@ -6,6 +6,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Tensor } from '../tensor';
 import { readSafetensors, writeSafetensors, StateRecord } from '../io/safetensors';
+import { openRegularFileSync, pathArg } from '../io/files';
 import { VGGNet } from '../models/vgg';
 import type { VGGConfig, Precision } from '../models/vgg';
 
@@ -104,9 +105,8 @@ export function decodeMeta(m: Record<string, string>, source: string): Checkpoin
     step, lr: Number(lr), created: m.created,
   } as CheckpointMeta;
   for (const k of JSON_KEYS) (meta as unknown as Record<string, unknown>)[k] = parse(k);
-  const isObj = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
   const model = meta.model as unknown;
-  if (!isObj(model) || !Array.isArray((model as ModelSpec).config)) bad('model', 'an object with a config array (the model description)', m.model);
+  if (!isObj(model) || !Array.isArray(model.config)) bad('model', 'an object with a config array (the model description)', m.model);
   for (const k of ['config', 'hyperParameters', 'scheduler', 'metrics', 'partial', 'best'] as const) {
     const v = meta[k] as unknown;
     if (v !== null && !isObj(v)) bad(k, 'a JSON object or null', m[k]);
@@ -119,7 +119,112 @@ export function decodeMeta(m: Record<string, string>, source: string): Checkpoin
   if (meta.classes !== null && (!Array.isArray(meta.classes) || !meta.classes.every((c) => typeof c === 'string'))) {
     bad('classes', 'an array of strings or null', m.classes);
   }
+  checkFields(meta, (field, expected, got) => bad(field, expected, got));
   return meta;
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isPositive = (v: unknown): v is number => isCount(v) && v >= 1;
+/** A metric value as encodeMeta writes it: a number, or the string of a non-finite one. */
+const isMetric = (v: unknown) => typeof v === 'number' || v === 'NaN' || v === 'Infinity' || v === '-Infinity';
+const PRECISIONS = ['fp32', 'tf32', 'bf16'];
+
+/**
+ * Every field below the top level that something reads back (rebuilding the model, resuming training, predict and
+ * export): a wrong one is reported here with its path, not as a TypeError from deep inside the code that uses it.
+ */
+function checkFields(meta: CheckpointMeta, bad: (field: string, expected: string, got: unknown) => never): void {
+  const model = meta.model as unknown as Record<string, unknown>;
+  const config = model.config as unknown[];
+  config.forEach((v, i) => {
+    if (!(v === 'M' || isPositive(v))) bad(`model.config[${i}]`, "a layer width (an integer >= 1) or 'M' (a max pool)", v);
+  });
+  if (!config.some((v) => v !== 'M')) bad('model.config', 'at least one convolution width', config);
+  if (!isPositive(model.numClasses)) bad('model.numClasses', 'an integer >= 1', model.numClasses);
+  if (typeof model.batchNorm !== 'boolean') bad('model.batchNorm', 'true or false', model.batchNorm);
+  if (!(typeof model.dropout === 'number' && model.dropout >= 0 && model.dropout < 1)) bad('model.dropout', 'a number in [0, 1)', model.dropout);
+  if (!isPositive(model.hiddenFeatures)) bad('model.hiddenFeatures', 'an integer >= 1', model.hiddenFeatures);
+  if (!isPositive(model.inChannels)) bad('model.inChannels', 'an integer >= 1', model.inChannels);
+  if (!PRECISIONS.includes(model.precision as string)) bad('model.precision', `one of ${PRECISIONS.join(', ')}`, model.precision);
+  if (!(typeof model.seed === 'number' && Number.isSafeInteger(model.seed))) bad('model.seed', 'an integer', model.seed);
+  if (model.name !== undefined && model.name !== null && typeof model.name !== 'string') bad('model.name', 'a string', model.name);
+  if (meta.classes !== null && meta.classes.length !== model.numClasses) {
+    bad('classes', `${String(model.numClasses)} class names (model.numClasses)`, `${meta.classes.length} names`);
+  }
+  const config2 = meta.config as Record<string, unknown> | null;
+  if (config2 && config2.imageSize !== undefined && !isPositive(config2.imageSize)) bad('config.imageSize', 'an integer >= 1', config2.imageSize);
+  if (meta.rng !== null) {
+    (meta.rng.dropout ?? []).forEach((d: unknown, i: number) => {
+      if (!isObj(d) || !(typeof d.seed === 'number' && Number.isSafeInteger(d.seed)) || !isCount(d.calls)) {
+        bad(`rng.dropout[${i}]`, 'an object { seed: integer, calls: integer >= 0 }', d);
+      }
+    });
+    const l = meta.rng.loader as unknown;
+    if (l !== null && l !== undefined && (!isObj(l) || !(typeof l.seed === 'number' && Number.isSafeInteger(l.seed)) || !isCount(l.epoch) ||
+        !isCount(l.batch) || typeof l.shuffle !== 'boolean')) {
+      bad('rng.loader', 'null or an object { seed: integer, epoch: integer >= 0, batch: integer >= 0, shuffle: boolean }', l);
+    }
+  }
+  if (meta.metrics !== null) {
+    for (const [k, v] of Object.entries(meta.metrics)) if (!isMetric(v)) bad(`metrics.${k}`, 'a number', v);
+  }
+  if (meta.partial !== null) {
+    const p = meta.partial as Record<string, unknown>;
+    if (!(typeof p.lossSum === 'number' || isMetric(p.lossSum)) || !isCount(p.samples) || !isCount(p.correct1) || !isCount(p.correct5) ||
+        (p.correct1 as number) > (p.samples as number) || (p.correct5 as number) > (p.samples as number)) {
+      bad('partial', 'null or the running metrics { lossSum: number, correct1, correct5, samples: integers >= 0, correct <= samples }', p);
+    }
+  }
+  (meta.history ?? []).forEach((h: unknown, i: number) => {
+    if (!isObj(h)) bad(`history[${i}]`, 'an object of metrics', h);
+    for (const [k, v] of Object.entries(h)) if (!isMetric(v)) bad(`history[${i}].${k}`, 'a number', v);
+  });
+  if (meta.best !== null) {
+    const b = meta.best as unknown as Record<string, unknown>;
+    if (!(typeof b.top1 === 'number' && b.top1 >= 0 && b.top1 <= 1) || !isCount(b.epoch)) bad('best', 'null or { top1: a number in [0, 1], epoch: integer >= 0 }', b);
+  }
+  for (const k of ['created', 'packageVersion'] as const) {
+    if (meta[k] !== undefined && typeof meta[k] !== 'string') bad(k === 'created' ? 'created' : 'package_version', 'a string', meta[k]);
+  }
+}
+
+/** How many numbers the state dict of this model holds (parameters and batch-norm running statistics). */
+function specElements(s: ModelSpec): number {
+  let inC = s.inChannels;
+  let n = 0;
+  for (const v of s.config) {
+    if (v === 'M') continue;
+    n += v * inC * 9 + v + (s.batchNorm ? 4 * v : 0);
+    inC = v;
+  }
+  const h = s.hiddenFeatures;
+  return n + inC * 49 * h + h + h * h + h + h * s.numClasses + s.numClasses;
+}
+
+/**
+ * The checkpoint's weights against its own metadata: the classifier's last layer has model.numClasses rows (and so
+ * as many class names), the first conv model.inChannels input channels. (Every other shape is checked when the
+ * weights are loaded into the model the metadata describes.)
+ */
+function checkWeightsAgainstMeta(model: StateRecord, meta: CheckpointMeta, source: string): void {
+  // First the element count, so a corrupt description (a width of 10^9) is refused before a model is built from it.
+  const held = Object.values(model).reduce((a, v) => a + (v instanceof Tensor ? v.shape.reduce((x, y) => x * y, 1) : 0), 0);
+  const want = specElements(meta.model);
+  if (held !== want) {
+    throw new Error(`${source}: checkpoint metadata 'model' describes a network of ${want} weights and statistics, the file holds ${held}`);
+  }
+  const last = Object.keys(model).map((k) => /^classifier\.(\d+)\.weight$/.exec(k)).filter((x): x is RegExpExecArray => x !== null)
+    .sort((a, b) => Number(b[1]) - Number(a[1]))[0];
+  const lastW = last ? model[last[0]] : undefined;
+  if (lastW instanceof Tensor && lastW.shape[0] !== meta.model.numClasses) {
+    throw new Error(`${source}: the weights have ${lastW.shape[0]} classes (${last![0]} is [${lastW.shape.join(', ')}]) but checkpoint metadata ` +
+      `'model.numClasses' says ${meta.model.numClasses}${meta.classes ? ` and 'classes' names ${meta.classes.length}` : ''}`);
+  }
+  const first = model['features.0.weight'];
+  if (first instanceof Tensor && first.shape.length === 4 && first.shape[1] !== meta.model.inChannels) {
+    throw new Error(`${source}: the weights take ${first.shape[1]} input channels (features.0.weight is [${first.shape.join(', ')}]) but checkpoint metadata 'model.inChannels' says ${meta.model.inChannels}`);
+  }
 }
 
 /** Reads a checkpoint's metadata only (cheap: the header). */
@@ -127,12 +232,7 @@ export function readCheckpointMeta(file: string): CheckpointMeta {
   const fail = (msg: string): never => {
     throw new Error(`${file}: not a valid safetensors file: ${msg}`);
   };
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch (e) {
-    throw new Error(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const fd = openRegularFileSync(file);
   try {
     const size = fs.fstatSync(fd).size;
     const head = Buffer.alloc(8);
@@ -161,11 +261,12 @@ export function readCheckpointMeta(file: string): CheckpointMeta {
 export function saveCheckpoint(file: string, model: StateRecord, optimizer: Record<string, Tensor>, meta: CheckpointMeta): void {
   const record: StateRecord = { ...model };
   for (const [k, v] of Object.entries(optimizer)) record[OPTIMIZER_PREFIX + k] = v;
-  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-  writeSafetensors(file, record, encodeMeta(meta));
+  writeSafetensors(file, record, encodeMeta(meta)); // creates the folder
 }
 
 export interface LoadedCheckpoint {
+  /** Where it was read from (errors about it name this). */
+  source?: string;
   meta: CheckpointMeta;
   model: StateRecord;
   optimizer: Record<string, Tensor | bigint>;
@@ -174,6 +275,7 @@ export interface LoadedCheckpoint {
 }
 
 export function loadCheckpoint(file: string): LoadedCheckpoint {
+  pathArg(file, 'loadCheckpoint');
   if (!fs.existsSync(file)) throw new Error(`${file}: checkpoint not found`);
   const { tensors, metadata } = readSafetensors(file);
   const all = Object.values(tensors);
@@ -181,33 +283,38 @@ export function loadCheckpoint(file: string): LoadedCheckpoint {
     for (const v of all) if (v instanceof Tensor) v.dispose();
   };
   let meta: CheckpointMeta;
-  try {
-    meta = decodeMeta(metadata, file);
-  } catch (e) {
-    dispose();
-    throw e;
-  }
   const model: StateRecord = {};
   const optimizer: Record<string, Tensor | bigint> = {};
   for (const [k, v] of Object.entries(tensors)) {
     if (k.startsWith(OPTIMIZER_PREFIX)) optimizer[k.slice(OPTIMIZER_PREFIX.length)] = v;
     else model[k] = v;
   }
-  return { meta, model, optimizer, dispose };
+  try {
+    meta = decodeMeta(metadata, file);
+    checkWeightsAgainstMeta(model, meta, file);
+  } catch (e) {
+    dispose();
+    throw e;
+  }
+  return { source: file, meta, model, optimizer, dispose };
 }
 
 /** Rebuilds the model a checkpoint was trained with and loads its weights (for predict and fine-tuning). */
 export function modelFromCheckpoint(file: string, options: { device?: 'cpu' | 'cuda' | 'auto'; precision?: 'fp32' | 'bf16' | 'tf32' } = {}): { model: VGGNet; meta: CheckpointMeta } {
   const ck = loadCheckpoint(file);
   try {
-    const s = ck.meta.model;
-    if (!s || !Array.isArray(s.config)) throw new Error(`${file}: the checkpoint metadata has no model description`);
+    const s = ck.meta.model; // validated by decodeMeta
     const model = new VGGNet(s.config, {
       numClasses: s.numClasses, batchNorm: s.batchNorm, dropout: s.dropout, hiddenFeatures: s.hiddenFeatures,
       inChannels: s.inChannels, initWeights: false, seed: s.seed, device: options.device ?? 'cpu',
       precision: options.precision,
     }, s.name);
-    model.loadStateDict(ck.model, { strict: true });
+    try {
+      model.loadStateDict(ck.model, { strict: true });
+    } catch (e) {
+      model.dispose();
+      throw new Error(`${file}: the weights do not fit the model its metadata describes (${(e as Error).message})`);
+    }
     return { model, meta: ck.meta };
   } finally {
     ck.dispose();

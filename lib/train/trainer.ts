@@ -23,6 +23,7 @@ import { MetricAccumulator, EvalResult } from './metrics';
 import {
   CHECKPOINT_FORMAT, CheckpointMeta, LoadedCheckpoint, loadCheckpoint, modelSpec, packageVersion, saveCheckpoint,
 } from './checkpoint';
+import { probeWritableDir } from '../io/files';
 import { Progress, ProgressStream, formatDuration } from './progress';
 import { writeMetrics, EpochRecord, logEpochTensorBoard } from './logs';
 import { TensorBoardWriter } from '../io/tensorboard';
@@ -367,7 +368,7 @@ export class Trainer {
   /** Restores everything from a checkpoint written by this trainer (or the CLI). */
   resume(source: string | LoadedCheckpoint): CheckpointMeta {
     const ck = typeof source === 'string' ? loadCheckpoint(source) : source;
-    const name = typeof source === 'string' ? source : 'checkpoint';
+    const name = typeof source === 'string' ? source : source.source ?? 'checkpoint';
     try {
       const meta = ck.meta;
       const spec = modelSpec(this.model);
@@ -377,18 +378,26 @@ export class Trainer {
           `${meta.model.numClasses} classes, batchNorm ${meta.model.batchNorm}) than the one being trained (${spec.name ?? JSON.stringify(spec.config)}, ` +
           `${spec.numClasses} classes, batchNorm ${spec.batchNorm})`);
       }
+      // Everything that can be checked is checked before anything changes, so a bad checkpoint leaves the run as it was.
+      const drops = this.dropouts();
+      const saved = meta.rng?.dropout ?? [];
+      if (saved.length !== drops.length) throw new Error(`${name}: RNG state for ${saved.length} dropout layers, the model has ${drops.length}`);
+      this.optimizer.checkStateDict(this.model.namedParameters(), ck.optimizer as Record<string, Tensor>, name);
+      if (this.scheduler && meta.scheduler) {
+        try {
+          this.scheduler.loadState(meta.scheduler); // checks the whole state before setting any of it
+        } catch (e) {
+          throw new Error(`${name}: checkpoint metadata 'scheduler': ${(e as Error).message}`);
+        }
+      }
       this.model.loadStateDict(ck.model, { strict: true });
       this.optimizer.loadStateDict(this.model.namedParameters(), ck.optimizer as Record<string, Tensor>, name);
       this.optimizer.lr = meta.lr;
       this.optimizer.stepCount = meta.step;
       if (this.scheduler) {
-        if (meta.scheduler) this.scheduler.loadState(meta.scheduler);
-        else this.scheduler.attach(meta.lr);
+        if (!meta.scheduler) this.scheduler.attach(meta.lr);
         this.schedulerAttached = true;
       }
-      const drops = this.dropouts();
-      const saved = meta.rng?.dropout ?? [];
-      if (saved.length !== drops.length) throw new Error(`${name}: RNG state for ${saved.length} dropout layers, the model has ${drops.length}`);
       drops.forEach((d, i) => {
         d.seed = saved[i].seed;
         d.calls = saved[i].calls;
@@ -446,6 +455,14 @@ export class Trainer {
     return file;
   }
 
+  /** About what one checkpoint file takes: the state dict and the momentum buffers as float32, and the metadata. */
+  private checkpointBytes(): number {
+    let n = 0;
+    for (const v of Object.values(this.model.stateDict())) n += typeof v === 'bigint' ? 8 : 4 * v.shape.reduce((a, b) => a * b, 1);
+    const params = this.model.namedParameters().reduce((a, { param }) => a + 4 * param.shape.reduce((x, y) => x * y, 1), 0);
+    return n + (this.optimizer.momentum !== 0 ? params : 0) + (1 << 20);
+  }
+
   private writeLogs(): void {
     if (this.options.logDir) writeMetrics(this.options.logDir, this.history);
   }
@@ -454,6 +471,9 @@ export class Trainer {
     const { epochs, validation = null } = options;
     if (!Number.isInteger(epochs) || epochs < 0) throw new RangeError(`Trainer.fit: epochs must be an integer >= 0, got ${epochs}`);
     if (options.resume) this.resume(options.resume);
+    // A read-only, missing-parent or full folder is found now, not when the first checkpoint is saved after an epoch.
+    if (this.options.checkpointDir) probeWritableDir(this.options.checkpointDir, this.checkpointBytes(), 'Trainer: checkpoint folder');
+    if (this.options.logDir) probeWritableDir(this.options.logDir, 0, 'Trainer: log folder');
     this.stopRequested = this.stopRequested || Boolean(this.options.signal?.aborted);
     const model = this.model;
     const opt = this.optimizer;

@@ -3,6 +3,8 @@
 // that resolves a promise.
 #include "bindings/bind_data.h"
 
+#include <cmath>
+
 #include "bindings/js_tensor.h"
 #include "data/batch.h"
 #include "data/source.h"
@@ -11,6 +13,8 @@
 
 namespace vgg::js {
 namespace {
+
+constexpr int kMaxSide = 1 << 16;  // the largest image side a transform may produce
 
 using data::Op;
 using data::Pipeline;
@@ -45,15 +49,15 @@ std::vector<int64_t> get_indices(const Napi::Value& v, const char* what) {
 }
 
 double num_field(const Napi::Object& o, const char* key, const char* what) {
-  return get_number(o.Get(key), (std::string(what) + "." + key).c_str());
+  return get_finite(o.Get(key), (std::string(what) + "." + key).c_str());
 }
 void pair_field(const Napi::Object& o, const char* key, double out[2], const char* what) {
   Napi::Value v = o.Get(key);
   std::string w = std::string(what) + "." + key;
   if (!v.IsArray() || v.As<Napi::Array>().Length() != 2) throw Error(w + ": expected [number, number]");
   auto a = v.As<Napi::Array>();
-  out[0] = get_number(a.Get(0u), w.c_str());
-  out[1] = get_number(a.Get(1u), w.c_str());
+  out[0] = get_finite(a.Get(0u), w.c_str());
+  out[1] = get_finite(a.Get(1u), w.c_str());
 }
 bool jitter_field(const Napi::Object& o, const char* key, float out[2]) {
   Napi::Value v = o.Get(key);
@@ -67,9 +71,12 @@ bool jitter_field(const Napi::Object& o, const char* key, float out[2]) {
 void hw_field(const Napi::Object& o, Op& op, const char* what) {
   double s[2];
   pair_field(o, "size", s, what);
+  // Checked as doubles: converting an out-of-range double to int is undefined behaviour.
+  VGG_CHECK_RANGE(s[0] >= 1 && s[1] >= 1 && s[0] <= kMaxSide && s[1] <= kMaxSide && s[0] == std::trunc(s[0]) &&
+                s[1] == std::trunc(s[1]),
+            "%s: size must be two integers in 1..%d, got [%g, %g]", what, kMaxSide, s[0], s[1]);
   op.h = int(s[0]);
   op.w = int(s[1]);
-  VGG_CHECK(op.h > 0 && op.w > 0, "%s: size must be positive, got [%d, %d]", what, op.h, op.w);
 }
 
 // A flat array of transform descriptions (see lib/data/transforms.ts).
@@ -87,11 +94,12 @@ Pipeline get_pipeline(const Napi::Value& v) {
     if (type == "resize") {
       op.kind = Op::Resize;
       Napi::Value s = o.Get("size");
-      if (s.IsNumber()) op.short_side = int(get_int(s, "resize.size"));
+      if (s.IsNumber()) op.short_side = get_int32(s, "resize.size");
       else hw_field(o, op, "resize");
       Napi::Value m = o.Get("maxSize");
-      if (m.IsNumber()) op.max_size = int(get_int(m, "resize.maxSize"));
-      VGG_CHECK(op.short_side >= 0, "resize: size must be positive");
+      if (m.IsNumber()) op.max_size = get_int32(m, "resize.maxSize");
+      VGG_CHECK_RANGE(op.short_side >= 0 && op.short_side <= kMaxSide && op.max_size >= 0 && op.max_size <= kMaxSide,
+                "resize: size and maxSize must be in 1..%d", kMaxSide);
     } else if (type == "centerCrop") {
       op.kind = Op::CenterCrop;
       hw_field(o, op, "centerCrop");
@@ -105,6 +113,7 @@ Pipeline get_pipeline(const Napi::Value& v) {
     } else if (type == "randomHorizontalFlip") {
       op.kind = Op::HFlip;
       op.p = num_field(o, "p", "randomHorizontalFlip");
+      VGG_CHECK_RANGE(op.p >= 0 && op.p <= 1, "randomHorizontalFlip: p must be in [0, 1], got %g", double(op.p));
     } else if (type == "colorJitter") {
       op.kind = Op::ColorJitter;
       op.has_b = jitter_field(o, "brightness", op.b);
@@ -118,7 +127,7 @@ Pipeline get_pipeline(const Napi::Value& v) {
         if (!a.IsArray() || a.As<Napi::Array>().Length() != 3)
           throw Error(strprintf("normalize.%s: expected 3 numbers", key));
         for (uint32_t c = 0; c < 3; ++c) {
-          float x = float(get_number(a.As<Napi::Array>().Get(c), "normalize"));
+          float x = float(get_finite(a.As<Napi::Array>().Get(c), "normalize"));
           (key[0] == 'm' ? op.mean : op.std)[c] = x;
         }
       }
@@ -147,7 +156,9 @@ Napi::Value Stl10Source(const Napi::CallbackInfo& info) {
   if (!parts.IsArray()) throw TypeError("dataStl10Source: expected an array of [xPath, yPath|null]");
   auto a = parts.As<Napi::Array>();
   for (uint32_t i = 0; i < a.Length(); ++i) {
-    auto p = a.Get(i).As<Napi::Array>();
+    Napi::Value e = a.Get(i);
+    if (!e.IsArray()) throw TypeError("dataStl10Source: expected an array of [xPath, yPath|null]");
+    auto p = e.As<Napi::Array>();
     std::string x = get_string(p.Get(0u), "dataStl10Source: xPath");
     Napi::Value y = p.Get(1u);
     src->add_part(x, y.IsString() ? y.As<Napi::String>().Utf8Value() : std::string());

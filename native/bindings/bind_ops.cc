@@ -2,6 +2,7 @@
 // Names are the camelCase of the ops; lib/ops.ts is the typed wrapper.
 #include <napi.h>
 
+#include <cmath>
 #include <initializer_list>
 #ifdef _OPENMP
 #include <omp.h>
@@ -32,10 +33,10 @@ Conv2dParams conv_params(const Napi::Value& v, const char* op) {
   VGG_CHECK_TYPE(v.IsObject(), "%s: expected conv parameters {strideH, strideW, padH, padW}", op);
   Napi::Object o = v.As<Napi::Object>();
   Conv2dParams p;
-  p.stride_h = int(get_int(o.Get("strideH"), op));
-  p.stride_w = int(get_int(o.Get("strideW"), op));
-  p.pad_h = int(get_int(o.Get("padH"), op));
-  p.pad_w = int(get_int(o.Get("padW"), op));
+  p.stride_h = get_int32(o.Get("strideH"), op);
+  p.stride_w = get_int32(o.Get("strideW"), op);
+  p.pad_h = get_int32(o.Get("padH"), op);
+  p.pad_w = get_int32(o.Get("padW"), op);
   Napi::Value blocked = o.Get("cpuBlockedOutput");
   p.cpu_blocked_output = !blocked.IsUndefined() && blocked.ToBoolean().Value();
   VGG_CHECK_RANGE(p.stride_h >= 1 && p.stride_w >= 1 && p.pad_h >= 0 && p.pad_w >= 0,
@@ -46,9 +47,9 @@ Pool2dParams pool_params(const Napi::Value& v, const char* op) {
   VGG_CHECK_TYPE(v.IsObject(), "%s: expected pool parameters {kernel, stride, pad}", op);
   Napi::Object o = v.As<Napi::Object>();
   Pool2dParams p;
-  p.kernel = int(get_int(o.Get("kernel"), op));
-  p.stride = int(get_int(o.Get("stride"), op));
-  p.pad = int(get_int(o.Get("pad"), op));
+  p.kernel = get_int32(o.Get("kernel"), op);
+  p.stride = get_int32(o.Get("stride"), op);
+  p.pad = get_int32(o.Get("pad"), op);
   VGG_CHECK_RANGE(p.kernel >= 1 && p.stride >= 1 && p.pad >= 0 && 2 * p.pad <= p.kernel,
             "%s: kernel and stride must be >= 1, padding at most half the kernel", op);
   return p;
@@ -140,7 +141,7 @@ Napi::Value Maxpool2dBackward(const Napi::CallbackInfo& info) {
 Napi::Value AdaptiveAvgpool2dForward(const Napi::CallbackInfo& info) {
   const char* op = "adaptiveAvgpool2dForward";
   Tensor& x = unwrap(arg(info, 0), "adaptiveAvgpool2dForward: input");
-  int oh = int(get_int(arg(info, 1), op)), ow = int(get_int(arg(info, 2), op));
+  int oh = get_int32(arg(info, 1), op), ow = get_int32(arg(info, 2), op);
   VGG_CHECK_RANGE(oh >= 1 && ow >= 1, "%s: output size must be >= 1, got %dx%d", op, oh, ow);
   return wrap(info.Env(), backend_of(op, {&x}).adaptive_avgpool2d_forward(x, oh, ow));
 }
@@ -160,7 +161,10 @@ Napi::Value BatchnormForward(const Napi::CallbackInfo& info) {
   Tensor& rm = unwrap(arg(info, 3), "batchnormForward: running_mean");
   Tensor& rv = unwrap(arg(info, 4), "batchnormForward: running_var");
   bool training = get_bool(arg(info, 5), op);
-  double momentum = get_number(arg(info, 6), op), eps = get_number(arg(info, 7), op);
+  double momentum = get_finite(arg(info, 6), "batchnormForward: momentum"),
+         eps = get_finite(arg(info, 7), "batchnormForward: eps");
+  VGG_CHECK_RANGE(momentum >= 0 && momentum <= 1 && eps > 0, "%s: expected 0 <= momentum <= 1 and eps > 0, got %g and %g",
+            op, momentum, eps);
   bool need_backward = get_bool(arg(info, 8), op);
   bool relu = get_bool(arg(info, 9), op);
   Saved saved;
@@ -175,7 +179,8 @@ Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
   Tensor& dy = unwrap(arg(info, 0), "batchnormBackward: grad output");
   Tensor& x = unwrap(arg(info, 1), "batchnormBackward: input");
   Tensor& g = unwrap(arg(info, 2), "batchnormBackward: weight");
-  double eps = get_number(arg(info, 3), op);
+  double eps = get_finite(arg(info, 3), "batchnormBackward: eps");
+  VGG_CHECK_RANGE(eps > 0, "%s: eps must be > 0, got %g", op, eps);
   Saved saved = unwrap_all(arg(info, 4), "batchnormBackward: saved");
   Tensor& dg = unwrap(arg(info, 5), "batchnormBackward: weight grad");
   Tensor& db = unwrap(arg(info, 6), "batchnormBackward: bias grad");
@@ -220,6 +225,7 @@ Napi::Value DropoutBackward(const Napi::CallbackInfo& info) {
   const char* op = "dropoutBackward";
   Tensor& dy = unwrap(arg(info, 0), "dropoutBackward: grad output");
   double p = get_number(arg(info, 1), op);
+  VGG_CHECK_RANGE(p >= 0 && p < 1, "%s: p must be in [0, 1), got %g", op, p);
   Saved saved = unwrap_all(arg(info, 2), "dropoutBackward: saved");
   return wrap(info.Env(), backend_of(op, {&dy}).dropout_backward(dy, p, saved));
 }
@@ -241,13 +247,16 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   Saved params = unwrap_all(arg(info, 0), "sgdStep: params");
   Saved grads = unwrap_all(arg(info, 1), "sgdStep: grads");
   Saved bufs = unwrap_all(arg(info, 2), "sgdStep: momentum buffers");
-  VGG_CHECK(arg(info, 3).IsObject(), "%s: expected options {lr, momentum, dampening, weightDecay, nesterov}", op);
+  VGG_CHECK_TYPE(arg(info, 3).IsObject(), "%s: expected options {lr, momentum, dampening, weightDecay, nesterov}", op);
   Napi::Object o = arg(info, 3).As<Napi::Object>();
   SgdParams p;
-  p.lr = get_number(o.Get("lr"), "sgdStep: lr");
-  p.momentum = get_number(o.Get("momentum"), "sgdStep: momentum");
-  p.dampening = get_number(o.Get("dampening"), "sgdStep: dampening");
-  p.weight_decay = get_number(o.Get("weightDecay"), "sgdStep: weightDecay");
+  // Non-finite or negative values would write NaN or diverging weights without a word: refused here as in SGD's setters.
+  p.lr = get_finite(o.Get("lr"), "sgdStep: lr");
+  p.momentum = get_finite(o.Get("momentum"), "sgdStep: momentum");
+  p.dampening = get_finite(o.Get("dampening"), "sgdStep: dampening");
+  p.weight_decay = get_finite(o.Get("weightDecay"), "sgdStep: weightDecay");
+  VGG_CHECK_RANGE(p.lr >= 0 && p.momentum >= 0 && p.weight_decay >= 0,
+            "%s: lr, momentum and weightDecay must be >= 0, got %g, %g and %g", op, p.lr, p.momentum, p.weight_decay);
   p.nesterov = get_bool(o.Get("nesterov"), "sgdStep: nesterov");
   bool first = get_bool(arg(info, 4), op);
   VGG_CHECK(params.size() == grads.size(), "%s: %zu params but %zu grads", op, params.size(), grads.size());
@@ -264,7 +273,15 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
 }
 Napi::Value Fill(const Napi::CallbackInfo& info) {
   Tensor& t = unwrap(arg(info, 0), "fill: tensor");
-  backend(t.device()).fill(t, get_number(arg(info, 1), "fill: value"));
+  const double v = get_number(arg(info, 1), "fill: value");
+  if (t.dtype == DType::I32 || t.dtype == DType::I64 || t.dtype == DType::U8) {
+    // An integer tensor takes an integer it can hold (converting anything else is undefined behaviour in C++).
+    const double lo = t.dtype == DType::U8 ? 0 : t.dtype == DType::I32 ? -2147483648.0 : -9223372036854775808.0;
+    const double hi = t.dtype == DType::U8 ? 255 : t.dtype == DType::I32 ? 2147483647.0 : 9223372036854775807.0;
+    VGG_CHECK_RANGE(std::isfinite(v) && v == std::trunc(v) && v >= lo && v < hi + 1, "fill: a %s tensor cannot hold %g",
+              dtype_name(t.dtype), v);
+  }
+  backend(t.device()).fill(t, v);
   return info.Env().Undefined();
 }
 Napi::Value Add(const Napi::CallbackInfo& info) {
@@ -324,7 +341,7 @@ Napi::Value CpuIsaInfoJs(const Napi::CallbackInfo& info) {
 }
 // cpuPeakGflops(threads, seconds): {gflops, threads, vector}, see ops.h.
 Napi::Value CpuPeakGflopsJs(const Napi::CallbackInfo& info) {
-  const CpuPeak p = cpu_peak_gflops(int(get_int(arg(info, 0), "cpuPeakGflops: threads")),
+  const CpuPeak p = cpu_peak_gflops(get_int32(arg(info, 0), "cpuPeakGflops: threads"),
                                     get_number(arg(info, 1), "cpuPeakGflops: seconds"));
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("gflops", p.gflops);
@@ -338,13 +355,16 @@ Napi::Value FillRandom(const Napi::CallbackInfo& info) {
   Tensor& t = unwrap(arg(info, 0), "fillRandom: tensor");
   const std::string kind = get_string(arg(info, 1), op);
   VGG_CHECK_RANGE(kind == "normal" || kind == "uniform", "%s: kind must be 'normal' or 'uniform', got '%s'", op, kind.c_str());
-  const double a = get_number(arg(info, 2), op), b = get_number(arg(info, 3), op);
+  check_dtype(t, DType::F32, "fillRandom: tensor");
+  const double a = get_finite(arg(info, 2), "fillRandom: a"), b = get_finite(arg(info, 3), "fillRandom: b");
+  VGG_CHECK_RANGE(kind == "normal" ? b >= 0 : a <= b, "%s: expected %s, got a = %g, b = %g", op,
+            kind == "normal" ? "a standard deviation b >= 0" : "a range a <= b", a, b);
   const uint64_t seed = uint64_t(get_int(arg(info, 4), op));
   backend(t.device()).fill_random(t, kind == "normal" ? RandomKind::Normal : RandomKind::Uniform, a, b, seed);
   return info.Env().Undefined();
 }
 Napi::Value SetCudaMathMode(const Napi::CallbackInfo& info) {
-  cuda_set_math_mode(int(get_int(arg(info, 0), "setCudaMathMode")));
+  cuda_set_math_mode(get_int32(arg(info, 0), "setCudaMathMode"));
   return info.Env().Undefined();
 }
 

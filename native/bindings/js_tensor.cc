@@ -1,6 +1,9 @@
 // NativeTensor: the JS object that owns a vgg::Tensor, and the argument helpers used by every binding.
 #include "bindings/js_tensor.h"
 
+#include <cmath>
+#include <cstdint>
+
 #include "cuda/cuda_hooks.h"
 #include "ops.h"
 
@@ -95,7 +98,7 @@ Napi::Value NativeTensor::ToBuffer(const Napi::CallbackInfo& info) {
   Tensor h = to_host_contiguous(get("toArray"));
   if (h.dtype == DType::BF16) h = cpu_backend().cast(h, DType::F32);
   Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(info.Env(), h.nbytes());
-  std::memcpy(buf.Data(), h.raw(), h.nbytes());
+  if (h.nbytes()) std::memcpy(buf.Data(), h.raw(), h.nbytes());  // an empty ArrayBuffer's Data() is null
   return buf;
 }
 
@@ -142,8 +145,21 @@ int64_t get_int(const Napi::Value& v, const char* what) {
     return r;
   }
   double d = get_number(v, what);
-  VGG_CHECK_TYPE(d == double(int64_t(d)), "%s: expected an integer, got %g", what, d);
+  // Checked before converting: NaN, an infinity or a double beyond int64 converted to int64_t is undefined behaviour.
+  VGG_CHECK_TYPE(std::isfinite(d) && d == std::trunc(d), "%s: expected an integer, got %g", what, d);
+  VGG_CHECK_RANGE(d >= -9223372036854775808.0 && d < 9223372036854775808.0, "%s: %g is out of the 64-bit integer range",
+                  what, d);
   return int64_t(d);
+}
+int get_int32(const Napi::Value& v, const char* what) {
+  const int64_t i = get_int(v, what);
+  VGG_CHECK_RANGE(i >= INT32_MIN && i <= INT32_MAX, "%s: %lld is out of the 32-bit integer range", what, (long long)i);
+  return int(i);
+}
+double get_finite(const Napi::Value& v, const char* what) {
+  const double d = get_number(v, what);
+  VGG_CHECK_RANGE(std::isfinite(d), "%s: expected a finite number, got %g", what, d);
+  return d;
 }
 bool get_bool(const Napi::Value& v, const char* what) {
   VGG_CHECK_TYPE(v.IsBoolean(), "%s: expected a boolean", what);
@@ -186,7 +202,7 @@ Napi::Value TensorFromBuffer(const Napi::CallbackInfo& info) {
             shape_str(shape).c_str(), dtype_name(dt), want);
   const uint8_t* src = static_cast<const uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
   Tensor h = Tensor::empty(shape, dt == DType::BF16 ? DType::F32 : dt, Device::CPU);
-  std::memcpy(h.raw(), src, want);
+  if (want) std::memcpy(h.raw(), src, want);  // an empty typed array may have no buffer at all
   if (dt == DType::BF16) h = cpu_backend().cast(h, DType::BF16);
   if (layout != Layout::Contiguous) h = cpu_backend().to_layout(h, layout);
   return wrap(info.Env(), to_device(h, dev));

@@ -49,6 +49,8 @@ Tensor unwrap_optional(const Napi::Value& v, const char* what);
 // Argument helpers: each throws vgg::Error naming `what` when the value has the wrong type.
 double get_number(const Napi::Value& v, const char* what);
 int64_t get_int(const Napi::Value& v, const char* what);
+int get_int32(const Napi::Value& v, const char* what);      // an integer that fits an int
+double get_finite(const Napi::Value& v, const char* what);  // a number that is neither NaN nor infinite
 bool get_bool(const Napi::Value& v, const char* what);
 std::string get_string(const Napi::Value& v, const char* what);
 Shape get_shape(const Napi::Value& v, const char* what);

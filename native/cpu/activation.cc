@@ -82,6 +82,7 @@ Tensor CpuBackend::dropout_backward(const Tensor& dy, double p, const Saved& sav
   check_cpu(mask, "dropout_backward: mask");
   check_dtype(mask, DType::U8, "dropout_backward: mask");
   check_shape(mask, dy.shape, "dropout_backward: mask");
+  check_same_layout(mask, dy, "dropout_backward: mask and dy");
   Tensor dx = Tensor::empty(dy.shape, dy.dtype, Device::CPU, dy.layout);
   const int64_t n = dy.numel();
   const float scale = p < 1 ? float(1.0 / (1.0 - p)) : 0.f;

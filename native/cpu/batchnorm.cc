@@ -40,6 +40,7 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
   check_param(running_mean, {C}, "batchnorm_forward: running_mean");
   check_param(running_var, {C}, "batchnorm_forward: running_var");
   VGG_CHECK(eps > 0, "batchnorm_forward: eps must be > 0, got %g", eps);
+  check_nonzero_dims(x.shape, 1, "batchnorm_forward: input");
   const int64_t M = x.dim(0) * x.dim(2) * x.dim(3);
   VGG_CHECK(!training || M > 1,
             "batchnorm_forward: expected more than 1 value per channel when training, got input %s",
@@ -130,6 +131,7 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
   check_same_dtype(dy, x, "batchnorm_backward: dy and input");
   check_shape(dy, x.shape, "batchnorm_backward: dy");
   check_same_layout(dy, x, "batchnorm_backward: dy and input");
+  check_nonzero_dims(x.shape, 1, "batchnorm_backward: input");
   const int64_t C = x.dim(1);
   check_param(gamma, {C}, "batchnorm_backward: weight");
   check_param(dgamma, {C}, "batchnorm_backward: dgamma");

@@ -31,6 +31,8 @@ struct ConvGeom {
 ConvGeom geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const char* op) {
   VGG_CHECK_RANGE(p.stride_h >= 1 && p.stride_w >= 1, "%s: stride must be >= 1, got (%d,%d)", op, p.stride_h, p.stride_w);
   VGG_CHECK(p.pad_h >= 0 && p.pad_w >= 0, "%s: padding must be >= 0, got (%d,%d)", op, p.pad_h, p.pad_w);
+  check_nonzero_dims(x, 1, strprintf("%s: input", op).c_str());
+  check_nonzero_dims(w, 0, strprintf("%s: weight", op).c_str());
   ConvGeom g;
   g.N = x[0], g.C = x[1], g.H = x[2], g.W = x[3];
   g.K = w[0], g.R = w[2], g.S = w[3];
@@ -410,6 +412,7 @@ Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor
   ConvGeom g = geometry(x.shape, w.shape, p, op);
   if (b.defined()) check_param(b, {g.K}, "conv2d_forward: bias");
   const Layout y_layout = act_layout(p.cpu_blocked_output ? Layout::Blocked8 : x.layout, g.K);
+  if (g.N == 0) return Tensor::empty({0, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);  // oneDNN: SIGFPE on N=0
   const Bf16Path path = bf16_path(x.dtype);
   return guard(op, [&] {
     const Tensor xc = bf16_operand(x, path), wc = bf16_weights(w, path);
@@ -428,6 +431,7 @@ Tensor CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const
   VGG_CHECK(x_shape.size() == 4, "conv2d_backward_data: input shape must be 4-D, got %s", shape_str(x_shape).c_str());
   ConvGeom g = geometry(x_shape, w.shape, p, op);
   check_shape(dy, {g.N, g.K, g.P, g.Q}, "conv2d_backward_data: dy");
+  if (g.N == 0) return Tensor::empty(x_shape, dy.dtype, Device::CPU, act_layout(dy.layout, g.C));
   const Bf16Path path = bf16_path(dy.dtype);
   return guard(op, [&] {
     const Tensor dyc = bf16_operand(dy, path), wc = bf16_weights(w, path);
@@ -451,6 +455,7 @@ void CpuBackend::conv2d_backward_weights(const Tensor& x, const Tensor& dy, cons
   if (db.defined()) check_param(db, {g.K}, "conv2d_backward_weights: db");
   VGG_CHECK(dw.layout == Layout::Contiguous, "conv2d_backward_weights: dw must be plain (K,C,R,S), got %s",
             layout_name(dw.layout));
+  if (g.N == 0) return zero_grads_of_empty_batch(*this, dw, db, accumulate);
   const Bf16Path path = bf16_path(x.dtype);
   guard(op, [&] { backward_weights(g, p, bf16_operand(x, path), bf16_operand(dy, path), dw, db, accumulate); });
 }

@@ -28,6 +28,9 @@ Tensor CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor
   VGG_CHECK(w.dim(1) == K, "linear_forward: input has %lld features, weight expects %lld", (long long)K,
             (long long)w.dim(1));
   if (b.defined()) check_param(b, {M}, "linear_forward: bias");
+  check_nonzero_dims(x.shape, 1, "linear_forward: input");
+  check_nonzero_dims(w.shape, 0, "linear_forward: weight");
+  if (N == 0) return Tensor::empty({0, M}, x.dtype, Device::CPU);  // oneDNN: SIGFPE on a zero-size matmul
   const Bf16Path path = bf16_path(x.dtype);
   return guard(op, [&] {
     const Tensor xc = bf16_operand(x, path), wc = bf16_weights(w, path);
@@ -56,6 +59,9 @@ Tensor CpuBackend::linear_backward_data(const Tensor& dy, const Tensor& w) {
   const int64_t N = dy.dim(0), M = dy.dim(1), K = w.dim(1);
   VGG_CHECK(w.dim(0) == M, "linear_backward_data: dy has %lld features, weight has %lld outputs", (long long)M,
             (long long)w.dim(0));
+  check_nonzero_dims(dy.shape, 1, "linear_backward_data: dy");
+  check_nonzero_dims(w.shape, 0, "linear_backward_data: weight");
+  if (N == 0) return Tensor::empty({0, K}, dy.dtype, Device::CPU);
   const Bf16Path path = bf16_path(dy.dtype);
   return guard(op, [&] {
     const Tensor dyc = bf16_operand(dy, path), wc = bf16_weights(w, path);
@@ -83,6 +89,9 @@ void CpuBackend::linear_backward_weights(const Tensor& x, const Tensor& dy, Tens
             (long long)dy.dim(0));
   check_param(dw, {M, K}, "linear_backward_weights: dw");
   if (db.defined()) check_param(db, {M}, "linear_backward_weights: db");
+  check_nonzero_dims(x.shape, 1, "linear_backward_weights: input");
+  check_nonzero_dims(dy.shape, 1, "linear_backward_weights: dy");
+  if (N == 0) return zero_grads_of_empty_batch(*this, dw, db, accumulate);
   const Bf16Path path = bf16_path(x.dtype);
   guard(op, [&] {
     const Tensor xc = bf16_operand(x, path), dyc = bf16_operand(dy, path);

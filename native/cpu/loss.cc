@@ -17,7 +17,7 @@ void CpuBackend::cross_entropy(const Tensor& logits, const Tensor& labels, Tenso
   check_dtype(labels, DType::I32, "cross_entropy: labels");
   const int64_t N = logits.dim(0), C = logits.dim(1);
   check_shape(labels, {N}, "cross_entropy: labels");
-  VGG_CHECK(N >= 1 && C >= 1, "cross_entropy: empty logits %s", shape_str(logits.shape).c_str());
+  check_cross_entropy_sizes(logits.shape);
   const int32_t* lab = labels.data<int32_t>();
   for (int64_t n = 0; n < N; ++n)
     VGG_CHECK_RANGE(lab[n] >= 0 && lab[n] < C, "cross_entropy: label at index %lld is %d, out of range [0, %lld)",

@@ -22,6 +22,7 @@ PoolGeom pool_geometry(const Shape& x, const Pool2dParams& p, const char* op) {
   VGG_CHECK(p.kernel >= 1 && p.stride >= 1 && p.pad >= 0, "%s: bad window (kernel %d, stride %d, pad %d)", op,
             p.kernel, p.stride, p.pad);
   VGG_CHECK(2 * p.pad <= p.kernel, "%s: padding %d must be at most half the kernel %d", op, p.pad, p.kernel);
+  check_nonzero_dims(x, 1, strprintf("%s: input", op).c_str());
   PoolGeom g;
   g.N = x[0], g.C = x[1], g.H = x[2], g.W = x[3];
   g.P = conv_out_size(g.H, p.kernel, p.stride, p.pad, op);
@@ -55,6 +56,10 @@ Tensor CpuBackend::maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Sav
   if (x.dtype == DType::BF16) return cast(maxpool2d_forward(cast(x, DType::F32), p, saved), DType::BF16);
   PoolGeom g = pool_geometry(x.shape, p, op);
   bool training = saved != nullptr;
+  if (g.N == 0) {  // nothing for oneDNN to do; an empty workspace stands in for the backward
+    if (training) *saved = {scratch(0)};
+    return Tensor::empty({0, g.C, g.P, g.Q}, x.dtype, Device::CPU, x.layout);
+  }
   return guard(op, [&] {
     struct Entry {
       dnnl::pooling_forward::primitive_desc pd;
@@ -96,6 +101,7 @@ Tensor CpuBackend::maxpool2d_backward(const Tensor& dy, const Tensor& x, const T
   VGG_CHECK(saved.size() == 1 && saved[0].defined(),
             "maxpool2d_backward: saved must hold the workspace of a training-mode forward (got %zu tensors)",
             saved.size());
+  if (g.N == 0) return Tensor::empty(x.shape, dy.dtype, Device::CPU, x.layout);
   return guard(op, [&] {
     struct Entry {
       dnnl::pooling_forward::primitive_desc hint;
@@ -128,8 +134,8 @@ Tensor CpuBackend::adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) {
   check_float_activation(x, "adaptive_avgpool2d_forward: input");
   if (x.dtype == DType::BF16) return cast(adaptive_avgpool2d_forward(cast(x, DType::F32), oh, ow), DType::BF16);
   VGG_CHECK_RANGE(oh >= 1 && ow >= 1, "adaptive_avgpool2d_forward: output size must be >= 1, got (%d,%d)", oh, ow);
+  check_nonzero_dims(x.shape, 1, "adaptive_avgpool2d_forward: input");
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
-  VGG_CHECK(H >= 1 && W >= 1, "adaptive_avgpool2d_forward: empty input %s", shape_str(x.shape).c_str());
   Tensor y = Tensor::empty({N, C, oh, ow}, x.dtype, Device::CPU);
   const Strides4 s = strides4(x.shape, x.layout);
   const float* xp = x.data<float>();
@@ -164,6 +170,8 @@ Tensor CpuBackend::adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_
   VGG_CHECK(dy.dim(0) == x_shape[0] && dy.dim(1) == x_shape[1],
             "adaptive_avgpool2d_backward: dy %s does not match input shape %s", shape_str(dy.shape).c_str(),
             shape_str(x_shape).c_str());
+  check_nonzero_dims(x_shape, 1, "adaptive_avgpool2d_backward: input shape");
+  check_nonzero_dims(dy.shape, 1, "adaptive_avgpool2d_backward: dy");
   const int64_t N = x_shape[0], C = x_shape[1], H = x_shape[2], W = x_shape[3];
   const int64_t oh = dy.dim(2), ow = dy.dim(3);
   Tensor dx = Tensor::zeros(x_shape, dy.dtype, Device::CPU, x_layout);

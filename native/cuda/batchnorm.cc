@@ -12,6 +12,7 @@ Tensor CudaBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, cons
   check_float(x, "batchnorm_forward: x");
   VGG_CHECK(x.ndim() == 4 || x.ndim() == 2, "batchnorm_forward: x must be (N,C,H,W) or (N,C), got %s",
             shape_str(x.shape).c_str());
+  check_nonzero_dims(x.shape, 1, "batchnorm_forward: x");
   const int64_t N = x.dim(0), C = x.dim(1), HW = x.ndim() == 4 ? x.dim(2) * x.dim(3) : 1;
   const bool cl = is_cl(x);
   check_param(gamma, C, "batchnorm_forward: gamma", true);
@@ -56,6 +57,9 @@ Tensor CudaBackend::batchnorm_backward(const Tensor& dy_in, const Tensor& x, con
   check_cuda_tensor(x, "batchnorm_backward: x");
   check_float(x, "batchnorm_backward: x");
   VGG_CHECK(saved.size() == 2 || saved.size() == 3, "%s: saved state is not from a CUDA batchnorm_forward", op);
+  VGG_CHECK(x.ndim() == 4 || x.ndim() == 2, "batchnorm_backward: x must be (N,C,H,W) or (N,C), got %s",
+            shape_str(x.shape).c_str());
+  check_nonzero_dims(x.shape, 1, "batchnorm_backward: x");
   const int64_t N = x.dim(0), C = x.dim(1), HW = x.ndim() == 4 ? x.dim(2) * x.dim(3) : 1;
   check_param(gamma, C, "batchnorm_backward: gamma", false);
   check_param(dgamma, C, "batchnorm_backward: dgamma", false);
@@ -67,6 +71,13 @@ Tensor CudaBackend::batchnorm_backward(const Tensor& dy_in, const Tensor& x, con
   check_shape(dy, x.shape, "batchnorm_backward: dy");
   if (relu_y.defined()) dy = relu_backward(dy, relu_y);  // the fused ReLU's backward, composed
   Tensor dx = cuda_empty(x.shape, x.dtype, x.layout);
+  if (N == 0) {  // eval-mode forward of an empty batch (training refuses N*H*W <= 1): no kernel to run
+    if (!accumulate) {
+      if (dgamma.defined()) fill(dgamma, 0);
+      if (dbeta.defined()) fill(dbeta, 0);
+    }
+    return dx;
+  }
   Tensor sums = cuda_empty({2 * C}, DType::F32);
   cuk::bn_backward(dx.raw(), dgamma.defined() ? dgamma.data<float>() : nullptr,
                    dbeta.defined() ? dbeta.data<float>() : nullptr, dy.raw(), x.raw(), x.dtype,

@@ -51,6 +51,8 @@ void check_conv_args(const char* op, const Tensor& x, const Tensor& w, const Ten
   check_float(x, strprintf("%s: x", op).c_str());
   check_ndim(x, 4, strprintf("%s: x", op).c_str());
   check_weight(op, w);
+  check_nonzero_dims(x.shape, 1, strprintf("%s: x", op).c_str());
+  check_nonzero_dims(w.shape, 0, strprintf("%s: weight", op).c_str());
   VGG_CHECK(x.dim(1) == w.dim(1), "%s: input has %lld channels, weight expects %lld", op, (long long)x.dim(1),
             (long long)w.dim(1));
   if (b.defined()) check_param(b, w.dim(0), strprintf("%s: bias", op).c_str(), true);
@@ -105,6 +107,7 @@ Tensor CudaBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tenso
   const bool cl = is_cl(x);
   const int64_t N = x.dim(0), H = x.dim(2), W = x.dim(3), K = w.dim(0), R = w.dim(2), S = w.dim(3);
   const int64_t P = conv_out_size(H, R, p.stride_h, p.pad_h, op), Q = conv_out_size(W, S, p.stride_w, p.pad_w, op);
+  if (N == 0) return cuda_empty({0, K, P, Q}, dt, x.layout);  // cuDNN rejects N = 0: nothing to compute
   ConvPlan& plan = get_plan(op, x.shape, w.shape, p, dt, cl);
   Tensor wk = weight_for(w, dt, cl, op);
   Tensor y = cuda_empty({N, K, P, Q}, dt, x.layout);
@@ -142,11 +145,14 @@ Tensor CudaBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, cons
   check_weight(op, w);
   VGG_CHECK(x_shape.size() == 4 && x_shape[1] == w.dim(1), "%s: x shape %s does not match weight %s", op,
             shape_str(x_shape).c_str(), shape_str(w.shape).c_str());
+  check_nonzero_dims(x_shape, 1, "conv2d_backward_data: x shape");
+  check_nonzero_dims(w.shape, 0, "conv2d_backward_data: weight");
   const int64_t P = conv_out_size(x_shape[2], w.dim(2), p.stride_h, p.pad_h, op);
   const int64_t Q = conv_out_size(x_shape[3], w.dim(3), p.stride_w, p.pad_w, op);
   check_shape(dy, {x_shape[0], w.dim(0), P, Q}, "conv2d_backward_data: dy");
   const DType dt = dy.dtype;
   const bool cl = is_cl(dy);
+  if (x_shape[0] == 0) return cuda_empty(x_shape, dt, dy.layout);
   ConvPlan& plan = get_plan(op, x_shape, w.shape, p, dt, cl);
   Tensor wk = weight_for(w, dt, cl, op);
   Tensor dx = cuda_empty(x_shape, dt, dy.layout);
@@ -171,21 +177,24 @@ void CudaBackend::conv2d_backward_weights(const Tensor& x, const Tensor& dy_in, 
   check_float(x, "conv2d_backward_weights: x");
   check_ndim(x, 4, "conv2d_backward_weights: x");
   check_weight(op, dw);
+  check_nonzero_dims(x.shape, 1, "conv2d_backward_weights: x");
+  check_nonzero_dims(dw.shape, 0, "conv2d_backward_weights: dw");
   VGG_CHECK(x.dim(1) == dw.dim(1), "%s: x has %lld channels, dw expects %lld", op, (long long)x.dim(1),
             (long long)dw.dim(1));
   const DType dt = x.dtype;
   const bool cl = is_cl(x);
   check_cuda_tensor(dy_in, "conv2d_backward_weights: dy");
-  Tensor dy = conform(dy_in, dt, x.layout, "conv2d_backward_weights: dy");
   const int64_t N = x.dim(0), K = dw.dim(0), C = dw.dim(1), R = dw.dim(2), S = dw.dim(3);
   const int64_t P = conv_out_size(x.dim(2), R, p.stride_h, p.pad_h, op);
   const int64_t Q = conv_out_size(x.dim(3), S, p.stride_w, p.pad_w, op);
-  check_shape(dy, {N, K, P, Q}, "conv2d_backward_weights: dy");
+  check_shape(dy_in, {N, K, P, Q}, "conv2d_backward_weights: dy");
   if (db.defined()) {
     check_cuda_tensor(db, "conv2d_backward_weights: db");
     check_dtype(db, DType::F32, "conv2d_backward_weights: db");
     check_shape(db, {K}, "conv2d_backward_weights: db");
   }
+  if (N == 0) return zero_grads_of_empty_batch(*this, dw, db, accumulate);
+  Tensor dy = conform(dy_in, dt, x.layout, "conv2d_backward_weights: dy");
   ConvPlan& plan = get_plan(op, x.shape, dw.shape, p, dt, cl);
   const bool direct = dt == DType::F32 && !cl;  // cuDNN writes (and accumulates into) dw itself
   Tensor tmp = direct ? Tensor() : cuda_empty(dw.shape, dt, cl ? Layout::ChannelsLast : Layout::Contiguous);

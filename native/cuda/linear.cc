@@ -40,7 +40,10 @@ Tensor CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tenso
   check_linear_weight(op, w, x.dim(1));
   const int64_t N = x.dim(0), K = x.dim(1), M = w.dim(0);
   if (b.defined()) check_param(b, M, "linear_forward: bias", true);
+  check_nonzero_dims(x.shape, 1, "linear_forward: x");
+  check_nonzero_dims(w.shape, 0, "linear_forward: weight");
   const DType dt = x.dtype;
+  if (N == 0) return cuda_empty({0, M}, dt);
   Tensor wk = dt == DType::F32 ? w : cast(w, dt);
   Tensor y = cuda_empty({N, M}, dt);
   gemm(op, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, wk, K, x, K, y, M, 0.f);
@@ -59,7 +62,10 @@ Tensor CudaBackend::linear_backward_data(const Tensor& dy, const Tensor& w) {
   VGG_CHECK(dy.dim(1) == w.dim(0), "%s: dy has %lld features, weight has %lld outputs", op, (long long)dy.dim(1),
             (long long)w.dim(0));
   const int64_t N = dy.dim(0), M = dy.dim(1), K = w.dim(1);
+  check_nonzero_dims(dy.shape, 1, "linear_backward_data: dy");
+  check_nonzero_dims(w.shape, 0, "linear_backward_data: w");
   const DType dt = dy.dtype;
+  if (N == 0) return cuda_empty({0, K}, dt);
   Tensor wk = dt == DType::F32 ? w : cast(w, dt);
   Tensor dx = cuda_empty({N, K}, dt);
   gemm(op, CUBLAS_OP_N, CUBLAS_OP_N, K, N, M, wk, K, dy, M, dx, K, 0.f);
@@ -73,15 +79,19 @@ void CudaBackend::linear_backward_weights(const Tensor& x, const Tensor& dy_in, 
   check_float(x, "linear_backward_weights: x");
   check_ndim(x, 2, "linear_backward_weights: x");
   check_cuda_tensor(dy_in, "linear_backward_weights: dy");
-  Tensor dy = conform(dy_in, x.dtype, Layout::Contiguous, "linear_backward_weights: dy");
-  check_ndim(dy, 2, "linear_backward_weights: dy");
-  VGG_CHECK(dy.dim(0) == x.dim(0), "%s: dy has %lld rows, x has %lld", op, (long long)dy.dim(0),
+  check_float(dy_in, "linear_backward_weights: dy");
+  check_ndim(dy_in, 2, "linear_backward_weights: dy");
+  VGG_CHECK(dy_in.dim(0) == x.dim(0), "%s: dy has %lld rows, x has %lld", op, (long long)dy_in.dim(0),
             (long long)x.dim(0));
-  const int64_t N = x.dim(0), K = x.dim(1), M = dy.dim(1);
+  const int64_t N = x.dim(0), K = x.dim(1), M = dy_in.dim(1);
   check_cuda_tensor(dw, "linear_backward_weights: dw");
   check_dtype(dw, DType::F32, "linear_backward_weights: dw");
   check_shape(dw, {M, K}, "linear_backward_weights: dw");
   if (db.defined()) check_param(db, M, "linear_backward_weights: db", true);
+  check_nonzero_dims(x.shape, 1, "linear_backward_weights: x");
+  check_nonzero_dims(dw.shape, 0, "linear_backward_weights: dw");
+  if (N == 0) return zero_grads_of_empty_batch(*this, dw, db, accumulate);
+  Tensor dy = conform(dy_in, x.dtype, Layout::Contiguous, "linear_backward_weights: dy");
   gemm(op, CUBLAS_OP_N, CUBLAS_OP_T, K, M, N, x, K, dy, M, dw, K, accumulate ? 1.f : 0.f);
   if (db.defined()) cuk::bias_grad(db.data<float>(), dy.raw(), dy.dtype, N, M, 1, true, accumulate);
 }

@@ -12,6 +12,7 @@ void CudaBackend::cross_entropy(const Tensor& logits, const Tensor& labels, Tens
   check_cuda_tensor(labels, "cross_entropy: labels");
   check_dtype(labels, DType::I32, "cross_entropy: labels");
   check_shape(labels, {logits.dim(0)}, "cross_entropy: labels");
+  check_cross_entropy_sizes(logits.shape);
   const int64_t N = logits.dim(0), C = logits.dim(1);
   if (!cuda_graph_capturing()) {
     // Validate labels on the host (N ints). The kernel never reads past a row: an out-of-range label gives a NaN

@@ -10,6 +10,7 @@ Tensor CudaBackend::maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Sa
   check_ndim(x, 4, "maxpool2d_forward: x");
   VGG_CHECK(p.kernel >= 1 && p.kernel <= 16 && p.stride >= 1 && p.pad >= 0 && 2 * p.pad <= p.kernel,
             "%s: unsupported kernel %d, stride %d, pad %d", op, p.kernel, p.stride, p.pad);
+  check_nonzero_dims(x.shape, 1, "maxpool2d_forward: x");
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   const int64_t P = conv_out_size(H, p.kernel, p.stride, p.pad, op), Q = conv_out_size(W, p.kernel, p.stride, p.pad, op);
   Tensor y = cuda_empty({N, C, P, Q}, x.dtype, x.layout);
@@ -28,10 +29,17 @@ Tensor CudaBackend::maxpool2d_backward(const Tensor& dy_in, const Tensor& x, con
             "%s: saved state is not from the CUDA maxpool2d_forward", op);
   const Tensor& idx = saved[0];
   VGG_CHECK(idx.layout == x.layout, "%s: x layout changed since forward", op);
+  check_nonzero_dims(x.shape, 1, "maxpool2d_backward: x");
+  VGG_CHECK(p.kernel >= 1 && p.kernel <= 16 && p.stride >= 1 && p.pad >= 0 && 2 * p.pad <= p.kernel,
+            "%s: unsupported kernel %d, stride %d, pad %d", op, p.kernel, p.stride, p.pad);
+  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
+  const int64_t P = conv_out_size(H, p.kernel, p.stride, p.pad, op), Q = conv_out_size(W, p.kernel, p.stride, p.pad, op);
+  // The kernel writes dx where idx points: idx must be the forward's of an input of x's shape.
+  check_shape(idx, {N, C, P, Q}, "maxpool2d_backward: saved indices");
+  check_cuda_tensor(idx, "maxpool2d_backward: saved indices");
   check_cuda_tensor(dy_in, "maxpool2d_backward: dy");
   Tensor dy = conform(dy_in, x.dtype, x.layout, "maxpool2d_backward: dy");
   check_shape(dy, idx.shape, "maxpool2d_backward: dy");
-  const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3), P = dy.dim(2), Q = dy.dim(3);
   Tensor dx = cuda_empty(x.shape, x.dtype, x.layout);
   cuk::maxpool_backward(dx.raw(), dy.raw(), idx.data<uint8_t>(), x.dtype, N, C, H, W, P, Q, p.kernel, p.stride,
                         p.pad, is_cl(x));
@@ -43,6 +51,7 @@ Tensor CudaBackend::adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) 
   check_float(x, "adaptive_avgpool2d_forward: x");
   check_ndim(x, 4, "adaptive_avgpool2d_forward: x");
   VGG_CHECK(oh >= 1 && ow >= 1, "adaptive_avgpool2d_forward: output size %dx%d", oh, ow);
+  check_nonzero_dims(x.shape, 1, "adaptive_avgpool2d_forward: x");
   const int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), W = x.dim(3);
   Tensor y = cuda_empty({N, C, oh, ow}, x.dtype, Layout::Contiguous);
   cuk::adaptive_avgpool_forward(y.raw(), x.raw(), x.dtype, N, C, H, W, oh, ow, is_cl(x));
@@ -55,6 +64,9 @@ Tensor CudaBackend::adaptive_avgpool2d_backward(const Tensor& dy_in, const Shape
   VGG_CHECK(x_shape.size() == 4 && x_shape[0] == dy_in.dim(0) && x_shape[1] == dy_in.dim(1),
             "adaptive_avgpool2d_backward: x shape %s does not match dy %s", shape_str(x_shape).c_str(),
             shape_str(dy_in.shape).c_str());
+  check_nonzero_dims(x_shape, 1, "adaptive_avgpool2d_backward: x shape");
+  check_nonzero_dims(dy_in.shape, 1, "adaptive_avgpool2d_backward: dy");
+  VGG_CHECK(x_layout != Layout::Blocked8, "adaptive_avgpool2d_backward: nchw8c is the CPU backend's own layout");
   Tensor dy = conform(dy_in, dy_in.dtype, Layout::Contiguous, "adaptive_avgpool2d_backward: dy");
   Tensor dx = cuda_empty(x_shape, dy.dtype, x_layout);
   cuk::adaptive_avgpool_backward(dx.raw(), dy.raw(), dy.dtype, x_shape[0], x_shape[1], x_shape[2], x_shape[3],

@@ -15,11 +15,39 @@ void Source::check_index(int64_t i) const {
   VGG_CHECK_RANGE(i >= 0 && i < size(), "dataset: index %lld out of range [0, %lld)", (long long)i, (long long)size());
 }
 
-static int64_t file_size(const std::string& path, const char* expect) {
+// What a non-regular file is, for the error that names it.
+static const char* kind_of(mode_t m) {
+  if (S_ISDIR(m)) return "a folder";
+  if (S_ISFIFO(m)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(m)) return "a socket";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  return "not a regular file";
+}
+
+// Opens `path` for reading if it is a regular file: non-blocking (a FIFO would block open() until a writer comes)
+// and checked with fstat on the descriptor itself; `size` gets its size. A folder of a lucky size used to open and
+// fail only at the first read. Throws naming the file and what was expected.
+static int open_regular(const std::string& path, const char* expect, int64_t& size) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    const int e = errno;
+    struct stat st;  // a socket cannot be opened at all (ENXIO): say what it is
+    if (e != ENOENT && ::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+      throw Error(strprintf("STL10: %s: expected %s, got %s", path.c_str(), expect, kind_of(st.st_mode)));
+    throw Error(e == ENOENT ? strprintf("STL10: %s: expected %s, got missing file", path.c_str(), expect)
+                            : strprintf("STL10: %s: cannot open (%s)", path.c_str(), std::strerror(e)));
+  }
   struct stat st;
-  if (::stat(path.c_str(), &st) != 0)
-    throw Error(strprintf("STL10: %s: expected %s, got missing file (%s)", path.c_str(), expect, std::strerror(errno)));
-  return int64_t(st.st_size);
+  const bool ok = ::fstat(fd, &st) == 0;
+  const int e = errno;
+  if (!ok || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(strprintf("STL10: %s: expected %s, got %s", path.c_str(), expect,
+                          ok ? kind_of(st.st_mode) : std::strerror(e)));
+  }
+  size = int64_t(st.st_size);
+  return fd;
 }
 
 static void pread_all(int fd, void* dst, size_t n, int64_t off, const std::string& path) {
@@ -35,36 +63,40 @@ static void pread_all(int fd, void* dst, size_t n, int64_t off, const std::strin
 }
 
 void Stl10Source::add_part(const std::string& x_path, const std::string& y_path) {
-  int64_t xs = file_size(x_path, "a file of N*27648 bytes (N images of 3x96x96)");
-  VGG_CHECK(xs > 0 && xs % kStlBytes == 0,
-            "STL10: %s: expected a size that is a positive multiple of 27648 bytes (3x96x96 per image), got %lld "
-            "bytes", x_path.c_str(), (long long)xs);
+  int64_t xs = 0;
   Part part;
+  part.fd = open_regular(x_path, "a file of N*27648 bytes (N images of 3x96x96)", xs);
   part.x_path = x_path;
-  part.count = xs / kStlBytes;
-  if (!y_path.empty()) {
-    int64_t ys = file_size(y_path, "a labels file");
-    VGG_CHECK(ys == part.count, "STL10: %s: expected %lld bytes (one label per image of %s), got %lld bytes",
-              y_path.c_str(), (long long)part.count, x_path.c_str(), (long long)ys);
-    int yfd = ::open(y_path.c_str(), O_RDONLY | O_CLOEXEC);
-    VGG_CHECK(yfd >= 0, "STL10: %s: cannot open (%s)", y_path.c_str(), std::strerror(errno));
-    std::vector<uint8_t> raw(static_cast<size_t>(ys));
-    try {
-      pread_all(yfd, raw.data(), raw.size(), 0, y_path);
-    } catch (...) {
+  try {
+    VGG_CHECK(xs > 0 && xs % kStlBytes == 0,
+              "STL10: %s: expected a size that is a positive multiple of 27648 bytes (3x96x96 per image), got %lld "
+              "bytes", x_path.c_str(), (long long)xs);
+    part.count = xs / kStlBytes;
+    if (!y_path.empty()) {
+      int64_t ys = 0;
+      const int yfd = open_regular(y_path, "a labels file", ys);
+      std::vector<uint8_t> raw;
+      try {
+        VGG_CHECK(ys == part.count, "STL10: %s: expected %lld bytes (one label per image of %s), got %lld bytes",
+                  y_path.c_str(), (long long)part.count, x_path.c_str(), (long long)ys);
+        raw.resize(static_cast<size_t>(ys));
+        pread_all(yfd, raw.data(), raw.size(), 0, y_path);
+      } catch (...) {
+        ::close(yfd);
+        throw;
+      }
       ::close(yfd);
-      throw;
+      part.labels.resize(raw.size());
+      for (size_t i = 0; i < raw.size(); ++i) {
+        VGG_CHECK(raw[i] >= 1 && raw[i] <= 10, "STL10: %s: expected labels in 1..10, got %d at index %zu",
+                  y_path.c_str(), int(raw[i]), i);
+        part.labels[i] = int32_t(raw[i]) - 1;
+      }
     }
-    ::close(yfd);
-    part.labels.resize(raw.size());
-    for (size_t i = 0; i < raw.size(); ++i) {
-      VGG_CHECK(raw[i] >= 1 && raw[i] <= 10, "STL10: %s: expected labels in 1..10, got %d at index %zu",
-                y_path.c_str(), int(raw[i]), i);
-      part.labels[i] = int32_t(raw[i]) - 1;
-    }
+  } catch (...) {
+    ::close(part.fd);
+    throw;
   }
-  part.fd = ::open(x_path.c_str(), O_RDONLY | O_CLOEXEC);
-  VGG_CHECK(part.fd >= 0, "STL10: %s: cannot open (%s)", x_path.c_str(), std::strerror(errno));
   total += part.count;
   parts.push_back(std::move(part));
 }

@@ -8,6 +8,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawn, spawnSync } from 'child_process';
 import { VGGNet } from '../../lib/models/vgg';
+import { Tensor } from '../../lib/tensor';
+import { writeSafetensors } from '../../lib/io/safetensors';
 import { sgd } from '../../lib/optim/sgd';
 import { STL10, DataLoader, generateSampleStl10, transforms as T } from '../../lib/data';
 import { Trainer, loadCheckpoint, readCheckpointMeta } from '../../lib/train/index';
@@ -93,10 +95,10 @@ if (!fs.existsSync(dist)) console.log(`skipping "crash safety": ${dist} is not b
     process.stdout.write(`crash safety: ${trials} kills, ${midWrite} of them during a checkpoint write\n`);
   });
 
-  function runChild(shellPrefix: string, dir: string, hidden: number): { code: number | null; stderr: string } {
+  function runChild(shellPrefix: string, dir: string, hidden: number): { code: number | null; stderr: string; stdout: string } {
     const cmd = `${shellPrefix} exec "${process.execPath}" "${child}" train "${dataRoot}" "${dir}" ${hidden} 1`;
     const p = spawnSync('bash', ['-c', cmd], { encoding: 'utf8' });
-    return { code: p.status, stderr: p.stderr };
+    return { code: p.status, stderr: p.stderr, stdout: p.stdout };
   }
 
   test('file size limit (ulimit -f): a clear EFBIG error, the previous checkpoint intact, no temporary left', () => {
@@ -122,16 +124,22 @@ if (!fs.existsSync(dist)) console.log(`skipping "crash safety": ${dist} is not b
   const mount = () => spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]).status === 0;
   const canMount = process.getuid?.() === 0 && mount() && spawnSync('umount', [mnt]).status === 0;
   if (!canMount) console.log('skipping the full-disk test: mounting a tmpfs needs root and a mount-capable sandbox');
-  (canMount ? test : test.skip)('full disk (4 MiB tmpfs): a clear ENOSPC error, the previous checkpoint intact, no temporary left', () => {
+  (canMount ? test : test.skip)('full disk (4 MiB tmpfs): refused before training; a write that fills it is a clear ENOSPC, the previous checkpoint intact', () => {
     expect(mount()).toBe(true);
     try {
       const dir = path.join(mnt, 'ck');
       const first = runChild('', dir, 16);
       expect(first.code).toBe(0);
       const before = fs.readFileSync(path.join(dir, 'last.safetensors'));
+      // The 12 MB checkpoint cannot fit: the Trainer says so before its first step (it used to train a whole epoch).
       const second = runChild('', dir, 1024);
       expect(second.code).toBe(1);
-      expect(second.stderr).toMatch(/error: .*last\.safetensors: could not write \(ENOSPC\); the previous file, if any, is unchanged/);
+      expect(second.stderr).toMatch(/error: Trainer: checkpoint folder .*ck: not enough free space: a checkpoint needs about 1[0-9]\.\d MiB, [0-4]\.\d MiB are free/);
+      expect(second.stdout).not.toMatch(/step/);
+      // A write that runs out of space on the way (past the check) fails cleanly and keeps the previous file.
+      const big = Tensor.from(new Float32Array(2 << 20), [2 << 20]);
+      expect(() => writeSafetensors(path.join(dir, 'last.safetensors'), { big })).toThrow(/last\.safetensors: could not write \(ENOSPC\); the previous file, if any, is unchanged/);
+      big.dispose();
       expect(fs.readFileSync(path.join(dir, 'last.safetensors')).equals(before)).toBe(true);
       expect(fs.readdirSync(dir)).toEqual(['last.safetensors']);
     } finally {

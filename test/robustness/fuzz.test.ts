@@ -9,7 +9,12 @@ import * as os from 'os';
 import * as path from 'path';
 import { Tensor } from '../../lib/tensor';
 import { parseSafetensors, serializeSafetensors } from '../../lib/io/safetensors';
-import { decodeMeta, encodeMeta, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../../lib/train/checkpoint';
+import { decodeMeta, encodeMeta, modelSpec, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../../lib/train/checkpoint';
+import { Trainer } from '../../lib/train/trainer';
+import { VGGNet } from '../../lib/models/vgg';
+import { Dropout } from '../../lib/nn/layers';
+import { sgd } from '../../lib/optim/sgd';
+import { linearWarmup, reduceLROnPlateau } from '../../lib/optim/schedulers';
 import { STL10 } from '../../lib/data';
 import { tinyStl10 } from '../helpers/data_fixtures';
 import { mulberry32 } from '../ref/random';
@@ -139,7 +144,8 @@ describe('fuzz', () => {
       format: CHECKPOINT_FORMAT, packageVersion: '0.1.0', epoch: 3, batchInEpoch: 2, step: 40, lr: 0.05,
       model: { name: 'tiny', config: [4, 'M', 8, 'M'], numClasses: 5, batchNorm: true, dropout: 0.5, hiddenFeatures: 12, inChannels: 3, precision: 'fp32', seed: 1 },
       config: { epochs: 8 }, hyperParameters: { momentum: 0.9 }, scheduler: { type: 'cosine', t: 3 }, rng: { dropout: [{ seed: 1, calls: 9 }], loader: null },
-      metrics: { 'val.loss': 1.2 }, partial: { loss: 3 }, history: [{ epoch: 1 }], best: { top1: 0.5, epoch: 2 }, classes: ['a', 'b'], created: 'now',
+      metrics: { 'val.loss': 1.2 }, partial: { lossSum: 3, correct1: 1, correct5: 2, samples: 4 }, history: [{ epoch: 1 }], best: { top1: 0.5, epoch: 2 },
+      classes: ['a', 'b', 'c', 'd', 'e'], created: 'now',
     };
     const base = encodeMeta(meta);
     const keys = Object.keys(base);
@@ -260,5 +266,57 @@ describe('fuzz', () => {
     // Both outcomes occur (the format is strict, so most mutations are errors: ~40 of 3000 parse).
     expect(tally.ok).toBeGreaterThan(20);
     expect(tally.error).toBeGreaterThan(N / 2);
+  });
+
+  test('checkpoint metadata, nested fields: what decodes resumes a Trainer; anything else is an Error naming the file', () => {
+    // The metadata reader's users read nested fields (the model description, RNG and scheduler state, running
+    // metrics): a mutation deep inside a field must be refused by decodeMeta with the field's path, or be usable.
+    const model = new VGGNet([4, 'M', 4, 'M'], { numClasses: 3, hiddenFeatures: 6, dropout: 0.5, device: 'cpu', seed: 2 });
+    const weights = model.stateDict();
+    const trainerFor = () => new Trainer(model, { optimizer: sgd({ lr: 0.1, momentum: 0.9 }), scheduler: linearWarmup({ epochs: 2 }, reduceLROnPlateau()), output: null });
+    const seed = trainerFor();
+    seed.epoch = 3;
+    const meta: CheckpointMeta = {
+      format: CHECKPOINT_FORMAT, packageVersion: '0.1.0', epoch: 3, batchInEpoch: 2, step: 40, lr: 0.05, model: modelSpec(model),
+      config: { epochs: 8, imageSize: 32 }, hyperParameters: { momentum: 0.9 },
+      scheduler: (() => { const sc = linearWarmup({ epochs: 2 }, reduceLROnPlateau()); sc.attach(0.1); sc.step({ 'val.loss': 1 }); return sc.state(); })(),
+      rng: { dropout: [{ seed: 1, calls: 9 }, { seed: 2, calls: 9 }], loader: { seed: 1, epoch: 3, batch: 2, shuffle: true } },
+      metrics: { 'val.loss': 1.2 }, partial: { lossSum: 3, correct1: 1, correct5: 2, samples: 4 }, history: [{ epoch: 1, 'train.loss': 2 }],
+      best: { top1: 0.5, epoch: 2 }, classes: ['a', 'b', 'c'], created: 'now',
+    };
+    const r = rng(0xdee9);
+    /** Every [parent, key] inside a JSON value (objects and arrays), for a mutation to land on. */
+    const slots = (v: unknown, out: [Record<string, unknown>, string][] = []): [Record<string, unknown>, string][] => {
+      if (v && typeof v === 'object') {
+        for (const k of Object.keys(v)) {
+          out.push([v as Record<string, unknown>, k]);
+          slots((v as Record<string, unknown>)[k], out);
+        }
+      }
+      return out;
+    };
+    const tally = { ok: 0, error: 0 };
+    const N = 1500 * SCALE;
+    for (let i = 0; i < N; i++) {
+      const m = JSON.parse(JSON.stringify(meta)) as Record<string, unknown>;
+      for (let k = 1 + r.int(3); k > 0; k--) {
+        const all = slots(m).filter(([, key]) => !['format'].includes(key));
+        const [parent, key] = r.pick(all);
+        if (r.int(4) === 0) delete parent[key];
+        else parent[key] = r.pick([...INTERESTING_VALUES, 'M', 'bf16', 'stepLR', 'NaN', -5, 1e9, [4, 'M'], { type: 'reduceLROnPlateau' }]);
+      }
+      const source = 'fuzz-nested.safetensors';
+      tally[expectParseOrError(() => {
+        const decoded = decodeMeta(encodeMeta(m as unknown as CheckpointMeta), source);
+        const t = trainerFor();
+        t.resume({ source, meta: decoded, model: weights, optimizer: {}, dispose: () => undefined });
+        // What resumed is usable: the LR it schedules and the dropout offsets it will draw.
+        if (!Number.isFinite(t.optimizer.lr) || t.optimizer.lr < 0) throw new Error(`case ${i}: resumed with lr ${t.optimizer.lr}`);
+        for (const d of model.classifier.layers) if (d instanceof Dropout) Dropout.offsetOf(d.calls);
+      }, 'fuzz-nested.safetensors: ', `nested metadata case ${i}`)]++;
+    }
+    model.dispose();
+    expect(tally.ok).toBeGreaterThan(20);
+    expect(tally.error).toBeGreaterThan(N / 4);
   });
 });

@@ -7,13 +7,17 @@ import * as path from 'path';
 import sharp from 'sharp';
 import { Tensor } from '../../lib/tensor';
 import { parseSafetensors, readSafetensors, writeSafetensors, firstDuplicateKey } from '../../lib/io/safetensors';
-import { encodeMeta, loadCheckpoint, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../../lib/train/checkpoint';
+import { encodeMeta, loadCheckpoint, modelFromCheckpoint, readCheckpointMeta, CHECKPOINT_FORMAT, CheckpointMeta } from '../../lib/train/checkpoint';
 import { STL10, ImageFolder, DataLoader } from '../../lib/data';
 import { main as trainMain } from '../../lib/cli/train';
 import { tinyStl10 } from '../helpers/data_fixtures';
 import { parsePth } from '../../lib/io/pth';
 import { writeZip } from '../../lib/io/zip';
 import { VGGNet } from '../../lib/models/vgg';
+import { sgd } from '../../lib/optim/sgd';
+import { BatchNorm2d, Conv2d, Linear, MaxPool2d } from '../../lib/nn/layers';
+import { crossEntropy } from '../../lib/nn/loss';
+import { linearWarmup, reduceLROnPlateau } from '../../lib/optim/schedulers';
 import { Entry, f32, legacyPth, statePickle, zipPth } from '../helpers/pth_build';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-hostile-'));
@@ -102,7 +106,7 @@ describe('safetensors', () => {
   });
 
   test('a folder, a missing file and an unreadable path are errors naming them', () => {
-    expect(() => readSafetensors(tmp)).toThrow(new RegExp(`${path.basename(tmp)}: cannot read \\(EISDIR\\)`));
+    expect(() => readSafetensors(tmp)).toThrow(new RegExp(`${path.basename(tmp)}: expected a regular file, got a folder`));
     expect(() => readSafetensors(path.join(tmp, 'missing.safetensors'))).toThrow(/missing\.safetensors: cannot read \(ENOENT\)/);
   });
 });
@@ -112,22 +116,94 @@ describe('checkpoint metadata', () => {
     format: CHECKPOINT_FORMAT, packageVersion: '0.1.0', epoch: 2, batchInEpoch: 0, step: 10, lr: 0.01,
     model: { name: 'tiny', config: [4, 'M'], numClasses: 5, batchNorm: false, dropout: 0, hiddenFeatures: 12, inChannels: 3, precision: 'fp32', seed: 1 },
     config: {}, hyperParameters: {}, scheduler: null, rng: { dropout: [], loader: null }, metrics: null, partial: null,
-    history: [], best: null, classes: ['a', 'b'], created: '2026-01-01T00:00:00.000Z',
+    history: [], best: null, classes: ['a', 'b', 'c', 'd', 'e'], created: '2026-01-01T00:00:00.000Z',
   };
-  const write = (name: string, edit: (m: Record<string, string>) => void): string => {
+  /** The weights of the model `meta.model` describes. */
+  const weights = (): Record<string, Tensor | bigint> => {
+    const m = new VGGNet([4, 'M'], { numClasses: 5, hiddenFeatures: 12, dropout: 0, device: 'cpu', seed: 1 });
+    const sd = Object.fromEntries(Object.entries(m.stateDict()).map(([k, v]) => [k, typeof v === 'bigint' ? v : v.clone()]));
+    m.dispose();
+    return sd;
+  };
+  const write = (name: string, edit: (m: Record<string, string>) => void, tensors = weights()): string => {
     const m = encodeMeta(meta);
     edit(m);
     const f = path.join(tmp, `${name.replace(/\W+/g, '_')}.safetensors`);
-    writeSafetensors(f, { 'features.0.bias': Tensor.from(new Float32Array(4), [4]) }, m);
+    writeSafetensors(f, tensors, m);
+    for (const v of Object.values(tensors)) if (v instanceof Tensor) v.dispose();
     return f;
   };
 
-  test('an intact checkpoint reads back', () => {
+  test('an intact checkpoint reads back, and rebuilds its model', () => {
     const f = write('intact', () => undefined);
-    expect(readCheckpointMeta(f)).toMatchObject({ epoch: 2, step: 10, lr: 0.01, classes: ['a', 'b'] });
+    expect(readCheckpointMeta(f)).toMatchObject({ epoch: 2, step: 10, lr: 0.01, classes: ['a', 'b', 'c', 'd', 'e'] });
     const ck = loadCheckpoint(f);
     expect(ck.meta.model.config).toEqual([4, 'M']);
     ck.dispose();
+    const { model } = modelFromCheckpoint(f);
+    expect(model.options.numClasses).toBe(5);
+    model.dispose();
+  });
+
+  // Fields below the top level: each named by its path, before anything is built from it (was a TypeError from inside).
+  const fieldCases: [string, (o: Record<string, unknown>) => void, RegExp][] = [
+    ['model.config with a string width', (o) => ((o.model as { config: unknown[] }).config = [4, 'X']), /'model\.config\[1\]': expected a layer width \(an integer >= 1\) or 'M'/],
+    ['model.config of pools only', (o) => ((o.model as { config: unknown[] }).config = ['M']), /'model\.config': expected at least one convolution width/],
+    ['model.config with a huge width', (o) => ((o.model as { config: unknown[] }).config = [1e9, 'M']), /checkpoint metadata 'model' describes a network of \d+ weights and statistics, the file holds 2697/],
+    ['model.numClasses a string', (o) => ((o.model as Record<string, unknown>).numClasses = '5'), /'model\.numClasses': expected an integer >= 1, got '5'/],
+    ['model.hiddenFeatures 0', (o) => ((o.model as Record<string, unknown>).hiddenFeatures = 0), /'model\.hiddenFeatures': expected an integer >= 1, got 0/],
+    ['model.batchNorm a string', (o) => ((o.model as Record<string, unknown>).batchNorm = 'yes'), /'model\.batchNorm': expected true or false/],
+    ['model.dropout 1', (o) => ((o.model as Record<string, unknown>).dropout = 1), /'model\.dropout': expected a number in \[0, 1\), got 1/],
+    ['model.precision fp16', (o) => ((o.model as Record<string, unknown>).precision = 'fp16'), /'model\.precision': expected one of fp32, tf32, bf16, got 'fp16'/],
+    ['model.inChannels missing', (o) => delete (o.model as Record<string, unknown>).inChannels, /'model\.inChannels': expected an integer >= 1, got nothing/],
+    ['model.seed fractional', (o) => ((o.model as Record<string, unknown>).seed = 0.5), /'model\.seed': expected an integer, got 0\.5/],
+    ['classes fewer than the classes', (o) => (o.classes = ['a', 'b']), /'classes': expected 5 class names \(model\.numClasses\), got '2 names'/],
+    ['rng.dropout entry without calls', (o) => ((o.rng as { dropout: unknown[] }).dropout = [{ seed: 1 }]), /'rng\.dropout\[0\]': expected an object \{ seed: integer, calls: integer >= 0 \}/],
+    ['rng.loader garbled', (o) => ((o.rng as Record<string, unknown>).loader = { seed: 1, epoch: -1, batch: 0, shuffle: true }), /'rng\.loader': expected null or an object/],
+    ['metrics value an object', (o) => (o.metrics = { 'val.loss': {} }), /'metrics\.val\.loss': expected a number/],
+    ['partial with more correct than samples', (o) => (o.partial = { lossSum: 1, correct1: 5, correct5: 5, samples: 2 }), /'partial': expected null or the running metrics/],
+    ['history entry a number', (o) => (o.history = [3]), /'history\[0\]': expected an object of metrics/],
+    ['best.top1 2', (o) => (o.best = { top1: 2, epoch: 1 }), /'best': expected null or \{ top1: a number in \[0, 1\]/],
+    ['config.imageSize a string', (o) => (o.config = { imageSize: 'big' }), /'config\.imageSize': expected an integer >= 1, got 'big'/],
+  ];
+  test.each(fieldCases)('%s', (name, edit, msg) => {
+    const o = JSON.parse(JSON.stringify(meta)) as Record<string, unknown>;
+    edit(o);
+    const f = write(`field ${name}`, (m) => Object.assign(m, encodeMeta(o as unknown as CheckpointMeta)));
+    const where = new RegExp(path.basename(f).replace(/\./g, '\\.'));
+    for (const read of [() => loadCheckpoint(f).dispose(), () => modelFromCheckpoint(f).model.dispose()]) {
+      expect(read).toThrow(msg);
+      expect(read).toThrow(where);
+    }
+    // The header-only reader checks the same fields (all but the weights' count, which it does not read).
+    if (!/holds \d+/.test(msg.source)) expect(() => readCheckpointMeta(f)).toThrow(msg);
+  });
+
+  test('weights that disagree with the metadata: the class count, the input channels', () => {
+    const w = weights();
+    const f = write('five weights three names', (m) => Object.assign(m, encodeMeta({ ...meta, model: { ...meta.model, numClasses: 3 }, classes: ['a', 'b', 'c'] })), w);
+    expect(() => loadCheckpoint(f)).toThrow(/describes a network of \d+ weights and statistics, the file holds \d+/);
+    // Same element count, other split: 5 classes in the weights, 5 in metadata, but the classifier says 4 rows.
+    const w2 = weights();
+    (w2['classifier.6.weight'] as Tensor).dispose();
+    (w2['classifier.6.bias'] as Tensor).dispose();
+    w2['classifier.6.weight'] = Tensor.from(new Float32Array(4 * 12 + 12), [4, 15]);
+    w2['classifier.6.bias'] = Tensor.from(new Float32Array(5), [5]);
+    const f2 = write('rows differ', () => undefined, w2);
+    expect(() => loadCheckpoint(f2)).toThrow(/the weights have 4 classes \(classifier\.6\.weight is \[4, 15\]\) but checkpoint metadata 'model\.numClasses' says 5 and 'classes' names 5/);
+  });
+
+  test('loadStateDict of something that is not a path or a record is a TypeError saying what it got', () => {
+    const m = new VGGNet([4, 'M'], { numClasses: 5, hiddenFeatures: 12, device: 'cpu' });
+    try {
+      for (const [v, got] of [[null, 'null'], [undefined, 'undefined'], [5, 'number'], [[1], 'an array']] as const) {
+        expect(() => m.loadStateDict(v as never)).toThrow(new TypeError(`VGGNet.loadStateDict: expected a file path (.pth, .pt, .safetensors) or a record of tensors by name, got ${got}`));
+      }
+      expect(() => m.loadStateDict({ 'features.0.weight': 5 } as never)).toThrow(/state dict: 'features\.0\.weight' is number, expected a Tensor \(or a bigint for num_batches_tracked\)/);
+      expect(() => m.loadStateDict({ 'features.0.weight': null } as never)).toThrow(TypeError);
+    } finally {
+      m.dispose();
+    }
   });
 
   const cases: [string, (m: Record<string, string>) => void, RegExp][] = [
@@ -194,7 +270,7 @@ describe('STL10 files', () => {
     ['train_y.bin label 255', (d) => patch(path.join(d, 'train_y.bin'), 19, 255), {}, /train_y\.bin: expected labels in 1\.\.10, got 255 at index 19/],
     ['test_y.bin label 11', (d) => patch(path.join(d, 'test_y.bin'), 3, 11), { split: 'test' }, /test_y\.bin: expected labels in 1\.\.10, got 11 at index 3/],
     ['class_names.txt with 9 names', (d) => fs.writeFileSync(path.join(d, 'class_names.txt'), 'a\nb\nc\nd\ne\nf\ng\nh\ni\n'), {}, /class_names\.txt: expected 10 class names, got 9/],
-    ['class_names.txt a folder', (d) => { fs.rmSync(path.join(d, 'class_names.txt')); fs.mkdirSync(path.join(d, 'class_names.txt')); }, {}, /class_names\.txt: expected the class names file, got EISDIR/],
+    ['class_names.txt a folder', (d) => { fs.rmSync(path.join(d, 'class_names.txt')); fs.mkdirSync(path.join(d, 'class_names.txt')); }, {}, /class_names\.txt: expected the class names file \(a regular file\), got a folder/],
     ['fold_indices.txt missing', (d) => fs.rmSync(path.join(d, 'fold_indices.txt')), { folds: 0 }, /fold_indices\.txt: expected the fold indices file, got missing file/],
     ['fold_indices.txt with 9 lines', (d) => fs.writeFileSync(path.join(d, 'fold_indices.txt'), '0 1\n'.repeat(9)), { folds: 0 }, /fold_indices\.txt: expected 10 lines \(folds 0\.\.9\), got 9/],
     ['fold line with a word', (d) => fs.writeFileSync(path.join(d, 'fold_indices.txt'), '0 one 2\n'.repeat(10)), { folds: 4 }, /fold_indices\.txt: line 5: expected training indices in 0\.\.19, got one/],
@@ -247,10 +323,14 @@ describe('STL10 files', () => {
 describe('ImageFolder images', () => {
   let png: Buffer;
   let jpg: Buffer;
+  let noisy: Buffer;
   beforeAll(async () => {
     const raw = Buffer.alloc(16 * 16 * 3, 128);
     png = await sharp(raw, { raw: { width: 16, height: 16, channels: 3 } }).png().toBuffer();
     jpg = await sharp(raw, { raw: { width: 16, height: 16, channels: 3 } }).jpeg().toBuffer();
+    const px = Buffer.alloc(64 * 64 * 3);
+    for (let i = 0; i < px.length; i++) px[i] = (i * 2654435761) >>> 24;
+    noisy = await sharp(px, { raw: { width: 64, height: 64, channels: 3 } }).jpeg().toBuffer();
   });
   function folder(files: Record<string, Buffer | 'dir'>): string {
     const root = fs.mkdtempSync(path.join(tmp, 'if-'));
@@ -266,11 +346,16 @@ describe('ImageFolder images', () => {
   afterEach(() => jest.restoreAllMocks());
 
   const decodeCases: [string, () => Buffer, RegExp][] = [
-    ['zero-byte .jpg', () => Buffer.alloc(0), /bad\.jpg: expected a readable image \(JPEG, PNG, WebP, \.\.\.\), got: /],
-    ['truncated JPEG', () => jpg.subarray(0, Math.floor(jpg.length / 2)), /bad\.jpg: expected a readable image \(JPEG, PNG, WebP, \.\.\.\), got: /],
-    ['JPEG header only', () => jpg.subarray(0, 4), /bad\.jpg: expected a readable image \(JPEG, PNG, WebP, \.\.\.\)/],
-    ['text named .jpg', () => Buffer.from('hello, not an image\n'), /bad\.jpg: expected a readable image \(JPEG, PNG, WebP, \.\.\.\), got: .*unsupported image format/],
-    ['PNG with its data cut', () => png.subarray(0, png.length - 20), /bad\.jpg: expected a readable image \(JPEG, PNG, WebP, \.\.\.\)/],
+    // The real cause, not sharp's "Warning treated as error due to failOn setting".
+    ['zero-byte .jpg', () => Buffer.alloc(0), /^ImageFolder: .*bad\.jpg: expected an image, got an empty file \(0 bytes\)$/],
+    ['truncated JPEG', () => jpg.subarray(0, Math.floor(jpg.length / 2)), /^ImageFolder: .*bad\.jpg: truncated image: the file ends without JPEG's end-of-image marker \(FF D9\) \(\d+ bytes; the header cannot be read: .*premature end of JPEG image/],
+    ['JPEG header only', () => jpg.subarray(0, 4), /^ImageFolder: .*bad\.jpg: truncated image: the file ends without JPEG's end-of-image marker \(FF D9\) \(4 bytes; /],
+    ['text named .jpg', () => Buffer.from('hello, not an image\n'), /^ImageFolder: .*bad\.jpg: not an image \(no JPEG, PNG, WebP, GIF, TIFF or AVIF signature; the file starts with 68 65 6c 6c 6f 2c 20 6e\)$/],
+    ['PNG with its data cut', () => png.subarray(0, png.length - 20), /^ImageFolder: .*bad\.jpg: truncated image: the file ends without PNG's IEND chunk \(png 16×16, \d+ bytes(; .*)?\)$/],
+    ['JPEG with its last bytes cut', () => jpg.subarray(0, jpg.length - 2), /^ImageFolder: .*bad\.jpg: truncated image: the file ends without JPEG's end-of-image marker \(FF D9\) \(jpeg 16×16, \d+ bytes(; .*)?\)$/],
+    // Its end marker intact, its entropy-coded data damaged: sharp said only "Warning treated as error due to failOn setting".
+    ['JPEG with damaged scan data', () => { const b = Buffer.from(noisy); for (let i = b.length - 400; i < b.length - 300; i++) b[i] = 0xff; return b; }, /^ImageFolder: .*bad\.jpg: corrupt image data \(jpeg 64×64; (?!.*Warning treated as error)/],
+    ['JPEG with a damaged Huffman table', () => { const b = Buffer.from(jpg); for (let i = 150; i < 170; i++) b[i] ^= 0xff; return b; }, /^ImageFolder: .*bad\.jpg: corrupt image (header|data) \(/],
   ];
   test.each(decodeCases)('%s: load() rejects naming the file', async (_n, bytes, msg) => {
     const root = folder({ 'cat/ok.png': png, 'dog/bad.jpg': bytes() });
@@ -281,13 +366,13 @@ describe('ImageFolder images', () => {
     expect(() => ds.get(0)).toThrow(/images are not decoded yet/);
   });
 
-  test('a folder named like an image and a non-image file are skipped with a warning, not decoded', async () => {
+  test('a folder named like an image is walked into (as os.walk does), a non-image file skipped with a warning', async () => {
     const warn = quiet();
     const root = folder({ 'cat/ok.png': png, 'cat/dir.jpg': 'dir', 'dog/a.jpg': jpg, 'dog/notes.txt': Buffer.from('x') });
     const ds = await ImageFolder.create({ root });
     expect(ds.samples.map(([p]) => path.relative(root, p))).toEqual([path.join('cat', 'ok.png'), path.join('dog', 'a.jpg')]);
-    expect(ds.skipped.map((p) => path.relative(root, p)).sort()).toEqual([path.join('cat', 'dir.jpg'), path.join('dog', 'notes.txt')]);
-    expect(String(warn.mock.calls[0][0])).toMatch(/skipped 2 file\(s\) that are not \.jpg\/\.jpeg\/\.png images/);
+    expect(ds.skipped.map((p) => path.relative(root, p)).sort()).toEqual([path.join('dog', 'notes.txt')]);
+    expect(String(warn.mock.calls[0][0])).toMatch(/skipped 1 file\(s\) that are not \.jpg\/\.jpeg\/\.png images/);
     expect(ds.get(1).label).toBe(1);
   });
 
@@ -299,7 +384,7 @@ describe('ImageFolder images', () => {
   });
 
   const layoutCases: [string, () => string, RegExp][] = [
-    ['only non-images', () => folder({ 'cat/a.txt': Buffer.from('x'), 'cat/b.jpg': 'dir' }), /ImageFolder: .*: expected \.jpg\/\.jpeg\/\.png images, found none/],
+    ['only non-images', () => folder({ 'cat/a.txt': Buffer.from('x'), 'cat/b.jpg': 'dir' }), /ImageFolder: class folder without \.jpg\/\.jpeg\/\.png images: .*cat \(every class needs at least one image/],
     ['no class folders', () => folder({ 'a.png': png }), /ImageFolder: .*: expected class folders, found none/],
     ['root is a file', () => path.join(folder({ 'f.png': png }), 'f.png'), /ImageFolder: .*f\.png: expected a folder of class folders, got ENOTDIR/],
     ['root missing', () => path.join(tmp, 'no-such-root'), /ImageFolder: .*no-such-root: expected a folder of class folders, got ENOENT/],
@@ -445,5 +530,90 @@ describe('PyTorch .pth', () => {
     const m = new VGGNet([4, 'M', 4, 'M', 4, 'M', 4, 'M', 4, 'M'], { numClasses: 2, hiddenFeatures: 4, device: 'cpu' });
     expect(() => m.loadStateDict(f)).toThrow(/other\.pth: state dict does not match the model \(missing: features\.0\.weight, .*; unexpected: w\)/);
     expect(() => m.loadStateDict(tmp + '/x.pth')).toThrow(/x\.pth: cannot read \(ENOENT\)/);
+  });
+});
+
+describe('SGD hyper-parameters set after construction', () => {
+  // The constructor refused opt.lr = -5, the setter took it (and step then climbed the loss, or wrote NaN weights).
+  test('every setter checks what the constructor checks, with the same message and error class', () => {
+    const opt = sgd({ lr: 0.1, momentum: 0.9 });
+    const cases: [() => void, ErrorConstructor, RegExp][] = [
+      [() => (opt.lr = -5), RangeError, /^sgd: invalid lr -5 \(expected a finite number >= 0\)$/],
+      [() => (opt.lr = NaN), RangeError, /^sgd: invalid lr NaN/],
+      [() => (opt.lr = Infinity), RangeError, /^sgd: invalid lr Infinity/],
+      [() => (opt.lr = '0.1' as never), TypeError, /^sgd: lr must be a number, got string$/],
+      [() => (opt.momentum = -0.1), RangeError, /^sgd: invalid momentum -0\.1/],
+      [() => (opt.weightDecay = NaN), RangeError, /^sgd: invalid weightDecay NaN/],
+      [() => (opt.dampening = -1), RangeError, /^sgd: invalid dampening -1/],
+      [() => (opt.nesterov = 1 as never), TypeError, /^sgd: nesterov must be a boolean, got number$/],
+      [() => (opt.stepCount = -1), RangeError, /^sgd: invalid stepCount -1 \(expected an integer >= 0\)$/],
+      [() => (opt.stepCount = 1.5), RangeError, /^sgd: invalid stepCount 1\.5/],
+      [() => sgd({ lr: -5 }), RangeError, /^sgd: invalid lr -5 \(expected a finite number >= 0\)$/],
+      [() => sgd(null as never), TypeError, /^sgd: expected options/],
+    ];
+    for (const [run, cls, msg] of cases) {
+      expect(run).toThrow(cls);
+      expect(run).toThrow(msg);
+    }
+    // Nothing was changed by the refused values.
+    expect([opt.lr, opt.momentum, opt.weightDecay, opt.dampening, opt.nesterov, opt.stepCount]).toEqual([0.1, 0.9, 0, 0, false, 0]);
+    // Nesterov's condition holds both ways round.
+    opt.nesterov = true;
+    expect(() => (opt.momentum = 0)).toThrow(/^sgd: nesterov needs momentum > 0 and dampening 0$/);
+    expect(() => (opt.dampening = 0.5)).toThrow(/^sgd: nesterov needs momentum > 0 and dampening 0$/);
+    opt.lr = 0.01;
+    opt.momentum = 0.5;
+    expect([opt.lr, opt.momentum, opt.nesterov]).toEqual([0.01, 0.5, true]);
+  });
+
+  test('a scheduler state from a checkpoint is checked in full and leaves the scheduler as it was when bad', () => {
+    const sc = reduceLROnPlateau();
+    sc.attach(0.1);
+    const good = sc.state();
+    for (const [edit, msg] of [
+      [{ lr: -1 }, /reduceLROnPlateau\.loadState: 'lr' must be a finite number >= 0, got -1/],
+      [{ numBadEpochs: 'x' }, /'numBadEpochs' must be an integer >= 0, got "x"/],
+      [{ best: 'NaN' }, /'best' must be a number or "Infinity"\/"-Infinity", got "NaN"/],
+      [{ type: 'stepLR' }, /the state is of a 'stepLR' scheduler/],
+    ] as [Record<string, unknown>, RegExp][]) {
+      expect(() => sc.loadState({ ...good, ...edit })).toThrow(msg);
+      expect(sc.state()).toEqual(good);
+    }
+    const w = linearWarmup({ epochs: 2 });
+    w.attach(0.1);
+    expect(() => w.loadState({ type: 'linearWarmup', baseLr: 0.1, epoch: 1 })).toThrow(/constant\.loadState: expected a state object, got undefined/);
+    expect(() => w.loadState(null as never)).toThrow(/linearWarmup\.loadState: expected a state object, got null/);
+  });
+});
+
+describe('wrong types and values into the public API', () => {
+  // Each a TypeError (wrong type) or RangeError (value out of range) naming the function and what it got, instead
+  // of "Cannot read properties of null" from inside, or a value taken and silently misused (precision 'fp16').
+  const m = new VGGNet([4, 'M', 4, 'M', 4, 'M', 4, 'M', 4, 'M'], { numClasses: 2, hiddenFeatures: 4, device: 'cpu' });
+  afterAll(() => m.dispose());
+  const cases: [string, () => unknown, ErrorConstructor, RegExp][] = [
+    ['VGGNet.forward(null)', () => m.forward(null as never), TypeError, /^VGGNet\.forward: expected a Tensor, got null$/],
+    ['VGGNet.forward([..])', () => m.forward([1, 2] as never), TypeError, /^VGGNet\.forward: expected a Tensor, got an array$/],
+    ['VGGNet.backward(undefined)', () => m.backward(undefined as never), TypeError, /^VGGNet\.backward: expected a Tensor, got undefined$/],
+    ['VGGNet.predict({})', () => m.predict({} as never), TypeError, /^VGGNet\.predict: expected a Tensor, got a Object$/],
+    ['crossEntropy(null, ...)', () => crossEntropy(null as never, null as never), TypeError, /^crossEntropy: logits: expected a Tensor, got null$/],
+    ['Linear.forward(5)', () => new Linear(2, 2).forward(5 as never), TypeError, /^Linear\.forward: expected a Tensor, got number$/],
+    ['VGGNet precision fp16', () => new VGGNet([4, 'M'], { precision: 'fp16' as never, device: 'cpu', hiddenFeatures: 4 }), RangeError, /^VGGNet: precision must be 'fp32', 'tf32' or 'bf16', got 'fp16'$/],
+    ['VGGNet inChannels 0', () => new VGGNet([4, 'M'], { inChannels: 0, device: 'cpu', hiddenFeatures: 4 }), RangeError, /^VGGNet: inChannels must be a positive integer, got 0$/],
+    ['VGGNet hiddenFeatures 2.5', () => new VGGNet([4, 'M'], { hiddenFeatures: 2.5, device: 'cpu' }), RangeError, /^VGGNet: hiddenFeatures must be a positive integer, got 2\.5$/],
+    ['VGGNet config a string', () => new VGGNet('A' as never, { device: 'cpu' }), TypeError, /^VGGNet: expected a config array/],
+    ['BatchNorm2d momentum NaN', () => new BatchNorm2d(4, { momentum: NaN }), RangeError, /^BatchNorm2d: momentum must be in \[0, 1\], got NaN$/],
+    ['BatchNorm2d eps 0', () => new BatchNorm2d(4, { eps: 0 }), RangeError, /^BatchNorm2d: eps must be a finite number > 0, got 0$/],
+    ['Conv2d 1.5 channels', () => new Conv2d(3, 1.5, 3), RangeError, /^Conv2d: outChannels must be an integer >= 1, got 1\.5$/],
+    ['MaxPool2d(0)', () => new MaxPool2d(0), RangeError, /^MaxPool2d: kernelSize must be an integer >= 1, got 0$/],
+    ['MaxPool2d padding over half', () => new MaxPool2d(2, 2, 2), RangeError, /^MaxPool2d: padding must be at most half the kernel size/],
+    ['DataLoader(null)', () => new DataLoader(null as never), TypeError, /^DataLoader: expected a dataset/],
+    ['readSafetensors(5)', () => readSafetensors(5 as never), TypeError, /^readSafetensors: expected a file path, got number$/],
+    ['loadCheckpoint(undefined)', () => loadCheckpoint(undefined as never), TypeError, /^loadCheckpoint: expected a file path, got undefined$/],
+    ['saveStateDict(null)', () => m.saveStateDict(null as never), TypeError, /^writeStateDict: expected a file path, got null$/],
+  ];
+  test.each(cases)('%s', (_name, run, cls, msg) => {
+    expect(run).toThrow(cls);
+    expect(run).toThrow(msg);
   });
 });
