@@ -162,8 +162,8 @@ export class DataLoader implements AsyncIterable<Batch> {
     let next = options.startBatch ?? 0;
     if (!Number.isInteger(next) || next < 0) throw new RangeError(`DataLoader: startBatch must be a non-negative integer, got ${next}`);
     const skip = options.startSample ?? 0;
-    if (!Number.isInteger(skip) || skip < 0) throw new Error(`DataLoader: startSample must be a non-negative integer, got ${skip}`);
-    if (skip > 0 && next > 0) throw new Error('DataLoader: give startBatch or startSample, not both');
+    if (!Number.isInteger(skip) || skip < 0) throw new RangeError(`DataLoader: startSample must be a non-negative integer, got ${skip}`);
+    if (skip > 0 && next > 0) throw new TypeError('DataLoader: give startBatch or startSample, not both');
     // batch b (counted from the start sample) holds order[skip + b*B, skip + (b+1)*B)
     const bs = this.batchSize;
     const nb = skip === 0 ? this.length : this.dropLast ? Math.floor((order.length - skip) / bs) : Math.ceil(Math.max(0, order.length - skip) / bs);

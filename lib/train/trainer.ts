@@ -405,7 +405,7 @@ export class Trainer {
       this.batchInEpoch = meta.batchInEpoch;
       const sample = meta.rng?.loader?.sample;
       if (sample !== undefined && !(Number.isSafeInteger(sample) && sample >= 0)) {
-        throw new Error(`${name}: checkpoint metadata 'rng.loader.sample': expected a non-negative integer, got ${JSON.stringify(sample)}`);
+        throw new TypeError(`${name}: checkpoint metadata 'rng.loader.sample': expected a non-negative integer, got ${JSON.stringify(sample)}`);
       }
       this.sampleInEpoch = meta.batchInEpoch === 0 ? 0 : sample ?? -1;
       this.step = meta.step;
@@ -515,7 +515,7 @@ export class Trainer {
         const startSample = this.sampleInEpoch >= 0 ? this.sampleInEpoch : this.batchInEpoch * loader.batchSize;
         const n = loader.dataset.length;
         if (startSample > 0 && startSample >= n) {
-          throw new Error(`Trainer: the checkpoint resumes epoch ${e + 1} at sample ${startSample}, but the training set has ${n} samples`);
+          throw new RangeError(`Trainer: the checkpoint resumes epoch ${e + 1} at sample ${startSample}, but the training set has ${n} samples`);
         }
         const startBatch = Math.floor(startSample / loader.batchSize);
         const rest = loader.dropLast ? Math.floor((n - startSample) / loader.batchSize) : Math.ceil((n - startSample) / loader.batchSize);
