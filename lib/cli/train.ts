@@ -63,6 +63,7 @@ export function buildProgram(io: CliIO): Command {
     .option('--pretrained <name|path>', "start from torchvision's ImageNet weights: vgg11 ... vgg19_bn (downloaded once into ~/.cache/vggnet/weights; sets --model and --batch-norm), or a .pth/.pt/.safetensors file; the last layer is replaced when the class count differs")
     .option('--width <x>', 'conv width multiplier (1 = the paper)', num('--width', 0.01), 1)
     .option('--hidden-features <n>', 'width of the two hidden FC layers', int('--hidden-features', 1), 4096)
+    .option('--dropout <p>', 'dropout probability after the two hidden FC layers', num('--dropout', 0, 1), 0.5)
     .option('--quiet', 'only the per-epoch summaries and the final result', false)
     .option('--dashboard [port]', `serve a live dashboard at http://127.0.0.1:PORT while training (default ${DEFAULT_DASHBOARD_PORT}; 0: any free port)`, (v: string) => {
       if (!/^\d{1,5}$/.test(v) || Number(v) > 65535) throw new InvalidArgumentError(`--dashboard must be a port number in [0, 65535], got '${v}'.`);
@@ -77,8 +78,8 @@ export function buildProgram(io: CliIO): Command {
 The defaults above are the flags' own. A new run on the bundled sample data (no STL10 under --data, or --dataset
 sample) fills the options you do not give from a quick preset, and prints what it filled:
 ${wrap(Object.entries(SAMPLE_PRESET).map(([k, v]) => showFlag(k, v)).join(' '), 2, 116)}
-Giving --model (or --pretrained) chooses the network: --batch-norm, --width and --hidden-features then keep the
-defaults above unless given too. On --resume the checkpoint's options apply unless given again.
+Giving --model (or --pretrained) chooses the network: --batch-norm, --width, --hidden-features and --dropout then
+keep the defaults above unless given too. On --resume the checkpoint's options apply unless given again.
 
 Examples:
   node dist/train.js                                   # sample data, quick preset (a few minutes on a laptop CPU)
@@ -305,7 +306,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     const width = o.width as number;
     const cfg = scaledConfig(modelName, width);
     const model = new VGGNet(cfg, {
-      numClasses: classes.length, batchNorm: Boolean(o.batchNorm), hiddenFeatures: o.hiddenFeatures as number, seed: o.seed as number,
+      numClasses: classes.length, batchNorm: Boolean(o.batchNorm), hiddenFeatures: o.hiddenFeatures as number, dropout: o.dropout as number, seed: o.seed as number,
       device, precision: o.precision as 'fp32' | 'tf32' | 'bf16' | undefined,
     }, `${modelName}${o.batchNorm ? '_bn' : ''}${width !== 1 ? `-w${width}` : ''}`);
     if (pretrained !== undefined) loadPretrained(model, await resolvePretrained(pretrained, { quiet: o.quiet as boolean }), say);

@@ -82,7 +82,7 @@ test('a short run on the sample data, --resume auto, then predict', async () => 
   expect(c.err()).toBe('');
   expect(code).toBe(0);
   expect(c.out()).toMatch(/No STL10 under .*nodata.* training on the bundled sample dataset/);
-  expect(c.out()).toMatch(/^sample preset \(for the options not given\): --model vgg11 --batch-norm --crop-scale [\d.]+ --batch-size \d+ --lr [\d.]+ --scheduler cosine --warmup 1$/m);
+  expect(c.out()).toMatch(/^sample preset \(for the options not given\): --model vgg11 --batch-norm --dropout [\d.]+ --crop-scale [\d.]+ --batch-size \d+ --lr [\d.]+ --scheduler cosine --warmup 1$/m);
   expect(c.out()).toMatch(/^epoch 1\/1 {2}train loss \d\.\d{4} top1 \d+\.\d\d%  test loss/m);
   expect(c.out()).toMatch(/^test top1 \d+\.\d\d%$/m);
   expect(c.out()).toMatch(/confusion matrix/);

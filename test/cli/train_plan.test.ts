@@ -34,15 +34,16 @@ describe('sample preset', () => {
     expect(options.model).toBe(SAMPLE_PRESET.model);
     expect(options.batchNorm).toBe(true);
     expect(options.width).toBe(SAMPLE_PRESET.width);
+    expect(options.dropout).toBe(SAMPLE_PRESET.dropout);
     expect(filled).toContain(`--width ${SAMPLE_PRESET.width}`);
     expect(filled).toContain('--batch-norm');
     expect(filled.join(' ')).not.toMatch(/--lr|--image-size/);
   });
 
-  test('--model chooses the network: batch norm, width and hidden size keep the flag defaults unless given', () => {
+  test('--model chooses the network: batch norm, width, hidden size and dropout keep the flag defaults unless given', () => {
     let p = parse(['--model', 'vgg11']);
     applySamplePreset(p.options, p.explicit);
-    expect(p.options).toMatchObject({ model: 'vgg11', batchNorm: false, width: 1, hiddenFeatures: 4096 });
+    expect(p.options).toMatchObject({ model: 'vgg11', batchNorm: false, width: 1, hiddenFeatures: 4096, dropout: 0.5 });
     expect(p.options.epochs).toBe(SAMPLE_PRESET.epochs); // the training options still come from the preset
     p = parse(['--model', 'vgg19', '--batch-norm', '--image-size', '224', '--lr', '0.003']);
     const filled = applySamplePreset(p.options, p.explicit);

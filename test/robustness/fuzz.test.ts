@@ -288,6 +288,7 @@ describe('fuzz', () => {
       factor: (v) => Number.isFinite(v) && (v as number) >= 0 && (v as number) < 1,
       cropScale: (v) => Number.isFinite(v) && (v as number) > 0 && (v as number) <= 1,
       width: (v) => Number.isFinite(v) && (v as number) >= 0.01,
+      dropout: (v) => Number.isFinite(v) && (v as number) >= 0 && (v as number) < 1,
       model: (v) => ['vgg11', 'vgg13', 'vgg16', 'vgg19'].includes(v as string),
     };
     const r = rng(0xc11);
