@@ -51,7 +51,7 @@ function runnable(argv: string[]): string[] {
   let [prog, ...args] = argv;
   if (prog === 'npx' && args[0] === 'vggnet') {
     prog = 'node';
-    args = [path.join(dist, 'cli', 'vggnet.js'), ...args.slice(1)];
+    args = ['dist/cli/vggnet.js', ...args.slice(1)];
   }
   if (prog !== 'node' || !args[0].startsWith('dist/')) throw new Error(`no rule to run '${argv.join(' ')}' (add one to test/cli/readme.test.ts)`);
   args[0] = path.join(repo, args[0]);

@@ -67,7 +67,8 @@ describe('sample preset', () => {
     expect(text).toMatch(/--epochs <n> [^-]*\(default: 30\) --batch-size/);
     expect(text).toMatch(/--lr <x> [^-]*\(default: 0\.01\) --momentum/);
     expect(text).toMatch(/--width <x> [^-]*\(1 = the paper\) \(default: 1\) --hidden/);
-    expect(text).toMatch(/--hidden-features <n> [^-]*\(default: 4096\) --quiet/);
+    expect(text).toMatch(/--hidden-features <n> [^-]*\(default: 4096\) --dropout/);
+    expect(text).toMatch(/--dropout <p> [^-]*\(default: 0\.5\) --quiet/);
     expect(text).toContain('sample data');
     for (const [k, v] of Object.entries(SAMPLE_PRESET)) expect(text).toContain(showFlag(k, v));
   });
