@@ -33,7 +33,9 @@ const words = (cmd: string) => cmd.split(/\s+/);
 function skipReason(argv: string[]): string | null {
   const [prog, ...args] = argv;
   if (prog === 'sudo') return 'installs system packages';
-  if (prog === 'npm' && args[0] === 'install') return 'the build itself (this suite runs on its result)';
+  if (prog === 'npm' && args[0] === 'install') return args.length > 1 ? 'installs from the npm registry (test/package installs the packed package)' : 'the build itself (this suite runs on its result)';
+  if (prog === 'npm' && ['approve-scripts', 'rebuild'].includes(args[0])) return 'acts on vggnet installed in a project of your own (test/package covers installing)';
+  if (prog === 'node' && args[0] === '-e') return 'needs vggnet installed as a dependency (test/package covers it)';
   if (prog === 'npm' && args[0] === 'test') return 'the test suite itself';
   if (prog === 'npm' && args[0] === 'run' && args[1] === 'bench') return 'a benchmark of minutes';
   if (prog === 'tensorboard') return 'an external program (TensorBoard)';
