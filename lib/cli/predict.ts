@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-// `node dist/predict.js --checkpoint PATH IMAGE...` (also `vggnet predict`): top-5 classes with probabilities for
+// `node dist/predict.js [--checkpoint PATH] IMAGE...` (also `vggnet predict`): top-5 classes with probabilities for
 // each image, with the class names and evaluation preprocessing (resize + center crop + normalize) of the checkpoint.
 import * as fs from 'fs';
+import * as path from 'path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ImageFiles, DataLoader, transforms as T } from '../data';
 import { modelFromCheckpoint } from '../train/index';
-import { CliIO, EXIT, configure, parseArgs, runAsMain } from './support';
+import { CliIO, EXIT, checkpointFile, configure, parseArgs, runAsMain } from './support';
 
 export interface Prediction {
   file: string;
@@ -35,10 +36,13 @@ export async function predictFiles(checkpoint: string, files: string[], options:
   }
 }
 
+/** What predict uses without --checkpoint: train's default output. */
+export const DEFAULT_CHECKPOINT = path.join('checkpoint', 'best.safetensors');
+
 export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
   const p = new Command('predict')
     .description('Top-k classes with probabilities for images, with a checkpoint written by train.')
-    .requiredOption('--checkpoint <path>', 'a .safetensors checkpoint from train (best.safetensors, last.safetensors)')
+    .option('--checkpoint <path>', `a checkpoint written by train (a .safetensors file, or a folder: its best.safetensors); default ${DEFAULT_CHECKPOINT} when it exists`)
     .option('--top <k>', 'how many classes to show', (v: string) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`--top must be an integer >= 1, got '${v}'.`);
@@ -56,8 +60,17 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
   if (parsed !== null) return parsed;
   const o = p.opts();
   try {
+    let checkpoint: string;
+    if (o.checkpoint !== undefined) {
+      checkpoint = checkpointFile('--checkpoint', o.checkpoint, ['best.safetensors', 'last.safetensors']);
+    } else if (fs.existsSync(DEFAULT_CHECKPOINT)) {
+      checkpoint = DEFAULT_CHECKPOINT;
+    } else {
+      io.stderr.write(`error: no --checkpoint given, and there is no ${DEFAULT_CHECKPOINT} here (${path.resolve(DEFAULT_CHECKPOINT)}) to use instead: train one first, or give --checkpoint PATH\n`);
+      return EXIT.usage;
+    }
     for (const f of p.args) if (!fs.existsSync(f)) throw new Error(`${f}: no such file`);
-    const res = await predictFiles(o.checkpoint, p.args, { top: o.top, device: o.device, maxPixels: o.maxImagePixels });
+    const res = await predictFiles(checkpoint, p.args, { top: o.top, device: o.device, maxPixels: o.maxImagePixels });
     if (o.json) {
       io.stdout.write(JSON.stringify(res, null, 2) + '\n');
     } else {

@@ -1,5 +1,7 @@
 // What the command-line programs (train, predict, bench, the `vggnet` dispatcher) share: the I/O they write to,
 // commander's parse with our exit codes, number parsers with clear messages, and the process entry wrapper.
+import * as fs from 'fs';
+import * as path from 'path';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 
 export interface CliIO {
@@ -8,11 +10,22 @@ export interface CliIO {
   /** Install SIGINT/SIGTERM handlers (the real CLI); tests pass an AbortSignal instead. */
   handleSignals?: boolean;
   signal?: AbortSignal;
+  /** How the user invoked the program (`node dist/train.js`, `vggnet train`): hints that repeat a command use it. */
+  command?: string;
 }
 
 /** The real process's streams, with signal handling. */
 export function processIO(): CliIO {
-  return { stdout: process.stdout, stderr: process.stderr, handleSignals: true };
+  return { stdout: process.stdout, stderr: process.stderr, handleSignals: true, command: invokedAs() };
+}
+
+/** The command the user typed to start this process, as well as it can be told: `node dist/train.js`, `npx vggnet`. */
+export function invokedAs(): string {
+  const script = process.argv[1] ?? '';
+  const base = path.basename(script);
+  if (base === 'vggnet' || base === 'vggnet.js') return `${process.env.npm_command === 'exec' ? 'npx ' : ''}vggnet`;
+  const rel = path.relative(process.cwd(), script);
+  return `node ${rel && rel.length < script.length ? rel : script}`;
 }
 
 /** Exit codes: 0 ok, 1 error, 2 bad arguments, 130 interrupted (128 + SIGINT), as shells expect. */
@@ -55,6 +68,23 @@ export function numArg(name: string, min = 0, maxExclusive = Infinity) {
 }
 
 /**
+ * A checkpoint argument: a file, or a folder meaning <folder>/<file> (last.safetensors for --resume,
+ * best.safetensors for --evaluate). Throws naming the path when there is none.
+ */
+export function checkpointFile(flag: string, p: string, inFolder: string[]): string {
+  let st: fs.Stats | null = null;
+  try {
+    st = fs.statSync(p);
+  } catch {
+    throw new Error(`${flag} ${p}: no such checkpoint (a .safetensors file written by train, or its folder)`);
+  }
+  if (!st.isDirectory()) return p;
+  for (const f of inFolder) if (fs.existsSync(path.join(p, f))) return path.join(p, f);
+  const have = fs.readdirSync(p).filter((f) => f.endsWith('.safetensors'));
+  throw new Error(`${flag} ${p}: the folder holds no ${inFolder.join(' or ')}${have.length ? ` (it has ${have.slice(0, 5).join(', ')}${have.length > 5 ? ', ...' : ''})` : ''}`);
+}
+
+/**
  * Runs a program's main when its file is the process's entry point. A closed stdout (`... | head`) ends the program
  * quietly, as Unix tools do; an unexpected exception prints its stack and exits 1.
  */
@@ -62,7 +92,8 @@ export function runAsMain(mod: NodeModule, main: (argv: string[]) => Promise<num
   if (require.main !== mod) return;
   for (const stream of [process.stdout, process.stderr]) {
     stream.on('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      // the reader went away (EPIPE), or this is a later write to the stream that EPIPE closed
+      if (e.code === 'EPIPE' || e.code === 'ERR_STREAM_DESTROYED') process.exit(process.exitCode ?? 0);
       throw e;
     });
   }

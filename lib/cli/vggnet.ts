@@ -24,9 +24,9 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'train':
-      return trainMain(rest, io);
+      return trainMain(rest, { ...io, command: `${io.command ?? 'vggnet'} train` });
     case 'predict':
-      return predictMain(rest, io);
+      return predictMain(rest, { ...io, command: `${io.command ?? 'vggnet'} predict` });
     case 'bench':
       return benchMain(rest);
     case 'export':

@@ -49,6 +49,11 @@ export interface IterateOptions {
   /** Skip the first batches of the epoch (exact resume). */
   startBatch?: number;
   /**
+   * Skip the first samples of the epoch's order instead, and batch from there (resume at the same sample with another
+   * batch size). The batches' `batch` numbers then count from floor(startSample / batchSize). Not with startBatch.
+   */
+  startSample?: number;
+  /**
    * Ship the source images as uint8 plus each sample's transform parameters (drawn exactly as the CPU pipeline draws
    * them) instead of transforming on the worker threads; `augmentBatch` then runs the transform, on the GPU for
    * CUDA tensors. Needs a pipeline and dataset `augmentSupport()` accepts (null), else iterating throws its reason.
@@ -157,9 +162,15 @@ export class DataLoader implements AsyncIterable<Batch> {
     await this.dataset.load();
     const source = this.dataset.nativeSource();
     const order = this.order(epoch);
-    const nb = this.length;
     let next = options.startBatch ?? 0;
     if (!Number.isInteger(next) || next < 0) throw new RangeError(`DataLoader: startBatch must be a non-negative integer, got ${next}`);
+    const skip = options.startSample ?? 0;
+    if (!Number.isInteger(skip) || skip < 0) throw new RangeError(`DataLoader: startSample must be a non-negative integer, got ${skip}`);
+    if (skip > 0 && next > 0) throw new TypeError('DataLoader: give startBatch or startSample, not both');
+    // batch b (counted from the start sample) holds order[skip + b*B, skip + (b+1)*B)
+    const bs = this.batchSize;
+    const nb = skip === 0 ? this.length : this.dropLast ? Math.floor((order.length - skip) / bs) : Math.ceil(Math.max(0, order.length - skip) / bs);
+    const batchBase = Math.floor(skip / bs);
     const defer = Boolean(options.deferAugment);
     if (defer) {
       const why = this.augmentSupport();
@@ -169,12 +180,12 @@ export class DataLoader implements AsyncIterable<Batch> {
     const launch = (): void => {
       while (pending.length < this.prefetch && next < nb) {
         const b = next++;
-        const indices = order.subarray(b * this.batchSize, Math.min(order.length, (b + 1) * this.batchSize));
+        const indices = order.subarray(skip + b * bs, Math.min(order.length, skip + (b + 1) * bs));
         const idx = Int32Array.from(indices);
         let p: Promise<Batch>;
         try {
           p = loadBatch(source, idx, this.ops, this.seed, epoch, this.workers, defer).then((r) => {
-            const out: Batch = { images: r.images, labels: r.labels, indices: idx, batch: b, epoch };
+            const out: Batch = { images: r.images, labels: r.labels, indices: idx, batch: skip === 0 ? b : batchBase + b, epoch };
             if (r.params) out.augment = { params: r.params, ops: this.ops };
             return out;
           });

@@ -1,6 +1,11 @@
 // A small STL10-format dataset drawn procedurally (no downloaded data): 10 classes of shapes and textures, each with
-// its own colour family, at random position, scale and rotation over a noisy background. Deterministic from the seed.
-// It is the default dataset when no STL10 is present and the fixture of the tests.
+// its own colour family, at random position, scale and rotation over a noisy, shaded background. Deterministic from
+// the seed. It is the default dataset when no STL10 is present and the fixture of the tests.
+//
+// The classes are ones a child tells apart, and stay apart under the training augmentations (random resized crop,
+// horizontal flip, colour jitter) and at 32 px: the square stands on its side and the diamond on its corner (an
+// arbitrarily rotated square is both); the background is shaded, not chequered (a chequered one looked like the
+// `checker` class); stripes, chequers and dots are coarse enough to survive a 3× downscale.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -55,10 +60,15 @@ export function drawSample(k: number, r: () => number): Uint8Array {
   const bg2 = hsv(r(), 0.3 * r(), 0.15 + 0.3 * r());
   const cx = S * (0.35 + 0.3 * r()), cy = S * (0.35 + 0.3 * r());
   const rad = S * (0.22 + 0.14 * r());
-  const ang = r() * Math.PI * 2;
+  // square (on its side) and diamond (on its corner) within ±10° of upright; the rest at any angle
+  const tilt = (r() - 0.5) * (Math.PI / 9);
+  const ang = k === 1 || k === 8 ? tilt : r() * Math.PI * 2;
   const ca = Math.cos(ang), sa = Math.sin(ang);
-  const period = 6 + 8 * r();
+  const period = 10 + 8 * r();
   const noise = 10 + 25 * r();
+  // background: a linear blend of two colours in a random direction
+  const ga = r() * Math.PI * 2;
+  const gx = Math.cos(ga) / S, gy = Math.sin(ga) / S;
   for (let y = 0; y < S; y++) {
     for (let x = 0; x < S; x++) {
       const dx = x - cx, dy = y - cy;
@@ -81,8 +91,8 @@ export function drawSample(k: number, r: () => number): Uint8Array {
           break;
         }
       }
-      const back = ((x >> 4) + (y >> 4)) % 2 === 0 ? bg : bg2;
-      const col = on ? fg : back;
+      const t = Math.min(1, Math.max(0, 0.5 + (x - S / 2) * gx + (y - S / 2) * gy));
+      const col = on ? fg : [bg[0] + (bg2[0] - bg[0]) * t, bg[1] + (bg2[1] - bg[1]) * t, bg[2] + (bg2[2] - bg[2]) * t];
       const n = (r() + r() - 1) * noise;
       const o = y * S + x;
       for (let c = 0; c < 3; c++) {
@@ -138,17 +148,20 @@ export function generateSampleStl10(dir: string, options: SampleOptions = {}): v
   fs.writeFileSync(path.join(dir, 'fold_indices.txt'), lines.join('\n') + '\n');
 }
 
+/** The generator's version is in the folder's name: a changed generator writes a new folder beside the old one. */
+const SAMPLE_FOLDER = 'sample-v2';
+
 /** The default cache root: $VGGNET_CACHE, else $XDG_CACHE_HOME/vggnet, else ~/.cache/vggnet. */
 export function defaultDataRoot(): string {
   return process.env.VGGNET_CACHE || path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'vggnet');
 }
 
 /**
- * Generates the sample dataset once into <root>/sample/stl10_binary (atomically: written to a temporary folder and
- * renamed) and returns <root>/sample, the `root` to give STL10.
+ * Generates the sample dataset once into <root>/sample-v2/stl10_binary (atomically: written to a temporary folder
+ * and renamed) and returns <root>/sample-v2, the `root` to give STL10.
  */
 export function ensureSampleData(root: string = defaultDataRoot(), options: SampleOptions = {}): string {
-  const sampleRoot = path.join(root, 'sample');
+  const sampleRoot = path.join(root, SAMPLE_FOLDER);
   const dir = path.join(sampleRoot, 'stl10_binary');
   if (fs.existsSync(path.join(dir, 'fold_indices.txt'))) return sampleRoot;
   fs.mkdirSync(sampleRoot, { recursive: true });

@@ -52,7 +52,11 @@ export interface CheckpointMeta {
   config: Record<string, unknown>;
   hyperParameters: Record<string, unknown>;
   scheduler: Record<string, unknown> | null;
-  rng: { dropout: { seed: number; calls: number }[]; loader: { seed: number; epoch: number; batch: number; shuffle: boolean } | null };
+  rng: {
+    dropout: { seed: number; calls: number }[];
+    /** Where the loader stands: `sample` (samples of epoch `epoch` done) and `batchSize` are absent in older files. */
+    loader: { seed: number; epoch: number; batch: number; shuffle: boolean; sample?: number; batchSize?: number } | null;
+  };
   /** Metrics of the last completed epoch. */
   metrics: Record<string, number> | null;
   /** Running training metrics of a partial epoch. */

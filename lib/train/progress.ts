@@ -25,6 +25,12 @@ export function formatDuration(s: number): string {
   return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
 }
 
+/** A learning rate in few characters: 0.05, 0.00248, 1.23e-4. */
+export function formatLr(lr: number): string {
+  if (lr === 0 || lr >= 1e-3) return String(Number(lr.toPrecision(3)));
+  return lr.toExponential(2).replace(/\.?0+e/, 'e');
+}
+
 export class Progress {
   private t0 = 0;
   private lastDraw = 0;
@@ -53,14 +59,23 @@ export class Progress {
     const done = s.batch - this.startBatch;
     const eta = done > 0 ? (el / done) * (s.batches - s.batch) : NaN;
     const ips = el > 0 ? s.samples / el : 0;
-    const stats = `loss ${s.loss.toFixed(4)} acc ${(100 * s.acc).toFixed(2)}% lr ${s.lr.toPrecision(3)} ${ips.toFixed(1)} img/s`;
+    const stats = `loss ${s.loss.toFixed(4)} acc ${(100 * s.acc).toFixed(1)}% lr ${formatLr(s.lr)} ${ips.toFixed(ips < 100 ? 1 : 0)} img/s`;
     const head = `epoch ${s.epoch}/${s.epochs}`;
     if (this.tty) {
-      const cols = this.out.columns ?? 100;
-      const tail = ` ${s.batch}/${s.batches} ${formatDuration(el)}<${formatDuration(eta)} ${stats}`;
-      const width = Math.max(10, Math.min(30, cols - head.length - tail.length - 4));
-      const fill = Math.round((width * s.batch) / Math.max(1, s.batches));
-      const line = `${head} [${'='.repeat(fill)}${fill < width ? '>' : ''}${' '.repeat(Math.max(0, width - fill - 1))}]${tail}`;
+      // One line that fits the terminal (80 columns when unknown): a bar of what the text leaves (up to 30 columns,
+      // none below 5); still too long, the elapsed time goes (the ETA stays); then the line is cut, never wrapped.
+      const cols = this.out.columns || 80;
+      const pos = ` ${s.batch}/${s.batches}`;
+      const full = `${pos} ${formatDuration(el)}<${formatDuration(eta)} ${stats}`;
+      const width = Math.min(30, cols - 1 - head.length - full.length - 3);
+      let line: string;
+      if (width >= 5) {
+        const fill = Math.min(width, Math.round((width * s.batch) / Math.max(1, s.batches)));
+        line = `${head} [${'='.repeat(fill)}${fill < width ? '>' : ''}${' '.repeat(Math.max(0, width - fill - 1))}]${full}`;
+      } else {
+        line = head + full;
+        if (line.length > cols - 1) line = `${head}${pos} eta ${formatDuration(eta)} ${stats}`;
+      }
       this.out.write(`\r${line.slice(0, cols - 1)}\x1b[K`);
       this.drawn = true;
     } else {

@@ -88,6 +88,8 @@ export interface TrainerOptions {
   config?: Record<string, unknown>;
   /** Progress bar / lines and per-epoch summaries go here (default process.stdout); null: silent. */
   output?: ProgressStream | null;
+  /** What the per-epoch summary calls the validation set (default 'val'; the CLI, which validates on the test split: 'test'). */
+  validationName?: string;
   /** Force the TTY progress bar on or off (default: output.isTTY). */
   tty?: boolean;
   /** Show the progress bar / periodic lines (default true; the per-epoch summaries are printed either way). */
@@ -176,6 +178,11 @@ export class Trainer {
   epoch = 0;
   /** Batches of epoch `epoch` already trained (mid-epoch resume). */
   batchInEpoch = 0;
+  /**
+   * Samples of epoch `epoch` already trained: where a mid-epoch resume continues in the epoch's sample order, whatever
+   * the batch size (-1 after resuming a checkpoint that predates it: batchInEpoch × the loader's batch size).
+   */
+  sampleInEpoch = 0;
   step = 0;
   history: EpochRecord[] = [];
   best: { top1: number; epoch: number } | null = null;
@@ -183,7 +190,7 @@ export class Trainer {
   private partial: Record<string, number> | null = null;
   private schedulerAttached = false;
   private stopRequested = false;
-  private loaderInfo: { seed: number; shuffle: boolean } | null = null;
+  private loaderInfo: { seed: number; shuffle: boolean; batchSize: number } | null = null;
   private classes: string[] | null;
   private lastSaved: string | undefined;
   private stepper: TrainStepRunner | null = null;
@@ -392,18 +399,24 @@ export class Trainer {
       }
       this.model.loadStateDict(ck.model, { strict: true });
       this.optimizer.loadStateDict(this.model.namedParameters(), ck.optimizer as Record<string, Tensor>, name);
-      this.optimizer.lr = meta.lr;
       this.optimizer.stepCount = meta.step;
       if (this.scheduler) {
         if (!meta.scheduler) this.scheduler.attach(meta.lr);
         this.schedulerAttached = true;
       }
+      // The schedule is the truth: the same as meta.lr unless its shape changed (a cosine re-planned over more epochs).
+      this.optimizer.lr = this.scheduler ? this.scheduler.lr : meta.lr;
       drops.forEach((d, i) => {
         d.seed = saved[i].seed;
         d.calls = saved[i].calls;
       });
       this.epoch = meta.epoch;
       this.batchInEpoch = meta.batchInEpoch;
+      const sample = meta.rng?.loader?.sample;
+      if (sample !== undefined && !(Number.isSafeInteger(sample) && sample >= 0)) {
+        throw new TypeError(`${name}: checkpoint metadata 'rng.loader.sample': expected a non-negative integer, got ${JSON.stringify(sample)}`);
+      }
+      this.sampleInEpoch = meta.batchInEpoch === 0 ? 0 : sample ?? -1;
       this.step = meta.step;
       this.history = meta.history ?? [];
       this.best = meta.best;
@@ -434,7 +447,7 @@ export class Trainer {
       scheduler: this.scheduler ? this.scheduler.state() : null,
       rng: {
         dropout: this.dropouts().map((d) => ({ seed: d.seed, calls: d.calls })),
-        loader: this.loaderInfo ? { ...this.loaderInfo, epoch: this.epoch, batch: loaderEpochBatch } : null,
+        loader: this.loaderInfo ? { ...this.loaderInfo, epoch: this.epoch, batch: loaderEpochBatch, sample: loaderEpochBatch > 0 ? this.sampleInEpoch : 0 } : null,
       },
       metrics,
       partial: loaderEpochBatch > 0 ? this.partial : null,
@@ -484,20 +497,19 @@ export class Trainer {
     await loader.dataset.load();
     if (validation) await validation.dataset.load();
     this.classes = this.classes ?? (loader.dataset.classes?.length ? loader.dataset.classes : null);
-    this.loaderInfo = { seed: loader.seed, shuffle: loader.shuffle };
+    this.loaderInfo = { seed: loader.seed, shuffle: loader.shuffle, batchSize: loader.batchSize };
     if (this.scheduler && !this.schedulerAttached) {
       opt.lr = this.scheduler.attach(opt.lr);
       this.schedulerAttached = true;
     }
     const numClasses = model.options.numClasses;
-    const batches = loader.length;
     const dash = this.dashboard;
     if (dash) {
       try {
         if (!dash.listening) this.log(`dashboard: ${await dash.start()}`);
         await dash.beginFit({
           title: `${model.options.name ?? 'vgg'} on ${model.device} (${model.precision})`, model,
-          classes: this.classes ?? Array.from({ length: numClasses }, (_, i) => String(i)), epochs, batches,
+          classes: this.classes ?? Array.from({ length: numClasses }, (_, i) => String(i)), epochs, batches: loader.length,
           history: this.history, step: this.step, samplesFrom: validation ? validation.dataset : null,
         });
       } catch (e) {
@@ -518,7 +530,18 @@ export class Trainer {
     try {
       while (this.epoch < epochs) {
         const e = this.epoch;
-        const startBatch = this.batchInEpoch;
+        // Resume at the same sample of the epoch's order; with another batch size than the checkpoint's, the batches
+        // before it are counted as floor(sample / batch size).
+        const startSample = this.sampleInEpoch >= 0 ? this.sampleInEpoch : this.batchInEpoch * loader.batchSize;
+        const n = loader.dataset.length;
+        if (startSample > 0 && startSample >= n) {
+          throw new RangeError(`Trainer: the checkpoint resumes epoch ${e + 1} at sample ${startSample}, but the training set has ${n} samples`);
+        }
+        const startBatch = Math.floor(startSample / loader.batchSize);
+        const rest = loader.dropLast ? Math.floor((n - startSample) / loader.batchSize) : Math.ceil((n - startSample) / loader.batchSize);
+        const batches = startBatch + rest;
+        this.batchInEpoch = startBatch;
+        this.sampleInEpoch = startSample;
         model.train();
         const acc = new MetricAccumulator(numClasses);
         if (startBatch > 0 && this.partial) acc.loadState(this.partial as never);
@@ -526,8 +549,8 @@ export class Trainer {
         let seen = 0;
         progress?.start(startBatch);
         const deferAugment = this.gpuAugmentFor(loader);
-        for await (const { batch, images, labels } of this.onDevice(loader.iterate(e, { startBatch, deferAugment }))) {
-          const n = labels.shape[0];
+        for await (const { batch, images, labels } of this.onDevice(loader.iterate(e, { startSample, deferAugment }))) {
+          const bn = labels.shape[0];
           let loss: number;
           try {
             const r = stepper.run(images, labels);
@@ -546,12 +569,13 @@ export class Trainer {
           }
           this.step++;
           this.batchInEpoch++;
-          seen += n;
+          this.sampleInEpoch += bn;
+          seen += bn;
           this.partial = acc.state();
           if (tb && logEvery > 0 && this.step % logEvery === 0) tb.addScalar('loss/train_step', loss, this.step);
-          dash?.step({ epoch: e, batch: this.batchInEpoch, batches, step: this.step, loss, batchSize: n, lr: opt.lr });
+          dash?.step({ epoch: e, batch: this.batchInEpoch, batches, step: this.step, loss, batchSize: bn, lr: opt.lr });
           if (this.options.onStep) {
-            await this.options.onStep({ epoch: e, batch: this.batchInEpoch, batches, step: this.step, loss, batchSize: n, lr: opt.lr });
+            await this.options.onStep({ epoch: e, batch: this.batchInEpoch, batches, step: this.step, loss, batchSize: bn, lr: opt.lr });
           }
           progress?.update({ epoch: e + 1, epochs, batch: this.batchInEpoch, batches, samples: seen, loss: acc.loss, acc: acc.top1, lr: opt.lr }, this.batchInEpoch === batches);
           await tick(); // keep the event loop responsive (signals, I/O, timers) between steps
@@ -587,6 +611,7 @@ export class Trainer {
         if (this.scheduler) opt.lr = this.scheduler.step(rec);
         this.epoch = e + 1;
         this.batchInEpoch = 0;
+        this.sampleInEpoch = 0;
         this.partial = null;
         this.save('last', rec);
         if (isBest) this.save('best', rec);
@@ -596,7 +621,7 @@ export class Trainer {
         if (tb) await logEpochTensorBoard(tb, rec, this.step, val);
         this.log(
           `epoch ${e + 1}/${epochs}  train loss ${acc.loss.toFixed(4)} top1 ${(100 * acc.top1).toFixed(2)}%` +
-          (val ? `  val loss ${val.loss.toFixed(4)} top1 ${(100 * val.top1).toFixed(2)}% top5 ${(100 * val.top5).toFixed(2)}%` : '') +
+          (val ? `  ${this.options.validationName ?? 'val'} loss ${val.loss.toFixed(4)} top1 ${(100 * val.top1).toFixed(2)}% top5 ${(100 * val.top5).toFixed(2)}%` : '') +
           `  lr ${lrUsed.toPrecision(3)}${opt.lr !== lrUsed ? `→${opt.lr.toPrecision(3)}` : ''}  ${formatDuration(rec.time_s)} ${rec.img_per_s.toFixed(1)} img/s${isBest ? '  *best' : ''}`,
         );
         await dash?.endEpoch(rec, val);

@@ -82,7 +82,8 @@ test('a short run on the sample data, --resume auto, then predict', async () => 
   expect(c.err()).toBe('');
   expect(code).toBe(0);
   expect(c.out()).toMatch(/No STL10 under .*nodata.* training on the bundled sample dataset/);
-  expect(c.out()).toMatch(/^epoch 1\/1 {2}train loss \d\.\d{4} top1 \d+\.\d\d%  val loss/m);
+  expect(c.out()).toMatch(/^sample preset \(for the options not given\): --model vgg11 --batch-norm --dropout [\d.]+ --crop-scale [\d.]+ --batch-size \d+ --lr [\d.]+ --scheduler cosine --warmup 1$/m);
+  expect(c.out()).toMatch(/^epoch 1\/1 {2}train loss \d\.\d{4} top1 \d+\.\d\d%  test loss/m);
   expect(c.out()).toMatch(/^test top1 \d+\.\d\d%$/m);
   expect(c.out()).toMatch(/confusion matrix/);
   for (const f of ['last.safetensors', 'best.safetensors']) expect(fs.existsSync(path.join(ck, f))).toBe(true);
@@ -129,7 +130,7 @@ test('a short run on the sample data, --resume auto, then predict', async () => 
   c = io();
   expect(await predictMain(['--checkpoint', path.join(ck, 'best.safetensors'), path.join(tmp, 'nope.jpg')], c.io)).toBe(1);
   expect(c.err()).toMatch(/nope.jpg: no such file/);
-}, 300_000);
+}, 600_000);
 
 const dist = path.join(__dirname, '..', '..', 'dist', 'train.js');
 if (!fs.existsSync(dist)) console.log(`skipping "node dist/train.js: Ctrl-C finishes the step, saves last, prints how to resume, exits 130": ${dist} is not built (npm run build:ts)`);
@@ -167,7 +168,8 @@ if (!fs.existsSync(dist)) console.log(`skipping "node dist/train.js: Ctrl-C fini
   const code = exited ? child.exitCode : await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
   expect({ code, err: err.slice(-2000) }).toEqual({ code: 130, err: expect.stringMatching(/SIGINT: finishing the current step/) });
   expect(code).toBe(130);
-  expect(err).toMatch(/resume with: node dist\/train.js --resume .*last.safetensors/);
+  // the hint repeats the command as it was run, with --resume added
+  expect(err).toContain(`resume with: node dist/train.js ${[...small, '--dataset', 'sample', '--epochs', '500', '--checkpoint-dir', ck, '--log-dir', path.join(tmp, 'logs-int')].join(' ')} --resume ${path.join(ck, 'last.safetensors')}`);
   const meta = readCheckpointMeta(path.join(ck, 'last.safetensors'));
   expect(meta.step).toBeGreaterThan(0);
 }, 120_000);

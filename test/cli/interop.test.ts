@@ -91,10 +91,10 @@ test('--pretrained NAME: the architecture follows the name; a conflicting flag a
   process.env.VGGNET_WEIGHTS_URL = `http://127.0.0.1:${(srv.address() as AddressInfo).port}/mirror/`;
   try {
     let c = io();
-    expect(await trainMain(['--pretrained', 'vgg16_bn', '--model', 'vgg11', '--data', path.join(tmp, 'nodata'), '--quiet'], c.io)).toBe(1);
+    expect(await trainMain(['--pretrained', 'vgg16_bn', '--model', 'vgg11', '--data', path.join(tmp, 'nodata'), '--quiet'], c.io)).toBe(2); // a flag conflict: bad arguments
     expect(c.err()).toMatch(/--pretrained vgg16_bn is torchvision's vgg16_bn \(--model vgg16 --batch-norm --width 1 --hidden-features 4096\); it does not fit --model vgg11/);
     c = io();
-    expect(await trainMain(['--pretrained', 'vgg11', '--width', '0.5', '--data', path.join(tmp, 'nodata'), '--quiet'], c.io)).toBe(1);
+    expect(await trainMain(['--pretrained', 'vgg11', '--width', '0.5', '--data', path.join(tmp, 'nodata'), '--quiet'], c.io)).toBe(2);
     expect(c.err()).toMatch(/it does not fit --width 0\.5/);
     c = io();
     expect(await trainMain(['--pretrained', 'vgg11', '--epochs', '1', '--data', path.join(tmp, 'nodata'), '--quiet'], c.io)).toBe(1);

@@ -2,7 +2,8 @@
 // byte overwrites, truncations, insertions, edits of the JSON header), PyTorch .pth files (the zip archive as bytes,
 // its pickle re-zipped with valid CRCs, and the legacy stream written by PyTorch), checkpoint metadata, and STL10 label and fold
 // files. Every outcome must be a successful parse or a thrown Error naming the source — never a crash of the process
-// (a native crash kills the jest worker and fails the run). Same seed, same cases: a failure is reproducible from the
+// (a native crash kills the jest worker and fails the run); for the training CLI's argument parser, valid options or
+// exit 0/2 with a message. Same seed, same cases: a failure is reproducible from the
 // case number printed with it. VGGNET_FUZZ_SCALE=10 runs ten times as many cases.
 import * as fs from 'fs';
 import * as os from 'os';
@@ -21,6 +22,8 @@ import { mulberry32 } from '../ref/random';
 import { parsePth, serializePth } from '../../lib/io/pth';
 import { readZipDirectory } from '../../lib/io/zip';
 import { zipPth } from '../helpers/pth_build';
+import { buildProgram as buildTrainProgram, parseTrainArgs } from '../../lib/cli/train';
+import { UsageError, applySamplePreset, mergeResume } from '../../lib/cli/train_plan';
 
 const SCALE = Number(process.env.VGGNET_FUZZ_SCALE ?? 1);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-fuzz-'));
@@ -318,5 +321,84 @@ describe('fuzz', () => {
     model.dispose();
     expect(tally.ok).toBeGreaterThan(20);
     expect(tally.error).toBeGreaterThan(N / 4);
+  });
+
+  // The training CLI's argument parser and option rules (lib/cli/train_plan.ts): random argv, built from the real
+  // flags, hostile values and stray words, either parses to options inside each flag's range or ends with exit 0
+  // (--help/--version) or 2 and a message; a parse then goes through the sample preset and the resume rules against
+  // a saved run, which accept it or refuse it with a UsageError, nothing else. Nothing trains.
+  test('train CLI: random argv parses to valid options or exits 0/2 with a message; the resume rules accept or refuse', () => {
+    const program = buildTrainProgram({ stdout: { write: () => true }, stderr: { write: () => true } });
+    const flags = program.options.flatMap((o) => [o.long!, ...(o.short ? [o.short] : [])]);
+    const words = ['--help', '-h', '--version', '--', '--bogus', '--lr=0.1', '--epochs=', '-x', 'extra', 'last.safetensors', '', ' ', '--no-batch-norm'];
+    const values = ['0', '1', '-1', '2', '0.5', '1e-3', '1e309', '-0', 'NaN', 'Infinity', '0x10', '1.5', '', ' ', 'abc', '3 ', '9007199254740993',
+      'vgg11', 'vgg19', 'auto', 'cpu', 'cuda', 'cosine', 'plateau', 'sample', 'stl10', 'folder', 'bf16', 'vgg16_bn', './data', '--lr', '-'];
+    const saved: Record<string, unknown> = {
+      model: 'vgg11', batchNorm: true, width: 0.25, hiddenFeatures: 256, epochs: 8, batchSize: 32, lr: 0.05, momentum: 0.9, weightDecay: 5e-4,
+      imageSize: 32, cropScale: 0.35, data: './data', dataset: 'sample', seed: 1, scheduler: 'cosine', warmup: 1, patience: 3, factor: 0.1,
+      stepSize: 30, checkpointDir: './checkpoint', saveEvery: 0, logDir: './logs',
+    };
+    const ranges: Record<string, (v: unknown) => boolean> = {
+      epochs: (v) => Number.isSafeInteger(v) && (v as number) >= 1,
+      batchSize: (v) => v === undefined || (Number.isSafeInteger(v) && (v as number) >= 1),
+      imageSize: (v) => Number.isSafeInteger(v) && (v as number) >= 32,
+      lr: (v) => Number.isFinite(v) && (v as number) >= 0,
+      factor: (v) => Number.isFinite(v) && (v as number) >= 0 && (v as number) < 1,
+      cropScale: (v) => Number.isFinite(v) && (v as number) > 0 && (v as number) <= 1,
+      width: (v) => Number.isFinite(v) && (v as number) >= 0.01,
+      dropout: (v) => Number.isFinite(v) && (v as number) >= 0 && (v as number) < 1,
+      model: (v) => ['vgg11', 'vgg13', 'vgg16', 'vgg19'].includes(v as string),
+    };
+    const r = rng(0xc11);
+    const tally = { ok: 0, usage: 0, help: 0, refused: 0 };
+    const N = 3000 * SCALE;
+    for (let i = 0; i < N; i++) {
+      const argv: string[] = [];
+      for (let k = r.int(7); k > 0; k--) {
+        const u = r.next();
+        if (u < 0.6) argv.push(r.pick(flags), r.pick(values));
+        else if (u < 0.85) argv.push(r.pick(flags));
+        else argv.push(r.pick(r.next() < 0.5 ? words : values));
+      }
+      const out: string[] = [];
+      const err: string[] = [];
+      const io = { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => err.push(s) } };
+      const where = `cli case ${i}: ${JSON.stringify(argv)}`;
+      let parsed: ReturnType<typeof parseTrainArgs>;
+      try {
+        parsed = parseTrainArgs(argv, io);
+      } catch (e) {
+        throw new Error(`${where}: the parser threw ${(e as Error).stack}`);
+      }
+      if (typeof parsed === 'number') {
+        if (parsed === 0) {
+          tally.help++;
+          if (out.join('').trim() === '') throw new Error(`${where}: exit 0 with nothing on stdout`);
+        } else {
+          tally.usage++;
+          if (parsed !== 2) throw new Error(`${where}: exit ${parsed}, expected 0 or 2`);
+          if (!/error: /.test(err.join(''))) throw new Error(`${where}: exit 2 without an error message (stderr: ${JSON.stringify(err.join(''))})`);
+        }
+        continue;
+      }
+      for (const [k, ok] of Object.entries(ranges)) {
+        if (!ok(parsed.options[k])) throw new Error(`${where}: parsed ${k} = ${JSON.stringify(parsed.options[k])}, out of its range`);
+      }
+      tally.ok++;
+      const keys = [...new Set(parsed.program.options.map((o) => o.attributeName()))];
+      const o = { ...parsed.options };
+      try {
+        applySamplePreset(o, parsed.explicit);
+        mergeResume({ ...parsed.options }, parsed.explicit, saved, { epoch: r.int(9), batchInEpoch: r.int(3) }, keys, 'fuzz.safetensors');
+      } catch (e) {
+        if (!(e instanceof UsageError) || !(e as Error).message.startsWith('--')) throw new Error(`${where}: expected a UsageError naming the flag, got ${(e as Error).stack}`);
+        tally.refused++;
+      }
+    }
+    // every outcome occurs
+    expect(tally.ok).toBeGreaterThan(N / 20);
+    expect(tally.usage).toBeGreaterThan(N / 4);
+    expect(tally.help).toBeGreaterThan(10);
+    expect(tally.refused).toBeGreaterThan(10);
   });
 });
