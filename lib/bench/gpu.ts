@@ -5,7 +5,7 @@
 import { spawnSync } from 'child_process';
 import { pythonWith } from './python';
 import { trainFlopsPerImage, vggMacs } from './flops';
-import { profileReport } from '../profile';
+import { profilerInstalled, profileReport, profileTotals } from '../profile';
 import * as path from 'path';
 
 import { backends, memoryStats, resetPeakMemory, synchronize } from '../backend';
@@ -27,6 +27,8 @@ export interface GpuBenchResult extends Config {
   torchImgPerSec?: number;
   torchPeakMiB?: number;
   ratio?: number;
+  /** VGGNET_PROFILE=1: the ten costliest ops of the timed (eager, op-synchronised) steps, ms per step. */
+  profile?: { op: string; msPerStep: number; calls: number; pct: number }[];
   /** Whether the timed steps ran as CUDA-graph replays (VGGNET_BENCH_CUDA_GRAPH=0: eager), and why not. */
   graphed?: boolean;
   graphNote?: string;
@@ -92,6 +94,7 @@ function runOurs(c: Config, steps: number, warmup: number): { imgPerSec: number;
     for (let i = 0; i < warmup; i++) step();
     synchronize('cuda');
     resetPeakMemory('cuda');
+    if (profilerInstalled()) profileTotals(true); // the profile is of the timed steps: not the warm-up's algorithm search
     const t0 = process.hrtime.bigint();
     let last = 0;
     for (let i = 0; i < steps; i++) last = step();
@@ -150,16 +153,14 @@ export async function benchGpu(): Promise<void> {
   const configs = only
     ? CONFIGS.filter((c) => only.split(',').includes(`${c.model}:${c.batch}:${c.precision}`))
     : CONFIGS;
-  // PyTorch first: on a time-boxed GPU machine the reference is the number most often missing, and ours can be rerun.
-  const torch = process.env.VGGNET_BENCH_NO_TORCH === '1' ? undefined : runTorch(configs, steps, warmup);
-  if (torch) {
-    for (const c of configs) {
-      const t = torch.get(`${c.model}:${c.batch}:${c.precision}`) ?? torch.get('*');
-      console.log(`  torch ${c.model} b${c.batch} ${c.precision}: ${!t || t.error ? 'ERROR ' + (t?.error ?? 'no result') : `${fmt(t.imgPerSec)} img/s, peak ${t.peakMiB} MiB`}`);
-    }
-  }
+  // Per config, PyTorch's side first and then ours: a run cut short by its time box keeps both numbers of every
+  // config it finished, and neither side always runs on a GPU warmed (or heated) by the other.
+  const torchOn = process.env.VGGNET_BENCH_NO_TORCH !== '1';
   const results: GpuBenchResult[] = [];
   for (const c of configs) {
+    const torch = torchOn ? runTorch([c], steps, warmup) : undefined;
+    const t = torch && (torch.get(`${c.model}:${c.batch}:${c.precision}`) ?? torch.get('*'));
+    if (torch) console.log(`  torch ${c.model} b${c.batch} ${c.precision}: ${!t || t.error ? 'ERROR ' + (t?.error ?? 'no result') : `${fmt(t.imgPerSec)} img/s, peak ${t.peakMiB} MiB`}`);
     const r: GpuBenchResult = { ...c };
     try {
       const o = runOurs(c, steps, warmup);
@@ -173,7 +174,6 @@ export async function benchGpu(): Promise<void> {
     } catch (e) {
       r.error = (e as Error).message;
     }
-    const t = torch && (torch.get(`${c.model}:${c.batch}:${c.precision}`) ?? torch.get('*'));
     if (torch && (!t || t.error)) r.torchError = t?.error ?? 'no result';
     else if (t) {
       r.torchImgPerSec = t.imgPerSec;
@@ -181,7 +181,14 @@ export async function benchGpu(): Promise<void> {
       if (r.imgPerSec && t.imgPerSec) r.ratio = Math.round((r.imgPerSec / t.imgPerSec) * 100) / 100;
     }
     results.push(r);
-    if (process.env.VGGNET_PROFILE === '1') console.log(profileReport());
+    if (profilerInstalled() && !r.error) {
+      const rows = [...profileTotals(false)].sort((a, b) => b[1].ms - a[1].ms);
+      const all = rows.reduce((sum, [, v]) => sum + v.ms, 0) || 1;
+      r.profile = rows.slice(0, 10).map(([op, v]) => ({
+        op, msPerStep: Math.round((v.ms / steps) * 100) / 100, calls: v.calls, pct: Math.round((1000 * v.ms) / all) / 10,
+      }));
+      console.log(profileReport());
+    }
     console.log(`  ours  ${c.model} b${c.batch} ${c.precision}: ${r.error ? 'ERROR ' + r.error : `${fmt(r.imgPerSec)} img/s, peak ${r.peakMiB} MiB, ${fmt(r.peakFlopsPct)}% of peak, ${r.graphed ? 'CUDA graph' : `eager${r.graphNote ? ` (${r.graphNote})` : ''}`}`}`);
     console.log(`BENCH_JSON ${JSON.stringify(r)}`); // at once: a run cut short by its time box keeps what it measured
   }
