@@ -1,5 +1,6 @@
 // Kernels of ReLU and dropout (activation.cc). Dropout's mask comes from rng.h's counter-based generator, element i
 // of the logical (NCHW) order drawing uniform01(seed, offset + i), so CPU and GPU drop the same elements.
+#include <cstdint>
 #include <type_traits>
 
 #include "../rng.h"
@@ -29,11 +30,38 @@ void relu_forward(void* y, const void* x, DType dt, int64_t n) {
   });
   check_launch("relu_forward");
 }
+// The same in 16-byte vectors (4 floats or 8 bfloat16s per load): the scalar kernel reached about a third of the
+// H200's bandwidth. dy's bits are copied where y > 0, which is what the scalar float round trip gives.
+template <class T>
+__global__ void relu_bwd_vec_k(uint4* dx, const uint4* dy, const uint4* y, int64_t nvec) {
+  constexpr int V = sizeof(uint4) / sizeof(T);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < nvec; i += int64_t(gridDim.x) * blockDim.x) {
+    const uint4 g = dy[i], a = y[i];
+    uint4 r;
+    const T* gv = reinterpret_cast<const T*>(&g);
+    const T* av = reinterpret_cast<const T*>(&a);
+    T* rv = reinterpret_cast<T*>(&r);
+#pragma unroll
+    for (int j = 0; j < V; ++j) st(rv, j, ld(av, j) > 0.f ? ld(gv, j) : 0.f);
+    dx[i] = r;
+  }
+}
+
 void relu_backward(void* dx, const void* dy, const void* y, DType dt, int64_t n) {
   if (n <= 0) return;
   dispatch_float(dt, "relu_backward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    relu_bwd_k<T><<<grid_for(n), kThreads, 0, cuk::stream()>>>((T*)dx, (const T*)dy, (const T*)y, n);
+    constexpr int64_t V = sizeof(uint4) / sizeof(T);
+    const bool aligned = (reinterpret_cast<uintptr_t>(dx) | reinterpret_cast<uintptr_t>(dy) |
+                          reinterpret_cast<uintptr_t>(y)) % sizeof(uint4) == 0;
+    const int64_t nvec = aligned ? n / V : 0;
+    if (nvec > 0)
+      relu_bwd_vec_k<T><<<grid_for(nvec), kThreads, 0, cuk::stream()>>>((uint4*)dx, (const uint4*)dy, (const uint4*)y,
+                                                                        nvec);
+    const int64_t done = nvec * V;  // the tail (or everything, unaligned) element by element
+    if (done < n)
+      relu_bwd_k<T><<<grid_for(n - done), kThreads, 0, cuk::stream()>>>((T*)dx + done, (const T*)dy + done,
+                                                                          (const T*)y + done, n - done);
   });
   check_launch("relu_backward");
 }
