@@ -103,7 +103,7 @@ tail -n 8 "$OUT/jest.log"
 # An op-level profile of vgg16 b64 bf16 (eager, each op device-synchronised; the warm-up's algorithm search left
 # out): where the step's time goes. GPU_CHECK_PROFILE=0 skips it.
 if [ "${GPU_CHECK_PROFILE:-1}" = 1 ]; then
-  phase profile 90 profile.log "VGGNET_PROFILE=1 VGGNET_BENCH_NO_TORCH=1 VGGNET_BENCH_STEPS=10 VGGNET_BENCH_WARMUP=3 VGGNET_BENCH_CONFIGS=vgg16:64:bf16 node dist/cli/bench.js gpu"
+  phase profile 90 profile.log "VGGNET_PROFILE=1 VGGNET_BENCH_NO_TORCH=1 VGGNET_BENCH_NO_DATA=1 VGGNET_BENCH_STEPS=10 VGGNET_BENCH_WARMUP=3 VGGNET_BENCH_CONFIGS=vgg16:64:bf16 node dist/cli/bench.js gpu"
   grep -A25 "op profile" "$OUT/profile.log" | head -30
 fi
 # Fewer steps than the default so every config fits the box; per config PyTorch runs first under its own limit.
@@ -152,6 +152,8 @@ bench = [json.loads(l[len("BENCH_JSON "):]) for l in read("bench.log").splitline
 s["bench"] = bench
 prof = [json.loads(l[len("BENCH_JSON "):]) for l in read("profile.log").splitlines() if l.startswith("BENCH_JSON ")]
 s["profile"] = prof[0].get("profile") if prof else None
+data = [json.loads(l[len("BENCH_DATA_JSON "):]) for l in read("bench.log").splitlines() if l.startswith("BENCH_DATA_JSON ")]
+s["data_pipeline"] = data[0] if data else None
 s["seconds"] = int(time.time()) - int(os.environ["T0"])
 json.dump(s, open(os.path.join(out, "summary.json"), "w"), indent=1)
 print("\n================ gpu-check summary ================")
@@ -169,6 +171,9 @@ for b in bench:
         b.get("model"), b.get("batch"), b.get("precision"), b.get("imgPerSec"), b.get("torchImgPerSec"),
         b.get("ratio"), b.get("peakMiB"), b.get("peakFlopsPct"),
         "CUDA graph" if b.get("graphed") else "eager" + (" (%s)" % b["graphNote"] if b.get("graphNote") else "")))
+if s["data_pipeline"]:
+    d = s["data_pipeline"]
+    print("data        %s img/s on %s threads (STL10 96² + GPU augmentation), fastest step %s img/s" % (d["imgPerSec"], d["workers"], d["fastestStepImgPerSec"]))
 for p in s["profile"] or []:
     print("profile     %-28s %7.2f ms/step  %5.1f%%" % (p["op"], p["msPerStep"], p["pct"]))
 print("total       %ss; logs and summary.json in %s" % (s["seconds"], out))

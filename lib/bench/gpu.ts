@@ -1,4 +1,5 @@
-// `npm run bench -- gpu`: training img/s of vgg16 224² b64 and vgg19 224² b32 in fp32, tf32 and bf16 on the GPU, with
+// `npm run bench -- gpu`: training img/s of vgg16 224² b64 and vgg19 224² b32 in fp32, tf32 and bf16 on the GPU (and
+// the data path alone: STL10 loading + GPU augmentation, against the fastest step), with
 // peak device memory and share of the GPU's dense peak FLOP/s; the same step in PyTorch (scripts/bench_torch_gpu.py:
 // eager, cudnn.benchmark, channels_last, bf16 autocast, SGD) when torch with CUDA is installed, and the ratio.
 // Each result is also printed as one `BENCH_JSON {...}` line (scripts/gpu-check.sh collects them).
@@ -14,6 +15,9 @@ import { cfgs, vgg16, vgg19, type Precision } from '../models/vgg';
 import { TrainStepRunner } from '../train/train_step';
 import { sgd } from '../optim/sgd';
 import { Tensor } from '../tensor';
+import { DataLoader, STL10, defaultDataRoot, ensureSampleData, transforms as T } from '../data';
+import { augmentBatch } from '../data/augment';
+import * as os from 'os';
 
 interface Config {
   model: 'vgg16' | 'vgg19';
@@ -137,6 +141,40 @@ function runTorch(configs: Config[], steps: number, warmup: number): Map<string,
   return res;
 }
 
+/**
+ * img/s of the data path alone as the Trainer runs it on CUDA: STL10-format 96² uint8 images read and their transform
+ * parameters drawn by the DataLoader on every core, copied non-blocking, then randomResizedCrop(224) + flip +
+ * colorJitter + normalize on the GPU into bf16 channels-last (the trainer's `gpuAugment`). No training step.
+ */
+async function gpuDataRate(images: number): Promise<{ imgPerSec: number; workers: number }> {
+  const root = ensureSampleData(defaultDataRoot());
+  const transform = T.compose([
+    T.randomResizedCrop(224), T.randomHorizontalFlip(), T.colorJitter(0.4, 0.4, 0.4), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD),
+  ]);
+  const workers = os.availableParallelism?.() ?? os.cpus().length;
+  const loader = new DataLoader(new STL10({ root, split: 'train', transform }), { batchSize: 64, shuffle: true, seed: 1, workers, dropLast: true });
+  let n = 0;
+  let t0 = 0;
+  for (let epoch = 0; n < images; epoch++) {
+    for await (const b of loader.iterate(epoch, { deferAugment: true })) {
+      const x = b.images.to('cuda', { nonBlocking: true });
+      const params = b.augment!.params.to('cuda', { nonBlocking: true });
+      const out = augmentBatch(x, { params, ops: b.augment!.ops }, { dtype: 'bfloat16', layout: 'nhwc' });
+      const k = b.images.shape[0];
+      for (const t of [b.images, b.labels, b.augment!.params, x, params, out]) t.dispose();
+      if (t0 === 0) {
+        synchronize('cuda'); // the first batch warms threads, caches and the kernels: not timed
+        t0 = performance.now();
+        continue;
+      }
+      n += k;
+      if (n >= images) break;
+    }
+  }
+  synchronize('cuda');
+  return { imgPerSec: n / ((performance.now() - t0) / 1000), workers };
+}
+
 const fmt = (v: number | undefined, d = 1) => (v === undefined ? '-' : v.toFixed(d));
 
 export async function benchGpu(): Promise<void> {
@@ -191,6 +229,18 @@ export async function benchGpu(): Promise<void> {
     }
     console.log(`  ours  ${c.model} b${c.batch} ${c.precision}: ${r.error ? 'ERROR ' + r.error : `${fmt(r.imgPerSec)} img/s, peak ${r.peakMiB} MiB, ${fmt(r.peakFlopsPct)}% of peak, ${r.graphed ? 'CUDA graph' : `eager${r.graphNote ? ` (${r.graphNote})` : ''}`}`}`);
     console.log(`BENCH_JSON ${JSON.stringify(r)}`); // at once: a run cut short by its time box keeps what it measured
+  }
+  if (process.env.VGGNET_BENCH_NO_DATA !== '1') {
+    // The data path must outrun the fastest training step measured above (item: the pipeline is never the bottleneck).
+    try {
+      const d = await gpuDataRate(envInt('VGGNET_BENCH_DATA_IMAGES', 4096));
+      const fastest = Math.max(0, ...results.map((r) => r.imgPerSec ?? 0));
+      console.log(`  data  STL10 96² -> GPU augmentation (rrc 224 + flip + jitter + normalize, bf16 NHWC), ${d.workers} loader threads: ${fmt(d.imgPerSec)} img/s` +
+        (fastest ? ` = ${fmt(d.imgPerSec / fastest, 2)}x the fastest step above` : ''));
+      console.log(`BENCH_DATA_JSON ${JSON.stringify({ imgPerSec: Math.round(d.imgPerSec), workers: d.workers, fastestStepImgPerSec: fastest || null })}`);
+    } catch (e) {
+      console.log(`  data  GPU data path: ERROR ${(e as Error).message}`);
+    }
   }
   console.log('\nmodel  batch precision     ours img/s   torch img/s   ratio   peak MiB (ours/torch)   % of peak');
   for (const r of results) {
