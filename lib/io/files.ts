@@ -64,16 +64,9 @@ export function checkRegularFile(file: string): void {
  * it cannot be opened or read, and `<file>: ... over the limit` when it is larger than `maxBytes`.
  */
 export function readRegularFileSync(file: string, maxBytes = 2 ** 31 - 1): Buffer {
-  pathArg(file, 'read');
-  let fd: number;
-  try {
-    fd = fs.openSync(file, OPEN_FLAGS);
-  } catch (e) {
-    throw openError(file, e);
-  }
+  const fd = openRegularFileSync(file);
   try {
     const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new NotRegularFileError(file, fileKind(st));
     if (st.size > maxBytes) throw new RangeError(`${file}: ${st.size} bytes is over the ${maxBytes}-byte limit of what is read here`);
     const buf = Buffer.allocUnsafe(st.size);
     let off = 0;
@@ -84,7 +77,7 @@ export function readRegularFileSync(file: string, maxBytes = 2 ** 31 - 1): Buffe
     }
     return off === buf.length ? buf : buf.subarray(0, off);
   } catch (e) {
-    if (e instanceof NotRegularFileError || e instanceof RangeError) throw e;
+    if (e instanceof RangeError) throw e;
     throw new Error(`${file}: cannot read (${errnoOf(e)})`);
   } finally {
     fs.closeSync(fd);

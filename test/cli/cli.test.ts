@@ -10,20 +10,13 @@ import { main as predictMain, predictFiles } from '../../lib/cli/predict';
 import { main as cliMain } from '../../lib/cli/vggnet';
 import { readCheckpointMeta, modelFromCheckpoint } from '../../lib/train/index';
 import { STL10, ensureSampleData, transforms as T } from '../../lib/data';
+import { captureIO } from '../helpers/cli_io';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-cli-'));
 process.env.VGGNET_CACHE = path.join(tmp, 'cache');
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-function io() {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    io: { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => err.push(s) } },
-    out: () => out.join(''),
-    err: () => err.join(''),
-  };
-}
+const io = captureIO;
 
 test('--help lists every flag and exits 0', async () => {
   const c = io();

@@ -15,21 +15,14 @@ import { VGGNet, cfgs } from '../../lib/models/vgg';
 import { Tensor } from '../../lib/tensor';
 import { noGrad } from '../../lib/nn/module';
 import { Rng } from '../../lib/random';
+import { captureIO } from '../helpers/cli_io';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-cli-interop-'));
 process.env.VGGNET_CACHE = path.join(tmp, 'cache');
 process.env.TORCH_HOME = path.join(tmp, 'torch');
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-function io() {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    io: { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => err.push(s) } },
-    out: () => out.join(''),
-    err: () => err.join(''),
-  };
-}
+const io = captureIO;
 
 test('--help names the new options and the export command', async () => {
   const c = io();

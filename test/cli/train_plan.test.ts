@@ -7,16 +7,9 @@ import { parseTrainArgs } from '../../lib/cli/train';
 import {
   SAMPLE_PRESET, UsageError, applySamplePreset, mergeResume, rebaseSchedulerState, resumeCommand, shellQuote, showFlag, Options,
 } from '../../lib/cli/train_plan';
+import { captureIO } from '../helpers/cli_io';
 
-function io() {
-  const out: string[] = [];
-  const err: string[] = [];
-  return {
-    io: { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => err.push(s) } },
-    out: () => out.join(''),
-    err: () => err.join(''),
-  };
-}
+const io = captureIO;
 
 function parse(argv: string[]) {
   const c = io();

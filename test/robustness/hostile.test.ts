@@ -19,6 +19,7 @@ import { BatchNorm2d, Conv2d, Linear, MaxPool2d } from '../../lib/nn/layers';
 import { crossEntropy } from '../../lib/nn/loss';
 import { linearWarmup, reduceLROnPlateau } from '../../lib/optim/schedulers';
 import { Entry, f32, legacyPth, statePickle, zipPth } from '../helpers/pth_build';
+import { captureIO } from '../helpers/cli_io';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vggnet-hostile-'));
 process.env.VGGNET_CACHE = path.join(tmp, 'cache');
@@ -396,11 +397,7 @@ describe('ImageFolder images', () => {
 });
 
 describe('training CLI arguments', () => {
-  function io() {
-    const out: string[] = [];
-    const err: string[] = [];
-    return { io: { stdout: { write: (s: string) => out.push(s) }, stderr: { write: (s: string) => err.push(s) } }, out: () => out.join(''), err: () => err.join('') };
-  }
+  const io = captureIO;
   const exit2: [string[], RegExp][] = [
     [['--epochs', '-1'], /--epochs must be an integer >= 1, got '-1'/],
     [['--epochs', '1e3'], /--epochs must be an integer >= 1, got '1e3'/],
