@@ -101,10 +101,11 @@ phase jest 200 jest.log "node node_modules/jest/bin/jest.js --ci --json --output
 tail -n 8 "$OUT/jest.log"
 
 # An op-level profile of vgg16 b64 bf16 (eager, each op device-synchronised; the warm-up's algorithm search left
-# out): where the step's time goes. GPU_CHECK_PROFILE=0 skips it.
+# out): where the step's time goes; then each conv layer alone, TFLOP/s per direction. GPU_CHECK_PROFILE=0 skips it.
 if [ "${GPU_CHECK_PROFILE:-1}" = 1 ]; then
-  phase profile 90 profile.log "VGGNET_PROFILE=1 VGGNET_BENCH_NO_TORCH=1 VGGNET_BENCH_NO_DATA=1 VGGNET_BENCH_STEPS=10 VGGNET_BENCH_WARMUP=3 VGGNET_BENCH_CONFIGS=vgg16:64:bf16 node dist/cli/bench.js gpu"
+  phase profile 90 profile.log "VGGNET_PROFILE=1 VGGNET_BENCH_NO_TORCH=1 VGGNET_BENCH_NO_DATA=1 VGGNET_BENCH_STEPS=10 VGGNET_BENCH_WARMUP=3 VGGNET_BENCH_CONFIGS=vgg16:64:bf16 node dist/cli/bench.js gpu; VGGNET_BENCH_STEPS=10 node dist/cli/bench.js gpu-layers"
   grep -A25 "op profile" "$OUT/profile.log" | head -30
+  grep -A16 "^layer " "$OUT/profile.log"
 fi
 # Fewer steps than the default so every config fits the box; per config PyTorch runs first under its own limit.
 phase bench 300 bench.log "VGGNET_BENCH_STEPS=\${VGGNET_BENCH_STEPS:-6} VGGNET_BENCH_WARMUP=\${VGGNET_BENCH_WARMUP:-3} VGGNET_BENCH_TORCH_TIMEOUT=\${VGGNET_BENCH_TORCH_TIMEOUT:-110} node dist/cli/bench.js gpu"
@@ -152,6 +153,7 @@ bench = [json.loads(l[len("BENCH_JSON "):]) for l in read("bench.log").splitline
 s["bench"] = bench
 prof = [json.loads(l[len("BENCH_JSON "):]) for l in read("profile.log").splitlines() if l.startswith("BENCH_JSON ")]
 s["profile"] = prof[0].get("profile") if prof else None
+s["conv_layers"] = [json.loads(l[len("BENCH_LAYER_JSON "):]) for l in read("profile.log").splitlines() if l.startswith("BENCH_LAYER_JSON ")]
 data = [json.loads(l[len("BENCH_DATA_JSON "):]) for l in read("bench.log").splitlines() if l.startswith("BENCH_DATA_JSON ")]
 s["data_pipeline"] = data[0] if data else None
 s["seconds"] = int(time.time()) - int(os.environ["T0"])
@@ -176,5 +178,8 @@ if s["data_pipeline"]:
     print("data        %s img/s on %s threads (STL10 96² + GPU augmentation), fastest step %s img/s" % (d["imgPerSec"], d["workers"], d["fastestStepImgPerSec"]))
 for p in s["profile"] or []:
     print("profile     %-28s %7.2f ms/step  %5.1f%%" % (p["op"], p["msPerStep"], p["pct"]))
+for l in s["conv_layers"]:
+    print("conv layer  %2d %4d->%-4d %3d²  TFLOP/s fwd %6s  bwd-data %6s  bwd-w %6s" % (
+        l["layer"], l["cin"], l["cout"], l["size"], l["fwdTflops"], l["bwdDataTflops"], l["bwdWeightsTflops"]))
 print("total       %ss; logs and summary.json in %s" % (s["seconds"], out))
 PY

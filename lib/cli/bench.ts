@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// `npm run bench [-- cpu|data|gpu|all]`: prints tables of images/s against PyTorch where it is installed.
+// `npm run bench [-- cpu|data|gpu|gpu-layers|all]`: prints tables of images/s against PyTorch where it is installed.
 // Default: cpu (and gpu when a GPU is usable). Speed is measured here, never asserted in tests.
 import { cudaAvailable } from '../backend';
 import { benchCpu } from '../bench/cpu';
 import { benchData } from '../bench/data';
 import { benchGpu } from '../bench/gpu';
+import { benchGpuLayers } from '../bench/gpu_layers';
 import { EXIT, runAsMain } from './support';
 
 export async function main(argv: string[]): Promise<number> {
@@ -13,8 +14,9 @@ export async function main(argv: string[]): Promise<number> {
     if (w === 'cpu') await benchCpu();
     else if (w === 'data') await benchData();
     else if (w === 'gpu') await benchGpu();
+    else if (w === 'gpu-layers') await benchGpuLayers();
     else {
-      console.error(`bench: unknown suite '${w}' (expected cpu, data, gpu or all)`);
+      console.error(`bench: unknown suite '${w}' (expected cpu, data, gpu, gpu-layers or all)`);
       return EXIT.usage;
     }
   }
