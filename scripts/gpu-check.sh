@@ -108,6 +108,7 @@ if [ "${GPU_CHECK_PROFILE:-1}" = 1 ]; then
   grep -A16 "^layer " "$OUT/profile.log"
 fi
 # Fewer steps than the default so every config fits the box; per config PyTorch runs first under its own limit.
+# VGGNET_BENCH_TORCH_COMPILE=1 adds a torch.compile column (minutes of compilation: give the phase more time).
 phase bench 300 bench.log "VGGNET_BENCH_STEPS=\${VGGNET_BENCH_STEPS:-6} VGGNET_BENCH_WARMUP=\${VGGNET_BENCH_WARMUP:-3} VGGNET_BENCH_TORCH_TIMEOUT=\${VGGNET_BENCH_TORCH_TIMEOUT:-110} node dist/cli/bench.js gpu"
 grep -v '^BENCH_JSON' "$OUT/bench.log" | tail -n 20
 
@@ -173,6 +174,8 @@ for b in bench:
         b.get("model"), b.get("batch"), b.get("precision"), b.get("imgPerSec"), b.get("torchImgPerSec"),
         b.get("ratio"), b.get("peakMiB"), b.get("peakFlopsPct"),
         "CUDA graph" if b.get("graphed") else "eager" + (" (%s)" % b["graphNote"] if b.get("graphNote") else "")))
+    if b.get("torchCompiledImgPerSec") or b.get("torchCompiledError"):
+        print("            torch.compile %s" % (b.get("torchCompiledImgPerSec") or b.get("torchCompiledError")))
 if s["data_pipeline"]:
     d = s["data_pipeline"]
     print("data        %s img/s on %s threads (STL10 96² + GPU augmentation), fastest step %s img/s" % (d["imgPerSec"], d["workers"], d["fastestStepImgPerSec"]))

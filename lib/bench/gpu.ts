@@ -30,6 +30,9 @@ export interface GpuBenchResult extends Config {
   peakFlopsPct?: number;
   torchImgPerSec?: number;
   torchPeakMiB?: number;
+  /** VGGNET_BENCH_TORCH_COMPILE=1: PyTorch's step through torch.compile, a second column. */
+  torchCompiledImgPerSec?: number;
+  torchCompiledError?: string;
   ratio?: number;
   /** VGGNET_PROFILE=1: the ten costliest ops of the timed (eager, op-synchronised) steps, ms per step. */
   profile?: { op: string; msPerStep: number; calls: number; pct: number }[];
@@ -117,12 +120,12 @@ function runOurs(c: Config, steps: number, warmup: number): { imgPerSec: number;
   }
 }
 
-function runTorch(configs: Config[], steps: number, warmup: number): Map<string, any> {
+function runTorch(configs: Config[], steps: number, warmup: number, compile = false): Map<string, any> {
   const res = new Map<string, any>();
   const script = path.join(__dirname, '..', '..', 'scripts', 'bench_torch_gpu.py');
   const arg = configs.map((c) => `${c.model}:${c.batch}:${c.precision}`).join(',');
   const limit = envInt('VGGNET_BENCH_TORCH_TIMEOUT', 300);
-  const r = spawnSync(pythonWith('torch') ?? 'python3', [script, '--configs', arg, '--steps', String(steps), '--warmup', String(warmup)], {
+  const r = spawnSync(pythonWith('torch') ?? 'python3', [script, '--configs', arg, '--steps', String(steps), '--warmup', String(warmup), ...(compile ? ['--compile'] : [])], {
     encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: limit * 1000,
   });
   // One JSON line per config as it finishes: keep what arrived even when the run was cut short.
@@ -191,6 +194,7 @@ export async function benchGpu(): Promise<void> {
   const configs = only
     ? CONFIGS.filter((c) => only.split(',').includes(`${c.model}:${c.batch}:${c.precision}`))
     : CONFIGS;
+  // (VGGNET_BENCH_TORCH_COMPILE=1 adds PyTorch through torch.compile per config: its compilation takes minutes.)
   // Per config, PyTorch's side first and then ours: a run cut short by its time box keeps both numbers of every
   // config it finished, and neither side always runs on a GPU warmed (or heated) by the other.
   const torchOn = process.env.VGGNET_BENCH_NO_TORCH !== '1';
@@ -198,6 +202,10 @@ export async function benchGpu(): Promise<void> {
   for (const c of configs) {
     const torch = torchOn ? runTorch([c], steps, warmup) : undefined;
     const t = torch && (torch.get(`${c.model}:${c.batch}:${c.precision}`) ?? torch.get('*'));
+    const compiled = torchOn && process.env.VGGNET_BENCH_TORCH_COMPILE === '1'
+      ? runTorch([c], steps, Math.max(warmup, 3), true).get(`${c.model}:${c.batch}:${c.precision}`) ?? { error: 'no result' }
+      : undefined;
+    if (compiled) console.log(`  torch.compile ${c.model} b${c.batch} ${c.precision}: ${compiled.error ? 'ERROR ' + compiled.error : `${fmt(compiled.imgPerSec)} img/s`}`);
     if (torch) console.log(`  torch ${c.model} b${c.batch} ${c.precision}: ${!t || t.error ? 'ERROR ' + (t?.error ?? 'no result') : `${fmt(t.imgPerSec)} img/s, peak ${t.peakMiB} MiB`}`);
     const r: GpuBenchResult = { ...c };
     try {
@@ -218,6 +226,8 @@ export async function benchGpu(): Promise<void> {
       r.torchPeakMiB = t.peakMiB;
       if (r.imgPerSec && t.imgPerSec) r.ratio = Math.round((r.imgPerSec / t.imgPerSec) * 100) / 100;
     }
+    if (compiled?.error) r.torchCompiledError = compiled.error;
+    else if (compiled) r.torchCompiledImgPerSec = compiled.imgPerSec;
     results.push(r);
     if (profilerInstalled() && !r.error) {
       const rows = [...profileTotals(false)].sort((a, b) => b[1].ms - a[1].ms);
