@@ -68,12 +68,13 @@ export function addLaunchOptions(p: Command, forTrain: boolean): Command {
     .option('--master-addr <host>', "rank 0's machine, where the rendezvous store is served", '127.0.0.1')
     .option('--master-port <port>', "the rendezvous store's TCP port on rank 0's machine (torchrun's default)", intArg('--master-port', 1), DEFAULT_MASTER_PORT)
     .option('--devices <list>', 'GPUs for this machine\'s workers, one each, e.g. 0,1 (default 0..n-1; a repeated index shares a GPU over gloo)', parseDevices)
-    .addOption(new Option('--dist-backend <b>', 'collective engine: nccl (CUDA tensors) or gloo (CPU tensors, or CUDA through host memory)').choices(['auto', 'gloo', 'nccl']).default('auto'))
-    .option('--dist-timeout <s>', 'seconds any wait of the job may take: the rendezvous, every collective', (v: string) => {
+    // No commander defaults for these two: a worker started by torchrun (or by hand) takes them from its environment.
+    .addOption(new Option('--dist-backend <b>', 'collective engine: nccl (CUDA tensors) or gloo (CPU tensors, or CUDA through host memory); default auto: nccl on GPUs when built, else gloo (or $VGGNET_DIST_BACKEND)').choices(['auto', 'gloo', 'nccl']))
+    .option('--dist-timeout <s>', `seconds any wait of the job may take: the rendezvous, every collective (default ${DEFAULT_TIMEOUT_S}, or $VGGNET_DIST_TIMEOUT)`, (v: string) => {
       const n = Number(v);
       if (v.trim() === '' || !(n > 0) || !Number.isFinite(n)) throw new InvalidArgumentError(`--dist-timeout must be a number of seconds > 0, got '${v}'.`);
       return n;
-    }, DEFAULT_TIMEOUT_S);
+    });
   if (forTrain) {
     p.option('--sync-bn', 'with several processes: SyncBatchNorm, batch statistics over every process\'s batch (default: per process, as DDP)', false)
       .addOption(new Option('--grad-compression <c>', 'with several processes: send gradients as bf16 (half the bytes)').choices(['none', 'bf16']).default('none'));
@@ -126,8 +127,8 @@ export async function launch(o: LaunchOptions, io: CliIO = processIO()): Promise
   const world = nproc * nnodes;
   const masterAddr = o.masterAddr ?? '127.0.0.1';
   const masterPort = o.masterPort ?? DEFAULT_MASTER_PORT;
-  const timeout = o.timeout ?? DEFAULT_TIMEOUT_S;
-  let backend = o.backend ?? 'auto';
+  const timeout = o.timeout ?? (Number(process.env.VGGNET_DIST_TIMEOUT) || DEFAULT_TIMEOUT_S);
+  let backend = o.backend ?? ((process.env.VGGNET_DIST_BACKEND || 'auto') as 'auto' | 'gloo' | 'nccl');
   const wantCuda = o.device === 'cuda' || ((o.device ?? 'auto') === 'auto' && cudaAvailable());
   if (o.device === 'cuda' && !cudaAvailable()) {
     throw new Error(backends().cuda.built ? "--device cuda: no usable GPU was found" : '--device cuda: this build of vggnet has no CUDA backend');
@@ -361,7 +362,8 @@ export function startTrainWorker(o: Record<string, unknown>): TrainWorker {
     isMain: (process.env.RANK ?? '0') === '0',
     threads: process.env.VGGNET_DEVICE === 'cuda' ? undefined : getNumThreads(),
     async join(device) {
-      pg = await initDistributed({ device, backend: o.distBackend as 'auto' | 'gloo' | 'nccl', timeout: o.distTimeout as number });
+      // --dist-backend / --dist-timeout when given, else the environment (the launcher's, torchrun's or by hand).
+      pg = await initDistributed({ device, backend: o.distBackend as 'auto' | 'gloo' | 'nccl' | undefined, timeout: o.distTimeout as number | undefined });
     },
     wrap(model) {
       ddp = new DistributedDataParallel(model, {
