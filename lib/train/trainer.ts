@@ -581,7 +581,7 @@ export class Trainer {
     await loader.dataset.load();
     if (validation) await validation.dataset.load();
     this.classes = this.classes ?? (loader.dataset.classes?.length ? loader.dataset.classes : null);
-    this.loaderInfo = { seed: loader.seed, shuffle: loader.shuffle, batchSize: loader.batchSize };
+    this.loaderInfo = { seed: trainLoader.seed, shuffle: trainLoader.shuffle, batchSize: trainLoader.batchSize };
     if (this.scheduler && !this.schedulerAttached) {
       opt.lr = this.scheduler.attach(opt.lr);
       this.schedulerAttached = true;
