@@ -120,9 +120,9 @@ interface Worker {
 export async function launch(o: LaunchOptions, io: CliIO = processIO()): Promise<number> {
   const err = (s: string) => io.stderr.write(s + '\n');
   const nproc = o.nprocPerNode, nnodes = o.nnodes ?? 1, nodeRank = o.nodeRank ?? 0;
-  if (!Number.isInteger(nproc) || nproc < 1) throw new Error(`--nproc-per-node must be an integer >= 1, got ${nproc}`);
-  if (!Number.isInteger(nnodes) || nnodes < 1) throw new Error(`--nnodes must be an integer >= 1, got ${nnodes}`);
-  if (!Number.isInteger(nodeRank) || nodeRank < 0 || nodeRank >= nnodes) throw new Error(`--node-rank must be in [0, ${nnodes}) (--nnodes ${nnodes}), got ${nodeRank}`);
+  if (!Number.isInteger(nproc) || nproc < 1) throw new RangeError(`--nproc-per-node must be an integer >= 1, got ${nproc}`);
+  if (!Number.isInteger(nnodes) || nnodes < 1) throw new RangeError(`--nnodes must be an integer >= 1, got ${nnodes}`);
+  if (!Number.isInteger(nodeRank) || nodeRank < 0 || nodeRank >= nnodes) throw new RangeError(`--node-rank must be in [0, ${nnodes}) (--nnodes ${nnodes}), got ${nodeRank}`);
   if (isLaunched()) throw new Error('this process is already a worker of a distributed job (WORLD_SIZE is set): a worker cannot launch workers');
   const world = nproc * nnodes;
   const masterAddr = o.masterAddr ?? '127.0.0.1';

@@ -20,14 +20,14 @@ struct GroupHolder {
 };
 
 ProcessGroup& group_arg(const Napi::Value& v, const char* what) {
-  VGG_CHECK(v.IsExternal(), "%s: expected a process group handle", what);
+  VGG_CHECK_TYPE(v.IsExternal(), "%s: expected a process group handle", what);
   GroupHolder* h = v.As<Napi::External<GroupHolder>>().Data();
   VGG_CHECK(h && h->group, "%s: the process group was destroyed", what);
   return *h->group;
 }
 
 std::vector<Tensor> tensors_arg(const Napi::Value& v, const char* what) {
-  VGG_CHECK(v.IsArray(), "%s: expected an array of tensors", what);
+  VGG_CHECK_TYPE(v.IsArray(), "%s: expected an array of tensors", what);
   Napi::Array a = v.As<Napi::Array>();
   std::vector<Tensor> out;
   for (uint32_t i = 0; i < a.Length(); i++) out.push_back(unwrap(a.Get(i), what));
@@ -62,7 +62,7 @@ class InitWorker : public Napi::AsyncWorker {
 // distInit({rank, world, masterAddr, masterPort, timeoutMs, engine, device, iface}) -> Promise<handle>
 Napi::Value Init(const Napi::CallbackInfo& info) {
   const char* op = "distInit";
-  VGG_CHECK(arg(info, 0).IsObject(), "%s: expected options", op);
+  VGG_CHECK_TYPE(arg(info, 0).IsObject(), "%s: expected options", op);
   Napi::Object o = arg(info, 0).As<Napi::Object>();
   dist::GroupOptions g;
   g.rank = int(get_int(o.Get("rank"), "distInit: rank"));
@@ -133,8 +133,8 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info) {
 Napi::Value AllreduceHost(const Napi::CallbackInfo& info) {
   ProcessGroup& g = group_arg(arg(info, 0), "distAllreduceHost");
   Napi::Value v = arg(info, 1);
-  VGG_CHECK(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array,
-            "distAllreduceHost: expected a Float64Array");
+  VGG_CHECK_TYPE(v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_float64_array,
+                 "distAllreduceHost: expected a Float64Array");
   Napi::Float64Array a = v.As<Napi::Float64Array>();
   g.allreduce_host(a.Data(), a.ElementLength());
   return info.Env().Undefined();
@@ -155,7 +155,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
 // distShutdown(h): goodbye to the store (rank 0 waits for the others'); the handle is unusable afterwards.
 Napi::Value Shutdown(const Napi::CallbackInfo& info) {
   Napi::Value v = arg(info, 0);
-  VGG_CHECK(v.IsExternal(), "distShutdown: expected a process group handle");
+  VGG_CHECK_TYPE(v.IsExternal(), "distShutdown: expected a process group handle");
   GroupHolder* h = v.As<Napi::External<GroupHolder>>().Data();
   if (h && h->group) {
     h->group->shutdown();
@@ -179,9 +179,7 @@ ReplicaSum* replica_sum_arg(const Napi::Value& v, const char* what) {
 }
 
 void init_dist(Napi::Env env, Napi::Object exports) {
-  auto def = [&](const char* name, Napi::Value (*fn)(const Napi::CallbackInfo&)) {
-    exports.Set(name, Napi::Function::New(env, fn, name));
-  };
+  auto def = [&](const char* name, Binding fn) { define(env, exports, name, fn); };
   def("distInit", Init);
   def("distInfo", Info);
   def("distReduceBucket", ReduceBucket);
