@@ -6,7 +6,7 @@
 //   - Ctrl-C / SIGTERM on the launcher is passed on once to every worker (each in its own process group, so the
 //     terminal's SIGINT reaches them only through here): they finish the step every rank agrees on, rank 0 saves,
 //     all exit 130; a second Ctrl-C kills them;
-//   - a worker whose launcher dies sees its IPC channel close and stops as on SIGTERM.
+//   - a worker whose launcher dies sees its IPC channel close and gets SIGTERM (initDistributed arranges it).
 // On CUDA each worker sees one GPU (CUDA_VISIBLE_DEVICES from --devices, like the seed's device_ids=[0, 1]); on the
 // CPU the cores are split between the workers (OMP_NUM_THREADS).
 //
@@ -269,16 +269,6 @@ export async function launch(o: LaunchOptions, io: CliIO = processIO()): Promise
   return workers.every((w) => w.exit!.code === 0) ? 0 : EXIT.error;
 }
 
-/**
- * In a worker the launcher started: when the launcher goes away (its IPC channel closes), stop as on SIGTERM. The
- * channel must not keep the worker alive.
- */
-export function watchLauncher(onGone: () => void): void {
-  if (!process.env.VGGNET_LAUNCHED || !process.channel) return;
-  process.channel.unref();
-  process.once('disconnect', onGone);
-}
-
 /** `vggnet launch --nproc-per-node N [options] script.js [args...]`. */
 export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
   const p = new Command('launch')
@@ -345,7 +335,6 @@ export interface TrainWorker {
   join(device: DeviceName): Promise<void>;
   wrap(model: VGGNet): DistributedDataParallel;
   describe(model: VGGNet): string;
-  onLauncherGone(fn: () => void): void;
   /** Leaves the job (after a barrier); safe to call when join() never happened or failed. */
   leave(): void;
 }
@@ -378,9 +367,6 @@ export function startTrainWorker(o: Record<string, unknown>): TrainWorker {
       return `distributed: ${g.worldSize} processes over ${g.engine} ${g.engineVersion} (rendezvous ${g.master}), batch ${o.batchSize} each = ` +
         `${(o.batchSize as number) * g.worldSize} per step; gradients in ${b.length} bucket(s) (${b.map((x) => mb(x.bytes)).join(' + ')} MB)` +
         `${o.gradCompression === 'bf16' ? ' sent as bf16' : ''}; batch norm ${model.options.batchNorm ? (o.syncBn ? 'synchronised (SyncBatchNorm)' : 'per process') : 'none'}`;
-    },
-    onLauncherGone(fn) {
-      watchLauncher(fn);
     },
     leave() {
       pg?.destroy();

@@ -372,7 +372,6 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       process.on('SIGINT', sigint);
       process.on('SIGTERM', sigterm);
     }
-    worker?.onLauncherGone(() => onSignal('SIGTERM'));
     const t0 = Date.now();
     let result;
     try {

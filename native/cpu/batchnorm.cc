@@ -61,60 +61,37 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
   std::vector<double> mean(static_cast<size_t>(C)), invstd(static_cast<size_t>(C));
   double total = double(M);  // values per channel over every replica
   const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
+  if (training) {
+    mean_t = Tensor::empty({C}, DType::F32, Device::CPU);
+    invstd_t = Tensor::empty({C}, DType::F32, Device::CPU);
+  }
+  float* mp = training ? mean_t.data<float>() : nullptr;
+  float* ip = training ? invstd_t.data<float>() : nullptr;
   dispatch_float(x.dtype, [&](auto type) {
     using T = decltype(type);
     const T* xp = x.data<T>();
-    if (training) {
-      // Pass 1: sum x (then, across replicas, with the counts).
-      std::vector<double> sums(static_cast<size_t>(C) + 1);
-#pragma omp parallel for schedule(static)
-      for (int64_t c0 = 0; c0 < C; c0 += G) {
-        double sum[8] = {0};
-        for_group(x.shape, st, c0, G, [&](int64_t o, int j) { sum[j] += to_f32(xp[o]); });
-        for (int j = 0; j < G; ++j) sums[size_t(c0 + j)] = sum[j];
-      }
-      if (sync) {
-        sums[size_t(C)] = double(M);
-        sync->sum(sums.data(), C + 1, Device::CPU);
-        total = sums[size_t(C)];
-        VGG_CHECK(total > 1, "batchnorm_forward: expected more than 1 value per channel over all replicas, got %.0f",
-                  total);
-      }
-      for (int64_t c = 0; c < C; ++c) mean[size_t(c)] = sums[size_t(c)] / total;
-      // Pass 2: sum (x - mean)^2.
-      std::vector<double> sqs(static_cast<size_t>(C));
-#pragma omp parallel for schedule(static)
-      for (int64_t c0 = 0; c0 < C; c0 += G) {
-        double ss[8] = {0};
-        for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
-          const double d = to_f32(xp[o]) - mean[size_t(c0 + j)];
-          ss[j] += d * d;
-        });
-        for (int j = 0; j < G; ++j) sqs[size_t(c0 + j)] = ss[j];
-      }
-      if (sync) sync->sum(sqs.data(), C, Device::CPU);
-      mean_t = Tensor::empty({C}, DType::F32, Device::CPU);
-      invstd_t = Tensor::empty({C}, DType::F32, Device::CPU);
-      float* mp = mean_t.data<float>();
-      float* ip = invstd_t.data<float>();
-      for (int64_t c = 0; c < C; ++c) {
-        const double var = sqs[size_t(c)] / total;
-        invstd[size_t(c)] = 1.0 / std::sqrt(var + eps);
-        mp[c] = float(mean[size_t(c)]);
-        ip[c] = float(invstd[size_t(c)]);
-        rm[c] = float((1.0 - momentum) * rm[c] + momentum * mean[size_t(c)]);
-        rv[c] = float((1.0 - momentum) * rv[c] + momentum * (sqs[size_t(c)] / (total - 1)));
-      }
-    } else {
-      for (int64_t c = 0; c < C; ++c) {
-        mean[size_t(c)] = rm[c];
-        invstd[size_t(c)] = 1.0 / std::sqrt(double(rv[c]) + eps);
-      }
-    }
-    // Normalise (and the fused ReLU).
     T* yp = y.data<T>();
-#pragma omp parallel for schedule(static)
-    for (int64_t c0 = 0; c0 < C; c0 += G) {
+    // The passes over one group of channels (the same arithmetic whether or not replicas are summed in between).
+    auto sum_pass = [&](int64_t c0, double* sum) {
+      for (int j = 0; j < G; ++j) sum[j] = 0;
+      for_group(x.shape, st, c0, G, [&](int64_t o, int j) { sum[j] += to_f32(xp[o]); });
+    };
+    auto sq_pass = [&](int64_t c0, double* ss) {
+      for (int j = 0; j < G; ++j) ss[j] = 0;
+      for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
+        const double d = to_f32(xp[o]) - mean[size_t(c0 + j)];
+        ss[j] += d * d;
+      });
+    };
+    auto finish = [&](int64_t c, double ssq) {  // batch statistics and running statistics of channel c
+      const double var = ssq / total;
+      invstd[size_t(c)] = 1.0 / std::sqrt(var + eps);
+      mp[c] = float(mean[size_t(c)]);
+      ip[c] = float(invstd[size_t(c)]);
+      rm[c] = float((1.0 - momentum) * rm[c] + momentum * mean[size_t(c)]);
+      rv[c] = float((1.0 - momentum) * rv[c] + momentum * (ssq / (total - 1)));
+    };
+    auto apply_pass = [&](int64_t c0) {  // normalise (and the fused ReLU)
       float fs[8], fb[8];
       for (int j = 0; j < G; ++j) {
         const size_t c = size_t(c0 + j);
@@ -129,7 +106,51 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
         });
       else
         for_group(x.shape, st, c0, G, [&](int64_t o, int j) { from_f32(yp[o], to_f32(xp[o]) * fs[j] + fb[j]); });
+    };
+    if (training && !sync) {
+      // One group of channels at a time, all three passes while its data is in cache.
+#pragma omp parallel for schedule(static)
+      for (int64_t c0 = 0; c0 < C; c0 += G) {
+        double sum[8], ss[8];
+        sum_pass(c0, sum);
+        for (int j = 0; j < G; ++j) mean[size_t(c0 + j)] = sum[j] / total;
+        sq_pass(c0, ss);
+        for (int j = 0; j < G; ++j) finish(c0 + j, ss[j]);
+        apply_pass(c0);
+      }
+      return;
     }
+    if (training) {
+      // SyncBatchNorm: each pass over every channel, the sums added across replicas in between.
+      std::vector<double> sums(static_cast<size_t>(C) + 1), sqs(static_cast<size_t>(C));
+#pragma omp parallel for schedule(static)
+      for (int64_t c0 = 0; c0 < C; c0 += G) {
+        double sum[8];
+        sum_pass(c0, sum);
+        for (int j = 0; j < G; ++j) sums[size_t(c0 + j)] = sum[j];
+      }
+      sums[size_t(C)] = double(M);
+      sync->sum(sums.data(), C + 1, Device::CPU);
+      total = sums[size_t(C)];
+      VGG_CHECK(total > 1, "batchnorm_forward: expected more than 1 value per channel over all replicas, got %.0f",
+                total);
+      for (int64_t c = 0; c < C; ++c) mean[size_t(c)] = sums[size_t(c)] / total;
+#pragma omp parallel for schedule(static)
+      for (int64_t c0 = 0; c0 < C; c0 += G) {
+        double ss[8];
+        sq_pass(c0, ss);
+        for (int j = 0; j < G; ++j) sqs[size_t(c0 + j)] = ss[j];
+      }
+      sync->sum(sqs.data(), C, Device::CPU);
+      for (int64_t c = 0; c < C; ++c) finish(c, sqs[size_t(c)]);
+    } else {
+      for (int64_t c = 0; c < C; ++c) {
+        mean[size_t(c)] = rm[c];
+        invstd[size_t(c)] = 1.0 / std::sqrt(double(rv[c]) + eps);
+      }
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t c0 = 0; c0 < C; c0 += G) apply_pass(c0);
   });
   if (training && saved) {
     *saved = {mean_t, invstd_t};
@@ -203,8 +224,7 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
     T* dxp = dx.data<T>();
     // dy through the fused ReLU: 0 where its output was 0 (torch's threshold_backward: y > 0 passes).
     auto grad = [&](int64_t o) { return yr && !(to_f32(yr[o]) > 0.f) ? 0.f : to_f32(dyp[o]); };
-#pragma omp parallel for schedule(static)
-    for (int64_t c0 = 0; c0 < C; c0 += G) {
+    auto reduce_pass = [&](int64_t c0) {  // this replica's sums, and dgamma/dbeta from them
       double mean[8], sdy[8] = {0}, sdyx[8] = {0};
       for (int j = 0; j < G; ++j) mean[j] = mp[c0 + j];
       for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
@@ -226,11 +246,9 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
           db[c] = float(dbeta_c);
         }
       }
-    }
-    if (sync) sync->sum(sums.data(), 2 * C, Device::CPU);
+    };
     // dx = k * (dy - sum_dy/M - xhat * sum_dy_xhat/M), k = gamma*invstd
-#pragma omp parallel for schedule(static)
-    for (int64_t c0 = 0; c0 < C; c0 += G) {
+    auto dx_pass = [&](int64_t c0) {
       double mean[8], k[8], a[8], bcoef[8];
       for (int j = 0; j < G; ++j) {
         const size_t c = size_t(c0 + j);
@@ -243,7 +261,21 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
       for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
         from_f32(dxp[o], float(k[j] * (double(grad(o)) - a[j] - (double(to_f32(xp[o])) - mean[j]) * bcoef[j])));
       });
+    };
+    if (!sync) {
+      // One group of channels at a time, both passes while its data is in cache.
+#pragma omp parallel for schedule(static)
+      for (int64_t c0 = 0; c0 < C; c0 += G) {
+        reduce_pass(c0);
+        dx_pass(c0);
+      }
+      return;
     }
+#pragma omp parallel for schedule(static)
+    for (int64_t c0 = 0; c0 < C; c0 += G) reduce_pass(c0);
+    sync->sum(sums.data(), 2 * C, Device::CPU);
+#pragma omp parallel for schedule(static)
+    for (int64_t c0 = 0; c0 < C; c0 += G) dx_pass(c0);
   });
   return dx;
 }
