@@ -329,7 +329,7 @@ export async function launchTrainWorkers(argv: string[], o: Record<string, unkno
 export interface TrainWorker {
   /** Rank 0: prints, logs and writes checkpoints. */
   readonly isMain: boolean;
-  /** CPU: the data loader's threads (this worker's share of the cores). */
+  /** The data loader's threads: this worker's share of the cores. */
   readonly threads: number | undefined;
   /** Joins the job (rendezvous, engine) for a model on `device`. */
   join(device: DeviceName): Promise<void>;
@@ -349,7 +349,10 @@ export function startTrainWorker(o: Record<string, unknown>): TrainWorker {
   };
   return {
     isMain: (process.env.RANK ?? '0') === '0',
-    threads: process.env.VGGNET_DEVICE === 'cuda' ? undefined : getNumThreads(),
+    // CPU: the launcher's share of the cores (OMP_NUM_THREADS); CUDA: the data loader's share of them.
+    threads: process.env.VGGNET_DEVICE === 'cuda'
+      ? Math.max(1, Math.floor((os.availableParallelism?.() ?? os.cpus().length) / Math.max(1, Number(process.env.LOCAL_WORLD_SIZE) || 1)))
+      : getNumThreads(),
     async join(device) {
       // --dist-backend / --dist-timeout when given, else the environment (the launcher's, torchrun's or by hand).
       pg = await initDistributed({ device, backend: o.distBackend as 'auto' | 'gloo' | 'nccl' | undefined, timeout: o.distTimeout as number | undefined });

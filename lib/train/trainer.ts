@@ -233,7 +233,7 @@ export class Trainer {
     this.ddp = d instanceof DistributedDataParallel ? d : d ? new DistributedDataParallel(model) : null;
     this.isMain = !this.ddp || this.ddp.processGroup.rank === 0;
     const dash = options.dashboard;
-    this.ownsDashboard = dash !== undefined && !(dash instanceof Dashboard);
+    this.ownsDashboard = this.isMain && dash !== undefined && !(dash instanceof Dashboard);
     // Distributed: rank 0 serves the dashboard (the others would only fight for its port).
     this.dashboard = dash === undefined || !this.isMain ? null : dash instanceof Dashboard ? dash : new Dashboard(dash);
     options.signal?.addEventListener('abort', () => this.stop());
