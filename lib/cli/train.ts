@@ -339,7 +339,9 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     });
     if (resumePath && meta) {
       trainer.resume(resumePath);
-      for (const line of applyResumeFlags(trainer, meta, changes, explicit, o, trainSet.length, batchSize)) say(`  ${line}`);
+      // Distributed, the sample position counts in each rank's shard (the padded ceil(n / world size)).
+      const shard = trainer.ddp ? Math.ceil(trainSet.length / trainer.ddp.processGroup.worldSize) : trainSet.length;
+      for (const line of applyResumeFlags(trainer, meta, changes, explicit, o, shard, batchSize)) say(`  ${line}`);
     }
 
     say(`${model.options.name}: ${model.numParameters().toLocaleString('en-US')} parameters on ${device} (${model.precision}); ` +
@@ -363,7 +365,9 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
         err(`\n${sig} again: quitting without saving`);
         process.exit(130);
       }
-      err(`\n${sig}: finishing the current step and saving ${path.join(ckDir, 'last.safetensors')} (press Ctrl-C again to quit at once)`);
+      // A worker's stderr comes through the launcher, a line each: no blank line, and only rank 0 (which saves) speaks.
+      if (!worker) err(`\n${sig}: finishing the current step and saving ${path.join(ckDir, 'last.safetensors')} (press Ctrl-C again to quit at once)`);
+      else if (worker.isMain) err(`${sig}: finishing the step every rank agrees on and saving ${path.join(ckDir, 'last.safetensors')}`);
       controller.abort();
     };
     const sigint = () => onSignal('SIGINT');

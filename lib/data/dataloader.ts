@@ -144,9 +144,14 @@ export class DataLoader implements AsyncIterable<Batch> {
     return augmentSupport(this.dataset.nativeSource(), this.ops);
   }
 
+  /** Samples per epoch: the sampler's (a rank's shard) or the whole dataset's (needs the dataset loaded). */
+  get samplesPerEpoch(): number {
+    return this.sampler ? this.sampler.length : this.dataset.length;
+  }
+
   /** Batches per epoch (needs the dataset loaded: `await dataset.load()` for downloads and ImageFolder). */
   get length(): number {
-    const n = this.sampler ? this.sampler.length : this.dataset.length;
+    const n = this.samplesPerEpoch;
     return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
   }
 

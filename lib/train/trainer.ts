@@ -617,9 +617,9 @@ export class Trainer {
         // Resume at the same sample of the epoch's order; with another batch size than the checkpoint's, the batches
         // before it are counted as floor(sample / batch size).
         const startSample = this.sampleInEpoch >= 0 ? this.sampleInEpoch : this.batchInEpoch * loader.batchSize;
-        const n = loader.dataset.length;
+        const n = loader.samplesPerEpoch; // distributed: this rank's shard, and startSample counts in it
         if (startSample > 0 && startSample >= n) {
-          throw new RangeError(`Trainer: the checkpoint resumes epoch ${e + 1} at sample ${startSample}, but the training set has ${n} samples`);
+          throw new RangeError(`Trainer: the checkpoint resumes epoch ${e + 1} at sample ${startSample}, but the training set${this.ddp ? "'s shard of each rank" : ''} has ${n} samples`);
         }
         const startBatch = Math.floor(startSample / loader.batchSize);
         const rest = loader.dropLast ? Math.floor((n - startSample) / loader.batchSize) : Math.ceil((n - startSample) / loader.batchSize);
