@@ -471,14 +471,15 @@ export class Trainer {
         d.seed = saved[i].seed;
         d.calls = saved[i].calls;
       });
-      if (this.ddp) {
-        // Rank 0's checkpoint: every rank's dropout seeds derive from it; a mid-epoch position is the same world's.
-        this.ddp.applyRankSeeds();
-        const w = (meta.rng?.loader as { worldSize?: number } | null)?.worldSize ?? 1;
-        if (meta.batchInEpoch > 0 && w !== this.ddp.processGroup.worldSize) {
-          throw new Error(`${name}: the checkpoint was taken mid-epoch (batch ${meta.batchInEpoch}) by ${w} process(es); ` +
-            `resume it with ${w} (or from a checkpoint at an epoch's end, which any number can resume)`);
-        }
+      // Rank 0's checkpoint: every rank's dropout seeds derive from it.
+      this.ddp?.applyRankSeeds();
+      // A mid-epoch position counts samples in rank 0's shard of that world: only the same number of processes can
+      // continue from it (one process too: its order is not the shards').
+      const w = meta.rng?.loader?.worldSize ?? 1;
+      const here = this.ddp ? this.ddp.processGroup.worldSize : 1;
+      if (meta.batchInEpoch > 0 && w !== here) {
+        throw new Error(`${name}: the checkpoint was taken mid-epoch (batch ${meta.batchInEpoch}) by ${w} process(es), and this run has ${here}; ` +
+          `resume it with ${w} (or from a checkpoint at an epoch's end, which any number can resume)`);
       }
       this.epoch = meta.epoch;
       this.batchInEpoch = meta.batchInEpoch;
