@@ -5,6 +5,9 @@
 #   nvcc      CMAKE_CUDA_COMPILER, $CUDA_HOME/bin, $CUDA_PATH/bin, PATH, /usr/local/cuda/bin
 #   cuDNN     $CUDNN_ROOT, $CUDNN_PATH, $CUDNN_HOME, the toolkit, /usr, /usr/local/cuda, Python's nvidia/cudnn package
 #   cuBLAS    the toolkit, $CUBLAS_ROOT, Python's nvidia/cublas package
+#   NCCL      $NCCL_ROOT, $NCCL_HOME, the toolkit, /usr, /usr/local/cuda, Python's nvidia/nccl package (optional:
+#             without it the CUDA backend is built all the same, and distributed training on GPUs uses gloo; sets
+#             VGG_NCCL_VERSION when found, else VGG_NCCL_MISSING says why)
 # Library files may be versioned only (libcudnn.so.9 without libcudnn.so): they are linked by full path.
 set(VGG_CUDA_BUILT OFF)
 set(_vgg_missing "")
@@ -161,6 +164,37 @@ foreach(_lib ${VGG_CUDNN_LIBRARY} ${VGG_CUBLAS_LIBRARY} ${VGG_CUBLASLT_LIBRARY})
 endforeach()
 list(REMOVE_DUPLICATES _vgg_rpath)
 set_target_properties(${PROJECT_NAME} PROPERTIES BUILD_RPATH "${_vgg_rpath}" INSTALL_RPATH "${_vgg_rpath}")
+
+# ---- NCCL (optional): distributed training's engine for CUDA tensors.
+_vgg_roots(_vgg_nccl_py nccl)
+set(_vgg_nccl_roots "$ENV{NCCL_ROOT}" "$ENV{NCCL_HOME}" "${_vgg_cuda_root}" ${CUDAToolkit_LIBRARY_ROOT} /usr
+    /usr/local/cuda ${_vgg_nccl_py})
+find_path(VGG_NCCL_INCLUDE_DIR nccl.h HINTS ${_vgg_nccl_roots} PATH_SUFFIXES ${_vgg_inc_suffixes})
+find_library(VGG_NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${_vgg_nccl_roots} PATH_SUFFIXES ${_vgg_lib_suffixes})
+set(VGG_NCCL_VERSION "")
+set(VGG_NCCL_MISSING "")
+if(NOT VGG_NCCL_INCLUDE_DIR OR NOT VGG_NCCL_LIBRARY)
+  set(VGG_NCCL_MISSING "not found (set NCCL_ROOT, or pip install nvidia-nccl-cu12)")
+else()
+  file(STRINGS "${VGG_NCCL_INCLUDE_DIR}/nccl.h" _vgg_nccl_ver REGEX "^#define NCCL_(MAJOR|MINOR|PATCH) +[0-9]+")
+  string(REGEX REPLACE "#define NCCL_[A-Z]+ +" "" _vgg_nccl_ver "${_vgg_nccl_ver}")
+  string(REPLACE ";" "." VGG_NCCL_VERSION "${_vgg_nccl_ver}")
+  if(VGG_NCCL_VERSION VERSION_LESS "2.18")
+    set(VGG_NCCL_MISSING "NCCL ${VGG_NCCL_VERSION} at ${VGG_NCCL_LIBRARY} is too old (need 2.18 or newer)")
+    set(VGG_NCCL_VERSION "")
+  else()
+    get_filename_component(_name "${VGG_NCCL_LIBRARY}" NAME)
+    string(REGEX REPLACE "\\.so(\\.[0-9]+)*$" ".so" _plain "${_name}")
+    file(CREATE_LINK "${VGG_NCCL_LIBRARY}" "${_vgg_linkdir}/${_plain}" SYMBOLIC)
+    target_include_directories(${PROJECT_NAME} PRIVATE ${VGG_NCCL_INCLUDE_DIR})
+    target_link_libraries(${PROJECT_NAME} PRIVATE "${_vgg_linkdir}/${_plain}")
+    target_compile_definitions(${PROJECT_NAME} PRIVATE VGG_WITH_NCCL=1)
+    get_filename_component(_dir "${VGG_NCCL_LIBRARY}" DIRECTORY)
+    list(APPEND _vgg_rpath "${_dir}")
+    list(REMOVE_DUPLICATES _vgg_rpath)
+    set_target_properties(${PROJECT_NAME} PROPERTIES BUILD_RPATH "${_vgg_rpath}" INSTALL_RPATH "${_vgg_rpath}")
+  endif()
+endif()
 
 set(VGG_CUDA_BUILT ON)
 message(STATUS "vggnet: building with CUDA ${CUDAToolkit_VERSION} (archs ${CMAKE_CUDA_ARCHITECTURES}), "

@@ -28,6 +28,8 @@ export interface BackendsInfo {
     devices: CudaDeviceInfo[];
     error?: string | null;
   };
+  /** Distributed training's engines in this build (gloo: CPU tensors, and CUDA through host memory; nccl: CUDA). */
+  dist: { engines: ('gloo' | 'nccl')[]; gloo?: string; nccl?: string };
 }
 
 /** Which binary is loaded, what it was built with and which GPUs it can use. */
@@ -40,7 +42,17 @@ export function backends(): BackendsInfo {
   } catch {
     cuda = { built: Boolean(info.cudaBuilt), devices: [], error: `unreadable CUDA info: ${info.cuda}` };
   }
-  return { addon: { ...addonOrigin() }, cpu: { built: true, library: 'oneDNN' }, cuda };
+  const e = addon().distBuildInfo();
+  const dist: BackendsInfo['dist'] = { engines: [] };
+  if (e.gloo !== null) {
+    dist.engines.push('gloo');
+    dist.gloo = e.gloo;
+  }
+  if (e.nccl !== null) {
+    dist.engines.push('nccl');
+    dist.nccl = e.nccl;
+  }
+  return { addon: { ...addonOrigin() }, cpu: { built: true, library: 'oneDNN' }, cuda, dist };
 }
 
 let cudaDeviceCount: number | undefined;

@@ -39,3 +39,4 @@ export type {
 export { MONITOR_METRICS } from './optim/schedulers';
 export * from './data/index';
 export * from './train/index';
+export * from './dist/index';

@@ -2,7 +2,7 @@
 // VGGNET_ADDON=path/to/vggnet.node loads that binary instead, as `npm run test:asan` does).
 //
 // Who may import this module: tensor.ts (storage), ops.ts (compute, device and build queries), backend.ts (device
-// resolution) and the data layer's data/native_source.ts. Everything else goes through those
+// resolution), the data layer's data/native_source.ts and distributed training's dist/native_dist.ts. Everything else goes through those
 // (test/architecture.test.ts keeps it so). Names are the bindings' (native/bindings/*.cc).
 import * as path from 'path';
 
@@ -27,6 +27,40 @@ export interface NativeSource {
 /** A captured CUDA graph; opaque outside the addon. */
 export interface NativeGraph {
   readonly __nativeGraph: unique symbol;
+}
+/** A process group (native/dist/process_group.h); opaque outside the addon. */
+export interface NativeGroup {
+  readonly __nativeGroup: unique symbol;
+}
+export interface NativeGroupOptions {
+  rank: number;
+  world: number;
+  masterAddr: string;
+  masterPort: number;
+  timeoutMs: number;
+  engine: 'gloo' | 'nccl';
+  device: NativeDevice;
+  iface?: string;
+}
+export interface NativeGroupInfo {
+  rank: number;
+  world: number;
+  engine: 'gloo' | 'nccl';
+  engineVersion: string;
+  master: string;
+  localAddress: string;
+  device: NativeDevice;
+  capturable: boolean;
+}
+export interface NativeGroupStats {
+  steps: number;
+  timedSteps: number;
+  buckets: number;
+  collectives: number;
+  bytes: number;
+  commMs: number;
+  exposedMs: number;
+  backwardMs: number;
 }
 type T = NativeTensor;
 type Opt = NativeTensor | null;
@@ -78,8 +112,9 @@ export interface NativeAddon {
   adaptiveAvgpool2dForward(x: T, oh: number, ow: number): T;
   adaptiveAvgpool2dBackward(dy: T, xShape: number[], xLayout: NativeLayout): T;
   batchnormForward(x: T, gamma: T, beta: T, runningMean: T, runningVar: T, training: boolean, momentum: number, eps: number,
-    needBackward: boolean, relu: boolean): NativeWithSaved;
-  batchnormBackward(dy: T, x: T, gamma: T, eps: number, saved: T[], dgamma: T, dbeta: T, accumulate: boolean, reluOutput: Opt): T;
+    needBackward: boolean, relu: boolean, sync?: NativeGroup | null): NativeWithSaved;
+  batchnormBackward(dy: T, x: T, gamma: T, eps: number, saved: T[], dgamma: T, dbeta: T, accumulate: boolean, reluOutput: Opt,
+    sync?: NativeGroup | null): T;
   linearForward(x: T, w: T, b: Opt, relu: boolean): T;
   linearBackwardData(dy: T, w: T): T;
   linearBackwardWeights(x: T, dy: T, dw: T, db: Opt, accumulate: boolean): void;
@@ -115,6 +150,21 @@ export interface NativeAddon {
   cudaGraphSlots(g: NativeGraph): { kind: 'dropoutOffset' | 'learningRate'; value: bigint | number }[];
   cudaGraphLaunch(g: NativeGraph, values: (bigint | number)[]): void;
   cudaGraphDispose(g: NativeGraph): void;
+
+  // ---- distributed training (bindings/bind_dist.cc)
+  distInit(o: NativeGroupOptions): Promise<NativeGroup>;
+  distInfo(g: NativeGroup): NativeGroupInfo;
+  distReduceBucket(g: NativeGroup, grads: T[], bf16: boolean): void;
+  distReduceExtras(g: NativeGroup, loss: T, lossOut: T): void;
+  distFinish(g: NativeGroup): void;
+  distRequestStop(g: NativeGroup, on: boolean): void;
+  distStopVotes(g: NativeGroup): number;
+  distSyncDevice(g: NativeGroup): void;
+  distBroadcast(g: NativeGroup, tensors: T[], root: number): void;
+  distAllreduceHost(g: NativeGroup, values: Float64Array): void;
+  distStats(g: NativeGroup): NativeGroupStats;
+  distShutdown(g: NativeGroup): void;
+  distBuildInfo(): { gloo: string | null; nccl: string | null };
 
   // ---- data (bindings/bind_data.cc)
   dataStl10Source(parts: [string, string | null][], subset?: Int32Array | null): NativeSource;

@@ -1,7 +1,7 @@
 // Typed wrappers of the addon's ops (native/ops.h): one function per op and direction, Tensors in and out; plus the
 // CPU's ISA and peak, the GPU's float32 math mode, and CUDA graph capture.
 import { DeviceName } from './backend';
-import { addon, NativeGraph, NativeTensor, NativeWithSaved } from './native';
+import { addon, NativeGraph, NativeGroup, NativeTensor, NativeWithSaved } from './native';
 import { DType, Layout, Tensor } from './tensor';
 
 export interface Conv2dParams {
@@ -64,20 +64,24 @@ export function adaptiveAvgpool2dForward(x: Tensor, oh: number, ow: number): Ten
 export function adaptiveAvgpool2dBackward(dy: Tensor, xShape: number[], xLayout: Layout): Tensor {
   return T(addon().adaptiveAvgpool2dBackward(dy.native, xShape, xLayout));
 }
+/** sync: a process group's handle (SyncBatchNorm: batch statistics over every replica), training mode only. */
 export function batchnormForward(
   x: Tensor, gamma: Tensor, beta: Tensor, runningMean: Tensor, runningVar: Tensor,
-  training: boolean, momentum: number, eps: number, needBackward = training, relu = false,
+  training: boolean, momentum: number, eps: number, needBackward = training, relu = false, sync: NativeGroup | null = null,
 ): WithSaved {
   return withSaved(
-    addon().batchnormForward(x.native, gamma.native, beta.native, runningMean.native, runningVar.native, training, momentum, eps, needBackward, relu),
+    addon().batchnormForward(x.native, gamma.native, beta.native, runningMean.native, runningVar.native, training, momentum, eps, needBackward, relu, sync),
   );
 }
-/** reluOutput: the output of a forward run with relu fused; its zeros mask dy first (the ReLU's own backward). */
+/**
+ * reluOutput: the output of a forward run with relu fused; its zeros mask dy first (the ReLU's own backward).
+ * sync: the process group the forward synchronised with (the same one, or null when it did not).
+ */
 export function batchnormBackward(
   dy: Tensor, x: Tensor, gamma: Tensor, eps: number, saved: Tensor[], dgamma: Tensor, dbeta: Tensor, accumulate: boolean,
-  reluOutput: Tensor | null = null,
+  reluOutput: Tensor | null = null, sync: NativeGroup | null = null,
 ): Tensor {
-  return T(addon().batchnormBackward(dy.native, x.native, gamma.native, eps, natives(saved), dgamma.native, dbeta.native, accumulate, n(reluOutput)));
+  return T(addon().batchnormBackward(dy.native, x.native, gamma.native, eps, natives(saved), dgamma.native, dbeta.native, accumulate, n(reluOutput), sync));
 }
 export function linearForward(x: Tensor, w: Tensor, b: Tensor | null, relu = false): Tensor {
   return T(addon().linearForward(x.native, w.native, n(b), relu));

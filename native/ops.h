@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "replica_sum.h"
 #include "tensor.h"
 
 namespace vgg {
@@ -85,16 +86,20 @@ class Backend {
   // ---- batch norm over C of (N,C,H,W). training: normalise with the batch's biased variance and update
   // running_mean/var in place (momentum, unbiased variance); else normalise with the running stats.
   // saved (null when no backward will follow) receives what backward needs, in either mode. relu: a ReLU follows
-  // and is fused (the output is max(0, bn(x))).
+  // and is fused (the output is max(0, bn(x))). sync (training only, may be null): SyncBatchNorm, the batch
+  // statistics are those of every replica's batch together (sums of x, then of (x - mean)^2, and the counts, summed
+  // across replicas in float64); the running variance's Bessel correction uses the total count.
   virtual Tensor batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                                    Tensor& running_var, bool training, double momentum, double eps, Saved* saved,
-                                   bool relu) = 0;
+                                   bool relu, ReplicaSum* sync) = 0;
   // dx, and dgamma/dbeta (C) f32, of the mode the forward ran in: in training the batch statistics are functions of
   // x; in eval the running statistics are constants. relu_y (or undefined): the fused ReLU's output, whose zeros
-  // mask dy first (the ReLU's backward).
+  // mask dy first (the ReLU's backward). After a synced forward, sync must be the same: sum(dy) and sum(dy * xhat)
+  // are summed across replicas for dx, while dgamma/dbeta stay this replica's (distributed training averages
+  // them with the other gradients).
   virtual Tensor batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps,
                                     const Saved& saved, Tensor& dgamma, Tensor& dbeta, bool accumulate,
-                                    const Tensor& relu_y) = 0;
+                                    const Tensor& relu_y, ReplicaSum* sync) = 0;
 
   // ---- linear: x (N,K), w (M,K) f32, b (M) f32 or undefined -> y (N,M) in x's dtype (relu fused if asked).
   virtual Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu) = 0;

@@ -8,7 +8,8 @@
 //   - else a binary that loads here (prebuilds/<platform>-<arch>/ or build/Release) is used as it is, and one that
 //     does not load (another glibc, another platform) is replaced by a build from source.
 // Where npm does not run it (npm 11 with scripts blocked), node-gyp-build finds the prebuilt binary by itself.
-// Environment: VGGNET_CUDA=0 forces a CPU-only build (and never builds just for CUDA); VGGNET_SANITIZE=1 builds with ASan+UBSan;
+// Environment: VGGNET_CUDA=0 forces a CPU-only build (and never builds just for CUDA); VGGNET_GLOO=0 leaves out
+// distributed training's gloo engine; VGGNET_SANITIZE=1 builds with ASan+UBSan;
 // VGGNET_BUILD_DIR overrides the build folder (default build/).
 'use strict';
 const { spawnSync } = require('child_process');
@@ -84,6 +85,7 @@ const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
 const args = [cmakeJs, 'compile', '--out', buildDir, '--directory', root];
 if (spawnSync('ninja', ['--version'], { stdio: 'ignore' }).status === 0) args.push('--generator', 'Ninja');
 if (process.env.VGGNET_CUDA === '0') args.push('--CDVGGNET_CUDA=OFF');
+if (process.env.VGGNET_GLOO === '0') args.push('--CDVGGNET_GLOO=OFF');
 // Sanitized builds stay optimised (the suite runs under them in CI) and carry debug info for the reports.
 if (process.env.VGGNET_SANITIZE === '1') args.push('--CDVGGNET_SANITIZE=ON');
 const parallel = process.env.CMAKE_BUILD_PARALLEL_LEVEL || String(require('os').availableParallelism?.() ?? 2);

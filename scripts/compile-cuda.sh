@@ -2,7 +2,8 @@
 # Compile-only check of every CUDA translation unit, without a GPU and without cuDNN/cuBLAS/NCCL (CI; .ci/run):
 #   native/**/*.cu                         nvcc -c (ARCH, default sm_90), as cmake/cuda.cmake compiles the kernels
 #   native/cuda/**/*.cc                    host code: c++ -fsyntax-only with -DVGG_WITH_CUDA=1
-#   other native/**/*.cc with #if(def) VGG_WITH_CUDA sections (the bindings): the same, so their CUDA parts are seen
+#   other native/**/*.cc with #if(def) VGG_WITH_CUDA or VGG_WITH_NCCL sections (the bindings, native/dist's CUDA
+#                                          helpers and NCCL engine): the same, with -DVGG_WITH_NCCL=1 too
 # Files are found by glob and by content, never listed, so files added or split later are covered.
 # cuDNN, cuBLAS and NCCL come from test/native/compile_check/include (declarations of the API subset vggnet uses,
 # with the documented signatures and values), searched BEFORE the toolkit, so a real cuDNN on a GPU machine is never
@@ -52,7 +53,7 @@ done
 ADDON_INC="$(node -p "require('node-addon-api').include" 2>/dev/null | tr -d '"')"
 
 HOST_FLAGS=(-std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-deprecated-declarations
-  -DVGG_WITH_CUDA=1 -DNAPI_VERSION=8 -DNODE_ADDON_API_CPP_EXCEPTIONS -DNODE_ADDON_API_CPP_EXCEPTIONS_ALL
+  -DVGG_WITH_CUDA=1 -DVGG_WITH_NCCL=1 -DNAPI_VERSION=8 -DNODE_ADDON_API_CPP_EXCEPTIONS -DNODE_ADDON_API_CPP_EXCEPTIONS_ALL
   -DNODE_ADDON_API_DISABLE_DEPRECATED
   -I"$CHECK_INC" -I"$CUDA_INC" -I"$ROOT/native")
 [ -n "$NAPI_INC" ] && HOST_FLAGS+=(-I"$NAPI_INC")
@@ -60,7 +61,8 @@ HOST_FLAGS=(-std=c++17 -Wall -Wextra -Wno-unused-parameter -Wno-deprecated-decla
 NVCC_FLAGS=(-std=c++17 -arch="$ARCH" --expt-relaxed-constexpr -I"$CHECK_INC" -I"$ROOT/native"
   -Xcompiler=-Wall,-Wno-unused-parameter)
 
-# Translation units: by glob (.cu anywhere under native/, .cc under native/cuda) and by content (VGG_WITH_CUDA).
+# Translation units: by glob (.cu anywhere under native/, .cc under native/cuda) and by content (VGG_WITH_CUDA,
+# VGG_WITH_NCCL).
 if [ $# -gt 0 ]; then
   FILES=("$@")
 else
@@ -68,7 +70,7 @@ else
     [ "$KINDS" = host ] || find native -name '*.cu'
     if [ "$KINDS" != kernels ]; then
       find native/cuda -name '*.cc'
-      grep -rlE --include='*.cc' '^[[:space:]]*#[[:space:]]*(if|ifdef|ifndef|elif)\b.*VGG_WITH_CUDA' native |
+      grep -rlE --include='*.cc' '^[[:space:]]*#[[:space:]]*(if|ifdef|ifndef|elif)\b.*VGG_WITH_(CUDA|NCCL)' native |
         grep -v '^native/cuda/'
     fi
   } | LC_ALL=C sort -u)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One prepared check of the CUDA backend on a bare GPU machine with no network:
 #   facts -> node (PATH or .device/node.xz) -> node_modules (.device) -> addon build with CUDA (plain CMake, the same
-#   CMakeLists.txt cmake-js drives) -> tsc -> backends() -> VGGNET_DEVICE=cuda jest -> GPU bench -> OUTDIR/summary.json
+#   CMakeLists.txt cmake-js drives) -> tsc -> backends() -> VGGNET_DEVICE=cuda jest -> distributed training
+#   (scripts/gpu_dist_check.js: NCCL world of one, graph capture with the all-reduces inside, overlap, two ranks on one
+#   GPU over gloo) -> GPU bench -> OUTDIR/summary.json
 # Each phase is time-boxed and a failing phase is recorded, never fatal. Whole run: ~8 minutes at most.
 # Usage: scripts/gpu-check.sh OUTDIR        (make .device/ first on a machine with node: scripts/pack-device.sh)
 set -uo pipefail
@@ -83,6 +85,7 @@ phase build 330 build.log "
 CUDA_BUILT=false
 grep -q "vggnet: building with CUDA" "$OUT/build.log" && CUDA_BUILT=true
 grep -h "vggnet: building" "$OUT/build.log" | head -2
+grep -h "vggnet: distributed engines" "$OUT/build.log" | head -1
 
 phase tsc 120 tsc.log "node node_modules/typescript/bin/tsc -p tsconfig.json"
 
@@ -100,6 +103,15 @@ export JEST_JSON="$(mktemp -d)/jest.json"
 phase jest 200 jest.log "node node_modules/jest/bin/jest.js --ci --json --outputFile='$JEST_JSON' ${GPU_CHECK_JEST:-test/cuda test/ops test/model test/train --testPathIgnorePatterns dashboard -w 6}"
 tail -n 8 "$OUT/jest.log"
 
+# Distributed training (GPU_CHECK_DIST=0 skips it): NCCL with one rank, and two ranks sharing the GPU over gloo.
+if [ "${GPU_CHECK_DIST:-1}" = 1 ]; then
+  phase dist 150 dist.log "node scripts/gpu_dist_check.js"
+  grep -v '^DIST_JSON' "$OUT/dist.log" | tail -n 12
+  # Its results go into the summary (the device tool brings back at most 8 files): the log leaves OUTDIR.
+  export DIST_LOG="$(mktemp -d)/dist.log"
+  mv "$OUT/dist.log" "$DIST_LOG"
+fi
+
 # An op-level profile of vgg16 b64 bf16 (eager, each op device-synchronised; the warm-up's algorithm search left
 # out): where the step's time goes; then each conv layer alone, TFLOP/s per direction. GPU_CHECK_PROFILE=0 skips it.
 if [ "${GPU_CHECK_PROFILE:-1}" = 1 ]; then
@@ -114,7 +126,7 @@ grep -v '^BENCH_JSON' "$OUT/bench.log" | tail -n 20
 
 # ---------------------------------------------------------------- summary
 export OUT CUDA_BUILT T0
-for k in build tsc backends jest profile bench; do export "STATUS_$k=${STATUS[$k]:-skipped}" "SECS_$k=${SECS[$k]:-0}"; done
+for k in build tsc backends jest dist profile bench; do export "STATUS_$k=${STATUS[$k]:-skipped}" "SECS_$k=${SECS[$k]:-0}"; done
 python3 - <<'PY'
 import json, os, re, subprocess, time
 out = os.environ["OUT"]
@@ -132,9 +144,16 @@ try:
 except Exception as e:
     s["device_error"] = str(e)
 s["phases"] = {k: {"status": os.environ.get("STATUS_" + k), "seconds": int(os.environ.get("SECS_" + k, 0))}
-               for k in ["build", "tsc", "backends", "jest", "profile", "bench"]}
+               for k in ["build", "tsc", "backends", "jest", "dist", "profile", "bench"]}
 m = re.search(r"vggnet: building[^\n]*", read("build.log"))
 s["build_line"] = m.group(0) if m else None
+m = re.search(r"vggnet: distributed engines[^\n]*", read("build.log"))
+s["engines_line"] = m.group(0) if m else None
+try:
+    dist_log = open(os.environ.get("DIST_LOG", ""), errors="replace").read()
+except OSError:
+    dist_log = ""
+s["dist"] = [json.loads(l[len("DIST_JSON "):]) for l in dist_log.splitlines() if l.startswith("DIST_JSON ")]
 try:
     s["backends"] = json.loads(read("backends.log"))
 except Exception:
@@ -162,6 +181,9 @@ json.dump(s, open(os.path.join(out, "summary.json"), "w"), indent=1)
 print("\n================ gpu-check summary ================")
 print("device      %s (driver %s)" % (s["device"], s["driver"]))
 print("cuda built  %s   %s" % (s["cuda_built"], s["build_line"]))
+print("engines     %s" % s["engines_line"])
+for d in s["dist"]:
+    print("dist        %s" % json.dumps(d))
 for k, v in s["phases"].items():
     print("%-11s %-12s %4ss" % (k, v["status"], v["seconds"]))
 t = s["tests"]

@@ -3,8 +3,9 @@
 // blocked (npm 11's allowScripts policy) and nothing needs to be installed beside it:
 //   prebuilds/linux-x64/node.napi.glibc.node   prebuildify's layout and name (N-API, glibc), found by node-gyp-build
 //   prebuilds/linux-x64/lib*.so.*               oneDNN and the libraries it needs that a machine may lack (the OpenMP
-//                                               runtime, the OpenCL ICD loader), found through the binary's $ORIGIN
-//                                               rpath (CMake option VGGNET_PREBUILD)
+//                                               runtime, the OpenCL ICD loader), and gloo (distributed training's CPU
+//                                               engine) with its own (hiredis, ibverbs, libnl), found through the
+//                                               binary's $ORIGIN rpath (CMake option VGGNET_PREBUILD)
 //   prebuilds/linux-x64/licenses/               their copyright files
 // CPU-only (the CUDA backend is built from source: README). Checks the result with ldd: every bundled library must
 // resolve to its copy beside the binary, and nothing else may be needed but glibc and the C++ runtime.
@@ -21,7 +22,7 @@ const dest = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`)
 const BINARY = 'node.napi.glibc.node';
 // Bundled: not part of a bare Linux with Node.js. Expected from the system: glibc's libraries and GCC's C++ runtime
 // (Node.js itself needs them). Anything else ldd shows is an error: the prebuild would not load everywhere.
-const BUNDLE = /^(libdnnl|libgomp|libOpenCL)\.so(\.\d+)*$/;
+const BUNDLE = /^(libdnnl|libgomp|libOpenCL|libgloo|libhiredis|libibverbs|libnl-3|libnl-route-3)\.so(\.\d+)*$/;
 const SYSTEM = /^(linux-vdso|ld-linux-x86-64|libc|libm|libdl|librt|libpthread|libstdc\+\+|libgcc_s)\.so(\.\d+)*$/;
 
 function fail(msg) {
@@ -72,7 +73,9 @@ for (const [name, where] of ldd(built)) {
   fs.chmodSync(path.join(dest, name), 0o644);
   bundled.push(name);
   // Their licences travel with them (Debian's copyright file of the package that owns the library).
-  const pkg = run('dpkg', ['-S', real]).stdout?.split(':')[0];
+  // (usrmerge: dpkg may know the file under /lib rather than /usr/lib)
+  const owner = (f) => (run('dpkg', ['-S', f]).stdout || '').split(':')[0] || null;
+  const pkg = owner(real) ?? (real.startsWith('/usr/') ? owner(real.slice(4)) : null);
   const copyright = pkg ? `/usr/share/doc/${pkg}/copyright` : null;
   if (copyright && fs.existsSync(copyright)) fs.copyFileSync(copyright, path.join(dest, 'licenses', `${name}.copyright`));
   else console.warn(`prebuild: no copyright file found for ${name} (${real}); add its licence to ${path.join(dest, 'licenses')} by hand`);

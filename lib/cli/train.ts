@@ -19,6 +19,7 @@ import { CliIO, EXIT, checkpointFile, configure, intArg as int, numArg as num, p
 import {
   ARCHITECTURE, Options, ResumeChange, SAMPLE_PRESET, UsageError, applySamplePreset, mergeResume, rebaseSchedulerState, resumeCommand, showFlag,
 } from './train_plan';
+import { addLaunchOptions, launchTrainWorkers, startTrainWorker } from './launch';
 
 export type { CliIO } from './support';
 
@@ -73,6 +74,7 @@ export function buildProgram(io: CliIO): Command {
     .option('--no-cuda-graph', 'on cuda: run every training step eagerly, never as a captured CUDA graph')
     .version(packageVersion(), '--version')
     .showHelpAfterError('(run with --help for the options)');
+  addLaunchOptions(p, true); // data-parallel training: --nproc-per-node, --nnodes, ..., --sync-bn (lib/cli/launch.ts)
   configure(p, io);
   p.addHelpText('after', `
 The defaults above are the flags' own. A new run on the bundled sample data (no STL10 under --data, or --dataset
@@ -87,7 +89,9 @@ Examples:
   node dist/train.js --dataset folder --data ../shared/data/cifar10-mini --model vgg11 --batch-norm --image-size 32
   node dist/train.js --resume auto                     # continue the last run in ./checkpoint
   node dist/train.js --pretrained vgg16_bn --data ./data --lr 0.001 --epochs 10   # fine-tune torchvision's weights
-  node dist/train.js --pretrained ./vgg16_bn-6c64b313.pth --model vgg16 --batch-norm   # the same, offline`);
+  node dist/train.js --pretrained ./vgg16_bn-6c64b313.pth --model vgg16 --batch-norm   # the same, offline
+  node dist/train.js --nproc-per-node 2 --devices 0,1 --batch-size 64   # two GPUs, 64 images each per step
+  node dist/train.js --nnodes 2 --node-rank 0 --nproc-per-node 4 --master-addr 10.0.0.1 --master-port 29500   # machine 0 of 2`);
   return p;
 }
 
@@ -214,7 +218,10 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
   if (typeof args === 'number') return args;
   const { program, explicit } = args;
   const o = args.options;
-  const say = (s: string) => io.stdout.write(s + '\n');
+  // --nproc-per-node: this process only launches the workers, each of which runs this command (lib/cli/launch.ts).
+  if (o.nprocPerNode !== undefined && !process.env.WORLD_SIZE && o.evaluate === undefined) return launchTrainWorkers(argv, o, io);
+  const worker = process.env.WORLD_SIZE && o.evaluate === undefined ? startTrainWorker(o) : null; // a distributed worker: only rank 0 prints
+  const say = (s: string) => (!worker || worker.isMain) && io.stdout.write(s + '\n');
   const err = (s: string) => io.stderr.write(s + '\n');
   const command = io.command ?? 'node dist/train.js';
 
@@ -271,10 +278,10 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       if (filled.length) say(`sample preset (for the options not given): ${filled.join(' ')}`);
     }
 
-    // A new run does not silently replace another run's checkpoints.
+    // A new run does not silently replace another run's checkpoints (rank 0's: the other ranks write none).
     const ckDir = o.checkpointDir as string;
     const resumedHere = resumePath !== null && path.resolve(path.dirname(resumePath)) === path.resolve(ckDir);
-    const old = resumedHere ? [] : runFiles(ckDir);
+    const old = resumedHere || (worker && !worker.isMain) ? [] : runFiles(ckDir);
     if (old.length > 0) {
       if (!o.overwrite) {
         throw new UsageError(`${ckDir} already holds the checkpoints of a run (${describeRun(ckDir, old)}). ` +
@@ -285,6 +292,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     }
 
     const device = resolveDevice(o.device as 'auto');
+    await worker?.join(device);
     const imageSize = o.imageSize as number;
     const batchSize = (o.batchSize as number | undefined) ?? (device === 'cuda' ? 64 : 32);
     o.batchSize = batchSize;
@@ -311,7 +319,7 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     }, `${modelName}${o.batchNorm ? '_bn' : ''}${width !== 1 ? `-w${width}` : ''}`);
     if (pretrained !== undefined) loadPretrained(model, await resolvePretrained(pretrained, { quiet: o.quiet as boolean }), say);
 
-    const workers = o.workers as number | undefined;
+    const workers = (o.workers as number | undefined) ?? worker?.threads;
     const trainLoader = new DataLoader(trainSet, { batchSize, shuffle: true, seed: o.seed as number, workers });
     const testLoader = new DataLoader(testSet, { batchSize: Math.max(batchSize, device === 'cuda' ? 256 : 64), workers });
     const config: Options = { ...o, trainSamples: trainSet.length };
@@ -327,16 +335,20 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       gpuAugment: o.gpuAugment === false ? false : undefined, // default: on the GPU when the transform allows it
       cudaGraph: o.cudaGraph !== false,
       dashboard: o.dashboard === undefined ? undefined : { port: o.dashboard === true ? DEFAULT_DASHBOARD_PORT : (o.dashboard as number) },
+      distributed: worker?.wrap(model),
     });
     if (resumePath && meta) {
       trainer.resume(resumePath);
-      for (const line of applyResumeFlags(trainer, meta, changes, explicit, o, trainSet.length, batchSize)) say(`  ${line}`);
+      // Distributed, the sample position counts in each rank's shard (the padded ceil(n / world size)).
+      const shard = trainer.ddp ? Math.ceil(trainSet.length / trainer.ddp.processGroup.worldSize) : trainSet.length;
+      for (const line of applyResumeFlags(trainer, meta, changes, explicit, o, shard, batchSize)) say(`  ${line}`);
     }
 
     say(`${model.options.name}: ${model.numParameters().toLocaleString('en-US')} parameters on ${device} (${model.precision}); ` +
       `${kind} ${trainSet.length} train / ${testSet.length} test images at ${imageSize}px, ${classes.length} classes; ` +
       `batch ${batchSize}, lr ${o.lr}, momentum ${o.momentum}, weight decay ${o.weightDecay}, scheduler ${o.scheduler}${(o.warmup as number) > 0 ? ` + ${o.warmup} warm-up` : ''}; ` +
       `${o.epochs} epochs`);
+    if (worker) say(worker.describe(model));
     if (model.precisionNote) say(model.precisionNote);
     if (trainer.epoch >= (o.epochs as number) && trainer.batchInEpoch === 0) {
       say(`the run is complete (${trainer.epoch} of ${o.epochs} epochs); give a larger --epochs to train on. Evaluating it on the test split:`);
@@ -353,7 +365,9 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
         err(`\n${sig} again: quitting without saving`);
         process.exit(130);
       }
-      err(`\n${sig}: finishing the current step and saving ${path.join(ckDir, 'last.safetensors')} (press Ctrl-C again to quit at once)`);
+      // A worker's stderr comes through the launcher, a line each: no blank line, and only rank 0 (which saves) speaks.
+      if (!worker) err(`\n${sig}: finishing the current step and saving ${path.join(ckDir, 'last.safetensors')} (press Ctrl-C again to quit at once)`);
+      else if (worker.isMain) err(`${sig}: finishing the step every rank agrees on and saving ${path.join(ckDir, 'last.safetensors')}`);
       controller.abort();
     };
     const sigint = () => onSignal('SIGINT');
@@ -372,8 +386,10 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     }
     const minutes = ((Date.now() - t0) / 60000).toFixed(1);
     if (result.interrupted) {
+      if (worker && !worker.isMain) return EXIT.interrupted; // rank 0 says where it saved
+      const dist = worker ? ` --nproc-per-node ${process.env.LOCAL_WORLD_SIZE}${Number(process.env.WORLD_SIZE) > Number(process.env.LOCAL_WORLD_SIZE) ? ' ...' : ''}` : '';
       err(`interrupted after ${trainer.epoch} epoch(s) + ${trainer.batchInEpoch} batch(es) (step ${trainer.step}); saved ${result.lastCheckpoint}`);
-      err(`resume with: ${resumeCommand(command, argv, result.lastCheckpoint ?? path.join(ckDir, 'last.safetensors'))}`);
+      err(`resume with: ${resumeCommand(`${command}${dist}`, argv, result.lastCheckpoint ?? path.join(ckDir, 'last.safetensors'))}`);
       return EXIT.interrupted;
     }
     const val = result.validation ?? (await trainer.evaluate(testLoader));
@@ -391,6 +407,8 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
     if (e instanceof UsageError) return EXIT.usage;
     if (process.env.VGGNET_DEBUG && !(e instanceof TrainingDivergedError)) err((e as Error).stack ?? '');
     return EXIT.error;
+  } finally {
+    worker?.leave();
   }
 }
 

@@ -6,6 +6,7 @@ import { main as trainMain } from './train';
 import { main as predictMain } from './predict';
 import { main as benchMain } from './bench';
 import { main as exportMain } from './export';
+import { main as launchMain } from './launch';
 import { downloadStl10 } from '../data';
 import { packageVersion } from '../train/index';
 import { CliIO, EXIT, configure, parseArgs, processIO, runAsMain } from './support';
@@ -17,6 +18,7 @@ Commands:
   predict    top-5 classes for images with a checkpoint (vggnet predict --help)
   download   fetch STL10 into --data (default ./data)
   export     a checkpoint as ONNX (vggnet export --onnx model.onnx --checkpoint best.safetensors)
+  launch     run your own training script as N worker processes (vggnet launch --nproc-per-node 2 train.js)
   bench      images/s against PyTorch (vggnet bench [cpu|data|gpu|all])
 `;
 
@@ -31,6 +33,8 @@ export async function main(argv: string[], io: CliIO = processIO()): Promise<num
       return benchMain(rest);
     case 'export':
       return exportMain(rest, io);
+    case 'launch':
+      return launchMain(rest, io);
     case 'download': {
       const p = new Command('download').description('Download and verify STL10 (2.6 GB) into --data.')
         .option('--data <dir>', 'destination folder (gets stl10_binary/)', './data');

@@ -11,11 +11,20 @@ import { flatten, TransformOp } from './transforms';
 import { DeferredAugment } from './augment';
 import { augmentSupport, loadBatch } from './native_source';
 
+/** Which dataset indices an epoch visits, in order (DistributedSampler: this rank's shard). */
+export interface Sampler {
+  /** Indices per epoch (the dataset must be loaded). */
+  readonly length: number;
+  indices(epoch: number): Int32Array;
+}
+
 export interface DataLoaderOptions {
   /** Samples per batch (default 1). */
   batchSize?: number;
   /** A new seeded permutation every epoch (default false: dataset order). */
   shuffle?: boolean;
+  /** Decides the order instead of `shuffle` (which must then be false), e.g. a DistributedSampler. */
+  sampler?: Sampler;
   /** Drives the shuffle and the augmentation: a sample's transform is a function of (seed, epoch, index). Default 0. */
   seed?: number;
   /** Drop the last batch when it is smaller than batchSize (default false: it is kept). */
@@ -93,17 +102,22 @@ export class DataLoader implements AsyncIterable<Batch> {
   readonly dropLast: boolean;
   readonly workers: number;
   readonly prefetch: number;
+  readonly sampler: Sampler | null;
   /** The epoch the next `for await (... of loader)` iterates. */
   epoch: number;
   private readonly ops: TransformOp[];
+  private readonly options: DataLoaderOptions;
 
   constructor(dataset: Dataset, options: DataLoaderOptions = {}) {
     if (typeof dataset !== 'object' || dataset === null || typeof (dataset as Dataset).get !== 'function' || typeof (dataset as Dataset).load !== 'function') {
       throw new TypeError(`DataLoader: expected a dataset (STL10, ImageFolder, ImageFiles, ...), got ${dataset === null ? 'null' : typeof dataset}`);
     }
     this.dataset = dataset;
+    this.options = { ...options };
     this.batchSize = options.batchSize ?? 1;
     this.shuffle = options.shuffle ?? false;
+    this.sampler = options.sampler ?? null;
+    if (this.sampler && this.shuffle) throw new Error('DataLoader: sampler and shuffle: true exclude each other (the sampler decides the order)');
     this.seed = options.seed ?? 0;
     this.dropLast = options.dropLast ?? false;
     this.workers = options.workers ?? (os.availableParallelism?.() ?? os.cpus().length);
@@ -130,10 +144,20 @@ export class DataLoader implements AsyncIterable<Batch> {
     return augmentSupport(this.dataset.nativeSource(), this.ops);
   }
 
+  /** Samples per epoch: the sampler's (a rank's shard) or the whole dataset's (needs the dataset loaded). */
+  get samplesPerEpoch(): number {
+    return this.sampler ? this.sampler.length : this.dataset.length;
+  }
+
   /** Batches per epoch (needs the dataset loaded: `await dataset.load()` for downloads and ImageFolder). */
   get length(): number {
-    const n = this.dataset.length;
+    const n = this.samplesPerEpoch;
     return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
+  }
+
+  /** The same loader (dataset, batch size, seed, workers) with another sampler (and no shuffle of its own). */
+  withSampler(sampler: Sampler): DataLoader {
+    return new DataLoader(this.dataset, { ...this.options, shuffle: false, sampler, epoch: this.epoch });
   }
 
   setEpoch(epoch: number): void {
@@ -143,6 +167,7 @@ export class DataLoader implements AsyncIterable<Batch> {
 
   /** Sample order of an epoch. */
   order(epoch: number): Int32Array {
+    if (this.sampler) return this.sampler.indices(epoch);
     const n = this.dataset.length;
     if (this.shuffle) return permutation(n, this.seed, epoch);
     const p = new Int32Array(n);

@@ -3,7 +3,10 @@
 import { DeviceOption, DeviceName, resolveDevice } from '../backend';
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabled, markGradientFor, noGrad, tensorArg } from '../nn/module';
+import {
+  BackwardOptions, Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabled, markGradientFor, noGrad,
+  tensorArg,
+} from '../nn/module';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
 } from '../nn/layers';
@@ -209,8 +212,11 @@ export class VGGNet extends Module {
     return this.forwardDone(logits);
   }
 
-  /** Backpropagates d loss / d logits, accumulating every parameter's gradient. */
-  backward(gradLogits: Tensor): undefined {
+  /**
+   * Backpropagates d loss / d logits, accumulating every parameter's gradient. In a distributed step (options.step)
+   * each layer's gradients are handed to the all-reduce as soon as they are written (the classifier's first).
+   */
+  backward(gradLogits: Tensor, options?: BackwardOptions): undefined {
     this.backwardStart(gradLogits, 'VGGNet');
     let g = gradLogits;
     const owned: Tensor[] = [];
@@ -222,13 +228,13 @@ export class VGGNet extends Module {
     if (this.precision === 'bf16') step(ops.cast(g, 'bfloat16'));
     const [features, avgpool, flatten, classifier] = this.childGenerations;
     markGradientFor(g, this.classifier, classifier);
-    step(this.classifier.backward(g));
+    step(this.classifier.backward(g, options));
     markGradientFor(g, this.flatten, flatten);
     step(this.flatten.backward(g));
     markGradientFor(g, this.avgpool, avgpool);
     step(this.avgpool.backward(g));
     markGradientFor(g, this.features, features);
-    step(this.features.backward(g)); // undefined: the first conv skips the image's gradient
+    step(this.features.backward(g, options)); // undefined: the first conv skips the image's gradient
     for (const t of owned) t.dispose();
     this.freeActs();
     return undefined;

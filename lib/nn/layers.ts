@@ -2,8 +2,10 @@
 import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
-  Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled, markGradientFor, tensorArg,
+  BackwardOptions, Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled,
+  markGradientFor, tensorArg,
 } from './module';
+import type { NativeGroup } from '../native';
 
 /** A size argument of a layer: an integer >= min, else a RangeError (TypeError for a non-number) naming it. */
 function sizeArg(v: unknown, what: string, min = 1): number {
@@ -207,7 +209,7 @@ export class BatchNorm2d extends Module {
   readonly numBatchesTracked = new Counter();
   readonly eps: number;
   readonly momentum: number;
-  private saved: { x: Tensor; stats: Tensor[]; reluY?: Tensor } | undefined;
+  private saved: { x: Tensor; stats: Tensor[]; reluY?: Tensor; sync: NativeGroup | null } | undefined;
 
   constructor(readonly numFeatures: number, options: BatchNormOptions = {}) {
     super();
@@ -232,19 +234,22 @@ export class BatchNorm2d extends Module {
 
   /**
    * With `fuseRelu` the output is max(0, bn(x)) and backward applies that ReLU's mask to dy itself (the ReLU that
-   * follows passes dy through: see Sequential), one pass over the activation fewer each way.
+   * follows passes dy through: see Sequential), one pass over the activation fewer each way. In a distributed step
+   * with SyncBatchNorm (options.step), training mode normalises with the statistics of every replica's batch
+   * together, and backward reduces across the replicas too.
    */
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
     tensorArg(x, 'BatchNorm2d.forward');
     this.dropSaved();
     const relu = options.fuseRelu ?? false;
+    const sync = this.training ? options.step?.distributed?.syncBatchNorm?.handle ?? null : null;
     const r = ops.batchnormForward(
       x, this.weight.value, this.bias.value, this.runningMean, this.runningVar, this.training, this.momentum, this.eps,
-      isGradEnabled(), relu,
+      isGradEnabled(), relu, sync,
     );
     if (this.training) this.numBatchesTracked.value += 1n;
     // The output is the next layer's input, owned by the container until backward has passed it.
-    if (isGradEnabled()) this.saved = { x, stats: r.saved, reluY: relu ? r.y : undefined };
+    if (isGradEnabled()) this.saved = { x, stats: r.saved, reluY: relu ? r.y : undefined, sync };
     return this.forwardDone(r.y);
   }
 
@@ -252,7 +257,7 @@ export class BatchNorm2d extends Module {
     this.backwardStart(dy, 'BatchNorm2d');
     const s = requireSaved(this.saved, 'BatchNorm2d');
     const { grads: [dg, db], accumulate } = gradsForBackward([this.weight, this.bias]);
-    const dx = ops.batchnormBackward(dy, s.x, this.weight.value, this.eps, s.stats, dg!, db!, accumulate, s.reluY ?? null);
+    const dx = ops.batchnormBackward(dy, s.x, this.weight.value, this.eps, s.stats, dg!, db!, accumulate, s.reluY ?? null, s.sync);
     this.dropSaved();
     return dx;
   }
@@ -400,13 +405,20 @@ export class Sequential extends Module {
     return this.forwardDone(cur);
   }
 
-  backward(dy: Tensor): Tensor | undefined {
+  /** In a distributed step (options.step), each child's freshly written gradients are handed to its hook at once. */
+  backward(dy: Tensor, options?: BackwardOptions): Tensor | undefined {
     this.backwardStart(dy, 'Sequential');
+    const dist = options?.step?.distributed;
     let cur: Tensor | undefined = dy;
     for (let i = this.layers.length - 1; i >= 0; i--) {
       if (!cur) throw new Error(`Sequential.backward: layer ${i + 1} gave no input gradient, but layer ${i} needs one`);
-      markGradientFor(cur, this.layers[i], this.childGenerations[i]);
-      const g: Tensor | undefined = this.layers[i].backward(cur);
+      const layer = this.layers[i];
+      markGradientFor(cur, layer, this.childGenerations[i]);
+      const g: Tensor | undefined = layer.backward(cur, options);
+      if (dist) {
+        const own = layer.ownParameters();
+        if (own.length > 0) dist.gradientsReady(own.map(([, p]) => p));
+      }
       if (cur !== dy && g !== cur) cur.dispose();
       cur = g;
     }

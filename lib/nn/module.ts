@@ -3,6 +3,7 @@
 // at the next forward. A container (Sequential) owns the intermediate activations between its children.
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
+import type { NativeGroup } from '../native';
 
 /** A learnable tensor with its gradient. The gradient is zeroed lazily: zeroGrad() marks it, backward overwrites. */
 export class Parameter {
@@ -103,7 +104,7 @@ export function noGrad<T>(fn: () => T): T {
 
 /**
  * What a training step tells the layers it runs through (lib/train/train_step.ts); containers pass it down to their
- * children. Explicit, not global: a forward outside a step gets none.
+ * children, in forward and in backward. Explicit, not global: a forward outside a step gets none.
  */
 export interface StepContext {
   /**
@@ -111,6 +112,27 @@ export interface StepContext {
    * order, so that every replay can give it its own mask offset.
    */
   onDropout?(layer: Module): void;
+  /** Distributed data-parallel training (lib/dist/ddp.ts): the gradient hooks and SyncBatchNorm. */
+  distributed?: DistributedStep;
+}
+
+/** What runStep and the layers ask of distributed training in a step (DistributedDataParallel implements it). */
+export interface DistributedStep {
+  /** The process group BatchNorm2d layers in training mode reduce their statistics over (SyncBatchNorm), or null. */
+  readonly syncBatchNorm: { readonly handle: NativeGroup } | null;
+  /** Whether the step, collectives included, may be captured as a CUDA graph. */
+  readonly capturable: boolean;
+  /** Before backward: starts the all-reduce of the step's loss (and the ranks' stop votes). */
+  beginBackward(loss: Tensor): void;
+  /** Called by containers as soon as a child's backward has written these parameters' gradients. */
+  gradientsReady(params: Parameter[]): void;
+  /** After backward: every gradient is the average over the ranks; returns the loss averaged over the ranks. */
+  finishGradients(): Tensor;
+  /**
+   * Outside a capture, before reading anything the step computed: on CUDA, waits (on the host, within the timeout,
+   * watching the engine's errors) until the queued collectives are done, so a lost rank is an error, not a hang.
+   */
+  waitForDevice(): void;
 }
 
 export interface ForwardOptions {
@@ -154,6 +176,11 @@ export function markGradientFor(grad: Tensor, child: Module, generation: number)
   addTag(gradientTags, grad, child, generation);
 }
 
+export interface BackwardOptions {
+  /** The training step this backward runs in, if any (the same context its forward had). */
+  step?: StepContext;
+}
+
 export abstract class Module {
   training = true;
   private generation = 0; // forwards run with gradients enabled
@@ -161,7 +188,7 @@ export abstract class Module {
 
   abstract forward(x: Tensor, options?: ForwardOptions): Tensor;
   /** Returns the input's gradient, or undefined from a first layer told not to compute it. */
-  abstract backward(dy: Tensor): Tensor | undefined;
+  abstract backward(dy: Tensor, options?: BackwardOptions): Tensor | undefined;
 
   /** The number of forwards run with gradients enabled (containers record their children's, see markGradientFor). */
   get forwardGeneration(): number {

@@ -54,8 +54,11 @@ export interface CheckpointMeta {
   scheduler: Record<string, unknown> | null;
   rng: {
     dropout: { seed: number; calls: number }[];
-    /** Where the loader stands: `sample` (samples of epoch `epoch` done) and `batchSize` are absent in older files. */
-    loader: { seed: number; epoch: number; batch: number; shuffle: boolean; sample?: number; batchSize?: number } | null;
+    /**
+     * Where the loader stands: `sample` (samples of epoch `epoch` done) and `batchSize` are absent in older files;
+     * `worldSize` is a distributed run's process count (its `sample` counts in rank 0's shard).
+     */
+    loader: { seed: number; epoch: number; batch: number; shuffle: boolean; sample?: number; batchSize?: number; worldSize?: number } | null;
   };
   /** Metrics of the last completed epoch. */
   metrics: Record<string, number> | null;
@@ -169,6 +172,8 @@ function checkFields(meta: CheckpointMeta, bad: (field: string, expected: string
         !isCount(l.batch) || typeof l.shuffle !== 'boolean')) {
       bad('rng.loader', 'null or an object { seed: integer, epoch: integer >= 0, batch: integer >= 0, shuffle: boolean }', l);
     }
+    // Distributed runs: the number of processes (the sample position is in rank 0's shard of that world).
+    if (isObj(l) && l.worldSize !== undefined && !isPositive(l.worldSize)) bad('rng.loader.worldSize', 'an integer >= 1', l.worldSize);
   }
   if (meta.metrics !== null) {
     for (const [k, v] of Object.entries(meta.metrics)) if (!isMetric(v)) bad(`metrics.${k}`, 'a number', v);

@@ -1,6 +1,7 @@
 // The training step: zeroGrad, forward, mean cross-entropy, backward, SGD — written once (runStep) and used by the
-// Trainer, the benches, the tests and the CUDA graph capture alike. Distributed training hooks its gradient
-// all-reduce into runStep, between backward and the optimizer step.
+// Trainer, the benches, the tests and the CUDA graph capture alike. Distributed training (context.distributed,
+// lib/dist/ddp.ts) hooks into it: the loss's all-reduce starts before backward, each bucket of gradients is
+// all-reduced as soon as backward has written it, and all of them complete before the optimizer step.
 //
 // TrainStepRunner runs the step eagerly or as a CUDA graph. On CUDA, once one batch shape has run `warmup` eager
 // steps (the first chooses the convolution algorithms and sizes the workspaces), runStep is captured once and
@@ -17,7 +18,7 @@ import * as ops from '../ops';
 import { CudaGraph } from '../ops';
 import { VGGNet } from '../models/vgg';
 import { Dropout } from '../nn/layers';
-import { Counter, Module, Parameter, StepContext, isGradEnabled } from '../nn/module';
+import { Counter, DistributedStep, Module, Parameter, StepContext, isGradEnabled } from '../nn/module';
 import { SGD } from '../optim/sgd';
 import { profilerInstalled } from '../profile';
 
@@ -38,25 +39,38 @@ export interface StepOutput {
 /**
  * One training step on a batch (images and labels on the model's device): zeroGrad, forward, cross-entropy,
  * `gate(loss)`, backward, SGD. The caller owns (and disposes) the returned logits and loss.
+ *
+ * Distributed (context.distributed): backward always runs, its gradients averaged over the ranks as it goes; the
+ * returned loss is the step's loss averaged over the ranks, and the gate is asked about that one, after backward, so
+ * that every rank takes the same decision.
  */
 export function runStep(model: VGGNet, optimizer: SGD, params: Parameter[], images: Tensor, labels: Tensor,
   gate: LossGate = eagerGate, context?: StepContext): StepOutput {
   optimizer.zeroGrad(params);
   const logits = model.forward(images, { step: context });
+  const dist = context?.distributed;
   let loss: Tensor | undefined;
   try {
     const r = ops.crossEntropy(logits, labels);
     loss = r.loss;
     try {
-      if (!gate(r.loss)) {
+      if (dist) {
+        dist.beginBackward(r.loss);
+      } else if (!gate(r.loss)) {
         model.releaseSaved(); // what forward saved goes: no backward follows
         return { logits, loss, updated: false };
       }
-      model.backward(r.dlogits);
+      model.backward(r.dlogits, { step: context });
     } finally {
       r.dlogits.dispose();
     }
-    // (distributed: the gradients' all-reduce completes here, before the update)
+    if (dist) {
+      // Every bucket's all-reduce completes here, before the update (on CUDA: the compute stream waits for them).
+      const mean = dist.finishGradients();
+      loss.dispose();
+      loss = mean;
+      if (!gate(mean)) return { logits, loss, updated: false };
+    }
     optimizer.step(params);
     return { logits, loss, updated: true };
   } catch (e) {
@@ -92,6 +106,8 @@ export interface TrainStepOptions {
   warmup?: number;
   /** Told once, with the reason, when a capture fails and graphs are turned off for this runner. */
   onGraphDisabled?: (reason: string) => void;
+  /** Distributed training's part of the step (DistributedDataParallel.stepContext()). */
+  distributed?: DistributedStep;
 }
 
 /** A host-side number the step advances, seen as bigint. */
@@ -159,12 +175,15 @@ export class TrainStepRunner {
   }
 
   private graphsAllowed(): boolean {
+    const dist = this.options.distributed;
     return this.options.cudaGraph !== false && this.disabledReason === null && this.model.device === 'cuda' &&
-      this.model.training && isGradEnabled() && !profilerInstalled();
+      this.model.training && isGradEnabled() && !profilerInstalled() && (!dist || dist.capturable);
   }
 
   private eager(images: Tensor, labels: Tensor): TrainStepResult {
-    const out = runStep(this.model, this.optimizer, this.params, images, labels);
+    const d = this.options.distributed;
+    const gate: LossGate = d ? (loss) => { d.waitForDevice(); return eagerGate(loss); } : eagerGate;
+    const out = runStep(this.model, this.optimizer, this.params, images, labels, gate, d ? { distributed: d } : undefined);
     try {
       return { loss: out.loss.item(), logits: out.logits.toArray() as Float32Array, graphed: false };
     } finally {
@@ -177,6 +196,7 @@ export class TrainStepRunner {
     c.x.copy_(images);
     c.y.copy_(labels);
     c.graph.launch(c.values.map((v) => v()));
+    this.options.distributed?.waitForDevice();
     c.cells.forEach((cell, i) => cell.set(cell.get() + c.deltas[i]));
     return { loss: c.loss.item(), logits: c.logits.toArray() as Float32Array, graphed: true };
   }
@@ -220,7 +240,9 @@ export class TrainStepRunner {
     };
     try {
       graph = CudaGraph.capture(() => {
-        out = runStep(model, optimizer, params, x, y, guardedGate, { onDropout: (d) => dropouts.push(d) });
+        out = runStep(model, optimizer, params, x, y, guardedGate, {
+          onDropout: (d) => dropouts.push(d), distributed: this.options.distributed,
+        });
       });
     } catch (e) {
       return fail((e as Error).message);

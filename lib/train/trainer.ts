@@ -8,6 +8,12 @@
 // Exact resume: a checkpoint holds the weights, BN statistics, momentum buffers, LR, scheduler state, the dropout
 // layers' call counters and the loader position (epoch, batch); the DataLoader's order and augmentation are functions
 // of (seed, epoch, index), so N epochs straight and N/2 + resume + N/2 give the same bits on the CPU backend.
+//
+// Distributed (`distributed: true` or a DistributedDataParallel, after initDistributed()): every rank runs fit() on
+// its shard of the data (a DistributedSampler is put on loaders that have none: padded for training, exact for
+// evaluation), gradients are averaged over the ranks in each step, the logged loss is the ranks' mean, the epoch's
+// metrics are summed over the ranks (counts, not averages of averages), and only rank 0 prints, logs and writes
+// checkpoints. A stop (Ctrl-C, stop()) on any rank stops every rank after the same step.
 import * as path from 'path';
 import { Tensor } from '../tensor';
 import { VGGNet, Precision } from '../models/vgg';
@@ -28,6 +34,8 @@ import { Progress, ProgressStream, formatDuration } from './progress';
 import { writeMetrics, EpochRecord, logEpochTensorBoard } from './logs';
 import { TensorBoardWriter } from '../io/tensorboard';
 import { Dashboard, DashboardOptions } from './dashboard';
+import { DistributedDataParallel } from '../dist/ddp';
+import { DistributedSampler } from '../dist/sampler';
 
 /** What `onStep` gets after each optimizer step. */
 export interface StepInfo {
@@ -122,6 +130,11 @@ export interface TrainerOptions {
    * CPU model.
    */
   cudaGraph?: boolean;
+  /**
+   * Data-parallel training over the default process group (true: DistributedDataParallel with its defaults), or
+   * over the given wrapper of this model (bucket size, bf16 compression, SyncBatchNorm). Needs initDistributed().
+   */
+  distributed?: boolean | DistributedDataParallel;
 }
 
 export interface FitOptions {
@@ -197,6 +210,10 @@ export class Trainer {
   /** The live dashboard (TrainerOptions.dashboard), or null; `trainer.dashboard.url` once fit() is serving it. */
   readonly dashboard: Dashboard | null;
   private readonly ownsDashboard: boolean;
+  /** The data-parallel wrapper when distributed, else null. */
+  readonly ddp: DistributedDataParallel | null;
+  /** Whether this process prints, logs and writes checkpoints (rank 0, or the only process). */
+  readonly isMain: boolean;
 
   constructor(model: VGGNet, options: TrainerOptions) {
     if (!(model instanceof VGGNet)) throw new TypeError('Trainer: expected a VGGNet model');
@@ -211,19 +228,58 @@ export class Trainer {
     this.scheduler = options.scheduler ?? null;
     this.options = options;
     this.classes = options.classes ?? null;
+    const d = options.distributed;
+    if (d instanceof DistributedDataParallel && d.module !== model) throw new Error('Trainer: options.distributed wraps another model than the one being trained');
+    this.ddp = d instanceof DistributedDataParallel ? d : d ? new DistributedDataParallel(model) : null;
+    this.isMain = !this.ddp || this.ddp.processGroup.rank === 0;
     const dash = options.dashboard;
-    this.ownsDashboard = dash !== undefined && !(dash instanceof Dashboard);
-    this.dashboard = dash === undefined ? null : dash instanceof Dashboard ? dash : new Dashboard(dash);
+    this.ownsDashboard = this.isMain && dash !== undefined && !(dash instanceof Dashboard);
+    // Distributed: rank 0 serves the dashboard (the others would only fight for its port).
+    this.dashboard = dash === undefined || !this.isMain ? null : dash instanceof Dashboard ? dash : new Dashboard(dash);
     options.signal?.addEventListener('abort', () => this.stop());
   }
 
-  /** Ask the loop to stop after the current step; fit() then saves `last` and returns interrupted: true. */
+  /**
+   * Ask the loop to stop after the current step; fit() then saves `last` and returns interrupted: true. Distributed:
+   * every rank stops after the same step (the vote travels with the next step's collectives).
+   */
   stop(): void {
     this.stopRequested = true;
+    this.ddp?.requestStop();
+  }
+
+  /** Whether to stop now: this process's request, or, distributed, any rank's vote in the last step. */
+  private get stopAgreed(): boolean {
+    return this.ddp ? this.ddp.stopAgreed() : this.stopRequested;
   }
 
   private get out(): ProgressStream | null {
+    if (!this.isMain) return null;
     return this.options.output === undefined ? process.stdout : this.options.output;
+  }
+
+  /**
+   * Distributed: the metrics summed over the ranks (and whether any rank wants to stop), in one collective. Counts
+   * stay exact (float64).
+   */
+  private reduceMetrics(acc: MetricAccumulator, withConfusion: boolean): boolean {
+    if (!this.ddp) return this.stopRequested;
+    const c = acc.numClasses;
+    const v = [acc.lossSum, acc.correct1, acc.correct5, acc.samples, this.stopRequested ? 1 : 0];
+    if (withConfusion) for (const row of acc.confusion) v.push(...row);
+    const r = this.ddp.processGroup.allReduce(v);
+    acc.loadState({ lossSum: r[0], correct1: r[1], correct5: r[2], samples: r[3] });
+    if (withConfusion) for (let i = 0; i < c; i++) for (let j = 0; j < c; j++) acc.confusion[i][j] = r[5 + i * c + j];
+    return r[4] > 0;
+  }
+
+  /** Distributed: this rank's shard of a loader that has no DistributedSampler of its own. */
+  private shard(loader: DataLoader, train: boolean): DataLoader {
+    if (!this.ddp || loader.sampler instanceof DistributedSampler) return loader;
+    const pg = this.ddp.processGroup;
+    return loader.withSampler(new DistributedSampler(loader.dataset, {
+      numReplicas: pg.worldSize, rank: pg.rank, shuffle: train && loader.shuffle, seed: loader.seed, pad: train,
+    }));
   }
   private log(line: string): void {
     this.out?.write(line + '\n');
@@ -233,14 +289,18 @@ export class Trainer {
     return this.model.classifier.layers.filter((m): m is Dropout => m instanceof Dropout);
   }
 
-  /** Loss, top-1, top-5, per-class accuracy and confusion matrix over every sample of the loader, in eval mode. */
+  /**
+   * Loss, top-1, top-5, per-class accuracy and confusion matrix over every sample of the loader, in eval mode.
+   * Distributed: each rank evaluates its shard with rank 0's BatchNorm statistics, and the counts are summed.
+   */
   async evaluate(loader: DataLoader): Promise<EvalResult> {
     const model = this.model;
     const wasTraining = model.training;
     model.eval();
     const acc = new MetricAccumulator(model.options.numClasses);
+    this.ddp?.broadcastBuffers();
     try {
-      for await (const { batch, images, labels } of this.onDevice(loader.iterate(0))) {
+      for await (const { batch, images, labels } of this.onDevice(this.shard(loader, false).iterate(0))) {
         try {
           const logits = noGrad(() => model.forward(images)); // keeps no activations
           const { loss, grad } = crossEntropy(logits, labels);
@@ -255,6 +315,7 @@ export class Trainer {
     } finally {
       model.train(wasTraining);
     }
+    if (this.reduceMetrics(acc, true)) this.stopRequested = true;
     return acc.result();
   }
 
@@ -410,6 +471,16 @@ export class Trainer {
         d.seed = saved[i].seed;
         d.calls = saved[i].calls;
       });
+      // Rank 0's checkpoint: every rank's dropout seeds derive from it.
+      this.ddp?.applyRankSeeds();
+      // A mid-epoch position counts samples in rank 0's shard of that world: only the same number of processes can
+      // continue from it (one process too: its order is not the shards').
+      const w = meta.rng?.loader?.worldSize ?? 1;
+      const here = this.ddp ? this.ddp.processGroup.worldSize : 1;
+      if (meta.batchInEpoch > 0 && w !== here) {
+        throw new Error(`${name}: the checkpoint was taken mid-epoch (batch ${meta.batchInEpoch}) by ${w} process(es), and this run has ${here}; ` +
+          `resume it with ${w} (or from a checkpoint at an epoch's end, which any number can resume)`);
+      }
       this.epoch = meta.epoch;
       this.batchInEpoch = meta.batchInEpoch;
       const sample = meta.rng?.loader?.sample;
@@ -420,7 +491,8 @@ export class Trainer {
       this.step = meta.step;
       this.history = meta.history ?? [];
       this.best = meta.best;
-      this.partial = meta.partial;
+      // The partial epoch's metrics are summed over the ranks already: rank 0 carries them.
+      this.partial = this.isMain ? meta.partial : null;
       if (meta.classes) this.classes = meta.classes;
       this.lastSaved = typeof source === 'string' ? source : undefined;
       return meta;
@@ -447,7 +519,12 @@ export class Trainer {
       scheduler: this.scheduler ? this.scheduler.state() : null,
       rng: {
         dropout: this.dropouts().map((d) => ({ seed: d.seed, calls: d.calls })),
-        loader: this.loaderInfo ? { ...this.loaderInfo, epoch: this.epoch, batch: loaderEpochBatch, sample: loaderEpochBatch > 0 ? this.sampleInEpoch : 0 } : null,
+        loader: this.loaderInfo
+          ? {
+            ...this.loaderInfo, epoch: this.epoch, batch: loaderEpochBatch, sample: loaderEpochBatch > 0 ? this.sampleInEpoch : 0,
+            ...(this.ddp ? { worldSize: this.ddp.processGroup.worldSize } : {}),
+          }
+          : null,
       },
       metrics,
       partial: loaderEpochBatch > 0 ? this.partial : null,
@@ -461,6 +538,12 @@ export class Trainer {
   private save(kind: 'last' | 'best' | 'epoch', metrics: EpochRecord | null, batchInEpoch = 0): string | undefined {
     const dir = this.options.checkpointDir;
     if (!dir) return undefined;
+    if (!this.isMain) {
+      // Rank 0 writes; the others know where.
+      const file = path.join(dir, kind === 'epoch' ? `epoch-${String(this.epoch).padStart(4, '0')}.safetensors` : `${kind}.safetensors`);
+      if (kind === 'last') this.lastSaved = file;
+      return file;
+    }
     const file = path.join(dir, kind === 'epoch' ? `epoch-${String(this.epoch).padStart(4, '0')}.safetensors` : `${kind}.safetensors`);
     saveCheckpoint(file, this.model.stateDict(), this.optimizer.stateDict(this.model.namedParameters()), this.meta(metrics, batchInEpoch));
     if (kind === 'last') this.lastSaved = file;
@@ -477,27 +560,29 @@ export class Trainer {
   }
 
   private writeLogs(): void {
-    if (this.options.logDir) writeMetrics(this.options.logDir, this.history);
+    if (this.options.logDir && this.isMain) writeMetrics(this.options.logDir, this.history);
   }
 
-  async fit(loader: DataLoader, options: FitOptions): Promise<FitResult> {
+  async fit(trainLoader: DataLoader, options: FitOptions): Promise<FitResult> {
     const { epochs, validation = null } = options;
+    const loader = this.shard(trainLoader, true);
     if (!Number.isInteger(epochs) || epochs < 0) throw new RangeError(`Trainer.fit: epochs must be an integer >= 0, got ${epochs}`);
     if (options.resume) this.resume(options.resume);
     // A read-only, missing-parent or full folder is found now, not when the first checkpoint is saved after an epoch.
-    if (this.options.checkpointDir) probeWritableDir(this.options.checkpointDir, this.checkpointBytes(), 'Trainer: checkpoint folder');
-    if (this.options.logDir) probeWritableDir(this.options.logDir, 0, 'Trainer: log folder');
+    if (this.options.checkpointDir && this.isMain) probeWritableDir(this.options.checkpointDir, this.checkpointBytes(), 'Trainer: checkpoint folder');
+    if (this.options.logDir && this.isMain) probeWritableDir(this.options.logDir, 0, 'Trainer: log folder');
     this.stopRequested = this.stopRequested || Boolean(this.options.signal?.aborted);
     const model = this.model;
     const opt = this.optimizer;
     const stepper = (this.stepper ??= new TrainStepRunner(model, opt, {
       cudaGraph: this.options.cudaGraph,
       onGraphDisabled: (reason) => this.log(`note: ${reason}`),
+      distributed: this.ddp ?? undefined,
     }));
     await loader.dataset.load();
     if (validation) await validation.dataset.load();
     this.classes = this.classes ?? (loader.dataset.classes?.length ? loader.dataset.classes : null);
-    this.loaderInfo = { seed: loader.seed, shuffle: loader.shuffle, batchSize: loader.batchSize };
+    this.loaderInfo = { seed: trainLoader.seed, shuffle: trainLoader.shuffle, batchSize: trainLoader.batchSize };
     if (this.scheduler && !this.schedulerAttached) {
       opt.lr = this.scheduler.attach(opt.lr);
       this.schedulerAttached = true;
@@ -520,7 +605,7 @@ export class Trainer {
     let status: 'done' | 'interrupted' | 'failed' = 'failed';
     let failure = '';
     const progress = this.out && this.options.progress !== false ? new Progress(this.out, { tty: this.options.tty, interval: this.options.progressInterval }) : null;
-    const tb = this.options.logDir && this.options.tensorboard !== false ? new TensorBoardWriter(this.options.logDir) : null;
+    const tb = this.options.logDir && this.options.tensorboard !== false && this.isMain ? new TensorBoardWriter(this.options.logDir) : null;
     const logEvery = this.options.logEvery ?? 10;
     const result = (interrupted: boolean): FitResult => ({
       epochs: this.epoch, step: this.step, history: this.history, best: this.best, validation: this.lastValidation,
@@ -533,9 +618,9 @@ export class Trainer {
         // Resume at the same sample of the epoch's order; with another batch size than the checkpoint's, the batches
         // before it are counted as floor(sample / batch size).
         const startSample = this.sampleInEpoch >= 0 ? this.sampleInEpoch : this.batchInEpoch * loader.batchSize;
-        const n = loader.dataset.length;
+        const n = loader.samplesPerEpoch; // distributed: this rank's shard, and startSample counts in it
         if (startSample > 0 && startSample >= n) {
-          throw new RangeError(`Trainer: the checkpoint resumes epoch ${e + 1} at sample ${startSample}, but the training set has ${n} samples`);
+          throw new RangeError(`Trainer: the checkpoint resumes epoch ${e + 1} at sample ${startSample}, but the training set${this.ddp ? "'s shard of each rank" : ''} has ${n} samples`);
         }
         const startBatch = Math.floor(startSample / loader.batchSize);
         const rest = loader.dropLast ? Math.floor((n - startSample) / loader.batchSize) : Math.ceil((n - startSample) / loader.batchSize);
@@ -579,14 +664,24 @@ export class Trainer {
           }
           progress?.update({ epoch: e + 1, epochs, batch: this.batchInEpoch, batches, samples: seen, loss: acc.loss, acc: acc.top1, lr: opt.lr }, this.batchInEpoch === batches);
           await tick(); // keep the event loop responsive (signals, I/O, timers) between steps
-          if (this.stopRequested && this.batchInEpoch < batches) {
+          if (this.stopAgreed && this.batchInEpoch < batches) {
             progress?.end();
+            if (this.ddp) {
+              // Every rank stops here: the partial epoch's metrics, summed over the ranks, go into rank 0's checkpoint.
+              const all = new MetricAccumulator(numClasses);
+              all.loadState(acc.state());
+              this.reduceMetrics(all, false);
+              this.partial = all.state();
+            }
             this.save('last', null, this.batchInEpoch);
             status = 'interrupted';
             return result(true);
           }
         }
         progress?.end();
+        // Distributed: the epoch's training metrics over every rank's samples (and any rank's stop request).
+        if (this.reduceMetrics(acc, false)) this.stopRequested = true;
+        if (this.ddp) seen *= this.ddp.processGroup.worldSize; // every rank trains as many samples (the sampler pads)
         const trainTime = (Date.now() - t0) / 1000;
         const lrUsed = opt.lr;
         let val: EvalResult | undefined;
@@ -626,7 +721,7 @@ export class Trainer {
         );
         await dash?.endEpoch(rec, val);
         if (this.options.onEpochEnd) await this.options.onEpochEnd({ epoch: e + 1, metrics: rec, validation: val, isBest });
-        if (this.stopRequested && this.epoch < epochs) {
+        if (this.stopRequested && this.epoch < epochs) { // (distributed: agreed in reduceMetrics)
           status = 'interrupted';
           return result(true);
         }

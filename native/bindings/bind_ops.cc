@@ -9,6 +9,7 @@
 #endif
 
 #include "cuda/cuda_hooks.h"
+#include "bindings/bind_dist.h"
 #include "bindings/js_tensor.h"
 #include "ops.h"
 
@@ -152,7 +153,8 @@ Napi::Value AdaptiveAvgpool2dBackward(const Napi::CallbackInfo& info) {
   return wrap(info.Env(),
               backend_of(op, {&dy}).adaptive_avgpool2d_backward(dy, xs, layout_arg(arg(info, 2), op)));
 }
-// batchnormForward(x, gamma, beta, runningMean, runningVar, training, momentum, eps, needBackward, relu) -> {y, saved}
+// batchnormForward(x, gamma, beta, runningMean, runningVar, training, momentum, eps, needBackward, relu, sync?)
+//   -> {y, saved}; sync: a process group (SyncBatchNorm) or null
 Napi::Value BatchnormForward(const Napi::CallbackInfo& info) {
   const char* op = "batchnormForward";
   Tensor& x = unwrap(arg(info, 0), "batchnormForward: input");
@@ -167,13 +169,14 @@ Napi::Value BatchnormForward(const Napi::CallbackInfo& info) {
             op, momentum, eps);
   bool need_backward = get_bool(arg(info, 8), op);
   bool relu = get_bool(arg(info, 9), op);
+  ReplicaSum* sync = replica_sum_arg(arg(info, 10), "batchnormForward: process group");
   Saved saved;
   Tensor y = backend_of(op, {&x, &g, &b, &rm, &rv})
                  .batchnorm_forward(x, g, b, rm, rv, training, momentum, eps, need_backward ? &saved : nullptr,
-                                    relu);
+                                    relu, sync);
   return pair(info.Env(), y, saved);
 }
-// batchnormBackward(dy, x, gamma, eps, saved, dgamma, dbeta, accumulate, reluOutput | null)
+// batchnormBackward(dy, x, gamma, eps, saved, dgamma, dbeta, accumulate, reluOutput | null, sync?)
 Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
   const char* op = "batchnormBackward";
   Tensor& dy = unwrap(arg(info, 0), "batchnormBackward: grad output");
@@ -185,8 +188,10 @@ Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
   Tensor& dg = unwrap(arg(info, 5), "batchnormBackward: weight grad");
   Tensor& db = unwrap(arg(info, 6), "batchnormBackward: bias grad");
   Tensor relu_y = unwrap_optional(arg(info, 8), "batchnormBackward: relu output");
+  ReplicaSum* sync = replica_sum_arg(arg(info, 9), "batchnormBackward: process group");
   return wrap(info.Env(), backend_of(op, {&dy, &x, &g, &dg, &db})
-                              .batchnorm_backward(dy, x, g, eps, saved, dg, db, get_bool(arg(info, 7), op), relu_y));
+                              .batchnorm_backward(dy, x, g, eps, saved, dg, db, get_bool(arg(info, 7), op), relu_y,
+                                                  sync));
 }
 Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   const char* op = "linearForward";

@@ -7,9 +7,13 @@
 //          dx = gamma*invstd/M * (M*dy - dbeta - xhat*dgamma), M = N*H*W
 //   relu fused (BN then ReLU, as in vgg*_bn): forward writes max(0, y); backward, given that output, first masks
 //   dy where it is 0 — each saves a full pass over the activation.
+//   sync (SyncBatchNorm): the per-channel sums of each pass (sum x with the count, then sum (x-mean)^2; in backward
+//   sum dy and sum dy*(x-mean)) are added across replicas between the passes, in float64; with one replica the
+//   arithmetic is exactly the unsynced one. saved = {mean, invstd, total count (I64), marker}.
 // bf16 activations (x, y, dy, dx, the relu output) are read and written through float by the same loops (templated
 // on the storage type); statistics, gamma/beta and their gradients are f32 on every path.
 #include <cmath>
+#include <vector>
 
 #include "backend.h"
 
@@ -31,7 +35,7 @@ inline void for_group(const Shape& s, const Strides4& st, int64_t c0, int G, F&&
 
 Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                                      Tensor& running_var, bool training, double momentum, double eps,
-                                     Saved* saved, bool relu) {
+                                     Saved* saved, bool relu, ReplicaSum* sync) {
   check_4d_image(x, "batchnorm_forward: input");
   check_float_activation(x, "batchnorm_forward: input");
   const int64_t C = x.dim(1);
@@ -41,8 +45,9 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
   check_param(running_var, {C}, "batchnorm_forward: running_var");
   VGG_CHECK(eps > 0, "batchnorm_forward: eps must be > 0, got %g", eps);
   check_nonzero_dims(x.shape, 1, "batchnorm_forward: input");
+  VGG_CHECK(training || !sync, "batchnorm_forward: cross-replica statistics (sync) are for training mode only");
   const int64_t M = x.dim(0) * x.dim(2) * x.dim(3);
-  VGG_CHECK(!training || M > 1,
+  VGG_CHECK(!training || M > 1 || sync,
             "batchnorm_forward: expected more than 1 value per channel when training, got input %s",
             shape_str(x.shape).c_str());
   Tensor y = Tensor::empty(x.shape, x.dtype, Device::CPU, x.layout);
@@ -52,46 +57,45 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
   float* rm = running_mean.data<float>();
   float* rv = running_var.data<float>();
   Tensor mean_t, invstd_t;
+  // Per channel, in double: the statistics used to normalise (batch or running).
+  std::vector<double> mean(static_cast<size_t>(C)), invstd(static_cast<size_t>(C));
+  double total = double(M);  // values per channel over every replica
+  const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
   if (training) {
     mean_t = Tensor::empty({C}, DType::F32, Device::CPU);
     invstd_t = Tensor::empty({C}, DType::F32, Device::CPU);
   }
   float* mp = training ? mean_t.data<float>() : nullptr;
   float* ip = training ? invstd_t.data<float>() : nullptr;
-  const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
   dispatch_float(x.dtype, [&](auto type) {
     using T = decltype(type);
     const T* xp = x.data<T>();
     T* yp = y.data<T>();
-#pragma omp parallel for schedule(static)
-    for (int64_t c0 = 0; c0 < C; c0 += G) {
-      double mean[8], invstd[8];
-      if (training) {
-        double sum[8] = {0}, ss[8] = {0};
-        for_group(x.shape, st, c0, G, [&](int64_t o, int j) { sum[j] += to_f32(xp[o]); });
-        for (int j = 0; j < G; ++j) mean[j] = sum[j] / double(M);
-        for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
-          const double d = to_f32(xp[o]) - mean[j];
-          ss[j] += d * d;
-        });
-        for (int j = 0; j < G; ++j) {
-          const int64_t c = c0 + j;
-          const double var = ss[j] / double(M);
-          invstd[j] = 1.0 / std::sqrt(var + eps);
-          mp[c] = float(mean[j]);
-          ip[c] = float(invstd[j]);
-          rm[c] = float((1.0 - momentum) * rm[c] + momentum * mean[j]);
-          rv[c] = float((1.0 - momentum) * rv[c] + momentum * (ss[j] / double(M - 1)));
-        }
-      } else {
-        for (int j = 0; j < G; ++j) {
-          mean[j] = rm[c0 + j];
-          invstd[j] = 1.0 / std::sqrt(double(rv[c0 + j]) + eps);
-        }
-      }
+    // The passes over one group of channels (the same arithmetic whether or not replicas are summed in between).
+    auto sum_pass = [&](int64_t c0, double* sum) {
+      for (int j = 0; j < G; ++j) sum[j] = 0;
+      for_group(x.shape, st, c0, G, [&](int64_t o, int j) { sum[j] += to_f32(xp[o]); });
+    };
+    auto sq_pass = [&](int64_t c0, double* ss) {
+      for (int j = 0; j < G; ++j) ss[j] = 0;
+      for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
+        const double d = to_f32(xp[o]) - mean[size_t(c0 + j)];
+        ss[j] += d * d;
+      });
+    };
+    auto finish = [&](int64_t c, double ssq) {  // batch statistics and running statistics of channel c
+      const double var = ssq / total;
+      invstd[size_t(c)] = 1.0 / std::sqrt(var + eps);
+      mp[c] = float(mean[size_t(c)]);
+      ip[c] = float(invstd[size_t(c)]);
+      rm[c] = float((1.0 - momentum) * rm[c] + momentum * mean[size_t(c)]);
+      rv[c] = float((1.0 - momentum) * rv[c] + momentum * (ssq / (total - 1)));
+    };
+    auto apply_pass = [&](int64_t c0) {  // normalise (and the fused ReLU)
       float fs[8], fb[8];
       for (int j = 0; j < G; ++j) {
-        const double scale = double(g[c0 + j]) * invstd[j], shift = double(b[c0 + j]) - mean[j] * scale;
+        const size_t c = size_t(c0 + j);
+        const double scale = double(g[c]) * invstd[c], shift = double(b[c]) - mean[c] * scale;
         fs[j] = float(scale);
         fb[j] = float(shift);
       }
@@ -102,17 +106,64 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
         });
       else
         for_group(x.shape, st, c0, G, [&](int64_t o, int j) { from_f32(yp[o], to_f32(xp[o]) * fs[j] + fb[j]); });
+    };
+    if (training && !sync) {
+      // One group of channels at a time, all three passes while its data is in cache.
+#pragma omp parallel for schedule(static)
+      for (int64_t c0 = 0; c0 < C; c0 += G) {
+        double sum[8], ss[8];
+        sum_pass(c0, sum);
+        for (int j = 0; j < G; ++j) mean[size_t(c0 + j)] = sum[j] / total;
+        sq_pass(c0, ss);
+        for (int j = 0; j < G; ++j) finish(c0 + j, ss[j]);
+        apply_pass(c0);
+      }
+      return;
     }
+    if (training) {
+      // SyncBatchNorm: each pass over every channel, the sums added across replicas in between.
+      std::vector<double> sums(static_cast<size_t>(C) + 1), sqs(static_cast<size_t>(C));
+#pragma omp parallel for schedule(static)
+      for (int64_t c0 = 0; c0 < C; c0 += G) {
+        double sum[8];
+        sum_pass(c0, sum);
+        for (int j = 0; j < G; ++j) sums[size_t(c0 + j)] = sum[j];
+      }
+      sums[size_t(C)] = double(M);
+      sync->sum(sums.data(), C + 1, Device::CPU);
+      total = sums[size_t(C)];
+      VGG_CHECK(total > 1, "batchnorm_forward: expected more than 1 value per channel over all replicas, got %.0f",
+                total);
+      for (int64_t c = 0; c < C; ++c) mean[size_t(c)] = sums[size_t(c)] / total;
+#pragma omp parallel for schedule(static)
+      for (int64_t c0 = 0; c0 < C; c0 += G) {
+        double ss[8];
+        sq_pass(c0, ss);
+        for (int j = 0; j < G; ++j) sqs[size_t(c0 + j)] = ss[j];
+      }
+      sync->sum(sqs.data(), C, Device::CPU);
+      for (int64_t c = 0; c < C; ++c) finish(c, sqs[size_t(c)]);
+    } else {
+      for (int64_t c = 0; c < C; ++c) {
+        mean[size_t(c)] = rm[c];
+        invstd[size_t(c)] = 1.0 / std::sqrt(double(rv[c]) + eps);
+      }
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t c0 = 0; c0 < C; c0 += G) apply_pass(c0);
   });
   if (training && saved) {
-    saved->clear();
-    saved->push_back(mean_t);
-    saved->push_back(invstd_t);
+    *saved = {mean_t, invstd_t};
+    if (sync) {
+      Tensor count = Tensor::empty({1}, DType::I64, Device::CPU);
+      count.data<int64_t>()[0] = int64_t(total);
+      saved->push_back(count);
+      saved->push_back(Tensor::zeros({1}, DType::U8, Device::CPU));
+    }
   } else if (saved) {
     // Eval mode with a backward to come: the running statistics are constants of the function. The third tensor
     // marks the eval form for backward.
     Tensor m = Tensor::empty({C}, DType::F32, Device::CPU), is = Tensor::empty({C}, DType::F32, Device::CPU);
-    const float *rm = running_mean.data<float>(), *rv = running_var.data<float>();
     for (int64_t c = 0; c < C; ++c) {
       m.data<float>()[c] = rm[c];
       is.data<float>()[c] = float(1.0 / std::sqrt(double(rv[c]) + eps));
@@ -124,7 +175,7 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
 
 Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps,
                                       const Saved& saved, Tensor& dgamma, Tensor& dbeta, bool accumulate,
-                                      const Tensor& relu_y) {
+                                      const Tensor& relu_y, ReplicaSum* sync) {
   check_4d_image(x, "batchnorm_backward: input");
   check_float_activation(x, "batchnorm_backward: input");
   check_float_activation(dy, "batchnorm_backward: dy");
@@ -136,10 +187,15 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
   check_param(gamma, {C}, "batchnorm_backward: weight");
   check_param(dgamma, {C}, "batchnorm_backward: dgamma");
   check_param(dbeta, {C}, "batchnorm_backward: dbeta");
-  VGG_CHECK(saved.size() == 2 || saved.size() == 3,
+  VGG_CHECK(saved.size() >= 2 && saved.size() <= 4,
             "batchnorm_backward: saved must hold {mean, invstd} of a forward that kept them (got %zu tensors)",
             saved.size());
-  const bool batch_stats = saved.size() == 2;  // eval form: running statistics, no terms through the batch mean/var
+  const bool batch_stats = saved.size() != 3;  // eval form: running statistics, no terms through the batch mean/var
+  const bool synced = saved.size() == 4;
+  VGG_CHECK(synced == (sync != nullptr),
+            synced ? "batchnorm_backward: the forward synchronised its statistics across replicas; backward needs the "
+                     "same process group"
+                   : "batchnorm_backward: the forward used this replica's statistics only; backward cannot synchronise");
   check_param(saved[0], {C}, "batchnorm_backward: saved mean");
   check_param(saved[1], {C}, "batchnorm_backward: saved invstd");
   if (relu_y.defined()) {
@@ -148,13 +204,19 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
     check_shape(relu_y, x.shape, "batchnorm_backward: relu output");
     check_same_layout(relu_y, x, "batchnorm_backward: relu output and input");
   }
-  const int64_t M = x.dim(0) * x.dim(2) * x.dim(3);
+  double total = double(x.dim(0) * x.dim(2) * x.dim(3));
+  if (synced) {
+    check_dtype(saved[2], DType::I64, "batchnorm_backward: saved count");
+    total = double(saved[2].data<int64_t>()[0]);
+  }
   Tensor dx = Tensor::empty(x.shape, dy.dtype, Device::CPU, x.layout);
   const Strides4 st = strides4(x.shape, x.layout);
   const float* g = gamma.data<float>();
   const float *mp = saved[0].data<float>(), *ip = saved[1].data<float>();
   float *dg = dgamma.data<float>(), *db = dbeta.data<float>();
   const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
+  // sums[c] = sum dy, sums[C + c] = sum dy * (x - mean), per channel (then across replicas when synced).
+  std::vector<double> sums(2 * static_cast<size_t>(C));
   dispatch_float(x.dtype, [&](auto type) {
     using T = decltype(type);
     const T *xp = x.data<T>(), *dyp = dy.data<T>();
@@ -162,23 +224,20 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
     T* dxp = dx.data<T>();
     // dy through the fused ReLU: 0 where its output was 0 (torch's threshold_backward: y > 0 passes).
     auto grad = [&](int64_t o) { return yr && !(to_f32(yr[o]) > 0.f) ? 0.f : to_f32(dyp[o]); };
-#pragma omp parallel for schedule(static)
-    for (int64_t c0 = 0; c0 < C; c0 += G) {
-      double mean[8], invstd[8], sdy[8] = {0}, sdyx[8] = {0};
-      for (int j = 0; j < G; ++j) mean[j] = mp[c0 + j], invstd[j] = ip[c0 + j];
+    auto reduce_pass = [&](int64_t c0) {  // this replica's sums, and dgamma/dbeta from them
+      double mean[8], sdy[8] = {0}, sdyx[8] = {0};
+      for (int j = 0; j < G; ++j) mean[j] = mp[c0 + j];
       for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
         const float d = grad(o);
         sdy[j] += d;
         sdyx[j] += double(d) * (double(to_f32(xp[o])) - mean[j]);
       });
-      // dx = k * (dy - dbeta/M - xhat * dgamma/M), k = gamma*invstd
-      double k[8], a[8], bcoef[8];
       for (int j = 0; j < G; ++j) {
-        const int64_t c = c0 + j;
-        const double dgamma_c = sdyx[j] * invstd[j], dbeta_c = sdy[j];
-        k[j] = double(g[c]) * invstd[j];
-        a[j] = batch_stats ? dbeta_c / double(M) : 0.0;
-        bcoef[j] = batch_stats ? dgamma_c * invstd[j] / double(M) : 0.0;
+        const size_t c = size_t(c0 + j);
+        sums[c] = sdy[j];
+        sums[size_t(C) + c] = sdyx[j];
+        // This replica's parameter gradients (distributed training averages them like every other gradient).
+        const double dgamma_c = sdyx[j] * double(ip[c]), dbeta_c = sdy[j];
         if (accumulate) {
           dg[c] += float(dgamma_c);
           db[c] += float(dbeta_c);
@@ -187,10 +246,36 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
           db[c] = float(dbeta_c);
         }
       }
+    };
+    // dx = k * (dy - sum_dy/M - xhat * sum_dy_xhat/M), k = gamma*invstd
+    auto dx_pass = [&](int64_t c0) {
+      double mean[8], k[8], a[8], bcoef[8];
+      for (int j = 0; j < G; ++j) {
+        const size_t c = size_t(c0 + j);
+        const double invstd = ip[c];
+        mean[j] = mp[c];
+        k[j] = double(g[c]) * invstd;
+        a[j] = batch_stats ? sums[c] / total : 0.0;
+        bcoef[j] = batch_stats ? sums[size_t(C) + c] * invstd * invstd / total : 0.0;
+      }
       for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
         from_f32(dxp[o], float(k[j] * (double(grad(o)) - a[j] - (double(to_f32(xp[o])) - mean[j]) * bcoef[j])));
       });
+    };
+    if (!sync) {
+      // One group of channels at a time, both passes while its data is in cache.
+#pragma omp parallel for schedule(static)
+      for (int64_t c0 = 0; c0 < C; c0 += G) {
+        reduce_pass(c0);
+        dx_pass(c0);
+      }
+      return;
     }
+#pragma omp parallel for schedule(static)
+    for (int64_t c0 = 0; c0 < C; c0 += G) reduce_pass(c0);
+    sync->sum(sums.data(), 2 * C, Device::CPU);
+#pragma omp parallel for schedule(static)
+    for (int64_t c0 = 0; c0 < C; c0 += G) dx_pass(c0);
   });
   return dx;
 }

@@ -44,9 +44,10 @@ class CudaBackend final : public Backend {
   Tensor adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_shape, Layout x_layout) override;
   Tensor batchnorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                            Tensor& running_var, bool training, double momentum, double eps, Saved* saved,
-                           bool relu) override;
+                           bool relu, ReplicaSum* sync) override;
   Tensor batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps, const Saved& saved,
-                            Tensor& dgamma, Tensor& dbeta, bool accumulate, const Tensor& relu_y) override;
+                            Tensor& dgamma, Tensor& dbeta, bool accumulate, const Tensor& relu_y,
+                            ReplicaSum* sync) override;
   Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu) override;
   Tensor linear_backward_data(const Tensor& dy, const Tensor& w) override;
   void linear_backward_weights(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor& db, bool accumulate) override;

@@ -132,3 +132,140 @@ void bn_backward(void* dx, float* dgamma, float* dbeta, const void* dy, const vo
 }
 
 }  // namespace vgg::cuk
+
+// ---------------------------------------------------------------- SyncBatchNorm (statistics across replicas)
+// The same two passes as bn_stats, with float64 per-channel sums that the process group adds across replicas in
+// between (native/dist): sums[c] = sum x and sums[C] = this replica's count; then sq[c] = sum (x - mean)^2 around the
+// global mean; bn_sync_finish turns the global sums into mean, invstd, the total count and the running statistics.
+namespace vgg::cuk {
+
+template <class T>
+__global__ void bn_sync_sum_k(double* sums, const T* x, int64_t N, int64_t C, int64_t HW, bool cl) {
+  __shared__ double shm[32];
+  const int64_t c = blockIdx.x, M = N * HW;
+  double s = 0.0;
+  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) s += ld(x, img_off(j / HW, c, j % HW, C, HW, cl));
+  s = block_sum_d(s, shm);
+  if (threadIdx.x == 0) {
+    sums[c] = s;
+    if (c == 0) sums[C] = double(M);
+  }
+}
+
+template <class T>
+__global__ void bn_sync_sq_k(double* sq, const double* sums, const T* x, int64_t N, int64_t C, int64_t HW, bool cl) {
+  __shared__ double shm[32];
+  const int64_t c = blockIdx.x, M = N * HW;
+  const double mu = sums[c] / sums[C];
+  double q = 0.0;
+  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
+    const double d = double(ld(x, img_off(j / HW, c, j % HW, C, HW, cl))) - mu;
+    q += d * d;
+  }
+  q = block_sum_d(q, shm);
+  if (threadIdx.x == 0) sq[c] = q;
+}
+
+__global__ void bn_sync_finish_k(float* mean, float* invstd, int64_t* count, float* rmean, float* rvar,
+                                 const double* sums, const double* sq, int64_t C, float momentum, float eps) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  const double total = sums[C], mu = sums[c] / total, var = sq[c] / total;
+  mean[c] = float(mu);
+  invstd[c] = float(1.0 / sqrt(var + double(eps)));
+  if (c == 0) count[0] = int64_t(total);
+  if (rmean) rmean[c] = (1.f - momentum) * rmean[c] + momentum * float(mu);
+  if (rvar) {
+    const double unbiased = total > 1 ? sq[c] / (total - 1) : var;
+    rvar[c] = (1.f - momentum) * rvar[c] + momentum * float(unbiased);
+  }
+}
+
+void bn_sync_sum(double* sums, const void* x, DType dt, int64_t N, int64_t C, int64_t HW, bool cl) {
+  if (C <= 0) return;
+  dispatch_float(dt, "batchnorm_forward", [&](auto* t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    bn_sync_sum_k<T><<<unsigned(C), 512, 0, cuk::stream()>>>(sums, (const T*)x, N, C, HW, cl);
+  });
+  check_launch("batchnorm_forward (synced sums)");
+}
+void bn_sync_sq(double* sq, const double* sums, const void* x, DType dt, int64_t N, int64_t C, int64_t HW, bool cl) {
+  if (C <= 0) return;
+  dispatch_float(dt, "batchnorm_forward", [&](auto* t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    bn_sync_sq_k<T><<<unsigned(C), 512, 0, cuk::stream()>>>(sq, sums, (const T*)x, N, C, HW, cl);
+  });
+  check_launch("batchnorm_forward (synced squares)");
+}
+void bn_sync_finish(float* mean, float* invstd, int64_t* count, float* running_mean, float* running_var,
+                    const double* sums, const double* sq, int64_t C, float momentum, float eps) {
+  if (C <= 0) return;
+  bn_sync_finish_k<<<grid_for(C), kThreads, 0, cuk::stream()>>>(mean, invstd, count, running_mean, running_var, sums,
+                                                                sq, C, momentum, eps);
+  check_launch("batchnorm_forward (synced statistics)");
+}
+
+// Backward: sums[c] = sum dy, sums[C + c] = sum dy * xhat of this replica (dgamma/dbeta written from them), summed
+// across replicas by the caller, then dx from the global sums and the total count.
+template <class T>
+__global__ void bn_sync_bwd_reduce_k(double* sums, float* dgamma, float* dbeta, const T* dy, const T* x,
+                                     const float* mean, const float* invstd, int64_t N, int64_t C, int64_t HW, bool cl,
+                                     bool acc) {
+  __shared__ double shm[32];
+  const int64_t c = blockIdx.x, M = N * HW;
+  const float mu = mean[c], is = invstd[c];
+  double sdy = 0.0, sdyx = 0.0;
+  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
+    const int64_t o = img_off(j / HW, c, j % HW, C, HW, cl);
+    const float g = ld(dy, o);
+    sdy += g;
+    sdyx += double(g) * double((ld(x, o) - mu) * is);
+  }
+  sdy = block_sum_d(sdy, shm);
+  sdyx = block_sum_d(sdyx, shm);
+  if (threadIdx.x == 0) {
+    sums[c] = sdy;
+    sums[C + c] = sdyx;
+    if (dgamma) dgamma[c] = (acc ? dgamma[c] : 0.f) + float(sdyx);
+    if (dbeta) dbeta[c] = (acc ? dbeta[c] : 0.f) + float(sdy);
+  }
+}
+
+template <class T>
+__global__ void bn_sync_bwd_dx_k(T* dx, const T* dy, const T* x, const float* gamma, const float* mean,
+                                 const float* invstd, const double* sums, const int64_t* count, int64_t n, int64_t C,
+                                 int64_t HW, bool cl) {
+  const float inv_m = 1.f / float(count[0]);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t c = cl ? i % C : (i / HW) % C;
+    const float is = invstd[c], xhat = (ld(x, i) - mean[c]) * is;
+    const float g = gamma ? gamma[c] : 1.f;
+    st(dx, i, g * is * (ld(dy, i) - float(sums[c]) * inv_m - xhat * float(sums[C + c]) * inv_m));
+  }
+}
+
+void bn_sync_backward_reduce(double* sums, float* dgamma, float* dbeta, const void* dy, const void* x, DType dt,
+                             const float* mean, const float* invstd, int64_t N, int64_t C, int64_t HW, bool cl,
+                             bool accumulate) {
+  if (C <= 0) return;
+  dispatch_float(dt, "batchnorm_backward", [&](auto* t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    bn_sync_bwd_reduce_k<T><<<unsigned(C), 512, 0, cuk::stream()>>>(sums, dgamma, dbeta, (const T*)dy, (const T*)x,
+                                                                     mean, invstd, N, C, HW, cl, accumulate);
+  });
+  check_launch("batchnorm_backward (synced reduce)");
+}
+void bn_sync_backward_dx(void* dx, const void* dy, const void* x, DType dt, const float* gamma, const float* mean,
+                         const float* invstd, const double* sums, const int64_t* count, int64_t N, int64_t C,
+                         int64_t HW, bool cl) {
+  const int64_t n = N * C * HW;
+  if (n <= 0) return;
+  dispatch_float(dt, "batchnorm_backward", [&](auto* t) {
+    using T = std::remove_pointer_t<decltype(t)>;
+    bn_sync_bwd_dx_k<T><<<grid_for(n), kThreads, 0, cuk::stream()>>>((T*)dx, (const T*)dy, (const T*)x, gamma, mean,
+                                                                      invstd, sums, count, n, C, HW, cl);
+  });
+  check_launch("batchnorm_backward (synced dx)");
+}
+
+}  // namespace vgg::cuk

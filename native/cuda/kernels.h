@@ -71,6 +71,22 @@ void bn_backward(void* dx, float* dgamma, float* dbeta, const void* dy, const vo
                  const float* gamma, const float* mean, const float* invstd, float* sums, int64_t N, int64_t C,
                  int64_t HW, bool cl, bool accumulate, bool batch_stats);
 
+// SyncBatchNorm (training, statistics across replicas; the caller sums the float64 buffers across replicas between
+// the launches): bn_sync_sum: sums[c] = sum x, sums[C] = N*HW; bn_sync_sq: sq[c] = sum (x - sums[c]/sums[C])^2;
+// bn_sync_finish: mean, invstd, count[0] = total count, running stats (unbiased variance over the total count).
+void bn_sync_sum(double* sums, const void* x, DType dt, int64_t N, int64_t C, int64_t HW, bool cl);
+void bn_sync_sq(double* sq, const double* sums, const void* x, DType dt, int64_t N, int64_t C, int64_t HW, bool cl);
+void bn_sync_finish(float* mean, float* invstd, int64_t* count, float* running_mean, float* running_var,
+                    const double* sums, const double* sq, int64_t C, float momentum, float eps);
+// Backward: sums[c] = sum dy, sums[C + c] = sum dy * xhat (this replica's; dgamma/dbeta from them), then, from the
+// global sums and count, dx = gamma * invstd * (dy - sums[c]/count - xhat * sums[C + c]/count).
+void bn_sync_backward_reduce(double* sums, float* dgamma, float* dbeta, const void* dy, const void* x, DType dt,
+                             const float* mean, const float* invstd, int64_t N, int64_t C, int64_t HW, bool cl,
+                             bool accumulate);
+void bn_sync_backward_dx(void* dx, const void* dy, const void* x, DType dt, const float* gamma, const float* mean,
+                         const float* invstd, const double* sums, const int64_t* count, int64_t N, int64_t C,
+                         int64_t HW, bool cl);
+
 // ---- softmax cross-entropy (loss.cu): logits (N,C) in dt, labels I32; loss[0] = mean over rows (F32);
 // dlogits (N,C) F32 = (softmax - onehot) / N. row_loss: scratch of N floats. A label outside [0,C) gives NaN.
 void cross_entropy(float* loss, float* dlogits, float* row_loss, const void* logits, DType dt,
@@ -96,6 +112,11 @@ void sgd_upload(SgdPlan& plan, const SgdTensor* tensors, int64_t ntensors);
 // guard (device, may be null): when *guard is not finite, nothing is updated (a captured step's loss).
 void sgd_step(const SgdPlan& plan, float lr, float momentum, float dampening, float weight_decay, bool nesterov,
               bool first, const float* lr_slot = nullptr, const float* guard = nullptr);
+
+// ---- distributed training (comm.cu): unlike everything above, queued on the given stream (the process group's
+// communication stream). pack: dst = src as float32 or bfloat16; unpack: dst = scale * src.
+void comm_pack(void* dst, bool to_bf16, const float* src, int64_t n, void* stream);
+void comm_unpack(float* dst, const void* src, bool from_bf16, int64_t n, float scale, void* stream);
 
 // ---- CUDA graph slots (graph.cu): dst[i] = values[i] for i < n (n <= kMaxGraphSlots), queued on the stream.
 constexpr int kMaxGraphSlots = 64;

@@ -40,6 +40,9 @@ function skipReason(argv: string[]): string | null {
   if (prog === 'npm' && args[0] === 'test') return 'the test suite itself';
   if (prog === 'npm' && args[0] === 'run' && args[1] === 'bench') return 'a benchmark of minutes';
   if (prog === 'tensorboard') return 'an external program (TensorBoard)';
+  if (prog === 'vggnet' && args[0] === 'launch') return 'runs a script of your own (test/dist/training.test.ts runs one under vggnet launch)';
+  if (args.includes('--devices')) return 'needs a GPU per worker';
+  if (args.includes('--nnodes')) return 'needs two machines (test/dist/training.test.ts simulates them with network namespaces)';
   if (args.includes('--download')) return 'downloads from the network';
   const pre = args.indexOf('--pretrained');
   if (pre >= 0 && !args[pre + 1].includes('/')) return "downloads torchvision's weights from the network";
@@ -112,6 +115,7 @@ test('the README\'s new runs each write to their own --checkpoint-dir (run in or
   const dirs = readmeCommands(fs.readFileSync(path.join(repo, 'README.md'), 'utf8'))
     .map(words)
     .filter((w) => w[0] === 'node' && w[1] === 'dist/train.js' && !w.includes('--resume') && !w.includes('--evaluate'))
+    .filter((w) => !/^--node-rank [1-9]/.test(w.slice(w.indexOf('--node-rank')).join(' '))) // another machine's half of a run
     .map((w) => (w.includes('--checkpoint-dir') ? w[w.indexOf('--checkpoint-dir') + 1] : './checkpoint'));
   expect(dirs.length).toBeGreaterThan(2);
   expect(new Set(dirs).size).toBe(dirs.length);

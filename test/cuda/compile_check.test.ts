@@ -50,12 +50,12 @@ function walk(dir: string): string[] {
 }
 
 /** What the script must find, worked out independently: .cu anywhere under native/, .cc under native/cuda/, and
- *  any other native .cc with a preprocessor conditional on VGG_WITH_CUDA. */
+ *  any other native .cc with a preprocessor conditional on VGG_WITH_CUDA or VGG_WITH_NCCL (native/dist's engine). */
 function expectedUnits(tree: string): string[] {
   const rel = (p: string) => path.relative(tree, p).split(path.sep).join('/');
   return walk(path.join(tree, 'native')).map(rel).filter((f) => f.endsWith('.cu') ||
     (f.endsWith('.cc') && (f.startsWith('native/cuda/') ||
-      /^\s*#\s*(if|ifdef|ifndef|elif)\b.*VGG_WITH_CUDA/m.test(fs.readFileSync(path.join(tree, f), 'utf8')))))
+      /^\s*#\s*(if|ifdef|ifndef|elif)\b.*VGG_WITH_(CUDA|NCCL)/m.test(fs.readFileSync(path.join(tree, f), 'utf8')))))
     .sort();
 }
 

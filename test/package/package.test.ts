@@ -100,7 +100,9 @@ testIf(skipAll)('installed with its install script blocked: nothing was built, t
   for (const f of ['lib/train/dashboard.html', 'lib/io/onnx.proto', 'examples/train.ts']) expect(fs.existsSync(path.join(installed(), f))).toBe(true);
   if (fs.existsSync(prebuilt)) {
     const dir = path.join(installed(), 'prebuilds', 'linux-x64');
-    expect(fs.readdirSync(dir).sort()).toEqual(['libOpenCL.so.1', 'libdnnl.so.2', 'libgomp.so.1', 'licenses', 'node.napi.glibc.node', 'prebuild.json']);
+    // oneDNN and what it needs; gloo (distributed training) and what it needs
+    expect(fs.readdirSync(dir).sort()).toEqual(['libOpenCL.so.1', 'libdnnl.so.2', 'libgloo.so.0', 'libgomp.so.1', 'libhiredis.so.0.14', 'libibverbs.so.1',
+      'libnl-3.so.200', 'libnl-route-3.so.200', 'licenses', 'node.napi.glibc.node', 'prebuild.json']);
   }
 });
 

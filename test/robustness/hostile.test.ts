@@ -161,6 +161,7 @@ describe('checkpoint metadata', () => {
     ['classes fewer than the classes', (o) => (o.classes = ['a', 'b']), /'classes': expected 5 class names \(model\.numClasses\), got '2 names'/],
     ['rng.dropout entry without calls', (o) => ((o.rng as { dropout: unknown[] }).dropout = [{ seed: 1 }]), /'rng\.dropout\[0\]': expected an object \{ seed: integer, calls: integer >= 0 \}/],
     ['rng.loader garbled', (o) => ((o.rng as Record<string, unknown>).loader = { seed: 1, epoch: -1, batch: 0, shuffle: true }), /'rng\.loader': expected null or an object/],
+    ['rng.loader.worldSize 0', (o) => ((o.rng as Record<string, unknown>).loader = { seed: 1, epoch: 0, batch: 0, shuffle: true, worldSize: 0 }), /'rng\.loader\.worldSize': expected an integer >= 1, got 0/],
     ['metrics value an object', (o) => (o.metrics = { 'val.loss': {} }), /'metrics\.val\.loss': expected a number/],
     ['partial with more correct than samples', (o) => (o.partial = { lossSum: 1, correct1: 5, correct5: 5, samples: 2 }), /'partial': expected null or the running metrics/],
     ['history entry a number', (o) => (o.history = [3]), /'history\[0\]': expected an object of metrics/],

@@ -1,6 +1,6 @@
 // compile-check only: declares the subset of the NCCL API vggnet uses, with the documented signatures, types and
-// enum values; never linked or shipped. Nothing in native/ includes it yet: it is the core API distributed training
-// will use (communicator setup and teardown, error queries, the collectives), ready for scripts/compile-cuda.sh.
+// enum values; never linked or shipped. native/dist/nccl.cc (distributed training's NCCL engine) is compiled against
+// it by scripts/compile-cuda.sh: communicator setup and teardown, error queries, the collectives.
 //
 // Source of every signature and value: NCCL 2.28.3's nccl.h (src/nccl.h.in) and the NCCL 2.2x API reference.
 // ncclConfig_t is versioned by NCCL (its size and version fields tell the library which members exist): the layout
