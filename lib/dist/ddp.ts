@@ -1,0 +1,222 @@
+// DistributedDataParallel: PyTorch DDP's model for a VGGNet. One process per device, each with a full replica; at
+// construction every parameter and buffer is copied from rank 0; in each step the gradients are averaged over the
+// ranks while backward is still running.
+//
+// Buckets (DDP's reducer): the parameters in reverse order — the order backward produces their gradients, the
+// classifier's first — are grouped into buckets of about 25 MB (the first one 1 MB, so communication starts early).
+// Each layer's backward hands its freshly written gradients to gradientsReady() (through the StepContext that
+// Sequential passes down); when a bucket's last gradient arrives, its all-reduce starts at once (native/dist: on the
+// comm thread for gloo, on the communication stream for NCCL) and runs beside the rest of backward. finishGradients()
+// is where the optimizer step needs them all. The step's loss is all-reduced alongside (every rank logs the same
+// loss, and skips a non-finite step together), with each rank's stop vote (Ctrl-C stops every rank after the same
+// step).
+//
+// Optional: bf16 compression (each bucket travels as bfloat16, summed in float32 pairwise, averaged back into the
+// float32 gradients), and SyncBatchNorm (batch statistics over every replica's batch, in forward and backward).
+// Without it, BatchNorm keeps per-replica statistics, as DDP does; evaluation then uses rank 0's running statistics
+// (broadcastBuffers()), as DDP's broadcast_buffers makes every replica's.
+import { VGGNet } from '../models/vgg';
+import { Dropout } from '../nn/layers';
+import { Counter, DistributedStep, Parameter, StepContext } from '../nn/module';
+import { SGD } from '../optim/sgd';
+import { Tensor } from '../tensor';
+import { eagerGate, runStep } from '../train/train_step';
+import { ProcessGroup, getProcessGroup } from './process_group';
+import {
+  groupFinish, groupReduceBucket, groupReduceExtras, groupRequestStop, groupStopVotes, groupSyncDevice,
+} from './native_dist';
+
+export interface DDPOptions {
+  /** Default: the group initDistributed() made. */
+  processGroup?: ProcessGroup;
+  /** Bucket size in MB (default 25, DDP's bucket_cap_mb). */
+  bucketCapMB?: number;
+  /** The first bucket's size in MB (default 1, as DDP), so that the first all-reduce starts early in backward. */
+  firstBucketMB?: number;
+  /** 'bf16': gradients travel as bfloat16 (half the bytes), are averaged back into float32. Default 'none'. */
+  gradientCompression?: 'none' | 'bf16';
+  /** SyncBatchNorm: batch statistics over every replica's batch, in forward and backward. Default false. */
+  syncBatchNorm?: boolean;
+}
+
+export interface BucketInfo {
+  /** Parameter names, in the order their gradients arrive. */
+  names: string[];
+  /** Float32 bytes of the gradients. */
+  bytes: number;
+}
+
+interface Bucket extends BucketInfo {
+  params: Parameter[];
+}
+
+const MB = 1024 * 1024;
+
+// Rank r's dropout seed, derived from rank 0's: each replica draws its own masks, and a checkpoint (rank 0's seeds)
+// restores every rank's.
+function rankSeed(seed: number, rank: number): number {
+  if (rank === 0) return seed >>> 0;
+  let h = (seed ^ Math.imul(rank, 0x9e3779b9)) >>> 0;
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b) >>> 0;
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+export class DistributedDataParallel implements DistributedStep {
+  readonly module: VGGNet;
+  readonly processGroup: ProcessGroup;
+  readonly compression: 'none' | 'bf16';
+  readonly buckets: readonly BucketInfo[];
+  /** For the layers (StepContext): the group SyncBatchNorm reduces over, or null. */
+  readonly syncBatchNorm: ProcessGroup | null;
+  private readonly plan: Bucket[];
+  private readonly bucketOf = new Map<Parameter, number>();
+  private readonly ready: number[];
+  private readonly seen = new Set<Parameter>();
+  private launched = 0;
+  private active = false;
+  private lossOut: Tensor | null = null;
+
+  constructor(model: VGGNet, options: DDPOptions = {}) {
+    if (!(model instanceof VGGNet)) throw new TypeError('DistributedDataParallel: expected a VGGNet model');
+    const pg = options.processGroup ?? getProcessGroup();
+    if (!pg) throw new Error('DistributedDataParallel: no process group: call initDistributed() first (or pass { processGroup })');
+    if (model.device !== pg.device) {
+      throw new Error(`DistributedDataParallel: the model is on ${model.device}, but the process group reduces ${pg.device} tensors`);
+    }
+    const capMB = options.bucketCapMB ?? 25;
+    const firstMB = options.firstBucketMB ?? 1;
+    if (!(capMB > 0) || !(firstMB > 0)) throw new RangeError(`DistributedDataParallel: bucket sizes must be > 0 MB, got ${capMB} and ${firstMB}`);
+    const compression = options.gradientCompression ?? 'none';
+    if (compression !== 'none' && compression !== 'bf16') throw new RangeError(`DistributedDataParallel: gradientCompression must be 'none' or 'bf16', got '${String(compression)}'`);
+    this.module = model;
+    this.processGroup = pg;
+    this.compression = compression;
+    this.syncBatchNorm = options.syncBatchNorm ? pg : null;
+
+    // Buckets in the order backward produces the gradients: the parameters reversed.
+    const plan: Bucket[] = [];
+    let cur: Bucket = { names: [], params: [], bytes: 0 };
+    for (const { name, param } of [...model.namedParameters()].reverse()) {
+      cur.names.push(name);
+      cur.params.push(param);
+      cur.bytes += 4 * param.shape.reduce((a, b) => a * b, 1);
+      if (cur.bytes >= (plan.length === 0 ? firstMB : capMB) * MB) {
+        plan.push(cur);
+        cur = { names: [], params: [], bytes: 0 };
+      }
+    }
+    if (cur.params.length) plan.push(cur);
+    plan.forEach((b, i) => b.params.forEach((p) => this.bucketOf.set(p, i)));
+    this.plan = plan;
+    this.buckets = plan.map(({ names, bytes }) => ({ names, bytes }));
+    this.ready = new Array(plan.length).fill(0);
+
+    // Every replica starts from rank 0's weights and buffers.
+    this.broadcastState();
+    this.applyRankSeeds();
+  }
+
+  get capturable(): boolean {
+    return this.processGroup.capturable;
+  }
+
+  /** The context runStep / TrainStepRunner pass down through the model. */
+  stepContext(): StepContext {
+    return { distributed: this };
+  }
+
+  /** Copies rank 0's parameters and buffers (BatchNorm's running statistics) to every rank. */
+  broadcastState(): void {
+    const tensors: Tensor[] = this.module.namedParameters().map(({ param }) => param.value);
+    this.processGroup.broadcast([...tensors, ...this.bufferTensors()], 0);
+  }
+
+  /** Copies rank 0's buffers to every rank (before evaluation: every rank then uses the same running statistics). */
+  broadcastBuffers(): void {
+    const b = this.bufferTensors();
+    if (b.length) this.processGroup.broadcast(b, 0);
+  }
+
+  /** Derives this rank's dropout seeds from the current ones (rank 0's): call after loading rank 0's state. */
+  applyRankSeeds(): void {
+    for (const m of this.module.classifier.layers) if (m instanceof Dropout) m.seed = rankSeed(m.seed, this.processGroup.rank);
+  }
+
+  /** Asks every rank to stop after the step that carries the vote (the next one). */
+  requestStop(on = true): void {
+    groupRequestStop(this.processGroup.handle, on);
+  }
+
+  /** After a step (and waitForDevice): whether some rank voted to stop in it. */
+  stopAgreed(): boolean {
+    return groupStopVotes(this.processGroup.handle) > 0;
+  }
+
+  // ---- DistributedStep (called by runStep and the layers)
+
+  beginBackward(loss: Tensor): void {
+    this.active = true;
+    this.ready.fill(0);
+    this.seen.clear();
+    this.launched = 0;
+    this.lossOut = Tensor.empty([1], { device: this.module.device });
+    groupReduceExtras(this.processGroup.handle, loss, this.lossOut);
+  }
+
+  gradientsReady(params: Parameter[]): void {
+    if (!this.active) return; // a backward outside a distributed step
+    for (const p of params) {
+      const i = this.bucketOf.get(p);
+      if (i === undefined) throw new Error('DistributedDataParallel: a gradient of a parameter that is not in the wrapped model');
+      this.ready[i]++;
+      this.seen.add(p);
+    }
+    // Buckets start in order (every rank must issue the same collectives in the same order).
+    while (this.launched < this.plan.length && this.ready[this.launched] === this.plan[this.launched].params.length) {
+      const b = this.plan[this.launched++];
+      groupReduceBucket(this.processGroup.handle, b.params.map((p) => p.grad), this.compression === 'bf16');
+    }
+  }
+
+  finishGradients(): Tensor {
+    if (!this.active || !this.lossOut) throw new Error('DistributedDataParallel: finishGradients() without beginBackward()');
+    this.active = false;
+    if (this.launched < this.plan.length) {
+      const missing = this.plan.slice(this.launched).flatMap((b) => b.names.filter((_, k) => !this.seen.has(b.params[k])));
+      throw new Error(`DistributedDataParallel: bucket ${this.launched} of ${this.plan.length} never got all its gradients this step ` +
+        `(waiting for ${missing.slice(0, 4).join(', ')}${missing.length > 4 ? ', ...' : ''}): every parameter must take part in the loss`);
+    }
+    groupFinish(this.processGroup.handle);
+    const out = this.lossOut;
+    this.lossOut = null;
+    return out;
+  }
+
+  waitForDevice(): void {
+    if (this.module.device === 'cuda') groupSyncDevice(this.processGroup.handle);
+  }
+
+  /**
+   * One training step of a custom loop (the Trainer uses TrainStepRunner instead): forward, loss, backward with the
+   * gradients averaged over the ranks, SGD. Returns the loss averaged over the ranks.
+   */
+  step(optimizer: SGD, images: Tensor, labels: Tensor): number {
+    const params = this.module.namedParameters().map(({ param }) => param);
+    const gate = (loss: Tensor) => {
+      this.waitForDevice();
+      return eagerGate(loss);
+    };
+    const out = runStep(this.module, optimizer, params, images, labels, gate, this.stepContext());
+    try {
+      return out.loss.item();
+    } finally {
+      out.logits.dispose();
+      out.loss.dispose();
+    }
+  }
+
+  private bufferTensors(): Tensor[] {
+    return this.module.namedBuffers().map(([, b]) => b).filter((b): b is Tensor => !(b instanceof Counter));
+  }
+}
