@@ -84,6 +84,14 @@ export interface NativeSgdParams {
   weightDecay: number;
   nesterov: boolean;
 }
+/** One oneDNN implementation a CPU op ran (cpu_kernels_used in native/ops.h). */
+export interface CpuKernelUse {
+  op: string;
+  impl: string;
+  calls: number;
+  ms: number;
+}
+
 export interface NativeWithSaved {
   y: T;
   saved: T[];
@@ -138,6 +146,7 @@ export interface NativeAddon {
   setCudaMathMode(mode: 0 | 1 | 2): void;
   cpuIsaInfo(): { isa: string; bf16: boolean };
   cpuPeakGflops(threads: number, seconds: number): { gflops: number; threads: number; vector: string };
+  cpuKernelsUsed(): CpuKernelUse[];
   setNumThreads(n: number): void;
   getNumThreads(): number;
 

@@ -1,7 +1,7 @@
 // Typed wrappers of the addon's ops (native/ops.h): one function per op and direction, Tensors in and out; plus the
 // CPU's ISA and peak, the GPU's float32 math mode, and CUDA graph capture.
 import { DeviceName } from './backend';
-import { addon, NativeGraph, NativeGroup, NativeTensor, NativeWithSaved } from './native';
+import { addon, CpuKernelUse, NativeGraph, NativeGroup, NativeTensor, NativeWithSaved } from './native';
 import { DType, Layout, Tensor } from './tensor';
 
 export interface Conv2dParams {
@@ -137,6 +137,15 @@ export function cpuIsaInfo(): { isa: string; bf16: boolean } {
  */
 export function cpuPeakGflops(threads: number, seconds = 0.5): { gflops: number; threads: number; vector: string } {
   return addon().cpuPeakGflops(threads, seconds);
+}
+
+/**
+ * The oneDNN implementations the CPU ops ran since the last call (which clears the log): one entry per (op, impl)
+ * with calls and wall ms, e.g. `{ op: 'conv2d_forward', impl: 'jit_wino_4x3:avx512_core', calls: 12, ms: 850 }`;
+ * the GEMM paths read `gemm:` + the matmul's implementation.
+ */
+export function cpuKernelsUsed(): CpuKernelUse[] {
+  return addon().cpuKernelsUsed();
 }
 
 /** Waits for the work queued on `device`. */

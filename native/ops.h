@@ -151,6 +151,16 @@ struct CpuPeak {
 };
 CpuPeak cpu_peak_gflops(int threads, double seconds);
 
+// The oneDNN implementations the CPU backend's primitives ran since the last call (which clears the log), one entry
+// per (op, implementation) with its calls and wall time, e.g. {"conv2d_forward", "jit_wino_4x3:avx512_core", 12,
+// 850.0}; the small-map and linear GEMMs read "gemm:" + the matmul's implementation (native/cpu/kernel_log.h).
+struct CpuKernelUse {
+  std::string op, impl;
+  int64_t calls = 0;
+  double ms = 0;
+};
+std::vector<CpuKernelUse> cpu_kernels_used();
+
 Backend& backend(Device d);  // throws when that device's backend was not built or has no usable device
 Backend& cpu_backend();
 Backend* cuda_backend_or_null();  // null when CUDA was not built (defined in cuda/ or by a stub)

@@ -368,6 +368,20 @@ Napi::Value FillRandom(const Napi::CallbackInfo& info) {
   backend(t.device()).fill_random(t, kind == "normal" ? RandomKind::Normal : RandomKind::Uniform, a, b, seed);
   return info.Env().Undefined();
 }
+// cpuKernelsUsed(): [{op, impl, calls, ms}], read and cleared, see ops.h.
+Napi::Value CpuKernelsUsedJs(const Napi::CallbackInfo& info) {
+  const auto used = cpu_kernels_used();
+  Napi::Array a = Napi::Array::New(info.Env(), used.size());
+  for (size_t i = 0; i < used.size(); ++i) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("op", used[i].op);
+    o.Set("impl", used[i].impl);
+    o.Set("calls", double(used[i].calls));
+    o.Set("ms", used[i].ms);
+    a.Set(uint32_t(i), o);
+  }
+  return a;
+}
 Napi::Value SetCudaMathMode(const Napi::CallbackInfo& info) {
   cuda_set_math_mode(get_int32(arg(info, 0), "setCudaMathMode"));
   return info.Env().Undefined();
@@ -427,6 +441,7 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("setCudaMathMode", SetCudaMathMode);
   def("cpuIsaInfo", CpuIsaInfoJs);
   def("cpuPeakGflops", CpuPeakGflopsJs);
+  def("cpuKernelsUsed", CpuKernelsUsedJs);
   def("setNumThreads", SetNumThreads);
   def("getNumThreads", GetNumThreads);
 }

@@ -5,6 +5,7 @@
 // bf16 activations (Bf16Path, cpu_common.h): the matmuls run in the compute dtype `cdt` of the operands (bf16 with
 // bf16 weights on the native path, widened f32 with bf16-rounded f32 weights when emulated); bias, dw and db are f32.
 #include "backend.h"
+#include "kernel_log.h"
 
 namespace vgg::cpu {
 
@@ -43,8 +44,11 @@ Tensor CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, mem_of(xc, a)}, {DNNL_ARG_WEIGHTS, mem_of(wc, wt)},
                                          {DNNL_ARG_DST, mem_of(y, c)}};
     if (b.defined()) args.emplace(DNNL_ARG_BIAS, mem_of(b, bias));
-    e.prim.execute(stream(), args);
-    stream().wait();
+    {
+      KernelTimer t(op, std::string("gemm:") + e.pd.impl_info_str());
+      e.prim.execute(stream(), args);
+      stream().wait();
+    }
     return bf16_result(y, path);
   });
 }
@@ -69,9 +73,12 @@ Tensor CpuBackend::linear_backward_data(const Tensor& dy, const Tensor& w) {
     auto a = md({N, M}, cdt, tag::ab), wm = md({M, K}, cdt, tag::ab), c = md({N, K}, cdt, tag::ab);
     auto& e = matmul_entry(cache_key(op, N, K, M, int(cdt)), a, wm, nullptr, c, false, false);
     Tensor dx = Tensor::empty({N, K}, cdt, Device::CPU);
-    e.prim.execute(stream(), {{DNNL_ARG_SRC, mem_of(dyc, a)}, {DNNL_ARG_WEIGHTS, mem_of(wc, wm)},
-                              {DNNL_ARG_DST, mem_of(dx, c)}});
-    stream().wait();
+    {
+      KernelTimer t(op, std::string("gemm:") + e.pd.impl_info_str());
+      e.prim.execute(stream(), {{DNNL_ARG_SRC, mem_of(dyc, a)}, {DNNL_ARG_WEIGHTS, mem_of(wc, wm)},
+                                {DNNL_ARG_DST, mem_of(dx, c)}});
+      stream().wait();
+    }
     return bf16_result(dx, path);
   });
 }
@@ -98,6 +105,7 @@ void CpuBackend::linear_backward_weights(const Tensor& x, const Tensor& dy, Tens
     const DType cdt = xc.dtype;
     auto a = md({M, N}, cdt, tag::ba), xm = md({N, K}, cdt, tag::ab), c = md({M, K}, DType::F32, tag::ab);
     auto& e = matmul_entry(cache_key(op, N, K, M, accumulate, int(cdt)), a, xm, nullptr, c, false, accumulate);
+    KernelTimer t(op, std::string("gemm:") + e.pd.impl_info_str());
     e.prim.execute(stream(), {{DNNL_ARG_SRC, mem_of(dyc, a)}, {DNNL_ARG_WEIGHTS, mem_of(xc, xm)},
                               {DNNL_ARG_DST, mem_of(dw, c)}});
     stream().wait();
