@@ -9,7 +9,10 @@ export interface Conv2dParams {
   strideW: number;
   padH: number;
   padW: number;
-  /** CPU backend: the forward returns y in 'nchw8c' (when outChannels % 8 == 0) whatever x's layout. */
+  /**
+   * CPU backend: the forward returns y in `cpuIsaInfo().blockedLayout` ('nchw16c' on AVX-512, else 'nchw8c') when
+   * outChannels is a multiple of its block (else 'nchw8c' when a multiple of 8), whatever x's layout.
+   */
   cpuBlockedOutput?: boolean;
 }
 export interface Pool2dParams {
@@ -124,9 +127,11 @@ export function toLayout(x: Tensor, layout: Layout): Tensor {
 /**
  * What the CPU backend's oneDNN runs on here: `isa` is oneDNN's effective ISA ('avx2', 'avx512_core',
  * 'avx512_core_amx', ...), `bf16` whether bf16 runs on oneDNN's bf16 kernels (oneDNN 2.6: avx512_core and newer);
- * false without them or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32.
+ * false without them or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32. `blockedLayout` is
+ * the layout the convolutions write between layers (`cpuBlockedOutput`): 'nchw16c' where oneDNN's f32 kernels
+ * work in it (AVX-512), else 'nchw8c'.
  */
-export function cpuIsaInfo(): { isa: string; bf16: boolean } {
+export function cpuIsaInfo(): { isa: string; bf16: boolean; blockedLayout: Layout } {
   return addon().cpuIsaInfo();
 }
 

@@ -125,7 +125,8 @@ export class VGGNet extends Module {
       } else {
         if (!Number.isInteger(v) || v < 1) throw new RangeError(`VGGNet: bad layer width ${String(v)} in the config`);
         const conv = new Conv2d(inC, v, 3, { padding: 1, device });
-        // On the CPU the features run in oneDNN's nchw8c from the first conv's output on: no reorder between layers
+        // On the CPU the features run in oneDNN's blocked layout (nchw16c on AVX-512, else nchw8c) from the first
+        // conv's output on: no reorder between layers
         // (the flag is ignored by the CUDA backend; the avgpool's output is plain NCHW again).
         conv.params.cpuBlockedOutput = true;
         layers.push(conv);

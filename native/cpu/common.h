@@ -101,11 +101,11 @@ void check_param(const Tensor& t, const Shape& s, const char* what);  // defined
 void check_same_layout(const Tensor& a, const Tensor& b, const char* what);
 
 // Offset of logical (n,c,h,w) for a tensor of shape (N,C,H,W) stored with `layout`:
-// n*s.n + s.coff(c) + h*s.h + w*s.w (for nchw8c, s.c is the stride of a block of 8 channels).
+// n*s.n + s.coff(c) + h*s.h + w*s.w (for nchw8c/nchw16c, s.c is the stride of a block of `block` channels).
 struct Strides4 {
   int64_t n, c, h, w;
-  bool blocked;
-  int64_t coff(int64_t ch) const { return blocked ? (ch >> 3) * c + (ch & 7) : ch * c; }
+  int block;  // channels per block (8, 16), 0 when not blocked
+  int64_t coff(int64_t ch) const { return block ? (ch / block) * c + ch % block : ch * c; }
 };
 Strides4 strides4(const Shape& s, Layout layout);
 

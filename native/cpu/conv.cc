@@ -1,8 +1,8 @@
 // conv2d on oneDNN: forward (bias, optional fused ReLU), backward data, backward weights + bias.
 //   x (N,C,H,W), w (K,C,R,S), b (K) -> y (N,K,P,Q); P = floor((H + 2*pad_h - R)/stride_h) + 1, Q likewise.
-// The primitives choose their own layouts (format_tag::any). Activations in nchw8c (Layout::Blocked8, what the
-// primitives pick on AVX2/AVX-512 for C % 8 == 0) go in and out without a reorder; y keeps x's layout unless
-// p.cpu_blocked_output asks for nchw8c, so a network pays one reorder at its entry and none between layers.
+// The primitives choose their own layouts (format_tag::any). Activations in the blocked layout they pick (nchw16c
+// on AVX-512, nchw8c on AVX2: cpu_isa_info().blocked) go in and out without a reorder; y keeps x's layout unless
+// p.cpu_blocked_output asks for the blocked one, so a network pays one reorder at its entry and none between layers.
 // Weights are plain (K,C,R,S) and reordered per call (fwd and bwd-data want different blocked forms).
 // Output maps of at most 4×4 do not use oneDNN's convolution but one GEMM over the whole batch (see use_small_map).
 // bf16 activations (see Bf16Path in cpu_common.h): each entry point turns its operands into compute operands
@@ -48,8 +48,10 @@ ConvGeom geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const c
 
 memory::desc any_md(const memory::dims& d, DType dt) { return memory::desc(d, dnnl_dtype(dt), tag::any); }
 
-// The layout an activation of C channels gets when `want` is asked for: nchw8c needs C % 8 == 0.
+// The layout an activation of C channels gets when `want` is asked for: a blocked layout needs C to be a multiple
+// of its block (nchw16c falls back to nchw8c, nchw8c to nchw).
 Layout act_layout(Layout want, int64_t C) {
+  if (want == Layout::Blocked16 && C % 16 != 0) want = Layout::Blocked8;
   return want == Layout::Blocked8 && C % 8 != 0 ? Layout::Contiguous : want;
 }
 
@@ -480,7 +482,7 @@ Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor
   check_ndim(w, 4, "conv2d_forward: weight");
   ConvGeom g = geometry(x.shape, w.shape, p, op);
   if (b.defined()) check_param(b, {g.K}, "conv2d_forward: bias");
-  const Layout y_layout = act_layout(p.cpu_blocked_output ? Layout::Blocked8 : x.layout, g.K);
+  const Layout y_layout = act_layout(p.cpu_blocked_output ? cpu_isa_info().blocked : x.layout, g.K);
   if (g.N == 0) return Tensor::empty({0, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);  // oneDNN: SIGFPE on N=0
   const Bf16Path path = bf16_path(x.dtype);
   return guard(op, [&] {
