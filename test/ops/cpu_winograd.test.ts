@@ -3,23 +3,17 @@
 // float64 references. Winograd's transforms round more than a direct convolution does; the measured error and the
 // tolerance it needs are stated below. Runs where oneDNN has the kernels (avx512_core and newer) and
 // VGGNET_CPU_WINOGRAD is not 0; elsewhere it is skipped with the reason.
-import { Tensor, Layout } from '../lib/tensor';
-import * as ops from '../lib/ops';
-import * as R from './ref/naive';
-import { uniformSource } from './ref/random';
+import { Tensor, Layout } from '../../lib/tensor';
+import * as ops from '../../lib/ops';
+import * as R from '../ref/naive';
+import { uniformSource } from '../ref/random';
+import { disposeKeptAfterEach, f64 as arr, keep, numel } from '../helpers/tensors';
 
 const uniform = uniformSource(4242);
-const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
-const live: Tensor[] = [];
+disposeKeptAfterEach();
 function T(data: ArrayLike<number>, shape: number[], layout: Layout = 'nchw'): Tensor {
-  const t = Tensor.from(Float32Array.from(data), shape, { device: 'cpu', layout });
-  live.push(t);
-  return t;
+  return keep(Tensor.from(Float32Array.from(data), shape, { device: 'cpu', layout }));
 }
-afterEach(() => {
-  for (const t of live.splice(0)) t.dispose();
-});
-const arr = (t: Tensor) => Float64Array.from(t.toArray() as Float32Array);
 
 /** max |a - e| / max |e| */
 function relErr(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
@@ -72,9 +66,9 @@ describeWino('Winograd convolutions (avx512_core)', () => {
         ops.cpuKernelsUsed(); // clear
 
         const y = ops.conv2dForward(T(x, xs, layout), T(w, ws), T(b, [k]), P1, true);
-        live.push(y);
+        keep(y);
         const dx = ops.conv2dBackwardData(T(dy, ref.shape, layout), T(w, ws), xs, P1);
-        live.push(dx);
+        keep(dx);
         const dw = T(new Float32Array(numel(ws)), ws), db = T(new Float32Array(k), [k]);
         ops.conv2dBackwardWeights(T(x, xs, layout), T(dy, ref.shape, layout), P1, dw, db, false);
         const kernels = convKernels();
@@ -104,7 +98,7 @@ describeWino('Winograd convolutions (avx512_core)', () => {
       ops.cpuKernelsUsed();
       const x = T(uniform(numel(xs)), xs), w = T(uniform(numel(ws)), ws);
       const y = ops.conv2dForward(x, w, null, p, false);
-      live.push(y);
+      keep(y);
       const dw = T(new Float32Array(numel(ws)), ws);
       ops.conv2dBackwardWeights(x, T(uniform(numel(y.shape)), y.shape), p, dw, null, false);
       return convKernels();
