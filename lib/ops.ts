@@ -126,8 +126,9 @@ export function toLayout(x: Tensor, layout: Layout): Tensor {
 }
 /**
  * What the CPU backend's oneDNN runs on here: `isa` is oneDNN's effective ISA ('avx2', 'avx512_core',
- * 'avx512_core_amx', ...), `bf16` whether bf16 runs on oneDNN's bf16 kernels (oneDNN 2.6: avx512_core and newer);
- * false without them or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32. `blockedLayout` is
+ * 'avx512_core_amx', ...), `bf16` whether bf16 runs on oneDNN's bf16 kernels (CPUs with bf16 instructions:
+ * avx512_core_bf16, AMX; with VGGNET_CPU_BF16=native wherever oneDNN 2.6 has them, avx512_core on); false otherwise
+ * or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32. `blockedLayout` is
  * the layout the convolutions write between layers (`cpuBlockedOutput`): 'nchw16c' where oneDNN's f32 kernels
  * work in it (AVX-512), else 'nchw8c'.
  */

@@ -136,8 +136,9 @@ class Backend {
 
 // What the CPU backend's oneDNN dispatches to on this machine: isa is oneDNN's effective ISA ("avx2",
 // "avx512_core", "avx512_core_amx", ...); bf16 is whether the CPU backend runs bf16 on oneDNN's bf16 kernels
-// (oneDNN 2.6: avx512_core or newer, fast with avx512_core_bf16/AMX); false without them, or with
-// VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32 (native/cpu/cpu_common.h, Bf16Path).
+// (by default where the CPU has bf16 instructions: avx512_core_bf16, AMX; VGGNET_CPU_BF16=native: wherever oneDNN
+// 2.6 has the kernels, avx512_core on); false otherwise or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated
+// in float32 (native/cpu/common.h, Bf16Path).
 // blocked is the layout the CPU convolutions write between layers (Conv2dParams::cpu_blocked_output): nchw16c where
 // oneDNN's f32 kernels work in nChw16c (AVX-512), else nchw8c.
 struct CpuIsaInfo {

@@ -43,8 +43,10 @@ test('cpuIsaInfo reports oneDNN\'s ISA and bf16 support', () => {
   expect(typeof isa.isa).toBe('string');
   expect(isa.isa.length).toBeGreaterThan(0);
   expect(typeof isa.bf16).toBe('boolean');
-  // oneDNN 2.6: bf16 convolutions need avx512_core at least
+  // oneDNN 2.6: bf16 convolutions need avx512_core at least; by default they run only with bf16 instructions
   if (/^(sse41|avx|avx2|avx2_vnni)$/.test(isa.isa)) expect(isa.bf16).toBe(false);
+  if (isa.isa === 'avx512_core' && process.env.VGGNET_CPU_BF16 !== 'native') expect(isa.bf16).toBe(false);
+  if (isa.isa === 'avx512_core' && process.env.VGGNET_CPU_BF16 === 'native') expect(isa.bf16).toBe(true);
 });
 
 test('VGGNet says when bf16 on the CPU is emulated; VGGNET_CPU_BF16=emulate forces the emulation', () => {
