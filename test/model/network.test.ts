@@ -6,7 +6,7 @@ import * as ops from '../../lib/ops';
 import { tinyVgg, randomBatch } from '../helpers/tiny';
 import { Rng } from '../../lib/random';
 import { noGrad } from '../../lib/nn/module';
-import { MaxPool2d, ReLU } from '../../lib/nn/layers';
+import { MaxPool2d, ReLU, Sequential } from '../../lib/nn/layers';
 import { trainStep } from '../../lib/train/train_step';
 
 describe('whole-network gradients (float32 forward, central differences)', () => {
@@ -92,6 +92,24 @@ test('a max pool after a ReLU applies its mask on the pooled map: gradients equa
   const fused = grads(true);
   expect(fused.flat().some((v) => v !== 0)).toBe(true);
   expect(fused).toEqual(grads(false));
+});
+
+test('a max pool run on its own after a Sequential forward set masksRelu does not apply a ReLU mask', () => {
+  // All-negative input: a ReLU mask would zero the pooled gradient; the plain pool routes it to the arg-max (-1).
+  const pool = new MaxPool2d(2);
+  const seq = new Sequential([new ReLU(), pool]);
+  const x = Tensor.from(Float32Array.from([-1, -2, -3, -4]), [1, 1, 2, 2]);
+  const one = Tensor.from(Float32Array.from([1]), [1, 1, 1, 1]);
+  const y = seq.forward(x);
+  expect(pool.masksRelu).toBe(true);
+  seq.backward(one)?.dispose();
+  const y2 = pool.forward(x);
+  expect(pool.masksRelu).toBe(false);
+  const one2 = Tensor.from(Float32Array.from([1]), [1, 1, 1, 1]); // \`one\` is tagged as the Sequential's gradient
+  const dx = pool.backward(one2);
+  expect(Array.from(dx.toArray() as Float32Array)).toEqual([1, 0, 0, 0]);
+  for (const t of [x, one, one2, y, y2, dx]) t.dispose();
+  seq.dispose();
 });
 
 test('under noGrad nothing is kept: backward is an error, and outputs equal those with gradients', () => {
