@@ -8,7 +8,7 @@ import * as path from 'path';
 
 export type NativeDevice = 'cpu' | 'cuda';
 export type NativeDType = 'float32' | 'bfloat16' | 'int32' | 'int64' | 'uint8';
-export type NativeLayout = 'nchw' | 'nhwc' | 'nchw8c';
+export type NativeLayout = 'nchw' | 'nhwc' | 'nchw8c' | 'nchw16c';
 
 /** A NativeTensor (native/bindings/js_tensor.cc): owns a vgg::Tensor. */
 export interface NativeTensor {
@@ -84,6 +84,14 @@ export interface NativeSgdParams {
   weightDecay: number;
   nesterov: boolean;
 }
+/** One oneDNN implementation a CPU op ran (cpu_kernels_used in native/ops.h). */
+export interface CpuKernelUse {
+  op: string;
+  impl: string;
+  calls: number;
+  ms: number;
+}
+
 export interface NativeWithSaved {
   y: T;
   saved: T[];
@@ -136,8 +144,9 @@ export interface NativeAddon {
   /** cuda: JSON text (cuda_info_json in native/cuda/cuda_hooks.h). */
   buildInfo(): { cudaBuilt: boolean; cudaDeviceCount: number; cuda: string };
   setCudaMathMode(mode: 0 | 1 | 2): void;
-  cpuIsaInfo(): { isa: string; bf16: boolean };
+  cpuIsaInfo(): { isa: string; bf16: boolean; blockedLayout: NativeLayout };
   cpuPeakGflops(threads: number, seconds: number): { gflops: number; threads: number; vector: string };
+  cpuKernelsUsed(): CpuKernelUse[];
   setNumThreads(n: number): void;
   getNumThreads(): number;
 

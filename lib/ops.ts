@@ -1,7 +1,7 @@
 // Typed wrappers of the addon's ops (native/ops.h): one function per op and direction, Tensors in and out; plus the
 // CPU's ISA and peak, the GPU's float32 math mode, and CUDA graph capture.
 import { DeviceName } from './backend';
-import { addon, NativeGraph, NativeGroup, NativeTensor, NativeWithSaved } from './native';
+import { addon, CpuKernelUse, NativeGraph, NativeGroup, NativeTensor, NativeWithSaved } from './native';
 import { DType, Layout, Tensor } from './tensor';
 
 export interface Conv2dParams {
@@ -9,7 +9,10 @@ export interface Conv2dParams {
   strideW: number;
   padH: number;
   padW: number;
-  /** CPU backend: the forward returns y in 'nchw8c' (when outChannels % 8 == 0) whatever x's layout. */
+  /**
+   * CPU backend: the forward returns y in `cpuIsaInfo().blockedLayout` ('nchw16c' on AVX-512, else 'nchw8c') when
+   * outChannels is a multiple of its block (else 'nchw8c' when a multiple of 8), whatever x's layout.
+   */
   cpuBlockedOutput?: boolean;
 }
 export interface Pool2dParams {
@@ -123,10 +126,13 @@ export function toLayout(x: Tensor, layout: Layout): Tensor {
 }
 /**
  * What the CPU backend's oneDNN runs on here: `isa` is oneDNN's effective ISA ('avx2', 'avx512_core',
- * 'avx512_core_amx', ...), `bf16` whether bf16 runs on oneDNN's bf16 kernels (oneDNN 2.6: avx512_core and newer);
- * false without them or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32.
+ * 'avx512_core_amx', ...), `bf16` whether bf16 runs on oneDNN's bf16 kernels (CPUs with bf16 instructions:
+ * avx512_core_bf16, AMX; with VGGNET_CPU_BF16=native wherever oneDNN 2.6 has them, avx512_core on); false otherwise
+ * or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32. `blockedLayout` is
+ * the layout the convolutions write between layers (`cpuBlockedOutput`): 'nchw16c' where oneDNN's f32 kernels
+ * work in it (AVX-512), else 'nchw8c'.
  */
-export function cpuIsaInfo(): { isa: string; bf16: boolean } {
+export function cpuIsaInfo(): { isa: string; bf16: boolean; blockedLayout: Layout } {
   return addon().cpuIsaInfo();
 }
 
@@ -137,6 +143,15 @@ export function cpuIsaInfo(): { isa: string; bf16: boolean } {
  */
 export function cpuPeakGflops(threads: number, seconds = 0.5): { gflops: number; threads: number; vector: string } {
   return addon().cpuPeakGflops(threads, seconds);
+}
+
+/**
+ * The oneDNN implementations the CPU ops ran since the last call (which clears the log): one entry per (op, impl)
+ * with calls and wall ms, e.g. `{ op: 'conv2d_forward', impl: 'jit_wino_4x3:avx512_core', calls: 12, ms: 850 }`;
+ * the GEMM paths read `gemm:` + the matmul's implementation.
+ */
+export function cpuKernelsUsed(): CpuKernelUse[] {
+  return addon().cpuKernelsUsed();
 }
 
 /** Waits for the work queued on `device`. */

@@ -4,8 +4,11 @@ import { DeviceName, resolveDevice, DeviceOption } from './backend';
 import { addon, NativeTensor } from './native';
 
 export type DType = 'float32' | 'bfloat16' | 'int32' | 'int64' | 'uint8';
-/** Physical layout of a 4-D tensor (the logical shape is NCHW): 'nchw8c' is oneDNN's blocked layout, CPU only. */
-export type Layout = 'nchw' | 'nhwc' | 'nchw8c';
+/**
+ * Physical layout of a 4-D tensor (the logical shape is NCHW): 'nchw8c' and 'nchw16c' are oneDNN's blocked layouts
+ * (8 or 16 channels per block), CPU only.
+ */
+export type Layout = 'nchw' | 'nhwc' | 'nchw8c' | 'nchw16c';
 export type TensorData = Float32Array | Int32Array | Uint8Array | BigInt64Array;
 
 export type NativeHandle = NativeTensor;

@@ -44,8 +44,8 @@ Backend& backend(Device d) {
 Tensor to_device(const Tensor& x, Device to) {
   check_defined(x, "to_device");
   if (x.device() == to) return x;
-  // nchw8c is the CPU backend's own layout: other devices get the tensor as plain NCHW.
-  if (x.layout == Layout::Blocked8) return to_device(cpu_backend().to_layout(x, Layout::Contiguous), to);
+  // nchw8c/nchw16c are the CPU backend's own layouts: other devices get the tensor as plain NCHW.
+  if (layout_block(x.layout)) return to_device(cpu_backend().to_layout(x, Layout::Contiguous), to);
   Tensor y = Tensor::empty(x.shape, x.dtype, to, x.layout);
   copy_bytes(y.raw(), to, x.raw(), x.device(), x.nbytes());
   return y;
@@ -54,7 +54,7 @@ Tensor to_device(const Tensor& x, Device to) {
 Tensor to_device_async(const Tensor& x, Device to) {
   check_defined(x, "to_device");
   if (x.device() == to || !(x.device() == Device::CPU && to == Device::CUDA)) return to_device(x, to);
-  if (x.layout == Layout::Blocked8) return to_device_async(cpu_backend().to_layout(x, Layout::Contiguous), to);
+  if (layout_block(x.layout)) return to_device_async(cpu_backend().to_layout(x, Layout::Contiguous), to);
   Tensor y = Tensor::empty(x.shape, x.dtype, to, x.layout);
   y.storage->pending = cuda_copy_to_device_async(y.raw(), x.raw(), x.nbytes());
   return y;

@@ -20,8 +20,9 @@ using Saved = std::vector<Tensor>;
 
 struct Conv2dParams {
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;  // kernel size comes from the weight; dilation 1, groups 1
-  // CPU backend: forward writes y in nchw8c (Layout::Blocked8) when K % 8 == 0, whatever x's layout, so a network
-  // keeps oneDNN's blocked layout from its first conv on. Other backends ignore it.
+  // CPU backend: forward writes y in the blocked layout cpu_isa_info().blocked (nchw16c on AVX-512, else nchw8c)
+  // when K is a multiple of its block (else nchw8c when K % 8 == 0), whatever x's layout, so a network keeps
+  // oneDNN's blocked layout from its first conv on. Other backends ignore it.
   bool cpu_blocked_output = false;
 };
 struct Pool2dParams {
@@ -56,8 +57,8 @@ class Backend {
   virtual const char* name() const = 0;
 
   // ---- conv2d: x (N,C,H,W), w (K,C,R,S) f32, b (K) f32 or undefined -> y (N,K,P,Q) in x's dtype and layout
-  // (or nchw8c, see Conv2dParams::cpu_blocked_output; nchw8c falls back to NCHW where the channels are not a
-  // multiple of 8, for y here and for dx below).
+  // (or blocked, see Conv2dParams::cpu_blocked_output; a blocked layout falls back to a smaller block or NCHW where
+  // the channels are not a multiple of its block, for y here and for dx below).
   // relu=true returns max(0, conv(x)+b) (the caller then uses relu_backward(dy, y) before conv backward).
   virtual Tensor conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
                                 bool relu) = 0;
@@ -135,11 +136,15 @@ class Backend {
 
 // What the CPU backend's oneDNN dispatches to on this machine: isa is oneDNN's effective ISA ("avx2",
 // "avx512_core", "avx512_core_amx", ...); bf16 is whether the CPU backend runs bf16 on oneDNN's bf16 kernels
-// (oneDNN 2.6: avx512_core or newer, fast with avx512_core_bf16/AMX); false without them, or with
-// VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32 (native/cpu/cpu_common.h, Bf16Path).
+// (by default where the CPU has bf16 instructions: avx512_core_bf16, AMX; VGGNET_CPU_BF16=native: wherever oneDNN
+// 2.6 has the kernels, avx512_core on); false otherwise or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated
+// in float32 (native/cpu/common.h, Bf16Path).
+// blocked is the layout the CPU convolutions write between layers (Conv2dParams::cpu_blocked_output): nchw16c where
+// oneDNN's f32 kernels work in nChw16c (AVX-512), else nchw8c.
 struct CpuIsaInfo {
   std::string isa;
   bool bf16 = false;
+  Layout blocked = Layout::Blocked8;
 };
 CpuIsaInfo cpu_isa_info();
 
@@ -150,6 +155,16 @@ struct CpuPeak {
   std::string vector;
 };
 CpuPeak cpu_peak_gflops(int threads, double seconds);
+
+// The oneDNN implementations the CPU backend's primitives ran since the last call (which clears the log), one entry
+// per (op, implementation) with its calls and wall time, e.g. {"conv2d_forward", "jit_wino_4x3:avx512_core", 12,
+// 850.0}; the small-map and linear GEMMs read "gemm:" + the matmul's implementation (native/cpu/kernel_log.h).
+struct CpuKernelUse {
+  std::string op, impl;
+  int64_t calls = 0;
+  double ms = 0;
+};
+std::vector<CpuKernelUse> cpu_kernels_used();
 
 Backend& backend(Device d);  // throws when that device's backend was not built or has no usable device
 Backend& cpu_backend();

@@ -36,6 +36,7 @@ const char* layout_name(Layout l) {
     case Layout::Contiguous: return "nchw";
     case Layout::ChannelsLast: return "nhwc";
     case Layout::Blocked8: return "nchw8c";
+    case Layout::Blocked16: return "nchw16c";
   }
   return "?";
 }
@@ -92,10 +93,11 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device, Layout layo
   t.layout = layout;
   VGG_CHECK(layout == Layout::Contiguous || shape.size() == 4, "%s layout needs a 4-D shape, got %s",
             layout_name(layout), shape_str(shape).c_str());
-  VGG_CHECK(layout != Layout::Blocked8 || device == Device::CPU,
-            "nchw8c layout is the CPU backend's own: a %s tensor must be nchw or nhwc", device_name(device));
-  VGG_CHECK(layout != Layout::Blocked8 || shape[1] % 8 == 0,
-            "nchw8c layout needs a channel count divisible by 8, got shape %s", shape_str(shape).c_str());
+  const int block = layout_block(layout);
+  VGG_CHECK(!block || device == Device::CPU, "%s layout is the CPU backend's own: a %s tensor must be nchw or nhwc",
+            layout_name(layout), device_name(device));
+  VGG_CHECK(!block || shape[1] % block == 0, "%s layout needs a channel count divisible by %d, got shape %s",
+            layout_name(layout), block, shape_str(shape).c_str());
   t.storage = std::make_shared<Storage>(size_t(shape_numel(shape)) * dtype_size(dtype), device);
   return t;
 }
@@ -117,7 +119,7 @@ Tensor Tensor::view(const Shape& new_shape) const {
 }
 std::string Tensor::describe() const {
   return std::string(dtype_name(dtype)) + shape_str(shape) + " " + device_name(device()) +
-         (layout == Layout::ChannelsLast ? " channels-last" : layout == Layout::Blocked8 ? " nchw8c" : "");
+         (layout == Layout::ChannelsLast ? " channels-last" : layout_block(layout) ? std::string(" ") + layout_name(layout) : "");
 }
 
 void check_defined(const Tensor& t, const char* what) { VGG_CHECK(t.defined(), "%s: tensor is missing", what); }

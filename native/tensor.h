@@ -16,8 +16,12 @@ enum class Device : int { CPU = 0, CUDA = 1 };
 // Contiguous: row-major over the logical shape. ChannelsLast: a 4-D (N,C,H,W) tensor stored as NHWC.
 // Blocked8: a 4-D (N,C,H,W) tensor with C % 8 == 0 stored as oneDNN's nChw8c, i.e. (N, C/8, H, W, 8): the CPU
 // backend's native activation layout between layers (no padding, so it holds exactly numel elements). CPU only.
-enum class Layout : int { Contiguous = 0, ChannelsLast = 1, Blocked8 = 2 };
-const char* layout_name(Layout l);  // "nchw", "nhwc", "nchw8c"
+// Blocked16: the same with 16 channels per block (oneDNN's nChw16c, C % 16 == 0), what oneDNN's AVX-512 kernels
+// read and write: the CPU backend's layout between layers there (cpu::blocked_layout()).
+enum class Layout : int { Contiguous = 0, ChannelsLast = 1, Blocked8 = 2, Blocked16 = 3 };
+const char* layout_name(Layout l);  // "nchw", "nhwc", "nchw8c", "nchw16c"
+// Channels per block of a blocked layout (8 or 16); 0 for nchw and nhwc.
+inline int layout_block(Layout l) { return l == Layout::Blocked8 ? 8 : l == Layout::Blocked16 ? 16 : 0; }
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);

@@ -1,14 +1,19 @@
 // `npm run bench -- cpu`: a VGG training step (forward, loss, backward, SGD) and a forward pass on the CPU backend at
-// the foundation issue's shapes, with images/s and achieved GFLOP/s, and PyTorch (Debian's python3-torch) on the
-// same shapes in the same run when it is installed. Both sides use the same thread count (default 2). The
-// convolutions' own GFLOP/s (from a separate, op-profiled pass) is set against the CPU's measured FMA peak.
-// bf16 rows run wherever the CPU backend does: on oneDNN's bf16 kernels (avx512_core and newer) or, elsewhere,
-// emulated in fp32 (labelled "bf16 (emulated)"); either way their % of peak is against the fp32 peak.
+// the foundation issue's shapes, with images/s and achieved GFLOP/s, against PyTorch (Debian's python3-torch) on the
+// same shapes when it is installed: fp32 against its fp32, bf16 against its own bf16 (torch.autocast). Both sides
+// use the same thread count (default 2). For each case PyTorch and vggnet run back to back (and, with
+// VGGNET_BENCH_ROUNDS=n, n times alternating, medians taken) so that load from other processes hits both alike.
+// The bench says what it compared: the CPU's model, the ISA oneDNN runs, the measured FMA peak the convolutions'
+// GFLOP/s is held against, which BLAS PyTorch's linear layers ran on (ratios against the reference BLAS are marked:
+// that PyTorch is several times slower than one on OpenBLAS), and which oneDNN kernels each of our cases ran.
 import { spawnSync } from 'child_process';
+import * as os from 'os';
 import * as path from 'path';
 import { setNumThreads } from '../backend';
 import { cfgs, cpuBf16Note, VGGNet, type VGGConfig, type Precision } from '../models/vgg';
-import { cpuIsaInfo, cpuPeakGflops } from '../ops';
+import { noGrad } from '../nn/module';
+import { cpuIsaInfo, cpuKernelsUsed, cpuPeakGflops } from '../ops';
+import type { CpuKernelUse } from '../native';
 import { installProfiler, profileTotals, uninstallProfiler } from '../profile';
 import { trainFlopsPerImage, vggMacs, type VggMacs } from './flops';
 import { trainStep } from '../train/train_step';
@@ -35,13 +40,14 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
-interface Row {
+export interface CpuBenchRow {
   case: string;
   what: string;
   ours: number;
   gflops: number;
-  /** the convolutions' GFLOP/s over their own wall time (profiled pass) */
+  /** the convolutions' GFLOP/s (direct-convolution FLOPs) over their own wall time (profiled pass) */
   convGflops?: number;
+  /** PyTorch in the same precision: fp32, or bf16 under torch.autocast */
   torch?: number;
 }
 
@@ -51,6 +57,8 @@ interface Timing {
   /** ms spent in conv ops per training step / per forward pass, from the profiled pass */
   convTrainMs: number;
   convFwdMs: number;
+  /** the oneDNN kernels one training step and one forward pass ran */
+  kernels: CpuKernelUse[];
 }
 
 const CONV_OPS = ['conv2dForward', 'conv2dBackwardData', 'conv2dBackwardWeights'];
@@ -73,99 +81,201 @@ function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: numbe
   const x = Tensor.from(rng.fillNormal(new Float32Array(c.batch * 3 * c.size * c.size), 0, 1), [c.batch, 3, c.size, c.size]);
   const y = Tensor.from(Int32Array.from({ length: c.batch }, () => rng.int(1000)), [c.batch]);
   const opt = sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
-  const train: number[] = [];
-  for (let i = 0; i < warmup + steps; i++) {
-    const t = performance.now();
+  try {
+    const train: number[] = [];
+    for (let i = 0; i < warmup + steps; i++) {
+      const t = performance.now();
+      trainStep(m, opt, x, y);
+      if (i >= warmup) train.push(performance.now() - t);
+    }
+    // The kernels of one more step, then op-profiled steps: after the timed ones, so that neither the kernel log
+    // nor the profiler's bookkeeping touches the img/s.
+    cpuKernelsUsed();
     trainStep(m, opt, x, y);
-    if (i >= warmup) train.push(performance.now() - t);
+    const kernels = cpuKernelsUsed();
+    const profiled = Math.min(steps, 3);
+    const convTrainMs = convMsPerRun(profiled, () => trainStep(m, opt, x, y));
+    // Inference as `predict` runs it: eval mode under noGrad.
+    m.eval();
+    const forward = () => noGrad(() => m.forward(x).dispose());
+    const fwd: number[] = [];
+    for (let i = 0; i < warmup + steps; i++) {
+      const t = performance.now();
+      forward();
+      if (i >= warmup) fwd.push(performance.now() - t);
+    }
+    cpuKernelsUsed();
+    forward();
+    kernels.push(...cpuKernelsUsed().map((k) => ({ ...k, op: `${k.op} (inference)` })));
+    const convFwdMs = convMsPerRun(profiled, forward);
+    return { train: (c.batch * 1000) / median(train), fwd: (c.batch * 1000) / median(fwd), convTrainMs, convFwdMs, kernels };
+  } finally {
+    m.dispose();
+    opt.dispose();
+    x.dispose();
+    y.dispose();
   }
-  // Op-profiled steps after the timed ones, so the profiler's bookkeeping never touches the img/s.
-  const profiled = Math.min(steps, 3);
-  const convTrainMs = convMsPerRun(profiled, () => trainStep(m, opt, x, y));
-  m.eval();
-  const fwd: number[] = [];
-  for (let i = 0; i < warmup + steps; i++) {
-    const t = performance.now();
-    m.forward(x).dispose();
-    if (i >= warmup) fwd.push(performance.now() - t);
-  }
-  const convFwdMs = convMsPerRun(profiled, () => m.forward(x).dispose());
-  m.dispose();
-  opt.dispose();
-  x.dispose();
-  y.dispose();
-  return { train: (c.batch * 1000) / median(train), fwd: (c.batch * 1000) / median(fwd), convTrainMs, convFwdMs };
 }
 
-function timeTorch(cases: CpuCase[], threads: number, steps: number, warmup: number): Map<string, { train: number; fwd: number }> | string {
-  const py = pythonWith('torch');
-  if (!py) return 'PyTorch not installed (apt-get install python3-torch, or set VGGNET_PYTHON): no comparison';
+interface TorchCase {
+  train: number;
+  fwd: number;
+  trainBf16?: number;
+  fwdBf16?: number;
+}
+interface TorchInfo {
+  blas: { kind: string; libs: string[] };
+  torch: string;
+}
+
+/** One case on PyTorch (fp32, and bf16 under autocast when asked), or why it could not run. */
+function timeTorch(py: string, c: CpuCase, threads: number, steps: number, warmup: number, bf16: boolean): { info: TorchInfo; r: TorchCase } | string {
   const script = path.resolve(__dirname, '..', '..', 'scripts', 'bench_torch_cpu.py');
-  const arg = cases.map((c) => `${c.model}:${c.batch}:${c.size}`).join(',');
-  const r = spawnSync(py, [script, '--cases', arg, '--threads', String(threads), '--steps', String(steps), '--warmup', String(warmup)], {
-    encoding: 'utf8', timeout: 1_800_000,
-  });
-  if (r.status !== 0) return `PyTorch bench failed: ${(r.stderr || '').trim().split('\n').slice(-1)[0]}`;
-  const out = new Map<string, { train: number; fwd: number }>();
-  for (const line of r.stdout.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    const j = JSON.parse(line);
-    out.set(`${j.model}:${j.batch}:${j.size}`, { train: j.train_img_s, fwd: j.fwd_img_s });
+  const args = [script, '--cases', `${c.model}:${c.batch}:${c.size}`, '--threads', String(threads), '--steps', String(steps), '--warmup', String(warmup)];
+  if (bf16) args.push('--bf16');
+  // PyTorch's BLAS (OpenBLAS's own pthreads, or MKL) gets the same thread count as its OpenMP and ours.
+  const n = String(threads);
+  const env = { ...process.env, OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n };
+  const r = spawnSync(py, args, { encoding: 'utf8', timeout: 1_800_000, env });
+  if (r.status !== 0) return `PyTorch bench failed: ${(r.stderr || r.error?.message || '').trim().split('\n').slice(-1)[0]}`;
+  const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  const info = lines.find((j) => j.blas) as TorchInfo | undefined;
+  const j = lines.find((l) => l.model);
+  if (!info || !j) return `PyTorch bench printed no result: ${r.stdout.slice(-200)}`;
+  return { info, r: { train: j.train_img_s, fwd: j.fwd_img_s, trainBf16: j.train_bf16_img_s, fwdBf16: j.fwd_bf16_img_s } };
+}
+
+const REFERENCE_BLAS_NOTE =
+  "PyTorch runs on the reference BLAS (Debian's netlib libblas3): its linear layers are several times slower than " +
+  'on OpenBLAS, so ratios against it (marked †) overstate vggnet. Install OpenBLAS for an honest reference ' +
+  '(Debian/Ubuntu: sudo apt-get install libopenblas0-pthread; python3-torch picks it up through libblas.so.3).';
+
+/** "conv: jit_wino_4x3:avx512_core ×36 1523 ms, jit:avx512_core ×3 …; reorders ×5 12 ms" per group of ops. */
+function kernelSummary(kernels: CpuKernelUse[]): string[] {
+  const groups: [string, (op: string) => boolean][] = [
+    ['train conv', (op) => op.startsWith('conv2d_') && !op.includes('(inference)')],
+    ['inference conv', (op) => op.startsWith('conv2d_') && op.includes('(inference)')],
+    ['train linear', (op) => op.startsWith('linear_') && !op.includes('(inference)')],
+    ['pool', (op) => op.startsWith('maxpool') && !op.includes('(inference)')],
+  ];
+  const out: string[] = [];
+  for (const [name, match] of groups) {
+    const by = new Map<string, { calls: number; ms: number }>();
+    for (const k of kernels.filter((k) => match(k.op))) {
+      const e = by.get(k.impl) ?? { calls: 0, ms: 0 };
+      e.calls += k.calls;
+      e.ms += k.ms;
+      by.set(k.impl, e);
+    }
+    if (!by.size) continue;
+    const parts = [...by].sort((a, b) => b[1].ms - a[1].ms).map(([impl, e]) => `${impl} ×${e.calls} ${e.ms.toFixed(0)} ms`);
+    out.push(`${name}: ${parts.join(', ')}`);
   }
   return out;
 }
 
-export async function benchCpu(options: { threads?: number; steps?: number; warmup?: number; precisions?: Precision[]; cases?: CpuCase[] } = {}): Promise<Row[]> {
+function load(): string {
+  return os.loadavg().map((l) => l.toFixed(2)).join(' ');
+}
+
+export async function benchCpu(options: { threads?: number; steps?: number; warmup?: number; rounds?: number; precisions?: Precision[]; cases?: CpuCase[] } = {}): Promise<CpuBenchRow[]> {
   const threads = options.threads ?? Number(process.env.VGGNET_BENCH_THREADS ?? 2);
   const steps = options.steps ?? Number(process.env.VGGNET_BENCH_STEPS ?? 5);
   const warmup = options.warmup ?? Number(process.env.VGGNET_BENCH_WARMUP ?? 2);
+  const rounds = options.rounds ?? Number(process.env.VGGNET_BENCH_ROUNDS ?? 1);
   const precisions = options.precisions ?? ((process.env.VGGNET_BENCH_PRECISIONS?.split(',') as Precision[] | undefined) ?? ['fp32', 'bf16']);
   const cases = options.cases ?? CPU_CASES.filter((c) => !process.env.VGGNET_BENCH_CASES || process.env.VGGNET_BENCH_CASES.split(',').includes(`${c.model}:${c.batch}:${c.size}`));
   setNumThreads(threads);
   const peak = cpuPeakGflops(threads, 0.5);
-  console.log(`CPU bench: ${threads} threads for vggnet and PyTorch; median of ${steps} steps after ${warmup} warm-up; 1000 classes`);
-  console.log(`measured fp32 peak: ${peak.gflops.toFixed(0)} GFLOP/s (${threads} threads, ${peak.vector}, ${cpuIsaInfo().isa})`);
+  const isa = cpuIsaInfo();
+  const cpuModel = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
+  console.log(`CPU bench on ${cpuModel} (${os.cpus().length} logical CPUs, load ${load()}): ${threads} threads for vggnet and PyTorch; median of ${steps} steps after ${warmup} warm-up${rounds > 1 ? `, ${rounds} alternating rounds` : ''}; 1000 classes`);
+  console.log(`oneDNN ISA ${isa.isa}; measured fp32 peak ${peak.gflops.toFixed(0)} GFLOP/s (${threads} threads, ${peak.vector}); activations in ${isa.blockedLayout}; Winograd ${process.env.VGGNET_CPU_WINOGRAD === '0' ? 'off (VGGNET_CPU_WINOGRAD=0)' : isa.isa.startsWith('avx512_core') ? 'on (3×3 layers with ≥ 64 channels on maps ≥ 8²)' : `off (needs avx512_core)`}`);
   const bf16Note = precisions.includes('bf16') ? cpuBf16Note() : undefined;
-  if (bf16Note) console.log(bf16Note);
-  // The emulation computes in fp32: its rows are that work plus the conversions, not a bf16 kernel's speed.
-  const label = (p: Precision) => (p === 'bf16' && bf16Note ? 'bf16 (emulated)' : p);
-  const torch = timeTorch(cases, threads, steps, warmup);
-  if (typeof torch === 'string') console.log(torch);
-  const rows: Row[] = [];
+  // avx512_core without avx512_bf16/AMX: oneDNN's bf16 kernels run, converting to f32 in the kernels.
+  const bf16Fast = /avx512_core_(bf16|amx)/.test(isa.isa);
+  if (precisions.includes('bf16')) {
+    console.log(bf16Note ?? `bf16 on oneDNN's bf16 kernels (${isa.isa}${bf16Fast ? ', native bf16 instructions' : ': no avx512_bf16 or AMX, so oneDNN converts to f32 inside its kernels; no speed-up expected'})`);
+  }
+  const label = (p: Precision) => (p === 'bf16' ? (bf16Note ? 'bf16 (emulated)' : bf16Fast ? 'bf16' : 'bf16 (no bf16 ISA)') : p);
+
+  const py = pythonWith('torch');
+  if (!py) console.log('PyTorch not installed (apt-get install python3-torch, or set VGGNET_PYTHON): no comparison');
+  let torchInfo: TorchInfo | undefined;
+  let referenceBlas = false;
+  const rows: CpuBenchRow[] = [];
+  const kernelLines: string[] = [];
   for (const c of cases) {
     const name = `${c.model} b${c.batch} ${c.size}²`;
     const macs: VggMacs = vggMacs(CFG[c.model], c.size);
-    for (const p of precisions) {
-      let r: Timing;
-      try {
-        r = timeOurs(c, p, steps, warmup);
-      } catch (e) {
-        console.log(`${name} ${label(p)}: ${(e as Error).message}`);
-        continue;
+    const torchRuns: TorchCase[] = [];
+    const ours = new Map<Precision, Timing[]>();
+    for (let r = 0; r < rounds; r++) {
+      if (py) {
+        const t = timeTorch(py, c, threads, steps, warmup, precisions.includes('bf16'));
+        if (typeof t === 'string') {
+          console.log(`${name}: ${t}`);
+        } else {
+          torchRuns.push(t.r);
+          if (!torchInfo) {
+            torchInfo = t.info;
+            referenceBlas = t.info.blas.kind === 'reference';
+            console.log(`PyTorch ${t.info.torch} on ${t.info.blas.kind === 'reference' ? 'the reference BLAS (netlib)' : t.info.blas.kind} (${t.info.blas.libs.join(', ') || 'no BLAS library mapped'})`);
+            if (referenceBlas) console.log(REFERENCE_BLAS_NOTE);
+          }
+        }
       }
-      const t = typeof torch === 'string' ? undefined : torch.get(`${c.model}:${c.batch}:${c.size}`);
+      for (const p of precisions) {
+        try {
+          const list = ours.get(p) ?? [];
+          list.push(timeOurs(c, p, steps, warmup));
+          ours.set(p, list);
+        } catch (e) {
+          console.log(`${name} ${label(p)}: ${(e as Error).message}`);
+        }
+      }
+    }
+    const tm = (f: (t: TorchCase) => number | undefined) => {
+      const v = torchRuns.map(f).filter((x): x is number => x !== undefined);
+      return v.length ? median(v) : undefined;
+    };
+    for (const p of precisions) {
+      const list = ours.get(p);
+      if (!list?.length) continue;
+      const r = {
+        train: median(list.map((t) => t.train)), fwd: median(list.map((t) => t.fwd)),
+        convTrainMs: median(list.map((t) => t.convTrainMs)), convFwdMs: median(list.map((t) => t.convFwdMs)),
+      };
       // conv FLOPs of a step: forward + backward-weights of every conv, backward-data of all but the first
       const convTrainFlops = c.batch * 2 * (3 * macs.conv - macs.firstConv);
       rows.push({
         case: name, what: `train ${label(p)}`, ours: r.train, gflops: (r.train * trainFlopsPerImage(macs)) / 1e9,
-        convGflops: convTrainFlops / r.convTrainMs / 1e6, torch: p === 'fp32' ? t?.train : undefined,
+        convGflops: convTrainFlops / r.convTrainMs / 1e6, torch: tm((t) => (p === 'bf16' ? t.trainBf16 : t.train)),
       });
       rows.push({
         case: name, what: `forward ${label(p)}`, ours: r.fwd, gflops: (r.fwd * 2 * macs.total) / 1e9,
-        convGflops: (c.batch * 2 * macs.conv) / r.convFwdMs / 1e6, torch: p === 'fp32' ? t?.fwd : undefined,
+        convGflops: (c.batch * 2 * macs.conv) / r.convFwdMs / 1e6, torch: tm((t) => (p === 'bf16' ? t.fwdBf16 : t.fwd)),
       });
+      for (const l of kernelSummary(list[list.length - 1].kernels)) kernelLines.push(`${name} ${label(p)} ${l}`);
     }
   }
   const fmt = (v: number | undefined, d = 2) => (v === undefined ? '—' : v.toFixed(d));
-  console.log(`\n| case | step | vggnet img/s | GFLOP/s | conv GFLOP/s | conv % of peak | PyTorch fp32 img/s | ratio |`);
+  const mark = referenceBlas ? '†' : '';
+  console.log(`\n| case | step | vggnet img/s | GFLOP/s | conv GFLOP/s | conv % of peak | PyTorch img/s (same precision) | ratio |`);
   console.log('|---|---|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     const pct = r.convGflops === undefined ? undefined : (100 * r.convGflops) / peak.gflops;
-    console.log(`| ${r.case} | ${r.what} | ${fmt(r.ours)} | ${fmt(r.gflops, 0)} | ${fmt(r.convGflops, 0)} | ${fmt(pct, 0)} | ${fmt(r.torch)} | ${r.torch ? (r.ours / r.torch).toFixed(2) + '×' : '—'} |`);
+    console.log(`| ${r.case} | ${r.what} | ${fmt(r.ours)} | ${fmt(r.gflops, 0)} | ${fmt(r.convGflops, 0)} | ${fmt(pct, 0)} | ${fmt(r.torch)} | ${r.torch ? (r.ours / r.torch).toFixed(2) + '×' + mark : '—'} |`);
   }
-  console.log(`(conv GFLOP/s: the convolutions' FLOPs over their own wall time in op-profiled passes; peak: ${peak.gflops.toFixed(0)} GFLOP/s)`);
+  console.log(`(${cpuModel}, oneDNN ${isa.isa}, peak ${peak.gflops.toFixed(0)} GFLOP/s; load ${load()} at the end. GFLOP/s count direct-convolution FLOPs: Winograd does fewer, so conv % of peak can pass 100.)`);
+  console.log(`(PyTorch bf16: torch.autocast('cpu', dtype=torch.bfloat16) on the same model, the one against which our bf16 rows are compared.)`);
   if (precisions.includes('bf16')) {
-    console.log(`(bf16 rows: conv % of the fp32 peak${bf16Note ? '; emulated in fp32 on this CPU, conversions included' : ", which oneDNN's bf16 kernels can exceed"})`);
+    console.log(`(bf16 rows: conv % of the fp32 peak${bf16Note ? '; emulated in fp32 on this CPU, conversions included' : bf16Fast ? ", which oneDNN's bf16 kernels can exceed" : ''})`);
+  }
+  if (referenceBlas) console.log(`† ${REFERENCE_BLAS_NOTE}`);
+  if (kernelLines.length) {
+    console.log('\noneDNN kernels per training step / forward pass (ops.cpuKernelsUsed: implementation, calls, ms in the primitive):');
+    for (const l of kernelLines) console.log(`  ${l}`);
   }
   return rows;
 }

@@ -27,16 +27,19 @@ export const cfgs: Record<'A' | 'B' | 'D' | 'E', VGGConfig> = {
 export type Precision = 'fp32' | 'tf32' | 'bf16';
 
 /**
- * What bf16 on the CPU means here, or undefined when oneDNN runs it on its bf16 kernels (avx512_core and newer).
- * Elsewhere the backend emulates it (native/cpu/cpu_common.h, Bf16Path): bf16 activations and bf16-rounded weights
- * computed in float32, results rounded to bf16.
+ * What bf16 on the CPU means here, or undefined when oneDNN runs it on its bf16 kernels (CPUs with bf16
+ * instructions: avx512_core_bf16, AMX; or VGGNET_CPU_BF16=native). Elsewhere the backend emulates it
+ * (native/cpu/common.h, Bf16Path): bf16 activations and bf16-rounded weights computed in float32, results rounded
+ * to bf16.
  */
 export function cpuBf16Note(): string | undefined {
   const { isa, bf16 } = ops.cpuIsaInfo();
   if (bf16) return undefined;
   const why = process.env.VGGNET_CPU_BF16 === 'emulate'
     ? 'VGGNET_CPU_BF16=emulate'
-    : 'oneDNN 2.6 has no bf16 kernels below avx512_core';
+    : isa.startsWith('avx512_core')
+      ? "no bf16 instructions: oneDNN's bf16 kernels convert inside and ran slower than this"
+      : 'oneDNN 2.6 has no bf16 kernels below avx512_core';
   return `bf16 on this CPU (${isa}) is emulated in float32 (${why}): same rounding as bf16 hardware, no speed-up`;
 }
 
@@ -125,7 +128,8 @@ export class VGGNet extends Module {
       } else {
         if (!Number.isInteger(v) || v < 1) throw new RangeError(`VGGNet: bad layer width ${String(v)} in the config`);
         const conv = new Conv2d(inC, v, 3, { padding: 1, device });
-        // On the CPU the features run in oneDNN's nchw8c from the first conv's output on: no reorder between layers
+        // On the CPU the features run in oneDNN's blocked layout (nchw16c on AVX-512, else nchw8c) from the first
+        // conv's output on: no reorder between layers
         // (the flag is ignored by the CUDA backend; the avgpool's output is plain NCHW again).
         conv.params.cpuBlockedOutput = true;
         layers.push(conv);

@@ -79,8 +79,11 @@ export class Conv2d extends Module {
 export class ReLU extends Module {
   private y: Tensor | undefined;
   private ownsY = false;
-  /** fused behind a BatchNorm2d, whose backward applies this ReLU's mask: backward passes dy through */
-  private maskedByPrev = false;
+  /**
+   * Backward passes dy through: fused behind a BatchNorm2d, whose backward applies this ReLU's mask, or in front
+   * of a MaxPool2d that applies it on its pooled map (MaxPool2d.masksRelu).
+   */
+  private maskedElsewhere = false;
 
   forward(x: Tensor): Tensor {
     tensorArg(x, 'ReLU.forward');
@@ -101,15 +104,20 @@ export class ReLU extends Module {
     this.dropSaved();
     if (isGradEnabled()) {
       this.y = y;
-      this.maskedByPrev = maskedByPrev;
+      this.maskedElsewhere = maskedByPrev;
     }
     return this.forwardDone(y);
+  }
+
+  /** The next layer's backward applies this ReLU's mask (a MaxPool2d with masksRelu): backward passes dy through. */
+  maskedByNext(): void {
+    if (this.y) this.maskedElsewhere = true;
   }
 
   backward(dy: Tensor): Tensor {
     this.backwardStart(dy, 'ReLU');
     const y = requireSaved(this.y, 'ReLU');
-    const dx = this.maskedByPrev ? dy : ops.reluBackward(dy, y);
+    const dx = this.maskedElsewhere ? dy : ops.reluBackward(dy, y);
     this.dropSaved();
     return dx;
   }
@@ -117,13 +125,20 @@ export class ReLU extends Module {
   protected dropSaved(): void {
     if (this.ownsY) this.y?.dispose();
     this.y = undefined;
-    this.maskedByPrev = false;
+    this.maskedElsewhere = false;
   }
 }
 
 export class MaxPool2d extends Module {
   readonly params: ops.Pool2dParams;
   private saved: { x: Tensor; y: Tensor; ws: Tensor[] } | undefined;
+  /**
+   * Set by Sequential (masksReluOf) after this pool's forward when it read a ReLU's output: backward then applies
+   * the ReLU's mask to dy on the pooled map, (y > 0), before routing it to the arg-max, and the ReLU passes dy
+   * through. Exact: the gradient only reaches arg-max positions, whose input value is the pooled y; and a quarter of
+   * the work of the ReLU's own mask on the full map (2×2 pools). Every forward clears it.
+   */
+  masksRelu = false;
 
   constructor(kernelSize = 2, stride = kernelSize, padding = 0) {
     super();
@@ -142,10 +157,19 @@ export class MaxPool2d extends Module {
     return this.forwardDone(r.y);
   }
 
+  /** This pool's input was `relu`'s output in the forward just run: take over its mask (see masksRelu). */
+  masksReluOf(relu: ReLU): void {
+    if (!this.saved) return;
+    this.masksRelu = true;
+    relu.maskedByNext();
+  }
+
   backward(dy: Tensor): Tensor {
     this.backwardStart(dy, 'MaxPool2d');
     const s = requireSaved(this.saved, 'MaxPool2d');
-    const dx = ops.maxpool2dBackward(dy, s.x, s.y, this.params, s.ws);
+    const masked = this.masksRelu ? ops.reluBackward(dy, s.y) : dy;
+    const dx = ops.maxpool2dBackward(masked, s.x, s.y, this.params, s.ws);
+    if (masked !== dy) masked.dispose();
     this.dropSaved();
     return dx;
   }
@@ -153,6 +177,7 @@ export class MaxPool2d extends Module {
   protected dropSaved(): void {
     if (this.saved) disposeAll(this.saved.ws);
     this.saved = undefined;
+    this.masksRelu = false;
   }
 }
 
@@ -394,6 +419,10 @@ export class Sequential extends Module {
         out = layer.forward(cur, { step });
       }
       this.childGenerations[i] = this.layers[i].forwardGeneration;
+      // A max pool reading a ReLU's output (alone or fused) applies the ReLU's mask on the pooled map in backward.
+      // Set after the pool's forward, which clears it, so a pool run on its own never masks.
+      const prev = this.layers[i - 1];
+      if (keep && layer instanceof MaxPool2d && prev instanceof ReLU) layer.masksReluOf(prev);
       if (out !== cur) {
         if (!keep && cur !== x) cur.dispose();
         if (keep) this.acts.push(out);

@@ -78,7 +78,8 @@ Layout layout_arg(const Napi::Value& v, const char* what) {
   if (s == "nchw") return Layout::Contiguous;
   if (s == "nhwc") return Layout::ChannelsLast;
   if (s == "nchw8c") return Layout::Blocked8;
-  throw RangeError(std::string(what) + ": unknown layout '" + s + "' (expected nchw, nhwc or nchw8c)");
+  if (s == "nchw16c") return Layout::Blocked16;
+  throw RangeError(std::string(what) + ": unknown layout '" + s + "' (expected nchw, nhwc, nchw8c or nchw16c)");
 }
 
 // conv2dForward(x, w, b|null, params, relu)
@@ -304,8 +305,8 @@ Napi::Value Cast(const Napi::CallbackInfo& info) {
 Napi::Value ToLayout(const Napi::CallbackInfo& info) {
   Tensor& x = unwrap(arg(info, 0), "toLayout: input");
   Layout l = layout_arg(arg(info, 1), "toLayout");
-  VGG_CHECK(l != Layout::Blocked8 || x.device() == Device::CPU,
-            "toLayout: nchw8c is the CPU backend's own layout (got a %s tensor)", device_name(x.device()));
+  VGG_CHECK(!layout_block(l) || x.device() == Device::CPU, "toLayout: %s is the CPU backend's own layout (got a %s tensor)",
+            layout_name(l), device_name(x.device()));
   if (x.layout == l) return wrap(info.Env(), x);
   return wrap(info.Env(), backend(x.device()).to_layout(x, l));
 }
@@ -336,12 +337,13 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("cuda", cuda_info_json());
   return o;
 }
-// cpuIsaInfo(): {isa, bf16}, see ops.h.
+// cpuIsaInfo(): {isa, bf16, blockedLayout}, see ops.h.
 Napi::Value CpuIsaInfoJs(const Napi::CallbackInfo& info) {
   const CpuIsaInfo i = cpu_isa_info();
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("isa", i.isa);
   o.Set("bf16", i.bf16);
+  o.Set("blockedLayout", layout_name(i.blocked));
   return o;
 }
 // cpuPeakGflops(threads, seconds): {gflops, threads, vector}, see ops.h.
@@ -367,6 +369,20 @@ Napi::Value FillRandom(const Napi::CallbackInfo& info) {
   const uint64_t seed = uint64_t(get_int(arg(info, 4), op));
   backend(t.device()).fill_random(t, kind == "normal" ? RandomKind::Normal : RandomKind::Uniform, a, b, seed);
   return info.Env().Undefined();
+}
+// cpuKernelsUsed(): [{op, impl, calls, ms}], read and cleared, see ops.h.
+Napi::Value CpuKernelsUsedJs(const Napi::CallbackInfo& info) {
+  const auto used = cpu_kernels_used();
+  Napi::Array a = Napi::Array::New(info.Env(), used.size());
+  for (size_t i = 0; i < used.size(); ++i) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("op", used[i].op);
+    o.Set("impl", used[i].impl);
+    o.Set("calls", double(used[i].calls));
+    o.Set("ms", used[i].ms);
+    a.Set(uint32_t(i), o);
+  }
+  return a;
 }
 Napi::Value SetCudaMathMode(const Napi::CallbackInfo& info) {
   cuda_set_math_mode(get_int32(arg(info, 0), "setCudaMathMode"));
@@ -427,6 +443,7 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("setCudaMathMode", SetCudaMathMode);
   def("cpuIsaInfo", CpuIsaInfoJs);
   def("cpuPeakGflops", CpuPeakGflopsJs);
+  def("cpuKernelsUsed", CpuKernelsUsedJs);
   def("setNumThreads", SetNumThreads);
   def("getNumThreads", GetNumThreads);
 }

@@ -25,7 +25,8 @@ Layout layout_from_name(const std::string& s, const char* what) {
   if (s == "nchw" || s == "contiguous") return Layout::Contiguous;
   if (s == "nhwc" || s == "channels_last") return Layout::ChannelsLast;
   if (s == "nchw8c") return Layout::Blocked8;
-  throw RangeError(std::string(what) + ": unknown layout '" + s + "' (expected nchw, nhwc or nchw8c)");
+  if (s == "nchw16c") return Layout::Blocked16;
+  throw RangeError(std::string(what) + ": unknown layout '" + s + "' (expected nchw, nhwc, nchw8c or nchw16c)");
 }
 }  // namespace
 

@@ -54,10 +54,32 @@ CpuIsaInfo cpu_isa_info() {
     } catch (const dnnl::error&) {
       i.bf16 = false;
     }
-    // VGGNET_CPU_BF16=emulate: the emulated bf16 path even where oneDNN has bf16 kernels (to compare the two).
-    // bf16 then reads false: it says which path the backend takes, for the ops, VGGNet's note and the bench alike.
+    // oneDNN 2.6 has bf16 kernels from avx512_core on, but only avx512_core_bf16 and AMX compute in bf16: on plain
+    // avx512_core its kernels convert inside, and a vgg16 b8 64² training step ran 2.3-2.5x slower on them than on
+    // the emulated path (the f32 kernels, Winograd included, plus the conversions; Xeon avx512_core, 2 threads). So
+    // the native path also needs bf16 instructions. VGGNET_CPU_BF16=native takes oneDNN's bf16 kernels wherever they
+    // exist (to compare, and to test them on avx512_core); =emulate never. bf16 says which path the backend takes,
+    // for the ops, VGGNet's note and the bench alike.
     const char* env = std::getenv("VGGNET_CPU_BF16");
-    if (env && std::string(env) == "emulate") i.bf16 = false;
+    const std::string mode = env ? env : "";
+    const bool bf16_isa = i.isa == "avx512_core_bf16" || i.isa == "avx512_core_amx";
+    i.bf16 = i.bf16 && mode != "emulate" && (bf16_isa || mode == "native");
+    // The activation layout between layers: the blocked format oneDNN's f32 convolution picks for itself here
+    // (nChw16c on AVX-512, nChw8c on AVX2), so that no layer reorders its input or output.
+    // VGGNET_CPU_BLOCK=8 keeps nchw8c (to compare).
+    try {
+      using dnnl::memory;
+      const memory::dims x{1, 64, 8, 8}, w{64, 64, 3, 3}, s1{1, 1}, p1{1, 1};
+      auto md = [](const memory::dims& d) { return memory::desc(d, memory::data_type::f32, memory::format_tag::any); };
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+                                        md(x), md(w), md(x), s1, p1, p1);
+      dnnl::convolution_forward::primitive_desc pd(d, cpu::engine());
+      const bool b16 = pd.src_desc() == memory::desc(x, memory::data_type::f32, memory::format_tag::nChw16c);
+      const char* block = std::getenv("VGGNET_CPU_BLOCK");
+      i.blocked = b16 && !(block && std::string(block) == "8") ? Layout::Blocked16 : Layout::Blocked8;
+    } catch (const dnnl::error&) {
+      i.blocked = Layout::Blocked8;
+    }
     return i;
   }();
   return info;

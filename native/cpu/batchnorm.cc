@@ -1,5 +1,5 @@
 // Batch norm over C of (N,C,H,W), plain C++ with double accumulators (PyTorch's numerics; threads split the channels,
-// nchw8c does the 8 channels of a block together so that each pass reads memory once).
+// a blocked layout does the 8 or 16 channels of a block together so that each pass reads memory once).
 //   train: mean, biased var over (N,H,W); y = (x-mean)/sqrt(var+eps)*gamma + beta;
 //          running = (1-m)*running + m*batch (running var uses the unbiased var). saved = {mean, invstd} (C) f32
 //   eval:  y = (x-running_mean)/sqrt(running_var+eps)*gamma + beta
@@ -20,8 +20,9 @@
 namespace vgg::cpu {
 
 namespace {
-// Visits every element of the G channels c0..c0+G-1 (G = 8 for nchw8c, whose 8 channels of a block are adjacent
-// in memory, else 1): f(offset, j) for channel c0+j, each channel in (n, h, w) order.
+constexpr int kMaxBlock = 16;  // the widest channel block (nchw16c)
+// Visits every element of the G channels c0..c0+G-1 (G = 8 or 16 for nchw8c/nchw16c, whose channels of a block are
+// adjacent in memory, else 1): f(offset, j) for channel c0+j, each channel in (n, h, w) order.
 template <class F>
 inline void for_group(const Shape& s, const Strides4& st, int64_t c0, int G, F&& f) {
   const int64_t N = s[0], HW = s[2] * s[3];
@@ -60,7 +61,7 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
   // Per channel, in double: the statistics used to normalise (batch or running).
   std::vector<double> mean(static_cast<size_t>(C)), invstd(static_cast<size_t>(C));
   double total = double(M);  // values per channel over every replica
-  const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
+  const int G = st.block ? st.block : 1;  // channels done together (one nchw8c/nchw16c block)
   if (training) {
     mean_t = Tensor::empty({C}, DType::F32, Device::CPU);
     invstd_t = Tensor::empty({C}, DType::F32, Device::CPU);
@@ -92,7 +93,7 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
       rv[c] = float((1.0 - momentum) * rv[c] + momentum * (ssq / (total - 1)));
     };
     auto apply_pass = [&](int64_t c0) {  // normalise (and the fused ReLU)
-      float fs[8], fb[8];
+      float fs[kMaxBlock], fb[kMaxBlock];
       for (int j = 0; j < G; ++j) {
         const size_t c = size_t(c0 + j);
         const double scale = double(g[c]) * invstd[c], shift = double(b[c]) - mean[c] * scale;
@@ -111,7 +112,7 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
       // One group of channels at a time, all three passes while its data is in cache.
 #pragma omp parallel for schedule(static)
       for (int64_t c0 = 0; c0 < C; c0 += G) {
-        double sum[8], ss[8];
+        double sum[kMaxBlock], ss[kMaxBlock];
         sum_pass(c0, sum);
         for (int j = 0; j < G; ++j) mean[size_t(c0 + j)] = sum[j] / total;
         sq_pass(c0, ss);
@@ -125,7 +126,7 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
       std::vector<double> sums(static_cast<size_t>(C) + 1), sqs(static_cast<size_t>(C));
 #pragma omp parallel for schedule(static)
       for (int64_t c0 = 0; c0 < C; c0 += G) {
-        double sum[8];
+        double sum[kMaxBlock];
         sum_pass(c0, sum);
         for (int j = 0; j < G; ++j) sums[size_t(c0 + j)] = sum[j];
       }
@@ -137,7 +138,7 @@ Tensor CpuBackend::batchnorm_forward(const Tensor& x, const Tensor& gamma, const
       for (int64_t c = 0; c < C; ++c) mean[size_t(c)] = sums[size_t(c)] / total;
 #pragma omp parallel for schedule(static)
       for (int64_t c0 = 0; c0 < C; c0 += G) {
-        double ss[8];
+        double ss[kMaxBlock];
         sq_pass(c0, ss);
         for (int j = 0; j < G; ++j) sqs[size_t(c0 + j)] = ss[j];
       }
@@ -214,7 +215,7 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
   const float* g = gamma.data<float>();
   const float *mp = saved[0].data<float>(), *ip = saved[1].data<float>();
   float *dg = dgamma.data<float>(), *db = dbeta.data<float>();
-  const int G = st.blocked ? 8 : 1;  // channels done together (one nchw8c block)
+  const int G = st.block ? st.block : 1;  // channels done together (one nchw8c/nchw16c block)
   // sums[c] = sum dy, sums[C + c] = sum dy * (x - mean), per channel (then across replicas when synced).
   std::vector<double> sums(2 * static_cast<size_t>(C));
   dispatch_float(x.dtype, [&](auto type) {
@@ -225,7 +226,7 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
     // dy through the fused ReLU: 0 where its output was 0 (torch's threshold_backward: y > 0 passes).
     auto grad = [&](int64_t o) { return yr && !(to_f32(yr[o]) > 0.f) ? 0.f : to_f32(dyp[o]); };
     auto reduce_pass = [&](int64_t c0) {  // this replica's sums, and dgamma/dbeta from them
-      double mean[8], sdy[8] = {0}, sdyx[8] = {0};
+      double mean[kMaxBlock], sdy[kMaxBlock] = {0}, sdyx[kMaxBlock] = {0};
       for (int j = 0; j < G; ++j) mean[j] = mp[c0 + j];
       for_group(x.shape, st, c0, G, [&](int64_t o, int j) {
         const float d = grad(o);
@@ -249,7 +250,7 @@ Tensor CpuBackend::batchnorm_backward(const Tensor& dy, const Tensor& x, const T
     };
     // dx = k * (dy - sum_dy/M - xhat * sum_dy_xhat/M), k = gamma*invstd
     auto dx_pass = [&](int64_t c0) {
-      double mean[8], k[8], a[8], bcoef[8];
+      double mean[kMaxBlock], k[kMaxBlock], a[kMaxBlock], bcoef[kMaxBlock];
       for (int j = 0; j < G; ++j) {
         const size_t c = size_t(c0 + j);
         const double invstd = ip[c];

@@ -34,9 +34,9 @@ memory::format_tag plain_tag(int ndim, Layout layout) {
     VGG_CHECK(ndim == 4, "cpu backend: channels-last layout needs a 4-D tensor, got %d-D", ndim);
     return T::nhwc;
   }
-  if (layout == Layout::Blocked8) {
-    VGG_CHECK(ndim == 4, "cpu backend: nchw8c layout needs a 4-D tensor, got %d-D", ndim);
-    return T::aBcd8b;
+  if (const int block = layout_block(layout)) {
+    VGG_CHECK(ndim == 4, "cpu backend: %s layout needs a 4-D tensor, got %d-D", layout_name(layout), ndim);
+    return block == 16 ? T::aBcd16b : T::aBcd8b;
   }
   switch (ndim) {
     case 1: return T::a;
@@ -149,9 +149,9 @@ void check_same_layout(const Tensor& a, const Tensor& b, const char* what) {
 
 Strides4 strides4(const Shape& s, Layout layout) {
   const int64_t C = s[1], H = s[2], W = s[3];
-  if (layout == Layout::ChannelsLast) return {H * W * C, 1, W * C, C, false};
-  if (layout == Layout::Blocked8) return {C * H * W, 8 * H * W, 8 * W, 8, true};
-  return {C * H * W, H * W, W, 1, false};
+  if (layout == Layout::ChannelsLast) return {H * W * C, 1, W * C, C, 0};
+  if (const int B = layout_block(layout)) return {C * H * W, B * H * W, B * W, B, B};
+  return {C * H * W, H * W, W, 1, 0};
 }
 
 }  // namespace vgg::cpu

@@ -101,11 +101,11 @@ void check_param(const Tensor& t, const Shape& s, const char* what);  // defined
 void check_same_layout(const Tensor& a, const Tensor& b, const char* what);
 
 // Offset of logical (n,c,h,w) for a tensor of shape (N,C,H,W) stored with `layout`:
-// n*s.n + s.coff(c) + h*s.h + w*s.w (for nchw8c, s.c is the stride of a block of 8 channels).
+// n*s.n + s.coff(c) + h*s.h + w*s.w (for nchw8c/nchw16c, s.c is the stride of a block of `block` channels).
 struct Strides4 {
   int64_t n, c, h, w;
-  bool blocked;
-  int64_t coff(int64_t ch) const { return blocked ? (ch >> 3) * c + (ch & 7) : ch * c; }
+  int block;  // channels per block (8, 16), 0 when not blocked
+  int64_t coff(int64_t ch) const { return block ? (ch / block) * c + ch % block : ch * c; }
 };
 Strides4 strides4(const Shape& s, Layout layout);
 
@@ -149,9 +149,10 @@ inline void store(void* p, DType t, int64_t i, float v) {
 // ---- bfloat16 activations. Parameters, gradients, BN statistics and the optimizer stay float32; convolutions and
 // linear layers take bf16 activations by one of two paths, with the same numerics (bf16 products summed in fp32,
 // the result rounded once to bf16):
-//   Native:   oneDNN's own bf16 kernels (bf16 src/weights/dst descs, f32 bias and weight gradients); oneDNN 2.6 has
-//             them from avx512_core on (AVX-512-bf16 and AMX make them fast). cpu_isa_info().bf16 says so.
-//   Emulated: every other CPU (AVX2), or VGGNET_CPU_BF16=emulate: the bf16 operands widened to f32 (exact), the f32
+//   Native:   oneDNN's own bf16 kernels (bf16 src/weights/dst descs, f32 bias and weight gradients), on CPUs with
+//             bf16 instructions (avx512_core_bf16, AMX), or wherever oneDNN 2.6 has them (avx512_core on) with
+//             VGGNET_CPU_BF16=native. cpu_isa_info().bf16 says so (native/cpu/backend.cc: why not on avx512_core).
+//   Emulated: every other CPU (AVX2, avx512_core), or VGGNET_CPU_BF16=emulate: the bf16 operands widened to f32 (exact), the f32
 //             weights rounded to bf16 and back, the f32 primitive, its output rounded to bf16. Same rounding as bf16
 //             hardware, no speed-up (slower than fp32: the conversions are extra passes).
 // Pools, BN, ReLU and dropout compute in float and read/write bf16 on both paths.

@@ -1,8 +1,8 @@
 // conv2d on oneDNN: forward (bias, optional fused ReLU), backward data, backward weights + bias.
 //   x (N,C,H,W), w (K,C,R,S), b (K) -> y (N,K,P,Q); P = floor((H + 2*pad_h - R)/stride_h) + 1, Q likewise.
-// The primitives choose their own layouts (format_tag::any). Activations in nchw8c (Layout::Blocked8, what the
-// primitives pick on AVX2/AVX-512 for C % 8 == 0) go in and out without a reorder; y keeps x's layout unless
-// p.cpu_blocked_output asks for nchw8c, so a network pays one reorder at its entry and none between layers.
+// The primitives choose their own layouts (format_tag::any). Activations in the blocked layout they pick (nchw16c
+// on AVX-512, nchw8c on AVX2: cpu_isa_info().blocked) go in and out without a reorder; y keeps x's layout unless
+// p.cpu_blocked_output asks for the blocked one, so a network pays one reorder at its entry and none between layers.
 // Weights are plain (K,C,R,S) and reordered per call (fwd and bwd-data want different blocked forms).
 // Output maps of at most 4×4 do not use oneDNN's convolution but one GEMM over the whole batch (see use_small_map).
 // bf16 activations (see Bf16Path in cpu_common.h): each entry point turns its operands into compute operands
@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "backend.h"
+#include "kernel_log.h"
 
 namespace vgg::cpu {
 
@@ -47,22 +48,44 @@ ConvGeom geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const c
 
 memory::desc any_md(const memory::dims& d, DType dt) { return memory::desc(d, dnnl_dtype(dt), tag::any); }
 
-// The layout an activation of C channels gets when `want` is asked for: nchw8c needs C % 8 == 0.
+// The layout an activation of C channels gets when `want` is asked for: a blocked layout needs C to be a multiple
+// of its block (nchw16c falls back to nchw8c, nchw8c to nchw).
 Layout act_layout(Layout want, int64_t C) {
+  if (want == Layout::Blocked16 && C % 16 != 0) want = Layout::Blocked8;
   return want == Layout::Blocked8 && C % 8 != 0 ? Layout::Contiguous : want;
 }
 
+// oneDNN's Winograd F(4×4, 3×3) kernels (jit_wino_4x3: forward, backward-data and backward-weights, f32 on
+// avx512_core and newer) do about a quarter of a direct 3×3 convolution's multiplies, at the price of transforms
+// and 4-6x the rounding error (test/cpu_winograd.test.ts measures it against float64). They take 3×3 stride-1
+// pad-1 convolutions with both channel counts multiples of 16. Measured against the direct kernels, every VGG layer
+// shape of the CPU bench, each direction (scripts/bench_conv_wino.cc, 2 threads, Xeon avx512_core): 1.5-2.3x on
+// 16²-224² maps, 1.15-1.6x on 8²-14² with 128-512 channels, but 0.4x on 6² (4×4 tiles mostly padding there), and
+// with 16 input channels forward and backward-data lose (0.6-0.7x; 32: mixed). Hence: at least 64 input channels
+// and maps of at least kWinoMinMap². A fixed rule of shape and ISA, never a timing, so runs stay reproducible;
+// VGGNET_CPU_WINOGRAD=0 turns it off. Elsewhere (AVX2, bf16, other shapes) the direct kernels run as before.
+constexpr int64_t kWinoMinMap = 8;
+bool use_winograd(const ConvGeom& g, DType cdt) {
+  static const bool on = [] {
+    const char* env = std::getenv("VGGNET_CPU_WINOGRAD");
+    return !(env && std::string(env) == "0") && cpu_isa_info().isa.rfind("avx512_core", 0) == 0;
+  }();
+  return on && cdt == DType::F32 && g.R == 3 && g.S == 3 && g.strides == memory::dims{1, 1} &&
+         g.pad_l == memory::dims{1, 1} && g.pad_r == memory::dims{1, 1} && g.C % 16 == 0 && g.K % 16 == 0 &&
+         g.C >= 64 && g.P >= kWinoMinMap && g.Q >= kWinoMinMap;
+}
+
 // cdt: the data type of src, weights and dst (f32, or bf16 on the native bf16 path; bias stays f32).
-dnnl::convolution_forward::primitive_desc fwd_pd(const ConvGeom& g, bool bias, bool relu, DType cdt) {
+dnnl::convolution_forward::primitive_desc fwd_pd(const ConvGeom& g, bool bias, bool relu, DType cdt,
+                                                 dnnl::algorithm alg) {
   auto src = any_md({g.N, g.C, g.H, g.W}, cdt);
   auto wei = any_md({g.K, g.C, g.R, g.S}, cdt);
   auto dst = any_md({g.N, g.K, g.P, g.Q}, cdt);
   auto prop = dnnl::prop_kind::forward_training;
-  auto d = bias ? dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, src, wei,
+  auto d = bias ? dnnl::convolution_forward::desc(prop, alg, src, wei,
                                                   memory::desc({g.K}, memory::data_type::f32, tag::a), dst,
                                                   g.strides, g.pad_l, g.pad_r)
-                : dnnl::convolution_forward::desc(prop, dnnl::algorithm::convolution_direct, src, wei, dst,
-                                                  g.strides, g.pad_l, g.pad_r);
+                : dnnl::convolution_forward::desc(prop, alg, src, wei, dst, g.strides, g.pad_l, g.pad_r);
   dnnl::primitive_attr attr;
   if (relu) {
     dnnl::post_ops po;
@@ -70,6 +93,27 @@ dnnl::convolution_forward::primitive_desc fwd_pd(const ConvGeom& g, bool bias, b
     attr.set_post_ops(po);
   }
   return dnnl::convolution_forward::primitive_desc(d, attr, engine());
+}
+
+// Makes a direction's primitive descriptor with Winograd where use_winograd says so, else (or where oneDNN turns
+// the Winograd descriptor down: its availability, like the rule, depends only on shape and ISA) with the direct
+// algorithm. make(alg) builds the descriptor.
+template <class F>
+auto with_algorithm(const ConvGeom& g, DType cdt, F&& make) -> decltype(make(dnnl::algorithm::convolution_direct)) {
+  if (use_winograd(g, cdt)) {
+    try {
+      return make(dnnl::algorithm::convolution_winograd);
+    } catch (const dnnl::error&) {
+    }
+  }
+  return make(dnnl::algorithm::convolution_direct);
+}
+
+// to_desc, timed into the kernel log as (op, "reorder") when it moves data.
+memory to_desc_logged(const char* op, const memory& user, const memory::desc& want, std::vector<Tensor>& keep) {
+  if (user.get_desc() == want) return user;
+  KernelTimer t(op, "reorder");
+  return to_desc(user, want, keep);
 }
 
 // Reorder with an optional sum post-op: to = from + (accumulate ? to : 0).
@@ -175,7 +219,7 @@ void col2im(const ConvGeom& g, const Conv2dParams& p, const float* D, Tensor& dx
 
 // dst (M, N) = a (M, K) · b (K, N) (+ bias row, relu, or += dst) on raw buffers, plain matrices given by their
 // descs (matmul_entry's primitive); dst and bias are f32, a and b f32 or (native bf16 path) bf16.
-void gemm(const std::string& key, const memory::desc& a, const void* ap, const memory::desc& b, const void* bp,
+void gemm(const char* op, const std::string& key, const memory::desc& a, const void* ap, const memory::desc& b, const void* bp,
           const memory::desc& c, void* cp, const float* bias, bool relu, bool accumulate) {
   const memory::desc bias_md({1, c.dims()[1]}, memory::data_type::f32, tag::ab);
   auto& e = matmul_entry(key, a, b, bias ? &bias_md : nullptr, c, relu, accumulate);
@@ -183,6 +227,7 @@ void gemm(const std::string& key, const memory::desc& a, const void* ap, const m
                                        {DNNL_ARG_WEIGHTS, memory(b, engine(), const_cast<void*>(bp))},
                                        {DNNL_ARG_DST, memory(c, engine(), cp)}};
   if (bias) args.emplace(DNNL_ARG_BIAS, memory(bias_md, engine(), const_cast<float*>(bias)));
+  KernelTimer t(op, std::string("gemm:") + e.pd.impl_info_str());
   e.prim.execute(stream(), args);
   stream().wait();
 }
@@ -198,7 +243,7 @@ void small_map_forward(const ConvGeom& g, const Conv2dParams& p, const Tensor& x
   const int64_t rows = g.N * g.P * g.Q, CRS = g.C * g.R * g.S;
   Tensor col = scratch(size_t(rows * CRS) * dtype_size(cdt)), out = scratch(size_t(rows * g.K) * 4);
   dispatch_float(cdt, [&](auto t) { im2col(g, p, x, static_cast<decltype(t)*>(col.raw())); });
-  gemm(cache_key("conv2d_forward/im2col", rows, CRS, g.K, b.defined(), relu, int(cdt)), mat(rows, CRS, tag::ab, cdt),
+  gemm("conv2d_forward", cache_key("conv2d_forward/im2col", rows, CRS, g.K, b.defined(), relu, int(cdt)), mat(rows, CRS, tag::ab, cdt),
        col.raw(), mat(CRS, g.K, tag::ba, cdt), w.raw(), mat(rows, g.K, tag::ab), out.raw(),
        b.defined() ? b.data<float>() : nullptr, relu, false);
   dispatch_float(cdt, [&](auto t) { scatter_rows<decltype(t)>(g, static_cast<const float*>(out.raw()), y); });
@@ -212,7 +257,7 @@ void small_map_backward_data(const ConvGeom& g, const Conv2dParams& p, const Ten
   const int64_t rows = g.N * g.P * g.Q, CRS = g.C * g.R * g.S;
   Tensor dyr = scratch(size_t(rows * g.K) * dtype_size(cdt)), dcol = scratch(size_t(rows * CRS) * 4);
   dispatch_float(cdt, [&](auto t) { gather_rows(g, dy, static_cast<decltype(t)*>(dyr.raw())); });
-  gemm(cache_key("conv2d_backward_data/im2col", rows, g.K, CRS, int(cdt)), mat(rows, g.K, tag::ab, cdt), dyr.raw(),
+  gemm("conv2d_backward_data", cache_key("conv2d_backward_data/im2col", rows, g.K, CRS, int(cdt)), mat(rows, g.K, tag::ab, cdt), dyr.raw(),
        mat(g.K, CRS, tag::ab, cdt), w.raw(), mat(rows, CRS, tag::ab), dcol.raw(), nullptr, false, false);
   col2im(g, p, static_cast<const float*>(dcol.raw()), dx);
 }
@@ -230,7 +275,7 @@ void small_map_backward_weights(const ConvGeom& g, const Conv2dParams& p, const 
     T* B = static_cast<T*>(dyr.raw());
     im2col(g, p, x, A);
     gather_rows(g, dy, B);
-    gemm(cache_key("conv2d_backward_weights/im2col", g.K, rows, CRS, accumulate, int(cdt)),
+    gemm("conv2d_backward_weights", cache_key("conv2d_backward_weights/im2col", g.K, rows, CRS, accumulate, int(cdt)),
          mat(g.K, rows, tag::ba, cdt), B, mat(rows, CRS, tag::ab, cdt), A, mat(g.K, CRS, tag::ab), dw.raw(), nullptr,
          false, accumulate);
     if (db.defined()) {
@@ -273,20 +318,27 @@ Tensor forward(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, const 
   auto key = cache_key(op, x.shape, int(x.layout), int(y_layout), w.shape, b.defined(), relu, p.stride_h,
                        p.stride_w, p.pad_h, p.pad_w, int(cdt));
   auto& e = cached<Entry>(key, [&] {
-    auto pd = fwd_pd(g, b.defined(), relu, cdt);
+    auto pd = with_algorithm(g, cdt, [&](dnnl::algorithm alg) { return fwd_pd(g, b.defined(), relu, cdt, alg); });
     return new Entry{pd, dnnl::convolution_forward(pd)};
   });
   Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, cdt, Device::CPU, y_layout);
   std::vector<Tensor> keep;
-  memory src = to_desc(mem_of(x), e.pd.src_desc(), keep);
-  memory wei = to_desc(mem_of(w), e.pd.weights_desc(), keep);
+  memory src = to_desc_logged(op, mem_of(x), e.pd.src_desc(), keep);
+  memory wei = to_desc_logged(op, mem_of(w), e.pd.weights_desc(), keep);
   memory y_user = mem_of(y);
   memory dst = out_mem(e.pd.dst_desc(), y_user, keep);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
   if (b.defined()) args.emplace(DNNL_ARG_BIAS, mem_of(b));
-  e.prim.execute(stream(), args);
-  if (wrote_elsewhere(dst, y_user)) reorder(dst, y_user);
-  stream().wait();
+  {
+    KernelTimer t(op, e.pd.impl_info_str());
+    e.prim.execute(stream(), args);
+    stream().wait();
+  }
+  if (wrote_elsewhere(dst, y_user)) {
+    KernelTimer t(op, "reorder");
+    reorder(dst, y_user);
+    stream().wait();
+  }
   return y;
 }
 
@@ -305,22 +357,31 @@ Tensor backward_data(const ConvGeom& g, const Conv2dParams& p, const Tensor& dy,
   };
   auto key = cache_key(op, x_shape, int(dy.layout), w.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w, int(cdt));
   auto& e = cached<Entry>(key, [&] {
-    auto hint = fwd_pd(g, false, false, cdt);
-    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct,
-                                            any_md({g.N, g.C, g.H, g.W}, cdt), any_md({g.K, g.C, g.R, g.S}, cdt),
-                                            any_md({g.N, g.K, g.P, g.Q}, cdt), g.strides, g.pad_l, g.pad_r);
-    dnnl::convolution_backward_data::primitive_desc pd(d, engine(), hint);
+    auto pd = with_algorithm(g, cdt, [&](dnnl::algorithm alg) {
+      auto hint = fwd_pd(g, false, false, cdt, alg);
+      dnnl::convolution_backward_data::desc d(alg, any_md({g.N, g.C, g.H, g.W}, cdt),
+                                              any_md({g.K, g.C, g.R, g.S}, cdt), any_md({g.N, g.K, g.P, g.Q}, cdt),
+                                              g.strides, g.pad_l, g.pad_r);
+      return dnnl::convolution_backward_data::primitive_desc(d, engine(), hint);
+    });
     return new Entry{pd, dnnl::convolution_backward_data(pd)};
   });
   Tensor dx = Tensor::empty(x_shape, cdt, Device::CPU, act_layout(dy.layout, g.C));
   std::vector<Tensor> keep;
-  memory ddst = to_desc(mem_of(dy), e.pd.diff_dst_desc(), keep);
-  memory wei = to_desc(mem_of(w), e.pd.weights_desc(), keep);
+  memory ddst = to_desc_logged(op, mem_of(dy), e.pd.diff_dst_desc(), keep);
+  memory wei = to_desc_logged(op, mem_of(w), e.pd.weights_desc(), keep);
   memory dx_user = mem_of(dx);
   memory dsrc = out_mem(e.pd.diff_src_desc(), dx_user, keep);
-  e.prim.execute(stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}});
-  if (wrote_elsewhere(dsrc, dx_user)) reorder(dsrc, dx_user);
-  stream().wait();
+  {
+    KernelTimer t(op, e.pd.impl_info_str());
+    e.prim.execute(stream(), {{DNNL_ARG_DIFF_DST, ddst}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DIFF_SRC, dsrc}});
+    stream().wait();
+  }
+  if (wrote_elsewhere(dsrc, dx_user)) {
+    KernelTimer t(op, "reorder");
+    reorder(dsrc, dx_user);
+    stream().wait();
+  }
   return dx;
 }
 
@@ -353,23 +414,26 @@ void backward_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x,
   auto key = cache_key(op, x.shape, int(x.layout), int(dy.layout), dw.shape, bias, p.stride_h, p.stride_w,
                        p.pad_h, p.pad_w, int(cdt));
   auto& e = cached<Entry>(key, [&] {
-    auto hint = fwd_pd(g, bias, false, cdt);
-    const bool gemm = bwdw_via_gemm(g);
-    auto act = [&](const memory::dims& d) { return gemm ? memory::desc(d, dnnl_dtype(cdt), tag::nchw) : any_md(d, cdt); };
-    auto src = act({g.N, g.C, g.H, g.W});
-    auto dwei = any_md({g.K, g.C, g.R, g.S}, DType::F32);  // f32 weight gradients on every path
-    auto ddst = act({g.N, g.K, g.P, g.Q});
-    auto d = bias ? dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, dwei,
-                                                             memory::desc({g.K}, memory::data_type::f32, tag::a),
-                                                             ddst, g.strides, g.pad_l, g.pad_r)
-                  : dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, dwei,
-                                                             ddst, g.strides, g.pad_l, g.pad_r);
-    dnnl::convolution_backward_weights::primitive_desc pd(d, engine(), hint);
+    auto pd = with_algorithm(g, cdt, [&](dnnl::algorithm alg) {
+      auto hint = fwd_pd(g, bias, false, cdt, alg);
+      const bool gemm = alg == dnnl::algorithm::convolution_direct && bwdw_via_gemm(g);
+      auto act = [&](const memory::dims& d) {
+        return gemm ? memory::desc(d, dnnl_dtype(cdt), tag::nchw) : any_md(d, cdt);
+      };
+      auto src = act({g.N, g.C, g.H, g.W});
+      auto dwei = any_md({g.K, g.C, g.R, g.S}, DType::F32);  // f32 weight gradients on every path
+      auto ddst = act({g.N, g.K, g.P, g.Q});
+      auto d = bias ? dnnl::convolution_backward_weights::desc(alg, src, dwei,
+                                                               memory::desc({g.K}, memory::data_type::f32, tag::a),
+                                                               ddst, g.strides, g.pad_l, g.pad_r)
+                    : dnnl::convolution_backward_weights::desc(alg, src, dwei, ddst, g.strides, g.pad_l, g.pad_r);
+      return dnnl::convolution_backward_weights::primitive_desc(d, engine(), hint);
+    });
     return new Entry{pd, dnnl::convolution_backward_weights(pd)};
   });
   std::vector<Tensor> keep;
-  memory src = to_desc(mem_of(x), e.pd.src_desc(), keep);
-  memory ddst = to_desc(mem_of(dy), e.pd.diff_dst_desc(), keep);
+  memory src = to_desc_logged(op, mem_of(x), e.pd.src_desc(), keep);
+  memory ddst = to_desc_logged(op, mem_of(dy), e.pd.diff_dst_desc(), keep);
   memory dw_user = mem_of(dw);
   // Write straight into dw when it is plain and we overwrite; otherwise into a temporary, then reorder
   // (with a sum post-op when accumulating).
@@ -389,9 +453,16 @@ void backward_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x,
       args.emplace(DNNL_ARG_DIFF_BIAS, mem_of(db));
     }
   }
-  e.prim.execute(stream(), args);
-  if (!direct) reorder_into(dwei, dw_user, accumulate);
-  stream().wait();
+  {
+    KernelTimer t(op, e.pd.impl_info_str());
+    e.prim.execute(stream(), args);
+    stream().wait();
+  }
+  if (!direct) {
+    KernelTimer t(op, "reorder");
+    reorder_into(dwei, dw_user, accumulate);
+    stream().wait();
+  }
   if (bias && accumulate) {
     float* d = db.data<float>();
     const float* s = db_tmp.data<float>();
@@ -411,7 +482,7 @@ Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor
   check_ndim(w, 4, "conv2d_forward: weight");
   ConvGeom g = geometry(x.shape, w.shape, p, op);
   if (b.defined()) check_param(b, {g.K}, "conv2d_forward: bias");
-  const Layout y_layout = act_layout(p.cpu_blocked_output ? Layout::Blocked8 : x.layout, g.K);
+  const Layout y_layout = act_layout(p.cpu_blocked_output ? cpu_isa_info().blocked : x.layout, g.K);
   if (g.N == 0) return Tensor::empty({0, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);  // oneDNN: SIGFPE on N=0
   const Bf16Path path = bf16_path(x.dtype);
   return guard(op, [&] {

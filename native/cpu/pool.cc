@@ -6,6 +6,7 @@
 // bf16 pooling needs avx512_core, and a max or a mean of a few values gains nothing from bf16 kernels). The max is
 // exact; the mean is rounded once.
 #include "backend.h"
+#include "kernel_log.h"
 
 namespace vgg::cpu {
 
@@ -77,8 +78,11 @@ Tensor CpuBackend::maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Sav
       ws = scratch(e.pd.workspace_desc().get_size());
       args.emplace(DNNL_ARG_WORKSPACE, memory(e.pd.workspace_desc(), engine(), ws.raw()));
     }
-    e.prim.execute(stream(), args);
-    stream().wait();
+    {
+      KernelTimer t(op, e.pd.impl_info_str());
+      e.prim.execute(stream(), args);
+      stream().wait();
+    }
     if (training) {
       saved->clear();
       saved->push_back(ws);
@@ -121,6 +125,7 @@ Tensor CpuBackend::maxpool2d_backward(const Tensor& dy, const Tensor& x, const T
               "maxpool2d_backward: saved workspace has %zu bytes, expected %zu", saved[0].nbytes(),
               e.pd.workspace_desc().get_size());
     Tensor dx = Tensor::empty(x.shape, dy.dtype, Device::CPU, x.layout);
+    KernelTimer t(op, e.pd.impl_info_str());
     e.prim.execute(stream(), {{DNNL_ARG_DIFF_DST, mem_of(dy)},
                               {DNNL_ARG_DIFF_SRC, mem_of(dx)},
                               {DNNL_ARG_WORKSPACE, memory(e.pd.workspace_desc(), engine(), saved[0].raw())}});

@@ -111,7 +111,7 @@ Tensor CpuBackend::to_layout(const Tensor& x, Layout layout) {
   VGG_CHECK(x.ndim() == 4, "to_layout: %s needs a 4-D tensor, got %s", layout_name(x.layout == Layout::Contiguous ? layout : x.layout),
             shape_str(x.shape).c_str());
   Tensor y = Tensor::empty(x.shape, x.dtype, Device::CPU, layout);
-  if (x.layout == Layout::Blocked8 || layout == Layout::Blocked8) {
+  if (layout_block(x.layout) || layout_block(layout)) {
     guard("to_layout", [&] { reorder(mem_of(x), mem_of(y)); stream().wait(); });
     return y;
   }

@@ -66,7 +66,7 @@ Tensor CudaBackend::adaptive_avgpool2d_backward(const Tensor& dy_in, const Shape
             shape_str(dy_in.shape).c_str());
   check_nonzero_dims(x_shape, 1, "adaptive_avgpool2d_backward: x shape");
   check_nonzero_dims(dy_in.shape, 1, "adaptive_avgpool2d_backward: dy");
-  VGG_CHECK(x_layout != Layout::Blocked8, "adaptive_avgpool2d_backward: nchw8c is the CPU backend's own layout");
+  VGG_CHECK(!layout_block(x_layout), "adaptive_avgpool2d_backward: %s is the CPU backend's own layout", layout_name(x_layout));
   Tensor dy = conform(dy_in, dy_in.dtype, Layout::Contiguous, "adaptive_avgpool2d_backward: dy");
   Tensor dx = cuda_empty(x_shape, dy.dtype, x_layout);
   cuk::adaptive_avgpool_backward(dx.raw(), dy.raw(), dy.dtype, x_shape[0], x_shape[1], x_shape[2], x_shape[3],

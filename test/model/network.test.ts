@@ -6,6 +6,7 @@ import * as ops from '../../lib/ops';
 import { tinyVgg, randomBatch } from '../helpers/tiny';
 import { Rng } from '../../lib/random';
 import { noGrad } from '../../lib/nn/module';
+import { MaxPool2d, ReLU, Sequential } from '../../lib/nn/layers';
 import { trainStep } from '../../lib/train/train_step';
 
 describe('whole-network gradients (float32 forward, central differences)', () => {
@@ -65,6 +66,50 @@ describe('whole-network gradients (float32 forward, central differences)', () =>
     expect(checked).toBe(m.parameters().length * 3);
     m.dispose();
   });
+});
+
+test('a max pool after a ReLU applies its mask on the pooled map: gradients equal, bit for bit, the ReLU masking the full map', () => {
+  // The fused form (MaxPool2d.masksRelu) against the plain chain, forced by clearing the flags after the forward.
+  const grads = (fused: boolean) => {
+    const m = tinyVgg({ seed: 4, initWeights: false });
+    const { x, y } = randomBatch(3, 9);
+    m.zeroGrad();
+    const logits = m.forward(x);
+    const pools = m.features.layers.filter((l): l is MaxPool2d => l instanceof MaxPool2d);
+    expect(pools.every((p) => p.masksRelu)).toBe(true);
+    if (!fused) {
+      for (const p of pools) p.masksRelu = false;
+      for (const l of m.features.layers) if (l instanceof ReLU) (l as unknown as { maskedElsewhere: boolean }).maskedElsewhere = false;
+    }
+    const r = crossEntropy(logits, y);
+    m.backward(r.grad);
+    const g = m.parameters().map((p) => Array.from(p.grad.toFloat32()));
+    logits.dispose();
+    r.grad.dispose();
+    m.dispose();
+    return g;
+  };
+  const fused = grads(true);
+  expect(fused.flat().some((v) => v !== 0)).toBe(true);
+  expect(fused).toEqual(grads(false));
+});
+
+test('a max pool run on its own after a Sequential forward set masksRelu does not apply a ReLU mask', () => {
+  // All-negative input: a ReLU mask would zero the pooled gradient; the plain pool routes it to the arg-max (-1).
+  const pool = new MaxPool2d(2);
+  const seq = new Sequential([new ReLU(), pool]);
+  const x = Tensor.from(Float32Array.from([-1, -2, -3, -4]), [1, 1, 2, 2]);
+  const one = Tensor.from(Float32Array.from([1]), [1, 1, 1, 1]);
+  const y = seq.forward(x);
+  expect(pool.masksRelu).toBe(true);
+  seq.backward(one)?.dispose();
+  const y2 = pool.forward(x);
+  expect(pool.masksRelu).toBe(false);
+  const one2 = Tensor.from(Float32Array.from([1]), [1, 1, 1, 1]); // \`one\` is tagged as the Sequential's gradient
+  const dx = pool.backward(one2);
+  expect(Array.from(dx.toArray() as Float32Array)).toEqual([1, 0, 0, 0]);
+  for (const t of [x, one, one2, y, y2, dx]) t.dispose();
+  seq.dispose();
 });
 
 test('under noGrad nothing is kept: backward is an error, and outputs equal those with gradients', () => {

@@ -12,7 +12,7 @@ import { disposeKeptAfterEach, keep } from '../helpers/tensors';
 
 disposeKeptAfterEach();
 
-const LAYOUTS: Layout[] = device === 'cpu' ? ['nchw', 'nhwc', 'nchw8c'] : ['nchw', 'nhwc'];
+const LAYOUTS: Layout[] = device === 'cpu' ? ['nchw', 'nhwc', 'nchw8c', 'nchw16c'] : ['nchw', 'nhwc'];
 const DTYPES: DType[] = ['float32', 'bfloat16'];
 const zeros = (shape: number[], o: { dtype?: DType; layout?: Layout } = {}) => keep(Tensor.zeros(shape, { device, ...o }));
 const filled = (shape: number[], v: number) => keep(Tensor.from(new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(v), shape, { device }));
@@ -34,28 +34,30 @@ const values = (t: Tensor) => Array.from(t.toArray() as Float32Array);
 describeOnDevice(`empty batches on ${device}`, () => {
   describe.each(DTYPES)('%s activations', (dtype) => {
     describe.each(LAYOUTS)('%s', (layout) => {
+      // nchw16c needs channels a multiple of 16; the other layouts run on 8.
+      const C = layout === 'nchw16c' ? 16 : 8;
       const act = (n: number, c: number, h: number) => zeros([n, c, h, h], { dtype, layout });
 
       // 6x6 maps take oneDNN's convolution on the CPU; 2x2 maps the batch-wide GEMM path.
       test.each([6, 2])('conv2d forward (plain, fused ReLU, blocked output), backward data and weights on maps of side %i', (h) => {
-        const w = filled([16, 8, 3, 3], 0.5), b = filled([16], 1);
+        const w = filled([16, C, 3, 3], 0.5), b = filled([16], 1);
         for (const [p, relu] of [[conv(1, 1), false], [conv(1, 1), true], [conv(2, 1, true), true]] as const) {
-          expectEmptyLike(ops.conv2dForward(act(0, 8, h), w, b, p, relu), ops.conv2dForward(act(1, 8, h), w, b, p, relu));
-          const y0 = keep(ops.conv2dForward(act(0, 8, h), w, b, p, relu)), y1 = keep(ops.conv2dForward(act(1, 8, h), w, b, p, relu));
-          expectEmptyLike(ops.conv2dBackwardData(y0, w, [0, 8, h, h], p), ops.conv2dBackwardData(y1, w, [1, 8, h, h], p));
+          expectEmptyLike(ops.conv2dForward(act(0, C, h), w, b, p, relu), ops.conv2dForward(act(1, C, h), w, b, p, relu));
+          const y0 = keep(ops.conv2dForward(act(0, C, h), w, b, p, relu)), y1 = keep(ops.conv2dForward(act(1, C, h), w, b, p, relu));
+          expectEmptyLike(ops.conv2dBackwardData(y0, w, [0, C, h, h], p), ops.conv2dBackwardData(y1, w, [1, C, h, h], p));
           // Weight gradients of no samples: zeros, or what was there when accumulating.
-          const dw = filled([16, 8, 3, 3], 7), db = filled([16], 7);
-          ops.conv2dBackwardWeights(act(0, 8, h), y0, p, dw, db, true);
+          const dw = filled([16, C, 3, 3], 7), db = filled([16], 7);
+          ops.conv2dBackwardWeights(act(0, C, h), y0, p, dw, db, true);
           expect(new Set(values(dw))).toEqual(new Set([7]));
           expect(new Set(values(db))).toEqual(new Set([7]));
-          ops.conv2dBackwardWeights(act(0, 8, h), y0, p, dw, db, false);
+          ops.conv2dBackwardWeights(act(0, C, h), y0, p, dw, db, false);
           expect(new Set(values(dw))).toEqual(new Set([0]));
           expect(new Set(values(db))).toEqual(new Set([0]));
         }
       });
 
       test('relu, max pool, adaptive average pool, dropout, cast and layout changes, both directions', () => {
-        const x0 = act(0, 8, 4), x1 = act(1, 8, 4);
+        const x0 = act(0, C, 4), x1 = act(1, C, 4);
         expectEmptyLike(ops.reluForward(x0), ops.reluForward(x1));
         expectEmptyLike(ops.reluBackward(x0, x0), ops.reluBackward(x1, x1));
         const p0 = ops.maxpool2dForward(x0, pool, true), p1 = ops.maxpool2dForward(x1, pool, true);
@@ -65,7 +67,7 @@ describeOnDevice(`empty batches on ${device}`, () => {
         expectEmptyLike(ops.maxpool2dForward(x0, pool, false).y, ops.maxpool2dForward(x1, pool, false).y);
         const a0 = ops.adaptiveAvgpool2dForward(x0, 7, 7), a1 = ops.adaptiveAvgpool2dForward(x1, 7, 7);
         expectEmptyLike(a0, a1);
-        expectEmptyLike(ops.adaptiveAvgpool2dBackward(a0, [0, 8, 4, 4], layout), ops.adaptiveAvgpool2dBackward(a1, [1, 8, 4, 4], layout));
+        expectEmptyLike(ops.adaptiveAvgpool2dBackward(a0, [0, C, 4, 4], layout), ops.adaptiveAvgpool2dBackward(a1, [1, C, 4, 4], layout));
         const d0 = ops.dropoutForward(x0, 0.5, 1, 0, true), d1 = ops.dropoutForward(x1, 0.5, 1, 0, true);
         for (const t of [...d0.saved, ...d1.saved]) keep(t);
         expectEmptyLike(d0.y, d1.y);
@@ -77,25 +79,40 @@ describeOnDevice(`empty batches on ${device}`, () => {
       });
 
       test('batch norm: eval forward and backward are empty (gradients zero); training throws like PyTorch', () => {
-        const x0 = act(0, 8, 4), x1 = act(1, 8, 4);
-        const g = filled([8], 1), b = filled([8], 0), rm = filled([8], 0.25), rv = filled([8], 2);
+        const x0 = act(0, C, 4), x1 = act(1, C, 4);
+        const g = filled([C], 1), b = filled([C], 0), rm = filled([C], 0.25), rv = filled([C], 2);
         for (const relu of [false, true]) {
           const e0 = ops.batchnormForward(x0, g, b, rm, rv, false, 0.1, 1e-5, true, relu);
           const e1 = ops.batchnormForward(x1, g, b, rm, rv, false, 0.1, 1e-5, true, relu);
           for (const t of [...e0.saved, ...e1.saved]) keep(t);
           expectEmptyLike(e0.y, e1.y);
-          const dg = filled([8], 7), db = filled([8], 7);
+          const dg = filled([C], 7), db = filled([C], 7);
           const dx = keep(ops.batchnormBackward(e0.y, x0, g, 1e-5, e0.saved, dg, db, true, relu ? e0.y : null));
-          expect(dx.shape).toEqual([0, 8, 4, 4]);
+          expect(dx.shape).toEqual([0, C, 4, 4]);
           expect(new Set(values(dg))).toEqual(new Set([7]));
           keep(ops.batchnormBackward(e0.y, x0, g, 1e-5, e0.saved, dg, db, false, relu ? e0.y : null));
           expect(new Set([...values(dg), ...values(db)])).toEqual(new Set([0]));
         }
-        expect(() => ops.batchnormForward(x0, g, b, rm, rv, true, 0.1, 1e-5, true, false)).toThrow(/batchnorm_forward: .*more than (1|one) value per channel.*\[0,8,4,4\]/);
+        expect(() => ops.batchnormForward(x0, g, b, rm, rv, true, 0.1, 1e-5, true, false)).toThrow(new RegExp(`batchnorm_forward: .*more than (1|one) value per channel.*\\[0,${C},4,4\\]`));
         // The running statistics were not touched by the refused batch.
-        expect(values(rm)).toEqual(new Array(8).fill(0.25));
-        expect(values(rv)).toEqual(new Array(8).fill(2));
+        expect(values(rm)).toEqual(new Array(C).fill(0.25));
+        expect(values(rv)).toEqual(new Array(C).fill(2));
       });
+    });
+
+    // A layer the Winograd rule takes on avx512_core (3×3 stride 1 pad 1, 64 channels, 8×8 maps; f32 only), in the
+    // blocked and plain layouts: the empty batch must not reach the Winograd primitive either.
+    test.each(device === 'cpu' ? ['nchw16c', 'nchw'] as Layout[] : ['nchw'] as Layout[])('conv2d on a Winograd-sized layer (64 channels, 8x8), %s', (layout) => {
+      const w = filled([64, 64, 3, 3], 0.5), b = filled([64], 1), p = conv(1, 1, true);
+      const x = (n: number) => zeros([n, 64, 8, 8], { dtype, layout });
+      const y0 = ops.conv2dForward(x(0), w, b, p, true), y1 = ops.conv2dForward(x(1), w, b, p, true);
+      expectEmptyLike(y0, y1);
+      expectEmptyLike(ops.conv2dBackwardData(y0, w, [0, 64, 8, 8], p), ops.conv2dBackwardData(y1, w, [1, 64, 8, 8], p));
+      const dw = filled([64, 64, 3, 3], 7), db = filled([64], 7);
+      ops.conv2dBackwardWeights(x(0), y0, p, dw, db, true);
+      expect(new Set([...values(dw), ...values(db)])).toEqual(new Set([7]));
+      ops.conv2dBackwardWeights(x(0), y0, p, dw, db, false);
+      expect(new Set([...values(dw), ...values(db)])).toEqual(new Set([0]));
     });
 
     test('linear: forward (with and without ReLU), backward data and weights', () => {
