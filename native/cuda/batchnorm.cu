@@ -81,8 +81,10 @@ void bn_apply(void* y, const void* x, DType dt, const float* scale, const float*
   check_launch("batchnorm_forward (apply)");
 }
 
-template <class T>
-__global__ void bn_bwd_reduce_k(float* sums, float* dgamma, float* dbeta, const T* dy, const T* x, const float* mean,
+// sums[c] = sum dy, sums[C + c] = sum dy * xhat over this replica's batch (S: float for the local backward, double
+// for SyncBatchNorm's, whose sums are all-reduced first); dgamma/dbeta are written from them.
+template <class T, class S>
+__global__ void bn_bwd_reduce_k(S* sums, float* dgamma, float* dbeta, const T* dy, const T* x, const float* mean,
                                 const float* invstd, int64_t N, int64_t C, int64_t HW, bool cl, bool acc) {
   __shared__ double shm[32];
   const int64_t c = blockIdx.x, M = N * HW;
@@ -97,8 +99,8 @@ __global__ void bn_bwd_reduce_k(float* sums, float* dgamma, float* dbeta, const 
   sdy = block_sum_d(sdy, shm);
   sdyx = block_sum_d(sdyx, shm);
   if (threadIdx.x == 0) {
-    sums[c] = float(sdy);
-    sums[C + c] = float(sdyx);
+    sums[c] = S(sdy);
+    sums[C + c] = S(sdyx);
     if (dgamma) dgamma[c] = (acc ? dgamma[c] : 0.f) + float(sdyx);
     if (dbeta) dbeta[c] = (acc ? dbeta[c] : 0.f) + float(sdy);
   }
@@ -122,7 +124,7 @@ void bn_backward(void* dx, float* dgamma, float* dbeta, const void* dy, const vo
   if (n <= 0) return;
   dispatch_float(dt, "batchnorm_backward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    bn_bwd_reduce_k<T><<<unsigned(C), 512, 0, cuk::stream()>>>(sums, dgamma, dbeta, (const T*)dy, (const T*)x, mean, invstd, N, C, HW,
+    bn_bwd_reduce_k<T, float><<<unsigned(C), 512, 0, cuk::stream()>>>(sums, dgamma, dbeta, (const T*)dy, (const T*)x, mean, invstd, N, C, HW,
                                              cl, accumulate);
     check_launch("batchnorm_backward (reduce)");
     bn_bwd_dx_k<T><<<grid_for(n), kThreads, 0, cuk::stream()>>>((T*)dx, (const T*)dy, (const T*)x, gamma, mean, invstd, sums, n, C,
@@ -205,32 +207,8 @@ void bn_sync_finish(float* mean, float* invstd, int64_t* count, float* running_m
   check_launch("batchnorm_forward (synced statistics)");
 }
 
-// Backward: sums[c] = sum dy, sums[C + c] = sum dy * xhat of this replica (dgamma/dbeta written from them), summed
-// across replicas by the caller, then dx from the global sums and the total count.
-template <class T>
-__global__ void bn_sync_bwd_reduce_k(double* sums, float* dgamma, float* dbeta, const T* dy, const T* x,
-                                     const float* mean, const float* invstd, int64_t N, int64_t C, int64_t HW, bool cl,
-                                     bool acc) {
-  __shared__ double shm[32];
-  const int64_t c = blockIdx.x, M = N * HW;
-  const float mu = mean[c], is = invstd[c];
-  double sdy = 0.0, sdyx = 0.0;
-  for (int64_t j = threadIdx.x; j < M; j += blockDim.x) {
-    const int64_t o = img_off(j / HW, c, j % HW, C, HW, cl);
-    const float g = ld(dy, o);
-    sdy += g;
-    sdyx += double(g) * double((ld(x, o) - mu) * is);
-  }
-  sdy = block_sum_d(sdy, shm);
-  sdyx = block_sum_d(sdyx, shm);
-  if (threadIdx.x == 0) {
-    sums[c] = sdy;
-    sums[C + c] = sdyx;
-    if (dgamma) dgamma[c] = (acc ? dgamma[c] : 0.f) + float(sdyx);
-    if (dbeta) dbeta[c] = (acc ? dbeta[c] : 0.f) + float(sdy);
-  }
-}
-
+// Backward: the replica's sums by bn_bwd_reduce_k<T, double> (dgamma/dbeta written from them), summed across replicas
+// by the caller, then dx from the global sums and the total count.
 template <class T>
 __global__ void bn_sync_bwd_dx_k(T* dx, const T* dy, const T* x, const float* gamma, const float* mean,
                                  const float* invstd, const double* sums, const int64_t* count, int64_t n, int64_t C,
@@ -250,7 +228,7 @@ void bn_sync_backward_reduce(double* sums, float* dgamma, float* dbeta, const vo
   if (C <= 0) return;
   dispatch_float(dt, "batchnorm_backward", [&](auto* t) {
     using T = std::remove_pointer_t<decltype(t)>;
-    bn_sync_bwd_reduce_k<T><<<unsigned(C), 512, 0, cuk::stream()>>>(sums, dgamma, dbeta, (const T*)dy, (const T*)x,
+    bn_bwd_reduce_k<T, double><<<unsigned(C), 512, 0, cuk::stream()>>>(sums, dgamma, dbeta, (const T*)dy, (const T*)x,
                                                                      mean, invstd, N, C, HW, cl, accumulate);
   });
   check_launch("batchnorm_backward (synced reduce)");
