@@ -12,19 +12,9 @@ import {
 } from '../../lib/dist';
 import { backends } from '../../lib/backend';
 import { tinyVgg, randomBatch } from '../helpers/tiny';
+import { freePort } from '../helpers/procs';
 
 jest.setTimeout(60000);
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const glooBuilt = distributedEngines().gloo !== null;
 const describeGloo = glooBuilt ? describe : describe.skip;
