@@ -8,6 +8,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -106,6 +107,12 @@ struct Strides4 {
   int64_t n, c, h, w;
   int block;  // channels per block (8, 16), 0 when not blocked
   int64_t coff(int64_t ch) const { return block ? (ch / block) * c + ch % block : ch * c; }
+  // coff of channels 0..C-1: loops over every element look channels up here instead of dividing per element.
+  std::vector<int64_t> channel_offsets(int64_t C) const {
+    std::vector<int64_t> o(size_t(C > 0 ? C : 0));
+    for (int64_t ch = 0; ch < C; ++ch) o[size_t(ch)] = coff(ch);
+    return o;
+  }
 };
 Strides4 strides4(const Shape& s, Layout layout);
 

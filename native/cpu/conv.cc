@@ -158,17 +158,25 @@ template <class T>
 void im2col(const ConvGeom& g, const Conv2dParams& p, const Tensor& x, T* A) {
   const T* xp = x.data<T>();
   const Strides4 xs = strides4(x.shape, x.layout);
+  const std::vector<int64_t> co = xs.channel_offsets(g.C);
   const int64_t CRS = g.C * g.R * g.S;
   for_rows(g, [&](int64_t row, int64_t n, int64_t pp, int64_t q) {
     T* a = A + row * CRS;
-    for (int64_t c = 0; c < g.C; ++c)
+    const int64_t h0 = pp * p.stride_h - p.pad_h, w0 = q * p.stride_w - p.pad_w;
+    for (int64_t c = 0; c < g.C; ++c) {
+      const int64_t base = n * xs.n + co[size_t(c)];  // the window's element (r, s) is base + h·xs.h + w·xs.w
       for (int64_t r = 0; r < g.R; ++r) {
-        const int64_t h = pp * p.stride_h - p.pad_h + r;
+        const int64_t h = h0 + r;
+        if (h < 0 || h >= g.H) {
+          for (int64_t s = 0; s < g.S; ++s) *a++ = T(0);
+          continue;
+        }
         for (int64_t s = 0; s < g.S; ++s) {
-          const int64_t w = q * p.stride_w - p.pad_w + s;
-          *a++ = h >= 0 && h < g.H && w >= 0 && w < g.W ? xp[n * xs.n + xs.coff(c) + h * xs.h + w * xs.w] : T(0);
+          const int64_t w = w0 + s;
+          *a++ = w >= 0 && w < g.W ? xp[base + h * xs.h + w * xs.w] : T(0);
         }
       }
+    }
   });
 }
 
@@ -177,9 +185,11 @@ template <class T>
 void gather_rows(const ConvGeom& g, const Tensor& t, T* B) {
   const T* tp = t.data<T>();
   const Strides4 ts = strides4(t.shape, t.layout);
+  const std::vector<int64_t> co = ts.channel_offsets(g.K);
   for_rows(g, [&](int64_t row, int64_t n, int64_t pp, int64_t q) {
     T* b = B + row * g.K;
-    for (int64_t k = 0; k < g.K; ++k) b[k] = tp[n * ts.n + ts.coff(k) + pp * ts.h + q * ts.w];
+    const T* tq = tp + n * ts.n + pp * ts.h + q * ts.w;
+    for (int64_t k = 0; k < g.K; ++k) b[k] = tq[co[size_t(k)]];
   });
 }
 
@@ -188,9 +198,11 @@ template <class T>
 void scatter_rows(const ConvGeom& g, const float* B, Tensor& t) {
   T* tp = t.data<T>();
   const Strides4 ts = strides4(t.shape, t.layout);
+  const std::vector<int64_t> co = ts.channel_offsets(g.K);
   for_rows(g, [&](int64_t row, int64_t n, int64_t pp, int64_t q) {
     const float* b = B + row * g.K;
-    for (int64_t k = 0; k < g.K; ++k) from_f32(tp[n * ts.n + ts.coff(k) + pp * ts.h + q * ts.w], b[k]);
+    T* tq = tp + n * ts.n + pp * ts.h + q * ts.w;
+    for (int64_t k = 0; k < g.K; ++k) from_f32(tq[co[size_t(k)]], b[k]);
   });
 }
 
@@ -199,21 +211,28 @@ void scatter_rows(const ConvGeom& g, const float* B, Tensor& t) {
 void col2im(const ConvGeom& g, const Conv2dParams& p, const float* D, Tensor& dx) {
   float* xp = dx.data<float>();
   const Strides4 xs = strides4(dx.shape, dx.layout);
+  const std::vector<int64_t> co = xs.channel_offsets(g.C);
   const int64_t CRS = g.C * g.R * g.S, PQ = g.P * g.Q;
   std::memset(xp, 0, dx.nbytes());
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < g.N; ++n)
     for (int64_t pq = 0; pq < PQ; ++pq) {
-      const int64_t pp = pq / g.Q, q = pq % g.Q;
+      const int64_t h0 = (pq / g.Q) * p.stride_h - p.pad_h, w0 = (pq % g.Q) * p.stride_w - p.pad_w;
       const float* d = D + (n * PQ + pq) * CRS;
-      for (int64_t c = 0; c < g.C; ++c)
+      for (int64_t c = 0; c < g.C; ++c) {
+        float* xc = xp + n * xs.n + co[size_t(c)];
         for (int64_t r = 0; r < g.R; ++r) {
-          const int64_t h = pp * p.stride_h - p.pad_h + r;
+          const int64_t h = h0 + r;
+          if (h < 0 || h >= g.H) {
+            d += g.S;
+            continue;
+          }
           for (int64_t s = 0; s < g.S; ++s, ++d) {
-            const int64_t w = q * p.stride_w - p.pad_w + s;
-            if (h >= 0 && h < g.H && w >= 0 && w < g.W) xp[n * xs.n + xs.coff(c) + h * xs.h + w * xs.w] += *d;
+            const int64_t w = w0 + s;
+            if (w >= 0 && w < g.W) xc[h * xs.h + w * xs.w] += *d;
           }
         }
+      }
     }
 }
 

@@ -47,6 +47,15 @@ dnnl::pooling_forward::primitive_desc pool_fwd_pd(const PoolGeom& g, Layout layo
 inline int64_t win_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
 inline int64_t win_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
 
+// Every output row's and column's window, worked out once per call rather than per (n, c) plane.
+struct AdaptiveWindows {
+  std::vector<int64_t> h0, h1, w0, w1;
+  AdaptiveWindows(int64_t H, int64_t W, int64_t oh, int64_t ow) {
+    for (int64_t i = 0; i < oh; ++i) h0.push_back(win_start(i, H, oh)), h1.push_back(win_end(i, H, oh));
+    for (int64_t j = 0; j < ow; ++j) w0.push_back(win_start(j, W, ow)), w1.push_back(win_end(j, W, ow));
+  }
+};
+
 }  // namespace
 
 Tensor CpuBackend::maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Saved* saved) {
@@ -145,15 +154,16 @@ Tensor CpuBackend::adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) {
   const Strides4 s = strides4(x.shape, x.layout);
   const float* xp = x.data<float>();
   float* yp = y.data<float>();
+  const AdaptiveWindows win(H, W, oh, ow);
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c) {
       const float* xc = xp + n * s.n + s.coff(c);
       float* yc = yp + (n * C + c) * oh * ow;
       for (int64_t i = 0; i < oh; ++i) {
-        const int64_t h0 = win_start(i, H, oh), h1 = win_end(i, H, oh);
+        const int64_t h0 = win.h0[size_t(i)], h1 = win.h1[size_t(i)];
         for (int64_t j = 0; j < ow; ++j) {
-          const int64_t w0 = win_start(j, W, ow), w1 = win_end(j, W, ow);
+          const int64_t w0 = win.w0[size_t(j)], w1 = win.w1[size_t(j)];
           float acc = 0;
           for (int64_t h = h0; h < h1; ++h)
             for (int64_t w = w0; w < w1; ++w) acc += xc[h * s.h + w * s.w];
@@ -184,6 +194,7 @@ Tensor CpuBackend::adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_
   const Strides4 sd = strides4(dy.shape, dy.layout);
   const float* dyp = dy.data<float>();
   float* dxp = dx.data<float>();
+  const AdaptiveWindows win(H, W, oh, ow);
   // Each (n,c) plane is independent; windows may overlap (H < oh), so accumulate within one thread.
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < N; ++n)
@@ -191,9 +202,9 @@ Tensor CpuBackend::adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_
       float* dxc = dxp + n * s.n + s.coff(c);
       const float* dyc = dyp + n * sd.n + sd.coff(c);
       for (int64_t i = 0; i < oh; ++i) {
-        const int64_t h0 = win_start(i, H, oh), h1 = win_end(i, H, oh);
+        const int64_t h0 = win.h0[size_t(i)], h1 = win.h1[size_t(i)];
         for (int64_t j = 0; j < ow; ++j) {
-          const int64_t w0 = win_start(j, W, ow), w1 = win_end(j, W, ow);
+          const int64_t w0 = win.w0[size_t(j)], w1 = win.w1[size_t(j)];
           const float g = dyc[i * sd.h + j * sd.w] / float((h1 - h0) * (w1 - w0));
           for (int64_t h = h0; h < h1; ++h)
             for (int64_t w = w0; w < w1; ++w) dxc[h * s.h + w * s.w] += g;
