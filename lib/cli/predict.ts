@@ -21,15 +21,17 @@ export async function predictFiles(checkpoint: string, files: string[], options:
     const classes = meta.classes ?? Array.from({ length: model.options.numClasses }, (_, i) => `class ${i}`);
     const ds = new ImageFiles(files, T.compose([T.evalTransform(size), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]), { maxPixels: options.maxPixels });
     const out: Prediction[] = [];
-    for await (const b of new DataLoader(ds, { batchSize: 16 }).iterate(0)) {
-      const x = b.images.device === model.device ? b.images : b.images.to(model.device);
-      const probs = model.predict(x);
-      for (const t of new Set([x, b.images, b.labels])) t.dispose();
-      probs.forEach((p, j) => {
-        const order = Array.from(p.keys()).sort((a, c) => p[c] - p[a] || a - c).slice(0, options.top ?? 5);
-        out.push({ file: files[b.indices[j]], top: order.map((k) => ({ class: classes[k] ?? `class ${k}`, index: k, probability: p[k] })) });
-      });
-    }
+    await model.withFrozenWeights(async () => {
+      for await (const b of new DataLoader(ds, { batchSize: 16 }).iterate(0)) {
+        const x = b.images.device === model.device ? b.images : b.images.to(model.device);
+        const probs = model.predict(x);
+        for (const t of new Set([x, b.images, b.labels])) t.dispose();
+        probs.forEach((p, j) => {
+          const order = Array.from(p.keys()).sort((a, c) => p[c] - p[a] || a - c).slice(0, options.top ?? 5);
+          out.push({ file: files[b.indices[j]], top: order.map((k) => ({ class: classes[k] ?? `class ${k}`, index: k, probability: p[k] })) });
+        });
+      }
+    });
     return out;
   } finally {
     model.dispose();

@@ -14,6 +14,39 @@ import { loadStateDictInto, StateRecord } from '../io/safetensors';
 import { readStateDict, writeStateDict } from '../io/state_dict';
 import { exportOnnx, OnnxExportOptions } from '../io/onnx';
 
+/**
+ * The weight (out, c·h·w) of the linear map that an adaptive average pool from (c, h, w) to (c, oh, ow), flattened,
+ * followed by a linear layer of weight (out, c·oh·ow), is: W' = W · P with P, per channel, the (oh·ow, h·w) pooling
+ * matrix (PyTorch's windows [floor(i·h/oh), ceil((i+1)·h/oh)), each input of a window weighted 1/area). One matmul
+ * over W viewed as (out·c, oh·ow) rows; float32 on W's device.
+ */
+export function foldAdaptivePool(weight: Tensor, c: number, h: number, w: number, oh: number, ow: number): Tensor {
+  const [out, inF] = weight.shape;
+  if (inF !== c * oh * ow) throw new Error(`foldAdaptivePool: weight has ${inF} inputs, expected ${c}·${oh}·${ow}`);
+  const pt = new Float32Array(h * w * oh * ow); // P transposed: (h·w, oh·ow), what linearForward takes as a weight
+  for (let i = 0; i < oh; i++) {
+    const h0 = Math.floor((i * h) / oh), h1 = Math.ceil(((i + 1) * h) / oh);
+    for (let j = 0; j < ow; j++) {
+      const w0 = Math.floor((j * w) / ow), w1 = Math.ceil(((j + 1) * w) / ow);
+      const a = 1 / ((h1 - h0) * (w1 - w0));
+      for (let y = h0; y < h1; y++) for (let x = w0; x < w1; x++) pt[(y * w + x) * oh * ow + i * ow + j] = a;
+    }
+  }
+  const p = Tensor.from(pt, [h * w, oh * ow], { device: weight.device });
+  const rows = weight.view([out * c, oh * ow]);
+  try {
+    const folded = ops.linearForward(rows, p, null);
+    try {
+      return folded.view([out, c * h * w]);
+    } finally {
+      folded.dispose();
+    }
+  } finally {
+    rows.dispose();
+    p.dispose();
+  }
+}
+
 /** A width is a 3×3 conv with that many output channels; 'M' is a 2×2 max pool. */
 export type VGGConfig = (number | 'M')[];
 
@@ -88,6 +121,8 @@ export class VGGNet extends Module {
   readonly precisionNote: string | undefined;
   readonly options: Required<Omit<VGGOptions, 'device' | 'precision'>> & { config: VGGConfig; name?: string };
   private acts: Tensor[] = [];
+  /** Inside withFrozenWeights: folded first classifier layers by feature-map size (channels×height×width). */
+  private folds: Map<string, Tensor> | undefined;
   /** features, avgpool, flatten, classifier: their forward generations in this model's latest forward. */
   private childGenerations: number[] = [];
 
@@ -202,9 +237,21 @@ export class VGGNet extends Module {
     const layout = this.device === 'cuda' && this.precision !== 'fp32' ? 'nhwc' : 'nchw';
     if (cur.layout !== layout) cur = this.keep(ops.toLayout(cur, layout));
     cur = this.keep(this.features.forward(cur, { step }));
-    cur = this.keep(this.avgpool.forward(cur));
-    cur = this.keep(this.flatten.forward(cur));
-    let logits = this.classifier.forward(cur, { step });
+    let logits: Tensor;
+    const folded = this.foldedClassifier(cur);
+    if (folded) {
+      // The pool and the first classifier layer as one smaller layer (see withFrozenWeights).
+      const [n, c, fh, fw] = cur.shape;
+      cur = this.keep(this.keep(ops.toLayout(cur, 'nchw')).view([n, c * fh * fw]));
+      const fc1 = this.classifier.layers[0] as Linear;
+      const relu = this.classifier.layers[1] instanceof ReLU;
+      cur = this.keep(ops.linearForward(cur, folded, fc1.bias?.value ?? null, relu));
+      logits = this.classifier.forwardFrom(relu ? 2 : 1, cur);
+    } else {
+      cur = this.keep(this.avgpool.forward(cur));
+      cur = this.keep(this.flatten.forward(cur));
+      logits = this.classifier.forward(cur, { step });
+    }
     this.childGenerations = [this.features, this.avgpool, this.flatten, this.classifier].map((c) => c.forwardGeneration);
     if (logits.dtype !== 'float32') {
       const f = ops.cast(logits, 'float32');
@@ -214,6 +261,55 @@ export class VGGNet extends Module {
     }
     if (!isGradEnabled()) this.freeActs();
     return this.forwardDone(logits);
+  }
+
+  /**
+   * Runs fn with this model's parameters taken as constants, so that what is derived from them is worked out once for
+   * all of fn's forward passes instead of in each: evaluation loops and predict use it. The one such derivation
+   * today: a feature map smaller than the average pool's 7×7 output (inputs under 224²) is only repeated by the pool,
+   * so pool and first classifier layer are one linear map of the small map, and forwards without gradients multiply
+   * by that folded matrix (at 32² input 2 048 × 4 096 weights instead of 102 760 448; the fold itself costs about
+   * one pass of the big layer). fn must not change the parameters (optimizer steps, in-place ops on their tensors);
+   * loadStateDict inside fn is allowed and drops the fold. fn may be async: the fold is kept until its promise
+   * settles. Outputs equal the unfolded forward's up to float rounding (summation order).
+   */
+  withFrozenWeights<T>(fn: () => T): T {
+    const outer = this.folds !== undefined;
+    if (!outer) this.folds = new Map();
+    const end = () => {
+      if (!outer) this.dropFolds(true);
+    };
+    let r: T;
+    try {
+      r = fn();
+    } catch (e) {
+      end();
+      throw e;
+    }
+    if (r instanceof Promise) return r.finally(end) as T;
+    end();
+    return r;
+  }
+
+  /** Inside withFrozenWeights, without gradients: the first classifier layer folded with the pool for x's map size. */
+  private foldedClassifier(x: Tensor): Tensor | undefined {
+    if (!this.folds || isGradEnabled()) return undefined;
+    const [, c, h, w] = x.shape;
+    const [oh, ow] = this.avgpool.outputSize;
+    const fc1 = this.classifier.layers[0];
+    if (h * w >= oh * ow || !(fc1 instanceof Linear) || fc1.inFeatures !== c * oh * ow) return undefined;
+    const key = `${c}x${h}x${w}`;
+    let f = this.folds.get(key);
+    if (!f) {
+      f = foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow);
+      this.folds.set(key, f);
+    }
+    return f;
+  }
+
+  private dropFolds(end: boolean): void {
+    for (const t of this.folds?.values() ?? []) t.dispose();
+    this.folds = end ? undefined : new Map();
   }
 
   /**
@@ -281,6 +377,7 @@ export class VGGNet extends Module {
       throw new TypeError(`VGGNet.loadStateDict: expected a file path (.pth, .pt, .safetensors) or a record of tensors by name, got ${got}`);
     }
     const record = typeof source === 'string' ? readStateDict(source) : source;
+    if (this.folds) this.dropFolds(false); // derived from the weights being replaced
     try {
       loadStateDictInto(this, withBatchCounters(this, record), { strict: options.strict ?? true, source: typeof source === 'string' ? source : 'state dict' });
     } finally {

@@ -399,11 +399,28 @@ export class Sequential extends Module {
 
   forward(x: Tensor, options?: ForwardOptions): Tensor {
     tensorArg(x, 'Sequential.forward');
+    return this.run(x, 0, options);
+  }
+
+  /**
+   * Runs layers[start], layers[start + 1], ... on x, without gradients (a backward would need the layers before
+   * start too): for callers that ran the first layers their own way (VGGNet's folded classifier).
+   */
+  forwardFrom(start: number, x: Tensor): Tensor {
+    tensorArg(x, 'Sequential.forwardFrom');
+    if (isGradEnabled()) throw new Error('Sequential.forwardFrom: runs without gradients only (inside noGrad)');
+    if (!Number.isInteger(start) || start < 0 || start > this.layers.length) {
+      throw new RangeError(`Sequential.forwardFrom: start must be an integer in [0, ${this.layers.length}], got ${start}`);
+    }
+    return this.run(x, start);
+  }
+
+  private run(x: Tensor, start: number, options?: ForwardOptions): Tensor {
     this.freeActs();
     const keep = isGradEnabled(); // activations are needed by backward
     const step = options?.step;
     let cur = x;
-    for (let i = 0; i < this.layers.length; i++) {
+    for (let i = start; i < this.layers.length; i++) {
       const layer = this.layers[i];
       const next = this.layers[i + 1];
       let out: Tensor;

@@ -300,18 +300,21 @@ export class Trainer {
     const acc = new MetricAccumulator(model.options.numClasses);
     this.ddp?.broadcastBuffers();
     try {
-      for await (const { batch, images, labels } of this.onDevice(this.shard(loader, false).iterate(0))) {
-        try {
-          const logits = noGrad(() => model.forward(images)); // keeps no activations
-          const { loss, grad } = crossEntropy(logits, labels);
-          grad.dispose();
-          acc.add(logits.toArray() as Float32Array, labels.toArray() as Int32Array, loss);
-          logits.dispose();
-        } finally {
-          this.disposeBatch(batch, images, labels);
+      // Weights are constant for the whole pass: derived ones are worked out once (see VGGNet.withFrozenWeights).
+      await model.withFrozenWeights(async () => {
+        for await (const { batch, images, labels } of this.onDevice(this.shard(loader, false).iterate(0))) {
+          try {
+            const logits = noGrad(() => model.forward(images)); // keeps no activations
+            const { loss, grad } = crossEntropy(logits, labels);
+            grad.dispose();
+            acc.add(logits.toArray() as Float32Array, labels.toArray() as Int32Array, loss);
+            logits.dispose();
+          } finally {
+            this.disposeBatch(batch, images, labels);
+          }
+          await tick();
         }
-        await tick();
-      }
+      });
     } finally {
       model.train(wasTraining);
     }

@@ -1,0 +1,177 @@
+// VGGNet.withFrozenWeights: below 7×7 feature maps the average pool only repeats values, so the pool and the first
+// classifier layer fold into one smaller matrix. The fold against float64, and forwards with and without it.
+import { Tensor } from '../../lib/tensor';
+import * as ops from '../../lib/ops';
+import { foldAdaptivePool, VGGNet } from '../../lib/models/vgg';
+import { noGrad } from '../../lib/nn/module';
+import { Linear } from '../../lib/nn/layers';
+import { Rng } from '../../lib/random';
+import { tinyVgg, randomBatch, TINY_CFG } from '../helpers/tiny';
+
+const device = (process.env.VGGNET_DEVICE as 'cpu' | 'cuda' | undefined) ?? 'cpu';
+
+// PyTorch's adaptive windows, in float64: P[k][m], k an output cell of (oh, ow), m an input cell of (h, w).
+function poolMatrix(h: number, w: number, oh: number, ow: number): number[][] {
+  const P = Array.from({ length: oh * ow }, () => new Array<number>(h * w).fill(0));
+  for (let i = 0; i < oh; i++) {
+    const h0 = Math.floor((i * h) / oh), h1 = Math.ceil(((i + 1) * h) / oh);
+    for (let j = 0; j < ow; j++) {
+      const w0 = Math.floor((j * w) / ow), w1 = Math.ceil(((j + 1) * w) / ow);
+      for (let y = h0; y < h1; y++) for (let x = w0; x < w1; x++) P[i * ow + j][y * w + x] = 1 / ((h1 - h0) * (w1 - w0));
+    }
+  }
+  return P;
+}
+
+describe('foldAdaptivePool', () => {
+  // Each folded entry is a sum of at most 49 float32 products: its rounding error is at most ~49·2^-24 ≈ 2.9e-6 of
+  // the sum of the terms' magnitudes; the bound checked is 4e-6 of that sum.
+  test.each([[1, 1], [2, 2], [3, 3], [5, 5], [6, 6], [1, 3], [4, 2]])('map %i×%i into 7×7: W·P against float64', (h, w) => {
+    const out = 5, c = 3, oh = 7, ow = 7;
+    const wData = new Rng(h * 10 + w).fillNormal(new Float32Array(out * c * oh * ow), 0, 1);
+    const W = Tensor.from(wData, [out, c * oh * ow], { device });
+    const f = foldAdaptivePool(W, c, h, w, oh, ow);
+    expect(f.shape).toEqual([out, c * h * w]);
+    const got = f.toArray() as Float32Array;
+    const P = poolMatrix(h, w, oh, ow);
+    let worst = 0;
+    for (let o = 0; o < out; o++)
+      for (let ch = 0; ch < c; ch++)
+        for (let m = 0; m < h * w; m++) {
+          let sum = 0, mag = 0;
+          for (let k = 0; k < oh * ow; k++) {
+            const t = wData[o * c * oh * ow + ch * oh * ow + k] * P[k][m];
+            sum += t;
+            mag += Math.abs(t);
+          }
+          const err = Math.abs(got[o * c * h * w + ch * h * w + m] - sum);
+          worst = Math.max(worst, err / mag);
+          expect(err).toBeLessThanOrEqual(4e-6 * mag);
+        }
+    expect(worst).toBeLessThan(4e-6);
+    for (const t of [W, f]) t.dispose();
+  });
+
+  test('refuses a weight whose width is not channels·7·7', () => {
+    const W = Tensor.zeros([2, 10], { device });
+    expect(() => foldAdaptivePool(W, 3, 1, 1, 7, 7)).toThrow(/10 inputs, expected 3·7·7/);
+    W.dispose();
+  });
+});
+
+describe('VGGNet.withFrozenWeights', () => {
+  afterEach(() => jest.restoreAllMocks());
+
+  const logits = (m: VGGNet, x: Tensor) => {
+    const l = noGrad(() => m.forward(x));
+    const a = l.toArray() as Float32Array;
+    l.dispose();
+    return a;
+  };
+  const maxAbs = (a: Float32Array) => a.reduce((s, v) => Math.max(s, Math.abs(v)), 0);
+
+  // 32² → 1×1 features, 64² → 2×2, 96² → 3×3, 32×96 → 1×3: folded; 224² → 7×7: the pool is the identity, no fold.
+  test.each([[32, 32, true], [64, 64, true], [96, 96, true], [32, 96, true], [224, 224, false]])(
+    '%i×%i input: logits equal the unfolded forward (fold used: %s)', (h, w, folds) => {
+      const m = tinyVgg({ seed: 7, dropout: 0.5 });
+      m.eval();
+      const rng = new Rng(h + w);
+      const x = Tensor.from(rng.fillNormal(new Float32Array(3 * 3 * h * w), 0, 1), [3, 3, h, w], { device });
+      const plain = logits(m, x);
+      const pool = jest.spyOn(ops, 'adaptiveAvgpool2dForward');
+      const frozen = m.withFrozenWeights(() => [logits(m, x), logits(m, x)]);
+      expect(pool).toHaveBeenCalledTimes(folds ? 0 : 2);
+      // float32 rounding only (another summation order in the first layer): measured ≤ 2e-7 of the largest logit
+      for (const f of frozen) for (let i = 0; i < plain.length; i++) expect(Math.abs(f[i] - plain[i])).toBeLessThan(1e-5 * maxAbs(plain));
+      // outside the scope the forward is the plain one again
+      pool.mockClear();
+      logits(m, x);
+      expect(pool).toHaveBeenCalledTimes(1);
+      x.dispose();
+      m.dispose();
+    });
+
+  test('with gradients enabled (training) nothing is folded, inside the scope too', () => {
+    const m = tinyVgg({ seed: 3 });
+    const { x } = randomBatch(2, 4);
+    const pool = jest.spyOn(ops, 'adaptiveAvgpool2dForward');
+    m.withFrozenWeights(() => m.forward(x).dispose());
+    expect(pool).toHaveBeenCalledTimes(1);
+    m.releaseSaved();
+    x.dispose();
+    m.dispose();
+  });
+
+  test('the fold is worked out once per scope and map size, and nested scopes share it', () => {
+    const m = tinyVgg({ seed: 3 });
+    m.eval();
+    const { x } = randomBatch(2, 4);
+    const fc1 = m.classifier.layers[0] as Linear;
+    const linear = ops.linearForward;
+    const rows: number[] = []; // each linearForward's input rows, noted at the call (the fold's input is a view it frees)
+    jest.spyOn(ops, 'linearForward').mockImplementation((a, ...rest) => {
+      rows.push(a.shape[0]);
+      return linear(a, ...rest);
+    });
+    m.withFrozenWeights(() => {
+      for (let i = 0; i < 3; i++) logits(m, x);
+      m.withFrozenWeights(() => logits(m, x));
+    });
+    // one fold (a linearForward on the first layer's weight viewed as out·channels rows), then 4 passes × 3 layers
+    expect(rows.filter((r) => r === fc1.outFeatures * 8)).toHaveLength(1);
+    expect(rows).toHaveLength(1 + 4 * 3);
+    x.dispose();
+    m.dispose();
+  });
+
+  test('loadStateDict inside the scope drops the fold: the new weights are used', () => {
+    const a = tinyVgg({ seed: 1 }), b = tinyVgg({ seed: 2 });
+    a.eval();
+    b.eval();
+    const { x } = randomBatch(2, 9);
+    const want = logits(b, x);
+    const got = a.withFrozenWeights(() => {
+      const before = logits(a, x); // folds a's own weights
+      a.loadStateDict(b.stateDict());
+      return { before, after: logits(a, x) };
+    });
+    expect(Math.abs(got.before[0] - want[0])).toBeGreaterThan(1e-4); // different networks
+    for (let i = 0; i < want.length; i++) expect(Math.abs(got.after[i] - want[i])).toBeLessThan(1e-5 * maxAbs(want));
+    for (const t of [x, a, b]) t.dispose();
+  });
+
+  test('an async scope keeps the fold until its promise settles, and a throwing one ends the scope', async () => {
+    const m = tinyVgg({ seed: 3 });
+    m.eval();
+    const { x } = randomBatch(2, 4);
+    const pool = jest.spyOn(ops, 'adaptiveAvgpool2dForward');
+    await m.withFrozenWeights(async () => {
+      await new Promise((r) => setTimeout(r, 1));
+      logits(m, x);
+    });
+    expect(pool).toHaveBeenCalledTimes(0);
+    await expect(m.withFrozenWeights(async () => {
+      await Promise.resolve();
+      throw new Error('boom');
+    })).rejects.toThrow('boom');
+    expect(() => m.withFrozenWeights(() => {
+      throw new Error('sync boom');
+    })).toThrow('sync boom');
+    logits(m, x);
+    expect(pool).toHaveBeenCalledTimes(1);
+    x.dispose();
+    m.dispose();
+  });
+
+  test('bf16 activations: the folded forward stays within bf16 rounding of the unfolded one', () => {
+    const m = new VGGNet(TINY_CFG, { numClasses: 5, seed: 4, hiddenFeatures: 12, precision: 'bf16', device });
+    m.eval();
+    const { x } = randomBatch(3, 6, 5, 64);
+    const plain = logits(m, x);
+    const frozen = m.withFrozenWeights(() => logits(m, x));
+    // bf16 keeps 8 significant bits (relative rounding 2^-9 ≈ 2e-3 per value); 3 rounded layers: 2 % of the largest logit
+    for (let i = 0; i < plain.length; i++) expect(Math.abs(frozen[i] - plain[i])).toBeLessThan(2e-2 * maxAbs(plain));
+    x.dispose();
+    m.dispose();
+  });
+});
