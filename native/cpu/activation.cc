@@ -39,8 +39,12 @@ Tensor CpuBackend::relu_backward(const Tensor& dy, const Tensor& y) {
     const float* df = static_cast<const float*>(d);
     const float* yf = static_cast<const float*>(yy);
     float* of = static_cast<float*>(o);
+    // Both loads unconditional, so that the select vectorises (a conditional load of df kept it scalar: 3 GB/s).
 #pragma omp parallel for simd schedule(static)
-    for (int64_t i = 0; i < n; ++i) of[i] = yf[i] > 0.f ? df[i] : 0.f;
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = df[i];
+      of[i] = yf[i] > 0.f ? g : 0.f;
+    }
     return dx;
   }
 #pragma omp parallel for schedule(static)
