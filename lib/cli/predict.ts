@@ -14,8 +14,8 @@ export interface Prediction {
 }
 
 /** Top-k predictions for image files with a training checkpoint. */
-export async function predictFiles(checkpoint: string, files: string[], options: { top?: number; device?: 'cpu' | 'cuda' | 'auto'; imageSize?: number; maxPixels?: number } = {}): Promise<Prediction[]> {
-  const { model, meta } = modelFromCheckpoint(checkpoint, { device: options.device ?? 'cpu' });
+export async function predictFiles(checkpoint: string, files: string[], options: { top?: number; device?: 'cpu' | 'cuda' | 'auto'; precision?: 'fp32' | 'bf16' | 'tf32'; imageSize?: number; maxPixels?: number } = {}): Promise<Prediction[]> {
+  const { model, meta } = modelFromCheckpoint(checkpoint, { device: options.device ?? 'cpu', precision: options.precision });
   try {
     const size = options.imageSize ?? Number(meta.config?.imageSize ?? 224);
     const classes = meta.classes ?? Array.from({ length: model.options.numClasses }, (_, i) => `class ${i}`);
@@ -51,6 +51,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       return n;
     }, 5)
     .addOption(new Option('--device <d>', 'where to run').choices(['auto', 'cpu', 'cuda']).default('cpu'))
+    .addOption(new Option('--precision <p>', "activations' precision (default: fp32 on the CPU, bf16 on CUDA; bf16 on a CPU without bf16 instructions is emulated: same rounding, slower; tf32: CUDA only)").choices(['fp32', 'bf16', 'tf32']))
     .option('--max-image-pixels <n>', 'refuse images that decode to more pixels than this (default: $VGGNET_MAX_IMAGE_PIXELS, else 178956970, PIL\'s limit)', (v: string) => {
       const n = Number(v);
       if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`--max-image-pixels must be a positive integer, got '${v}'.`);
@@ -72,7 +73,7 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       return EXIT.usage;
     }
     for (const f of p.args) if (!fs.existsSync(f)) throw new Error(`${f}: no such file`);
-    const res = await predictFiles(checkpoint, p.args, { top: o.top, device: o.device, maxPixels: o.maxImagePixels });
+    const res = await predictFiles(checkpoint, p.args, { top: o.top, device: o.device, precision: o.precision, maxPixels: o.maxImagePixels });
     if (o.json) {
       io.stdout.write(JSON.stringify(res, null, 2) + '\n');
     } else {

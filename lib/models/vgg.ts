@@ -274,6 +274,7 @@ export class VGGNet extends Module {
    * settles. Outputs equal the unfolded forward's up to float rounding (summation order).
    */
   withFrozenWeights<T>(fn: () => T): T {
+    if (typeof fn !== 'function') throw new TypeError(`VGGNet.withFrozenWeights: expected a function, got ${fn === null ? 'null' : typeof fn}`);
     const outer = this.folds !== undefined;
     if (!outer) this.folds = new Map();
     const end = () => {

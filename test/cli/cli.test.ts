@@ -120,6 +120,16 @@ test('a short run on the sample data, --resume auto, then predict', async () => 
   for (const t of [x, x4]) t.dispose();
   model.dispose();
   for (const t of viaFile.top) expect(Math.abs(t.probability - direct[t.index])).toBeLessThan(1e-6);
+  // --precision bf16: the same weights with bf16 activations (emulated on a CPU without bf16 instructions): bf16 keeps
+  // 8 significant bits, so each probability within 0.03 of float32's
+  c = io();
+  expect(await predictMain(['--checkpoint', path.join(ck, 'best.safetensors'), '--precision', 'bf16', '--top', '10', '--json', png], c.io)).toBe(0);
+  const [bf16] = JSON.parse(c.out()) as { top: { index: number; probability: number }[] }[];
+  expect(bf16.top).toHaveLength(10);
+  for (const t of bf16.top) expect(Math.abs(t.probability - direct[t.index])).toBeLessThan(0.03);
+  c = io();
+  expect(await predictMain(['--checkpoint', path.join(ck, 'best.safetensors'), '--precision', 'fp16', png], c.io)).toBe(2);
+  expect(c.err()).toMatch(/--precision.*fp16.*(fp32|choices)/);
   c = io();
   expect(await predictMain(['--checkpoint', path.join(ck, 'best.safetensors'), path.join(tmp, 'nope.jpg')], c.io)).toBe(1);
   expect(c.err()).toMatch(/nope.jpg: no such file/);

@@ -159,6 +159,7 @@ describe('VGGNet.withFrozenWeights', () => {
     })).toThrow('sync boom');
     logits(m, x);
     expect(pool).toHaveBeenCalledTimes(1);
+    expect(() => m.withFrozenWeights(null as unknown as () => void)).toThrow(TypeError);
     x.dispose();
     m.dispose();
   });
