@@ -3,7 +3,8 @@
 // Prints the median step time (without the profiler's synchronisation when VGGNET_PROFILE is unset) and, with
 // VGGNET_PROFILE=1, the per-op wall time of the timed steps (VGGNET_PROFILE=layers: per op and input shape, i.e.
 // layer by layer) and the oneDNN kernels each op ran (ops.cpuKernelsUsed). VGGNET_PROFILE_FORWARD=1 times the
-// inference forward pass (eval, noGrad) instead of the training step. Uses dist/ (run `npx tsc -p .` first), or
+// inference forward pass (eval, noGrad, inside withFrozenWeights; VGGNET_PROFILE_FROZEN=0: outside) instead of the
+// training step. Uses dist/ (run `npx tsc -p .` first), or
 // the build in $VGGNET_DIST (another checkout's dist/, to time it against this one with ab_cpu_step.js).
 'use strict';
 const path = require('path');
@@ -39,8 +40,10 @@ if (forward) m.eval();
 const run = forward ? () => noGrad(() => m.forward(x).dispose()) : () => trainStep(m, opt, x, y);
 const times = [];
 const cpu = []; // the process's CPU time per step (all threads): steadier than wall time on a shared machine
-// Forward passes run as evaluation and predict run them, inside withFrozenWeights (when the build has it).
-const scope = forward && m.withFrozenWeights ? (f) => m.withFrozenWeights(f) : (f) => f();
+// Forward passes run as evaluation and predict run them, inside withFrozenWeights (when the build has it;
+// VGGNET_PROFILE_FROZEN=0: outside it, to compare).
+const frozen = forward && m.withFrozenWeights && process.env.VGGNET_PROFILE_FROZEN !== '0';
+const scope = frozen ? (f) => m.withFrozenWeights(f) : (f) => f();
 scope(() => {
   for (let i = 0; i < steps + 2; i++) {
     if (i === 2) {
