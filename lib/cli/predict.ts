@@ -6,6 +6,8 @@ import * as path from 'path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ImageFiles, DataLoader, transforms as T } from '../data';
 import { modelFromCheckpoint } from '../train/index';
+import { cpuBf16Note } from '../models/vgg';
+import { resolveDevice } from '../backend';
 import { CliIO, EXIT, checkpointFile, configure, parseArgs, runAsMain } from './support';
 
 export interface Prediction {
@@ -73,6 +75,10 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       return EXIT.usage;
     }
     for (const f of p.args) if (!fs.existsSync(f)) throw new Error(`${f}: no such file`);
+    if (o.precision === 'bf16' && resolveDevice(o.device) === 'cpu') {
+      const note = cpuBf16Note(); // on stderr: --json keeps stdout for the JSON
+      if (note) io.stderr.write(`note: ${note}\n`);
+    }
     const res = await predictFiles(checkpoint, p.args, { top: o.top, device: o.device, precision: o.precision, maxPixels: o.maxImagePixels });
     if (o.json) {
       io.stdout.write(JSON.stringify(res, null, 2) + '\n');
