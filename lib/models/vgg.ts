@@ -268,7 +268,7 @@ export class VGGNet extends Module {
    * all of fn's forward passes instead of in each: evaluation loops and predict use it. The one such derivation
    * today: a feature map smaller than the average pool's 7×7 output (inputs under 224²) is only repeated by the pool,
    * so pool and first classifier layer are one linear map of the small map, and forwards without gradients multiply
-   * by that folded matrix (at 32² input 2 048 × 4 096 weights instead of 102 760 448; the fold itself costs about
+   * by that folded matrix (at 32² input 4 096 × 512 weights instead of 4 096 × 25 088; the fold itself costs about
    * one pass of the big layer). fn must not change the parameters (optimizer steps, in-place ops on their tensors);
    * loadStateDict inside fn is allowed and drops the fold. fn may be async: the fold is kept until its promise
    * settles. Outputs equal the unfolded forward's up to float rounding (summation order).
