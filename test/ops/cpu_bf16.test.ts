@@ -235,12 +235,24 @@ describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs a
     expectBf16Close(vals(adx), R.adaptiveAvgBackward(ady.v, as, 3, 3), 'adaptive avg backward');
   });
 
-  test('relu, dropout and cross-entropy take bf16', () => {
+  test('relu (forward, backward), dropout and cross-entropy take bf16', () => {
     const s = [2, 8, 3, 3];
     const x = act(uniform(numel(s)), s, 'nchw8c');
     const y = keep(ops.reluForward(x.t));
     expectBf16(y, 'nchw8c');
     expect(Array.from(vals(y))).toEqual(Array.from(R.reluForward(x.v)));
+    // backward: bit-exact against the float64 reference, y holding each kind of value a float compare treats
+    // specially (±0, subnormals, ±inf, NaN), dy any value (NaN included), nchw and nchw16c
+    const special = [0, -0, 1e-40, -1e-40, Infinity, -Infinity, NaN, 3.5, -2.25];
+    const sb = [2, 16, 9, 9];
+    for (const layout of ['nchw', 'nchw16c'] as Layout[]) {
+      const yv = Float32Array.from({ length: numel(sb) }, (_, i) => (i % 3 === 0 ? special[i % special.length] : uniform(1)[0]));
+      const dyv = Float32Array.from({ length: numel(sb) }, (_, i) => (i % 7 === 0 ? special[(i >> 3) % special.length] : uniform(1)[0]));
+      const yb = act(yv, sb, layout), dyb = act(dyv, sb, layout);
+      const dx = keep(ops.reluBackward(dyb.t, yb.t));
+      expectBf16(dx, layout);
+      expect(Array.from(vals(dx))).toEqual(Array.from(R.reluBackward(dyb.v, yb.v)));
+    }
     const d = ops.dropoutForward(x.t, 0.5, 7, 0, true);
     keep(d.y);
     d.saved.forEach(keep);
