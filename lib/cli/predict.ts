@@ -6,8 +6,6 @@ import * as path from 'path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { ImageFiles, DataLoader, transforms as T } from '../data';
 import { modelFromCheckpoint } from '../train/index';
-import { cpuBf16Note } from '../models/vgg';
-import { resolveDevice } from '../backend';
 import { CliIO, EXIT, checkpointFile, configure, parseArgs, runAsMain } from './support';
 
 export interface Prediction {
@@ -16,9 +14,11 @@ export interface Prediction {
 }
 
 /** Top-k predictions for image files with a training checkpoint. */
-export async function predictFiles(checkpoint: string, files: string[], options: { top?: number; device?: 'cpu' | 'cuda' | 'auto'; precision?: 'fp32' | 'bf16' | 'tf32'; imageSize?: number; maxPixels?: number } = {}): Promise<Prediction[]> {
+/** `note` receives what the model says of its precision (bf16 emulated on this CPU). */
+export async function predictFiles(checkpoint: string, files: string[], options: { top?: number; device?: 'cpu' | 'cuda' | 'auto'; precision?: 'fp32' | 'bf16' | 'tf32'; imageSize?: number; maxPixels?: number; note?: (line: string) => void } = {}): Promise<Prediction[]> {
   const { model, meta } = modelFromCheckpoint(checkpoint, { device: options.device ?? 'cpu', precision: options.precision });
   try {
+    if (model.precisionNote) options.note?.(model.precisionNote);
     const size = options.imageSize ?? Number(meta.config?.imageSize ?? 224);
     const classes = meta.classes ?? Array.from({ length: model.options.numClasses }, (_, i) => `class ${i}`);
     const ds = new ImageFiles(files, T.compose([T.evalTransform(size), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]), { maxPixels: options.maxPixels });
@@ -75,11 +75,9 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       return EXIT.usage;
     }
     for (const f of p.args) if (!fs.existsSync(f)) throw new Error(`${f}: no such file`);
-    if (o.precision === 'bf16' && resolveDevice(o.device) === 'cpu') {
-      const note = cpuBf16Note(); // on stderr: --json keeps stdout for the JSON
-      if (note) io.stderr.write(`note: ${note}\n`);
-    }
-    const res = await predictFiles(checkpoint, p.args, { top: o.top, device: o.device, precision: o.precision, maxPixels: o.maxImagePixels });
+    // notes on stderr: --json keeps stdout for the JSON
+    const note = (line: string) => io.stderr.write(`note: ${line}\n`);
+    const res = await predictFiles(checkpoint, p.args, { top: o.top, device: o.device, precision: o.precision, maxPixels: o.maxImagePixels, note });
     if (o.json) {
       io.stdout.write(JSON.stringify(res, null, 2) + '\n');
     } else {

@@ -17,33 +17,27 @@ import { exportOnnx, OnnxExportOptions } from '../io/onnx';
 /**
  * The weight (out, c·h·w) of the linear map that an adaptive average pool from (c, h, w) to (c, oh, ow), flattened,
  * followed by a linear layer of weight (out, c·oh·ow), is: W' = W · P with P, per channel, the (oh·ow, h·w) pooling
- * matrix (PyTorch's windows [floor(i·h/oh), ceil((i+1)·h/oh)), each input of a window weighted 1/area). One matmul
- * over W viewed as (out·c, oh·ow) rows; float32 on W's device.
+ * matrix. P's transpose is the pool itself applied to the h·w one-hot maps (so the windows are the pool's own), and
+ * W' one matmul over W viewed as (out·c, oh·ow) rows; float32 on W's device.
  */
 export function foldAdaptivePool(weight: Tensor, c: number, h: number, w: number, oh: number, ow: number): Tensor {
   const [out, inF] = weight.shape;
   if (inF !== c * oh * ow) throw new Error(`foldAdaptivePool: weight has ${inF} inputs, expected ${c}·${oh}·${ow}`);
-  const pt = new Float32Array(h * w * oh * ow); // P transposed: (h·w, oh·ow), what linearForward takes as a weight
-  for (let i = 0; i < oh; i++) {
-    const h0 = Math.floor((i * h) / oh), h1 = Math.ceil(((i + 1) * h) / oh);
-    for (let j = 0; j < ow; j++) {
-      const w0 = Math.floor((j * w) / ow), w1 = Math.ceil(((j + 1) * w) / ow);
-      const a = 1 / ((h1 - h0) * (w1 - w0));
-      for (let y = h0; y < h1; y++) for (let x = w0; x < w1; x++) pt[(y * w + x) * oh * ow + i * ow + j] = a;
-    }
-  }
-  const p = Tensor.from(pt, [h * w, oh * ow], { device: weight.device });
+  const eye = new Float32Array(h * w * h * w);
+  for (let m = 0; m < h * w; m++) eye[m * h * w + m] = 1;
+  const onehot = Tensor.from(eye, [h * w, 1, h, w], { device: weight.device });
+  const pooled = ops.adaptiveAvgpool2dForward(onehot, oh, ow); // (h·w, 1, oh, ow): row m is P's column m
+  const pt = pooled.view([h * w, oh * ow]);
   const rows = weight.view([out * c, oh * ow]);
   try {
-    const folded = ops.linearForward(rows, p, null);
+    const folded = ops.linearForward(rows, pt, null);
     try {
       return folded.view([out, c * h * w]);
     } finally {
       folded.dispose();
     }
   } finally {
-    rows.dispose();
-    p.dispose();
+    for (const t of [onehot, pooled, pt, rows]) t.dispose();
   }
 }
 
@@ -241,8 +235,7 @@ export class VGGNet extends Module {
     const folded = this.foldedClassifier(cur);
     if (folded) {
       // The pool and the first classifier layer as one smaller layer (see withFrozenWeights).
-      const [n, c, fh, fw] = cur.shape;
-      cur = this.keep(this.keep(ops.toLayout(cur, 'nchw')).view([n, c * fh * fw]));
+      cur = this.keep(this.flatten.forward(cur));
       const fc1 = this.classifier.layers[0] as Linear;
       const relu = this.classifier.layers[1] instanceof ReLU;
       cur = this.keep(ops.linearForward(cur, folded, fc1.bias?.value ?? null, relu));
@@ -278,7 +271,9 @@ export class VGGNet extends Module {
     const outer = this.folds !== undefined;
     if (!outer) this.folds = new Map();
     const end = () => {
-      if (!outer) this.dropFolds(true);
+      if (outer) return;
+      this.clearFolds();
+      this.folds = undefined;
     };
     let r: T;
     try {
@@ -308,9 +303,9 @@ export class VGGNet extends Module {
     return f;
   }
 
-  private dropFolds(end: boolean): void {
+  private clearFolds(): void {
     for (const t of this.folds?.values() ?? []) t.dispose();
-    this.folds = end ? undefined : new Map();
+    this.folds?.clear();
   }
 
   /**
@@ -378,7 +373,7 @@ export class VGGNet extends Module {
       throw new TypeError(`VGGNet.loadStateDict: expected a file path (.pth, .pt, .safetensors) or a record of tensors by name, got ${got}`);
     }
     const record = typeof source === 'string' ? readStateDict(source) : source;
-    if (this.folds) this.dropFolds(false); // derived from the weights being replaced
+    this.clearFolds(); // derived from the weights being replaced
     try {
       loadStateDictInto(this, withBatchCounters(this, record), { strict: options.strict ?? true, source: typeof source === 'string' ? source : 'state dict' });
     } finally {

@@ -204,6 +204,14 @@ export class AdaptiveAvgPool2d extends Module {
 }
 
 /** (N, C, H, W) -> (N, C*H*W), a view of the same storage. */
+/** t as plain NCHW, viewed as `shape`; a layout conversion made on the way is freed at once (the view keeps its storage). */
+function nchwView(t: Tensor, shape: number[]): Tensor {
+  const plain = ops.toLayout(t, 'nchw');
+  const v = plain.view(shape);
+  if (plain !== t) plain.dispose();
+  return v;
+}
+
 export class Flatten extends Module {
   private shape: number[] | undefined;
 
@@ -211,12 +219,12 @@ export class Flatten extends Module {
     tensorArg(x, 'Flatten.forward');
     this.shape = x.shape;
     const [n, ...rest] = x.shape;
-    return this.forwardDone(ops.toLayout(x, 'nchw').view([n, rest.reduce((a, b) => a * b, 1)]));
+    return this.forwardDone(nchwView(x, [n, rest.reduce((a, b) => a * b, 1)]));
   }
 
   backward(dy: Tensor): Tensor {
     this.backwardStart(dy, 'Flatten');
-    return ops.toLayout(dy, 'nchw').view(requireSaved(this.shape, 'Flatten'));
+    return nchwView(dy, requireSaved(this.shape, 'Flatten'));
   }
 }
 

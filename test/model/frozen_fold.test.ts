@@ -7,18 +7,18 @@ import { noGrad } from '../../lib/nn/module';
 import { Linear } from '../../lib/nn/layers';
 import { Rng } from '../../lib/random';
 import { tinyVgg, randomBatch, TINY_CFG } from '../helpers/tiny';
+import * as R from '../ref/naive';
 
 const device = (process.env.VGGNET_DEVICE as 'cpu' | 'cuda' | undefined) ?? 'cpu';
 
-// PyTorch's adaptive windows, in float64: P[k][m], k an output cell of (oh, ow), m an input cell of (h, w).
+// P[k][m] in float64: the reference pool (test/ref/naive.ts) of the one-hot map m, at output cell k of (oh, ow).
 function poolMatrix(h: number, w: number, oh: number, ow: number): number[][] {
   const P = Array.from({ length: oh * ow }, () => new Array<number>(h * w).fill(0));
-  for (let i = 0; i < oh; i++) {
-    const h0 = Math.floor((i * h) / oh), h1 = Math.ceil(((i + 1) * h) / oh);
-    for (let j = 0; j < ow; j++) {
-      const w0 = Math.floor((j * w) / ow), w1 = Math.ceil(((j + 1) * w) / ow);
-      for (let y = h0; y < h1; y++) for (let x = w0; x < w1; x++) P[i * ow + j][y * w + x] = 1 / ((h1 - h0) * (w1 - w0));
-    }
+  for (let m = 0; m < h * w; m++) {
+    const onehot = new Float64Array(h * w);
+    onehot[m] = 1;
+    const { y } = R.adaptiveAvgForward(onehot, [1, 1, h, w], oh, ow);
+    for (let k = 0; k < oh * ow; k++) P[k][m] = y[k];
   }
   return P;
 }
@@ -62,6 +62,22 @@ describe('foldAdaptivePool', () => {
 describe('VGGNet.withFrozenWeights', () => {
   afterEach(() => jest.restoreAllMocks());
 
+  // Spies on the adaptive pool, noting each call's input channels at the call: the fold pools one-hot maps of one
+  // channel (foldAdaptivePool), a forward pools the features (8 channels in the tiny model).
+  function spyPool() {
+    const pool = ops.adaptiveAvgpool2dForward;
+    const channels: number[] = [];
+    jest.spyOn(ops, 'adaptiveAvgpool2dForward').mockImplementation((x, ...rest) => {
+      channels.push(x.shape[1]);
+      return pool(x, ...rest);
+    });
+    return {
+      onFeatures: () => channels.filter((c) => c !== 1).length,
+      folds: () => channels.filter((c) => c === 1).length,
+      clear: () => void channels.splice(0),
+    };
+  }
+
   const logits = (m: VGGNet, x: Tensor) => {
     const l = noGrad(() => m.forward(x));
     const a = l.toArray() as Float32Array;
@@ -78,15 +94,16 @@ describe('VGGNet.withFrozenWeights', () => {
       const rng = new Rng(h + w);
       const x = Tensor.from(rng.fillNormal(new Float32Array(3 * 3 * h * w), 0, 1), [3, 3, h, w], { device });
       const plain = logits(m, x);
-      const pool = jest.spyOn(ops, 'adaptiveAvgpool2dForward');
+      const pool = spyPool();
       const frozen = m.withFrozenWeights(() => [logits(m, x), logits(m, x)]);
-      expect(pool).toHaveBeenCalledTimes(folds ? 0 : 2);
+      expect(pool.onFeatures()).toBe(folds ? 0 : 2);
+      expect(pool.folds()).toBe(folds ? 1 : 0); // once for both passes
       // float32 rounding only (another summation order in the first layer): measured ≤ 2e-7 of the largest logit
       for (const f of frozen) for (let i = 0; i < plain.length; i++) expect(Math.abs(f[i] - plain[i])).toBeLessThan(1e-5 * maxAbs(plain));
       // outside the scope the forward is the plain one again
-      pool.mockClear();
+      pool.clear();
       logits(m, x);
-      expect(pool).toHaveBeenCalledTimes(1);
+      expect([pool.onFeatures(), pool.folds()]).toEqual([1, 0]);
       x.dispose();
       m.dispose();
     });
@@ -94,9 +111,9 @@ describe('VGGNet.withFrozenWeights', () => {
   test('with gradients enabled (training) nothing is folded, inside the scope too', () => {
     const m = tinyVgg({ seed: 3 });
     const { x } = randomBatch(2, 4);
-    const pool = jest.spyOn(ops, 'adaptiveAvgpool2dForward');
+    const pool = spyPool();
     m.withFrozenWeights(() => m.forward(x).dispose());
-    expect(pool).toHaveBeenCalledTimes(1);
+    expect([pool.onFeatures(), pool.folds()]).toEqual([1, 0]);
     m.releaseSaved();
     x.dispose();
     m.dispose();
@@ -144,12 +161,12 @@ describe('VGGNet.withFrozenWeights', () => {
     const m = tinyVgg({ seed: 3 });
     m.eval();
     const { x } = randomBatch(2, 4);
-    const pool = jest.spyOn(ops, 'adaptiveAvgpool2dForward');
+    const pool = spyPool();
     await m.withFrozenWeights(async () => {
       await new Promise((r) => setTimeout(r, 1));
       logits(m, x);
     });
-    expect(pool).toHaveBeenCalledTimes(0);
+    expect([pool.onFeatures(), pool.folds()]).toEqual([0, 1]);
     await expect(m.withFrozenWeights(async () => {
       await Promise.resolve();
       throw new Error('boom');
@@ -157,8 +174,9 @@ describe('VGGNet.withFrozenWeights', () => {
     expect(() => m.withFrozenWeights(() => {
       throw new Error('sync boom');
     })).toThrow('sync boom');
+    pool.clear();
     logits(m, x);
-    expect(pool).toHaveBeenCalledTimes(1);
+    expect([pool.onFeatures(), pool.folds()]).toEqual([1, 0]);
     expect(() => m.withFrozenWeights(null as unknown as () => void)).toThrow(TypeError);
     x.dispose();
     m.dispose();
