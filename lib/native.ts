@@ -123,8 +123,9 @@ export interface NativeAddon {
     needBackward: boolean, relu: boolean, sync?: NativeGroup | null): NativeWithSaved;
   batchnormBackward(dy: T, x: T, gamma: T, eps: number, saved: T[], dgamma: T, dbeta: T, accumulate: boolean, reluOutput: Opt,
     sync?: NativeGroup | null): T;
-  linearForward(x: T, w: T, b: Opt, relu: boolean): T;
-  linearBackwardData(dy: T, w: T): T;
+  linearWeights(w: T, dtype: NativeDType): T;
+  linearForward(x: T, w: T, b: Opt, relu: boolean, wPrepared: boolean): T;
+  linearBackwardData(dy: T, w: T, wPrepared: boolean): T;
   linearBackwardWeights(x: T, dy: T, dw: T, db: Opt, accumulate: boolean): void;
   dropoutForward(x: T, p: number, seed: bigint, offset: bigint, train: boolean): NativeWithSaved;
   dropoutBackward(dy: T, p: number, saved: T[]): T;

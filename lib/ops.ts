@@ -86,11 +86,36 @@ export function batchnormBackward(
 ): Tensor {
   return T(addon().batchnormBackward(dy.native, x.native, gamma.native, eps, natives(saved), dgamma.native, dbeta.native, accumulate, n(reluOutput), sync));
 }
-export function linearForward(x: Tensor, w: Tensor, b: Tensor | null, relu = false): Tensor {
-  return T(addon().linearForward(x.native, w.native, n(b), relu));
+/**
+ * A linear layer's weights as linearForward and linearBackwardData compute with them for activations of `dtype`: for
+ * bfloat16 a bf16 copy (GPU, CPUs with bf16 instructions) or the weights rounded to bf16 in float32 (CPUs emulating
+ * bf16); for float32 the weights themselves. Given a Tensor, those ops convert it on every call (a pass over the
+ * weights: 411 MB for VGG's first classifier layer); prepared once, a forward and its backward, or many inference
+ * batches, share one conversion, as PyTorch's autocast shares one cast weight. They hold the values the weights had
+ * when prepared: prepare them again after the weights change.
+ */
+export class PreparedLinearWeights {
+  constructor(readonly tensor: Tensor, readonly dtype: DType) {}
+  dispose(): void {
+    this.tensor.dispose();
+  }
 }
-export function linearBackwardData(dy: Tensor, w: Tensor): Tensor {
-  return T(addon().linearBackwardData(dy.native, w.native));
+export function linearWeights(w: Tensor, dtype: DType): PreparedLinearWeights {
+  return new PreparedLinearWeights(T(addon().linearWeights(w.native, dtype)), dtype);
+}
+function linearWeightArg(w: Tensor | PreparedLinearWeights, dtype: DType, op: string): [NativeTensor, boolean] {
+  if (w instanceof Tensor) return [w.native, false];
+  if (!(w instanceof PreparedLinearWeights)) throw new TypeError(`${op}: weight must be a Tensor or PreparedLinearWeights`);
+  if (w.dtype !== dtype) throw new Error(`${op}: the weights were prepared for ${w.dtype} activations, these are ${dtype}`);
+  return [w.tensor.native, true];
+}
+export function linearForward(x: Tensor, w: Tensor | PreparedLinearWeights, b: Tensor | null, relu = false): Tensor {
+  const [wn, prepared] = linearWeightArg(w, x.dtype, 'linearForward');
+  return T(addon().linearForward(x.native, wn, n(b), relu, prepared));
+}
+export function linearBackwardData(dy: Tensor, w: Tensor | PreparedLinearWeights): Tensor {
+  const [wn, prepared] = linearWeightArg(w, dy.dtype, 'linearBackwardData');
+  return T(addon().linearBackwardData(dy.native, wn, prepared));
 }
 export function linearBackwardWeights(x: Tensor, dy: Tensor, dw: Tensor, db: Tensor | null, accumulate: boolean): void {
   addon().linearBackwardWeights(x.native, dy.native, dw.native, n(db), accumulate);

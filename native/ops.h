@@ -103,8 +103,13 @@ class Backend {
                                     const Tensor& relu_y, ReplicaSum* sync) = 0;
 
   // ---- linear: x (N,K), w (M,K) f32, b (M) f32 or undefined -> y (N,M) in x's dtype (relu fused if asked).
-  virtual Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu) = 0;
-  virtual Tensor linear_backward_data(const Tensor& dy, const Tensor& w) = 0;
+  // Forward and backward data turn w into the weights they compute with for the activations' dtype (bf16: a bf16
+  // copy, or on an emulating CPU w rounded to bf16 in f32) on each call, unless w_prepared says that w already is
+  // that form, as linear_weights(w, activation dtype) made it: a layer then converts once for its forward and
+  // backward (PyTorch's autocast likewise keeps one cast weight for both), and inference once for many batches.
+  virtual Tensor linear_weights(const Tensor& w, DType activation) = 0;
+  virtual Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, bool w_prepared) = 0;
+  virtual Tensor linear_backward_data(const Tensor& dy, const Tensor& w, bool w_prepared) = 0;
   virtual void linear_backward_weights(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor& db,
                                        bool accumulate) = 0;
 

@@ -115,8 +115,11 @@ export class VGGNet extends Module {
   readonly precisionNote: string | undefined;
   readonly options: Required<Omit<VGGOptions, 'device' | 'precision'>> & { config: VGGConfig; name?: string };
   private acts: Tensor[] = [];
-  /** Inside withFrozenWeights: folded first classifier layers by feature-map size (channels×height×width). */
-  private folds: Map<string, Tensor> | undefined;
+  /**
+   * Inside withFrozenWeights: folded first classifier layers by feature-map size (channels×height×width) and
+   * activation dtype, prepared for that dtype (ops.linearWeights) when it is not float32.
+   */
+  private folds: Map<string, Tensor | ops.PreparedLinearWeights> | undefined;
   /** features, avgpool, flatten, classifier: their forward generations in this model's latest forward. */
   private childGenerations: number[] = [];
 
@@ -258,22 +261,27 @@ export class VGGNet extends Module {
 
   /**
    * Runs fn with this model's parameters taken as constants, so that what is derived from them is worked out once for
-   * all of fn's forward passes instead of in each: evaluation loops and predict use it. The one such derivation
-   * today: a feature map smaller than the average pool's 7×7 output (inputs under 224²) is only repeated by the pool,
-   * so pool and first classifier layer are one linear map of the small map, and forwards without gradients multiply
-   * by that folded matrix (at 32² input 4 096 × 512 weights instead of 4 096 × 25 088; the fold itself costs about
-   * one pass of the big layer). fn must not change the parameters (optimizer steps, in-place ops on their tensors);
-   * loadStateDict inside fn is allowed and drops the fold. fn may be async: the fold is kept until its promise
-   * settles. Outputs equal the unfolded forward's up to float rounding (summation order).
+   * all of fn's forward passes instead of in each: evaluation loops and predict use it. Two such derivations:
+   *  - a feature map smaller than the average pool's 7×7 output (inputs under 224²) is only repeated by the pool, so
+   *    pool and first classifier layer are one linear map of the small map, and forwards without gradients multiply
+   *    by that folded matrix (at 32² input 4 096 × 512 weights instead of 4 096 × 25 088; the fold itself costs
+   *    about one pass of the big layer). Outputs equal the unfolded forward's up to float rounding (summation order);
+   *  - in bf16, the classifier's weights converted for bf16 (ops.linearWeights) once, not in every forward.
+   * fn must not change the parameters (optimizer steps, in-place ops on their tensors); loadStateDict inside fn is
+   * allowed and drops what was derived. fn may be async: the derivations are kept until its promise settles.
    */
   withFrozenWeights<T>(fn: () => T): T {
     if (typeof fn !== 'function') throw new TypeError(`VGGNet.withFrozenWeights: expected a function, got ${fn === null ? 'null' : typeof fn}`);
     const outer = this.folds !== undefined;
-    if (!outer) this.folds = new Map();
+    if (!outer) {
+      this.folds = new Map();
+      for (const l of this.linears()) l.holdPreparedWeights(true);
+    }
     const end = () => {
       if (outer) return;
       this.clearFolds();
       this.folds = undefined;
+      for (const l of this.linears()) l.holdPreparedWeights(false);
     };
     let r: T;
     try {
@@ -287,25 +295,42 @@ export class VGGNet extends Module {
     return r;
   }
 
-  /** Inside withFrozenWeights, without gradients: the first classifier layer folded with the pool for x's map size. */
-  private foldedClassifier(x: Tensor): Tensor | undefined {
+  /**
+   * Inside withFrozenWeights, without gradients: the first classifier layer folded with the pool for x's map size,
+   * prepared for x's dtype.
+   */
+  private foldedClassifier(x: Tensor): Tensor | ops.PreparedLinearWeights | undefined {
     if (!this.folds || isGradEnabled()) return undefined;
     const [, c, h, w] = x.shape;
     const [oh, ow] = this.avgpool.outputSize;
     const fc1 = this.classifier.layers[0];
     if (h * w >= oh * ow || !(fc1 instanceof Linear) || fc1.inFeatures !== c * oh * ow) return undefined;
-    const key = `${c}x${h}x${w}`;
+    const key = `${c}x${h}x${w}:${x.dtype}`;
     let f = this.folds.get(key);
     if (!f) {
       f = foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow);
+      if (x.dtype !== 'float32') {
+        const folded = f;
+        try {
+          f = ops.linearWeights(folded, x.dtype);
+        } finally {
+          folded.dispose();
+        }
+      }
       this.folds.set(key, f);
     }
     return f;
   }
 
+  /** Drops what withFrozenWeights derived from the weights: folds, and the classifier's prepared weights. */
   private clearFolds(): void {
     for (const t of this.folds?.values() ?? []) t.dispose();
     this.folds?.clear();
+    for (const l of this.linears()) l.clearPreparedWeights();
+  }
+
+  private linears(): Linear[] {
+    return this.classifier.layers.filter((l): l is Linear => l instanceof Linear);
   }
 
   /**

@@ -1,5 +1,5 @@
 // The layers of VGG, each a forward and a backward over the addon's ops, with torchvision's parameter names.
-import { Layout, Tensor } from '../tensor';
+import { DType, Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
   BackwardOptions, Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled,
@@ -305,6 +305,13 @@ export class Linear extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter | undefined;
   private x: Tensor | undefined;
+  /**
+   * The weights converted for bf16 activations (ops.linearWeights), with the tensor they were made from: made by a
+   * forward and used again by its backward (one conversion per step instead of two), then dropped; kept across
+   * forwards while holdPreparedWeights is on.
+   */
+  private prepared: { w: ops.PreparedLinearWeights; from: Tensor } | undefined;
+  private holdPrepared = false;
 
   constructor(readonly inFeatures: number, readonly outFeatures: number, options: { bias?: boolean; device?: 'cpu' | 'cuda' } = {}) {
     super();
@@ -319,10 +326,42 @@ export class Linear extends Module {
     return this.bias ? [['weight', this.weight], ['bias', this.bias]] : [['weight', this.weight]];
   }
 
+  /**
+   * While on, the converted weights a forward makes are kept for the forwards after it, not made again by each: for
+   * scopes in which the weights do not change (VGGNet.withFrozenWeights). Turning it off, or clearPreparedWeights,
+   * drops them.
+   */
+  holdPreparedWeights(on: boolean): void {
+    this.holdPrepared = on;
+    if (!on) this.clearPreparedWeights();
+  }
+
+  clearPreparedWeights(): void {
+    this.prepared?.w.dispose();
+    this.prepared = undefined;
+  }
+
+  /** The prepared weights for `dtype` when this layer holds some made from the current weight tensor. */
+  private heldWeights(dtype: DType): ops.PreparedLinearWeights | undefined {
+    const p = this.prepared;
+    return p && p.from === this.weight.value && p.w.dtype === dtype ? p.w : undefined;
+  }
+
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
     tensorArg(x, 'Linear.forward');
     this.x = isGradEnabled() ? x : undefined;
-    return this.forwardDone(ops.linearForward(x, this.weight.value, this.bias?.value ?? null, options.fuseRelu ?? false));
+    let w: Tensor | ops.PreparedLinearWeights = this.weight.value;
+    if (x.dtype !== 'float32') {
+      const held = this.holdPrepared ? this.heldWeights(x.dtype) : undefined;
+      if (!held) {
+        this.clearPreparedWeights();
+        this.prepared = { w: ops.linearWeights(this.weight.value, x.dtype), from: this.weight.value };
+      }
+      w = this.prepared!.w;
+    }
+    const y = ops.linearForward(x, w, this.bias?.value ?? null, options.fuseRelu ?? false);
+    if (!isGradEnabled() && !this.holdPrepared) this.clearPreparedWeights();
+    return this.forwardDone(y);
   }
 
   backward(dy: Tensor): Tensor {
@@ -330,13 +369,19 @@ export class Linear extends Module {
     const x = requireSaved(this.x, 'Linear');
     const { grads: [dw, db], accumulate } = gradsForBackward([this.weight, this.bias]);
     ops.linearBackwardWeights(x, dy, dw!, db, accumulate);
-    const dx = ops.linearBackwardData(dy, this.weight.value);
-    this.x = undefined;
+    const dx = ops.linearBackwardData(dy, this.heldWeights(dy.dtype) ?? this.weight.value);
+    this.dropSaved();
     return dx;
   }
 
   protected dropSaved(): void {
     this.x = undefined;
+    if (!this.holdPrepared) this.clearPreparedWeights();
+  }
+
+  dispose(): void {
+    this.holdPreparedWeights(false);
+    super.dispose();
   }
 }
 

@@ -199,12 +199,21 @@ Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   Tensor& x = unwrap(arg(info, 0), "linearForward: input");
   Tensor& w = unwrap(arg(info, 1), "linearForward: weight");
   Tensor b = unwrap_optional(arg(info, 2), "linearForward: bias");
-  return wrap(info.Env(), backend_of(op, {&x, &w, &b}).linear_forward(x, w, b, get_bool(arg(info, 3), op)));
+  return wrap(info.Env(), backend_of(op, {&x, &w, &b})
+                              .linear_forward(x, w, b, get_bool(arg(info, 3), op), get_bool(arg(info, 4), op)));
 }
 Napi::Value LinearBackwardData(const Napi::CallbackInfo& info) {
+  const char* op = "linearBackwardData";
   Tensor& dy = unwrap(arg(info, 0), "linearBackwardData: grad output");
   Tensor& w = unwrap(arg(info, 1), "linearBackwardData: weight");
-  return wrap(info.Env(), backend_of("linearBackwardData", {&dy, &w}).linear_backward_data(dy, w));
+  return wrap(info.Env(), backend_of(op, {&dy, &w}).linear_backward_data(dy, w, get_bool(arg(info, 2), op)));
+}
+// linearWeights(w, dtype): w in the form linearForward/linearBackwardData compute with for activations of dtype.
+Napi::Value LinearWeights(const Napi::CallbackInfo& info) {
+  const char* op = "linearWeights";
+  Tensor& w = unwrap(arg(info, 0), "linearWeights: weight");
+  const DType dt = dtype_from_name(get_string(arg(info, 1), "linearWeights: dtype"));
+  return wrap(info.Env(), backend_of(op, {&w}).linear_weights(w, dt));
 }
 Napi::Value LinearBackwardWeights(const Napi::CallbackInfo& info) {
   const char* op = "linearBackwardWeights";
@@ -423,6 +432,7 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("adaptiveAvgpool2dBackward", AdaptiveAvgpool2dBackward);
   def("batchnormForward", BatchnormForward);
   def("batchnormBackward", BatchnormBackward);
+  def("linearWeights", LinearWeights);
   def("linearForward", LinearForward);
   def("linearBackwardData", LinearBackwardData);
   def("linearBackwardWeights", LinearBackwardWeights);

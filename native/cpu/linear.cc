@@ -4,6 +4,7 @@
 //   backward weights dw (M,K) (+)= dy^T (M,N) · x (N,K)  [sum post-op when accumulating];  db (M) (+)= sum_n dy
 // bf16 activations (Bf16Path, cpu_common.h): the matmuls run in the compute dtype `cdt` of the operands (bf16 with
 // bf16 weights on the native path, widened f32 with bf16-rounded f32 weights when emulated); bias, dw and db are f32.
+// Forward and backward data take w as float32 (converted per call) or prepared by linear_weights (ops.h).
 #include "backend.h"
 #include "kernel_log.h"
 
@@ -20,14 +21,32 @@ memory::desc md(const memory::dims& d, DType dt, tag t) { return memory::desc(d,
 // brgemm kernel took 1.7-2.2x the CPU time on the classifier's shapes (batch 8: dx = dy·W and dW = dy^T·x over a
 // 4096×25088 weight, avx512_core, 2 threads); the matmul stays for the forward (as fast there) and for bf16.
 
+// w: float32, or (prepared) the dtype this CPU computes activations on `path` with, as linear_weights made it.
+void check_weight_dtype(const char* op, const Tensor& w, Bf16Path path, bool prepared) {
+  if (!prepared) return check_dtype(w, DType::F32, strprintf("%s: weight", op).c_str());
+  const DType want = path == Bf16Path::Native ? DType::BF16 : DType::F32;
+  VGG_CHECK(w.dtype == want, "%s: prepared weight is %s, this CPU computes these activations with %s weights (%s)",
+            op, dtype_name(w.dtype), dtype_name(want), "prepare them with linearWeights for the activations' dtype");
+}
+// The weights an op computes with: w converted now, or w itself when linear_weights already made it.
+Tensor compute_weights(const Tensor& w, Bf16Path path, bool prepared) { return prepared ? w : bf16_weights(w, path); }
+
 }  // namespace
 
-Tensor CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu) {
+Tensor CpuBackend::linear_weights(const Tensor& w, DType activation) {
+  check_cpu(w, "linear_weights: weight");
+  check_dtype(w, DType::F32, "linear_weights: weight");
+  check_ndim(w, 2, "linear_weights: weight");
+  VGG_CHECK_TYPE(activation == DType::F32 || activation == DType::BF16,
+                 "linear_weights: activations must be float32 or bfloat16, got %s", dtype_name(activation));
+  return guard("linear_weights", [&] { return bf16_weights(w, bf16_path(activation)); });
+}
+
+Tensor CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, bool w_prepared) {
   const char* op = "linear_forward";
   check_float_activation(x, "linear_forward: input");
   check_ndim(x, 2, "linear_forward: input");
   check_cpu(w, "linear_forward: weight");
-  check_dtype(w, DType::F32, "linear_forward: weight");
   check_ndim(w, 2, "linear_forward: weight");
   const int64_t N = x.dim(0), K = x.dim(1), M = w.dim(0);
   VGG_CHECK(w.dim(1) == K, "linear_forward: input has %lld features, weight expects %lld", (long long)K,
@@ -35,10 +54,11 @@ Tensor CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor
   if (b.defined()) check_param(b, {M}, "linear_forward: bias");
   check_nonzero_dims(x.shape, 1, "linear_forward: input");
   check_nonzero_dims(w.shape, 0, "linear_forward: weight");
-  if (N == 0) return Tensor::empty({0, M}, x.dtype, Device::CPU);  // oneDNN: SIGFPE on a zero-size matmul
   const Bf16Path path = bf16_path(x.dtype);
+  check_weight_dtype(op, w, path, w_prepared);
+  if (N == 0) return Tensor::empty({0, M}, x.dtype, Device::CPU);  // oneDNN: SIGFPE on a zero-size matmul
   return guard(op, [&] {
-    const Tensor xc = bf16_operand(x, path), wc = bf16_weights(w, path);
+    const Tensor xc = bf16_operand(x, path), wc = compute_weights(w, path, w_prepared);
     const DType cdt = xc.dtype;
     auto a = md({N, K}, cdt, tag::ab), wt = md({K, M}, cdt, tag::ba), c = md({N, M}, cdt, tag::ab);
     auto bias = md({1, M}, DType::F32, tag::ab);
@@ -57,22 +77,22 @@ Tensor CpuBackend::linear_forward(const Tensor& x, const Tensor& w, const Tensor
   });
 }
 
-Tensor CpuBackend::linear_backward_data(const Tensor& dy, const Tensor& w) {
+Tensor CpuBackend::linear_backward_data(const Tensor& dy, const Tensor& w, bool w_prepared) {
   const char* op = "linear_backward_data";
   check_float_activation(dy, "linear_backward_data: dy");
   check_ndim(dy, 2, "linear_backward_data: dy");
   check_cpu(w, "linear_backward_data: weight");
-  check_dtype(w, DType::F32, "linear_backward_data: weight");
   check_ndim(w, 2, "linear_backward_data: weight");
   const int64_t N = dy.dim(0), M = dy.dim(1), K = w.dim(1);
   VGG_CHECK(w.dim(0) == M, "linear_backward_data: dy has %lld features, weight has %lld outputs", (long long)M,
             (long long)w.dim(0));
   check_nonzero_dims(dy.shape, 1, "linear_backward_data: dy");
   check_nonzero_dims(w.shape, 0, "linear_backward_data: weight");
-  if (N == 0) return Tensor::empty({0, K}, dy.dtype, Device::CPU);
   const Bf16Path path = bf16_path(dy.dtype);
+  check_weight_dtype(op, w, path, w_prepared);
+  if (N == 0) return Tensor::empty({0, K}, dy.dtype, Device::CPU);
   return guard(op, [&] {
-    const Tensor dyc = bf16_operand(dy, path), wc = bf16_weights(w, path);
+    const Tensor dyc = bf16_operand(dy, path), wc = compute_weights(w, path, w_prepared);
     const DType cdt = dyc.dtype;
     if (cdt == DType::F32) {  // see kSgemmNote
       Tensor dx = Tensor::empty({N, K}, cdt, Device::CPU);

@@ -48,8 +48,9 @@ class CudaBackend final : public Backend {
   Tensor batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma, double eps, const Saved& saved,
                             Tensor& dgamma, Tensor& dbeta, bool accumulate, const Tensor& relu_y,
                             ReplicaSum* sync) override;
-  Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu) override;
-  Tensor linear_backward_data(const Tensor& dy, const Tensor& w) override;
+  Tensor linear_weights(const Tensor& w, DType activation) override;
+  Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b, bool relu, bool w_prepared) override;
+  Tensor linear_backward_data(const Tensor& dy, const Tensor& w, bool w_prepared) override;
   void linear_backward_weights(const Tensor& x, const Tensor& dy, Tensor& dw, Tensor& db, bool accumulate) override;
   Tensor dropout_forward(const Tensor& x, double p, uint64_t seed, uint64_t offset, Saved* saved) override;
   Tensor dropout_backward(const Tensor& dy, double p, const Saved& saved) override;

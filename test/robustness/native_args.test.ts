@@ -35,8 +35,9 @@ function validArgs(): Record<string, unknown[]> {
     adaptiveAvgpool2dBackward: [cpu([1, 2, 7, 7]), [1, 2, 4, 4], 'nchw'],
     batchnormForward: [cpu([2, 2, 2, 2]), cpu([2]), cpu([2]), cpu([2]), cpu([2]), true, 0.1, 1e-5, true, false],
     batchnormBackward: [bn.y, cpu([2, 2, 2, 2]), cpu([2]), 1e-5, bn.saved, cpu([2]), cpu([2]), false, null],
-    linearForward: [cpu([2, 3]), cpu([4, 3]), cpu([4]), false],
-    linearBackwardData: [cpu([2, 4]), cpu([4, 3])],
+    linearWeights: [cpu([4, 3]), 'bfloat16'],
+    linearForward: [cpu([2, 3]), cpu([4, 3]), cpu([4]), false, false],
+    linearBackwardData: [cpu([2, 4]), cpu([4, 3]), false],
     linearBackwardWeights: [cpu([2, 3]), cpu([2, 4]), cpu([4, 3]), cpu([4]), false],
     dropoutForward: [cpu([4]), 0.5, 1n, 0n, true],
     dropoutBackward: [drop.y, 0.5, drop.saved],
@@ -147,7 +148,7 @@ describe('the checks the fuzz found, with their messages', () => {
     expect(nameOf(() => addon().sgdStep([cpu([2])], [cpu([2])], [], { lr: -5, momentum: 0, dampening: 0, weightDecay: 0, nesterov: false }, true))).toBe('RangeError');
     expect(nameOf(() => addon().fill(cpu([2], 'uint8'), 256))).toBe('RangeError');
     expect(nameOf(() => addon().dataStl10Source([5 as never]))).toBe('TypeError');
-    expect(nameOf(() => addon().linearForward(cpu([0, 3]), cpu([0, 3]), null, false))).toBe('RangeError');
+    expect(nameOf(() => addon().linearForward(cpu([0, 3]), cpu([0, 3]), null, false, false))).toBe('RangeError');
     expect(nameOf(() => addon().crossEntropy(cpu([0, 3]), cpu([0], 'int32')))).toBe('RangeError');
   });
 
