@@ -7,6 +7,7 @@ import * as R from '../ref/naive';
 import { device, tol, describeOnDevice } from '../ref/device';
 import { uniformSource } from '../ref/random';
 import { disposeKeptAfterEach, expectClose, f64, keep, numel } from '../helpers/tensors';
+import { roundBf16 } from '../ref/bf16';
 
 // ---- helpers
 /** n float32-exact values uniform in [lo, hi). */
@@ -453,6 +454,17 @@ describeOnDevice(`ops on ${device}`, () => {
       const f = keep(ops.cast(b, 'float32'));
       expect(f.dtype).toBe('float32');
       expect(list(f)).toEqual(want);
+      // special values, against test/ref/bf16.ts: ±0, subnormals, ±inf, the largest float (rounds up to inf), and
+      // NaNs whose payload lies only in the low 16 bits (rounding those bits up would turn them into inf)
+      const u = new Uint32Array([0x80000000, 0x00000001, 0x807fffff, 0x7f800000, 0xff800000, 0x7f7fffff, 0x7f800001, 0xff80ffff, 0x7fc00000]);
+      const sv = new Float32Array(u.buffer);
+      // straight from the buffer: a copy through JS numbers may canonicalise the NaNs' payloads
+      const got = list(keep(ops.cast(keep(Tensor.from(sv, [sv.length], { device })), 'bfloat16')));
+      const ref = roundBf16(sv);
+      for (let i = 0; i < sv.length; i++) {
+        if (Number.isNaN(sv[i])) expect(got[i]).toBeNaN();
+        else expect(Object.is(got[i], ref[i])).toBe(true);
+      }
     });
     test('toLayout nchw <-> nhwc keeps the logical tensor', () => {
       const s: S4 = [2, 3, 2, 4];
