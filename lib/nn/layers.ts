@@ -328,12 +328,13 @@ export class Linear extends Module {
 
   /**
    * While on, the converted weights a forward makes are kept for the forwards after it, not made again by each: for
-   * scopes in which the weights do not change (VGGNet.withFrozenWeights). Turning it off, or clearPreparedWeights,
-   * drops them.
+   * scopes in which the weights do not change (VGGNet.withFrozenWeights). Turning it on or off, or
+   * clearPreparedWeights, drops those held (on: a forward with gradients whose backward never ran may have left some
+   * made from weights an optimizer has changed since).
    */
   holdPreparedWeights(on: boolean): void {
+    this.clearPreparedWeights();
     this.holdPrepared = on;
-    if (!on) this.clearPreparedWeights();
   }
 
   clearPreparedWeights(): void {

@@ -195,6 +195,20 @@ describe('VGGNet.withFrozenWeights in bf16: the classifier converted once per sc
     m.dispose();
   });
 
+  test('a forward with gradients and no backward, then the weights changed in place: the scope converts them anew', () => {
+    const m = bf16Vgg(8);
+    const { x } = randomBatch(2, 5, 5, 224);
+    m.train();
+    m.forward(x).dispose(); // its Linears keep their conversion for a backward that never comes
+    for (const l of m.classifier.layers) if (l instanceof Linear) ops.add_(l.weight.value, f32(l.weight.value.shape[0] * l.inFeatures, l.weight.shape, 0.1));
+    m.eval();
+    const inside = m.withFrozenWeights(() => logitBits(m, x));
+    expect(inside).toEqual(logitBits(m, x)); // outside the scope each forward converts the current weights
+    m.releaseSaved();
+    x.dispose();
+    m.dispose();
+  });
+
   test('loadStateDict inside the scope drops the converted weights: the new ones are used', () => {
     const a = bf16Vgg(1), b = bf16Vgg(2);
     const { x } = randomBatch(2, 9, 5, 224);
