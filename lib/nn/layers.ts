@@ -348,18 +348,19 @@ export class Linear extends Module {
     return p && p.from === this.weight.value && p.w.dtype === dtype ? p.w : undefined;
   }
 
+  /** Converts the current weights for `dtype`, in place of any held. */
+  private prepareWeights(dtype: DType): ops.PreparedLinearWeights {
+    this.clearPreparedWeights();
+    const w = ops.linearWeights(this.weight.value, dtype);
+    this.prepared = { w, from: this.weight.value };
+    return w;
+  }
+
   forward(x: Tensor, options: ForwardOptions = {}): Tensor {
     tensorArg(x, 'Linear.forward');
     this.x = isGradEnabled() ? x : undefined;
-    let w: Tensor | ops.PreparedLinearWeights = this.weight.value;
-    if (x.dtype !== 'float32') {
-      const held = this.holdPrepared ? this.heldWeights(x.dtype) : undefined;
-      if (!held) {
-        this.clearPreparedWeights();
-        this.prepared = { w: ops.linearWeights(this.weight.value, x.dtype), from: this.weight.value };
-      }
-      w = this.prepared!.w;
-    }
+    const held = this.holdPrepared ? this.heldWeights(x.dtype) : undefined;
+    const w = x.dtype === 'float32' ? this.weight.value : held ?? this.prepareWeights(x.dtype);
     const y = ops.linearForward(x, w, this.bias?.value ?? null, options.fuseRelu ?? false);
     if (!isGradEnabled() && !this.holdPrepared) this.clearPreparedWeights();
     return this.forwardDone(y);

@@ -54,7 +54,7 @@ Tensor CudaBackend::linear_forward(const Tensor& x, const Tensor& w, const Tenso
   check_nonzero_dims(w.shape, 0, "linear_forward: weight");
   const DType dt = x.dtype;
   if (N == 0) return cuda_empty({0, M}, dt);
-  Tensor wk = w_prepared || dt == DType::F32 ? w : cast(w, dt);
+  Tensor wk = w_prepared ? w : linear_weights(w, dt);
   Tensor y = cuda_empty({N, M}, dt);
   gemm(op, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, wk, K, x, K, y, M, 0.f);
   cuk::bias_act(y.raw(), dt, b.defined() ? b.data<float>() : nullptr, N, M, 1, true, relu);
@@ -74,7 +74,7 @@ Tensor CudaBackend::linear_backward_data(const Tensor& dy, const Tensor& w, bool
   check_nonzero_dims(w.shape, 0, "linear_backward_data: w");
   const DType dt = dy.dtype;
   if (N == 0) return cuda_empty({0, K}, dt);
-  Tensor wk = w_prepared || dt == DType::F32 ? w : cast(w, dt);
+  Tensor wk = w_prepared ? w : linear_weights(w, dt);
   Tensor dx = cuda_empty({N, K}, dt);
   gemm(op, CUBLAS_OP_N, CUBLAS_OP_N, K, N, M, wk, K, dy, M, dx, K, 0.f);
   return dx;

@@ -25,6 +25,12 @@ const f32 = (n: number, shape: number[], scale = 1) =>
   keep(Tensor.from(rng.fillNormal(new Float32Array(n), 0, scale), shape, { device }));
 const bf16 = (n: number, shape: number[]) => keep(ops.cast(f32(n, shape), 'bfloat16'));
 const vals = (t: Tensor) => Array.from(t.toArray() as Float32Array);
+/** ops.linearWeights, its tensor disposed after the test (keep). */
+const prepare = (w: Tensor, dtype: 'bfloat16' | 'float32') => {
+  const p = ops.linearWeights(w, dtype);
+  keep(p.tensor);
+  return p;
+};
 /** Bit patterns, so that equality also tells -0 from 0. */
 const bits = (t: Tensor) => Array.from(new Uint32Array(Float32Array.from(t.toArray() as Float32Array).buffer));
 
@@ -39,26 +45,19 @@ describe('ops.linearWeights and the linear ops on prepared weights', () => {
     edge[1] = 1 + 3 * 2 ** -8; // a tie: goes to even, 1 + 2^-6
     edge[2] = -(1 + 2 ** -8 + 2 ** -20); // above the tie: away from zero
     const W = keep(Tensor.from(edge, [M, K], { device }));
-    const p = ops.linearWeights(W, 'bfloat16');
-    try {
-      expect(p.dtype).toBe('bfloat16');
-      expect(p.tensor.dtype).toBe(preparedDtype);
-      expect(p.tensor.shape).toEqual([M, K]);
-      expect(bits(p.tensor)).toEqual(Array.from(new Uint32Array(roundBf16(edge).buffer)));
-    } finally {
-      p.dispose();
-    }
+    const p = prepare(W, 'bfloat16');
+    expect(p.dtype).toBe('bfloat16');
+    expect(p.tensor.dtype).toBe(preparedDtype);
+    expect(p.tensor.shape).toEqual([M, K]);
+    expect(bits(p.tensor)).toEqual(Array.from(new Uint32Array(roundBf16(edge).buffer)));
   });
 
   test('float32: the weights as they are', () => {
     const W = f32(M * K, [M, K]);
-    const p = ops.linearWeights(W, 'float32');
-    try {
-      expect(p.tensor.dtype).toBe('float32');
-      expect(bits(p.tensor)).toEqual(bits(W));
-    } finally {
-      p.dispose();
-    }
+    const p = prepare(W, 'float32');
+    expect(p.tensor.dtype).toBe('float32');
+    expect(bits(p.tensor)).toEqual(bits(W));
+    p.dispose();
     expect(W.toArray()).toHaveLength(M * K); // disposing the prepared handle left the weights alive
   });
 
@@ -66,40 +65,32 @@ describe('ops.linearWeights and the linear ops on prepared weights', () => {
     const W = f32(M * K, [M, K], 0.3), b = f32(M, [M]);
     const x = dt === 'bfloat16' ? bf16(N * K, [N, K]) : f32(N * K, [N, K]);
     const dy = dt === 'bfloat16' ? bf16(N * M, [N, M]) : f32(N * M, [N, M]);
-    const p = ops.linearWeights(W, dt);
-    try {
-      for (const relu of [false, true]) {
-        const want = keep(ops.linearForward(x, W, b, relu)), got = keep(ops.linearForward(x, p, b, relu));
-        expect(got.dtype).toBe(dt);
-        expect(bits(got)).toEqual(bits(want));
-      }
-      const want = keep(ops.linearBackwardData(dy, W)), got = keep(ops.linearBackwardData(dy, p));
+    const p = prepare(W, dt);
+    for (const relu of [false, true]) {
+      const want = keep(ops.linearForward(x, W, b, relu)), got = keep(ops.linearForward(x, p, b, relu));
       expect(got.dtype).toBe(dt);
       expect(bits(got)).toEqual(bits(want));
-    } finally {
-      p.dispose();
     }
+    const want = keep(ops.linearBackwardData(dy, W)), got = keep(ops.linearBackwardData(dy, p));
+    expect(got.dtype).toBe(dt);
+    expect(bits(got)).toEqual(bits(want));
   });
 
   test('refuses weights prepared for another dtype, and a prepared tensor of the wrong dtype', () => {
     const W = f32(M * K, [M, K]);
-    const p = ops.linearWeights(W, 'bfloat16');
-    try {
-      expect(() => ops.linearForward(f32(N * K, [N, K]), p, null)).toThrow(/prepared for bfloat16 activations, these are float32/);
-      expect(() => ops.linearBackwardData(f32(N * M, [N, M]), p)).toThrow(/prepared for bfloat16 activations, these are float32/);
-      // the addon itself: a tensor that cannot be what linearWeights made for bf16 activations
-      const wrong = keep(ops.cast(W, preparedDtype === 'bfloat16' ? 'float32' : 'bfloat16'));
-      const x = bf16(N * K, [N, K]);
-      expect(() => addon().linearForward(x.native, wrong.native, null, false, true)).toThrow(/prepared weight/);
-      expect(() => addon().linearBackwardData(bf16(N * M, [N, M]).native, wrong.native, true)).toThrow(/prepared weight/);
-      // an empty batch too (it returns before any matmul)
-      expect(() => addon().linearForward(bf16(0, [0, K]).native, wrong.native, null, false, true)).toThrow(/prepared weight/);
-      expect(() => addon().linearBackwardData(bf16(0, [0, M]).native, wrong.native, true)).toThrow(/prepared weight/);
-      expect(() => ops.linearWeights(keep(ops.cast(W, 'bfloat16')), 'bfloat16')).toThrow(/linear_weights: weight/);
-      expect(() => ops.linearWeights(W, 'int32')).toThrow(/linear_weights: activations must be float32 or bfloat16/);
-    } finally {
-      p.dispose();
-    }
+    const p = prepare(W, 'bfloat16');
+    expect(() => ops.linearForward(f32(N * K, [N, K]), p, null)).toThrow(/prepared for bfloat16 activations, these are float32/);
+    expect(() => ops.linearBackwardData(f32(N * M, [N, M]), p)).toThrow(/prepared for bfloat16 activations, these are float32/);
+    // the addon itself: a tensor that cannot be what linearWeights made for bf16 activations
+    const wrong = keep(ops.cast(W, preparedDtype === 'bfloat16' ? 'float32' : 'bfloat16'));
+    const x = bf16(N * K, [N, K]);
+    expect(() => addon().linearForward(x.native, wrong.native, null, false, true)).toThrow(/prepared weight/);
+    expect(() => addon().linearBackwardData(bf16(N * M, [N, M]).native, wrong.native, true)).toThrow(/prepared weight/);
+    // an empty batch too (it returns before any matmul)
+    expect(() => addon().linearForward(bf16(0, [0, K]).native, wrong.native, null, false, true)).toThrow(/prepared weight/);
+    expect(() => addon().linearBackwardData(bf16(0, [0, M]).native, wrong.native, true)).toThrow(/prepared weight/);
+    expect(() => ops.linearWeights(keep(ops.cast(W, 'bfloat16')), 'bfloat16')).toThrow(/linear_weights: weight/);
+    expect(() => ops.linearWeights(W, 'int32')).toThrow(/linear_weights: activations must be float32 or bfloat16/);
   });
 });
 
