@@ -215,7 +215,9 @@ if (chromiumWhyNot) console.log(`skipping the headless-Chromium dashboard test: 
     const outside: string[] = [];
     page.on('request', (r) => { if (!r.url().startsWith(url) && !r.url().startsWith('data:')) outside.push(r.url()); });
     await page.goto(url);
-    await page.waitForFunction("document.getElementById('status').textContent === 'waiting'"); // strings: no DOM types here
+    // Locators, not page.waitForFunction: a string predicate that is not true at once is re-evaluated with eval()
+    // in the page, which the page's CSP (no 'unsafe-eval') refuses; locators poll from Playwright's isolated world.
+    await page.locator('#status:text-is("waiting")').waitFor();
     expect(await page.locator('#chart-accuracy').getAttribute('data-points')).toBe('0');
     const fit = trainer.fit(train, { epochs: 2, validation: test });
     for (const epoch of [1, 2]) {
@@ -223,8 +225,9 @@ if (chromiumWhyNot) console.log(`skipping the headless-Chromium dashboard test: 
       const gate = gates.shift()!;
       expect(gate.epoch).toBe(epoch);
       // train top-1, validation top-1 and top-5: three points per epoch
-      await page.waitForFunction(`document.getElementById('chart-accuracy').dataset.points === '${3 * epoch}'`);
-      await page.waitForFunction("document.querySelectorAll('#samples figure img').length === 8");
+      await page.locator(`#chart-accuracy[data-points="${3 * epoch}"]`).waitFor();
+      await page.locator('#samples figure img').nth(7).waitFor();
+      expect(await page.locator('#samples figure img').count()).toBe(8);
       expect(await page.locator('#confusion tr').count()).toBe(11); // header + 10 classes
       expect(await page.locator('#epoch').textContent()).toBe(`${epoch} / 2`);
       if (epoch === 2) {
@@ -235,7 +238,7 @@ if (chromiumWhyNot) console.log(`skipping the headless-Chromium dashboard test: 
       gate.release();
     }
     await fit;
-    await page.waitForFunction("document.getElementById('status').textContent === 'done'");
+    await page.locator('#status:text-is("done")').waitFor();
     expect(Number(await page.locator('#chart-loss').getAttribute('data-points'))).toBe(4); // train and val, 2 epochs
     expect(outside).toEqual([]);
     expect(problems).toEqual([]);
