@@ -110,3 +110,18 @@ export function setNumThreads(n: number): void {
 export function getNumThreads(): number {
   return addon().getNumThreads();
 }
+
+/**
+ * Which Winograd F(4×4, 3×3) convolutions the CPU backend runs for 3×3 stride-1 layers with at least 64 input
+ * channels on maps of at least 8×8 (about a quarter of a direct convolution's multiplies, several times its rounding
+ * error: still float32-sized, see ARCHITECTURE.md). 'auto' (the default): oneDNN's on AVX-512 CPUs, vggnet's own on
+ * AVX2 ones; 'off': the direct kernels everywhere; 'avx2': vggnet's own wherever the CPU has AVX2, AVX-512 included.
+ * The starting value comes from VGGNET_CPU_WINOGRAD ('0': off, 'avx2').
+ */
+export type CpuWinogradMode = 'auto' | 'off' | 'avx2';
+export function setCpuWinograd(mode: CpuWinogradMode): void {
+  addon().setCpuWinograd(mode);
+}
+export function cpuWinograd(): CpuWinogradMode {
+  return addon().cpuWinograd();
+}

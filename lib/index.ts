@@ -3,8 +3,9 @@ export { Tensor } from './tensor';
 export type { DType, Layout, TensorOptions } from './tensor';
 export {
   backends, resolveDevice, cudaAvailable, memoryStats, resetPeakMemory, emptyCache, synchronize, setNumThreads, getNumThreads,
+  setCpuWinograd, cpuWinograd,
 } from './backend';
-export type { DeviceName, DeviceOption, BackendsInfo, AddonOrigin } from './backend';
+export type { DeviceName, DeviceOption, BackendsInfo, AddonOrigin, CpuWinogradMode } from './backend';
 export * as ops from './ops';
 export { Module, Parameter, Counter, noGrad, isGradEnabled } from './nn/module';
 export {

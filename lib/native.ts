@@ -150,6 +150,8 @@ export interface NativeAddon {
   cpuKernelsUsed(): CpuKernelUse[];
   setNumThreads(n: number): void;
   getNumThreads(): number;
+  setCpuWinograd(mode: 'auto' | 'off' | 'avx2'): void;
+  cpuWinograd(): 'auto' | 'off' | 'avx2';
 
   // ---- CUDA graphs (bindings/bind_graph.cc)
   cudaGraphBegin(): void;

@@ -153,6 +153,14 @@ struct CpuIsaInfo {
 };
 CpuIsaInfo cpu_isa_info();
 
+// Which Winograd F(4×4, 3×3) convolutions the CPU backend runs for the 3×3 layers its rule takes (native/cpu/conv.cc):
+// Auto: oneDNN's on avx512_core and newer, ours (native/cpu/winograd.h) on AVX2 CPUs; Off: none, the direct kernels;
+// Ours: ours wherever the CPU has AVX2 and FMA, AVX-512 CPUs included (for tests and comparisons). Starts from
+// VGGNET_CPU_WINOGRAD ("0": Off, "avx2": Ours, unset: Auto).
+enum class CpuWinograd { Auto, Off, Ours };
+void set_cpu_winograd(CpuWinograd mode);
+CpuWinograd cpu_winograd();
+
 // Measured fp32 FMA throughput of `threads` threads at the widest vectors oneDNN uses (native/cpu/peak.cc).
 struct CpuPeak {
   double gflops = 0;

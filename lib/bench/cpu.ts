@@ -9,7 +9,7 @@
 import { spawnSync } from 'child_process';
 import * as os from 'os';
 import * as path from 'path';
-import { setNumThreads } from '../backend';
+import { cpuWinograd, setNumThreads } from '../backend';
 import { cfgs, cpuBf16Note, VGGNet, type VGGConfig, type Precision } from '../models/vgg';
 import { noGrad } from '../nn/module';
 import { cpuIsaInfo, cpuKernelsUsed, cpuPeakGflops } from '../ops';
@@ -181,6 +181,16 @@ function load(): string {
   return os.loadavg().map((l) => l.toFixed(2)).join(' ');
 }
 
+/** Which Winograd convolutions run (native/cpu/conv.cc: use_winograd, use_our_winograd). */
+function winogradNote(isa: string): string {
+  const mode = cpuWinograd();
+  const rule = '3×3 layers with ≥ 64 channels on maps ≥ 8²';
+  if (mode === 'off') return 'off (VGGNET_CPU_WINOGRAD=0)';
+  if (mode === 'avx2' || isa.startsWith('avx2')) return `ours, wino_4x3:avx2 (${rule})`;
+  if (isa.startsWith('avx512_core')) return `oneDNN's, jit_wino_4x3 (${rule})`;
+  return 'off (needs AVX2)';
+}
+
 export async function benchCpu(options: { threads?: number; steps?: number; warmup?: number; rounds?: number; precisions?: Precision[]; cases?: CpuCase[] } = {}): Promise<CpuBenchRow[]> {
   const threads = options.threads ?? Number(process.env.VGGNET_BENCH_THREADS ?? 2);
   const steps = options.steps ?? Number(process.env.VGGNET_BENCH_STEPS ?? 5);
@@ -193,7 +203,7 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
   const isa = cpuIsaInfo();
   const cpuModel = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
   console.log(`CPU bench on ${cpuModel} (${os.cpus().length} logical CPUs, load ${load()}): ${threads} threads for vggnet and PyTorch; median of ${steps} steps after ${warmup} warm-up${rounds > 1 ? `, ${rounds} alternating rounds` : ''}; 1000 classes`);
-  console.log(`oneDNN ISA ${isa.isa}; measured fp32 peak ${peak.gflops.toFixed(0)} GFLOP/s (${threads} threads, ${peak.vector}); activations in ${isa.blockedLayout}; Winograd ${process.env.VGGNET_CPU_WINOGRAD === '0' ? 'off (VGGNET_CPU_WINOGRAD=0)' : isa.isa.startsWith('avx512_core') ? 'on (3×3 layers with ≥ 64 channels on maps ≥ 8²)' : `off (needs avx512_core)`}`);
+  console.log(`oneDNN ISA ${isa.isa}; measured fp32 peak ${peak.gflops.toFixed(0)} GFLOP/s (${threads} threads, ${peak.vector}); activations in ${isa.blockedLayout}; Winograd ${winogradNote(isa.isa)}`);
   const bf16Note = precisions.includes('bf16') ? cpuBf16Note() : undefined;
   // avx512_core without avx512_bf16/AMX: oneDNN's bf16 kernels run, converting to f32 in the kernels.
   const bf16Fast = /avx512_core_(bf16|amx)/.test(isa.isa);

@@ -398,6 +398,19 @@ Napi::Value SetCudaMathMode(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setCpuWinograd('auto' | 'off' | 'avx2') and cpuWinograd(): which Winograd convolutions the CPU backend runs (ops.h).
+Napi::Value SetCpuWinograd(const Napi::CallbackInfo& info) {
+  const std::string m = get_string(arg(info, 0), "setCpuWinograd");
+  VGG_CHECK_RANGE(m == "auto" || m == "off" || m == "avx2", "setCpuWinograd: expected 'auto', 'off' or 'avx2', got '%s'",
+                  m.c_str());
+  set_cpu_winograd(m == "off" ? CpuWinograd::Off : m == "avx2" ? CpuWinograd::Ours : CpuWinograd::Auto);
+  return info.Env().Undefined();
+}
+Napi::Value CpuWinogradJs(const Napi::CallbackInfo& info) {
+  const CpuWinograd m = cpu_winograd();
+  return Napi::String::New(info.Env(), m == CpuWinograd::Off ? "off" : m == CpuWinograd::Ours ? "avx2" : "auto");
+}
+
 // setNumThreads(n): the CPU backend's thread count (OpenMP, which oneDNN shares); getNumThreads().
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   int64_t n = get_int(arg(info, 0), "setNumThreads");
@@ -455,6 +468,8 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("cpuPeakGflops", CpuPeakGflopsJs);
   def("cpuKernelsUsed", CpuKernelsUsedJs);
   def("setNumThreads", SetNumThreads);
+  def("setCpuWinograd", SetCpuWinograd);
+  def("cpuWinograd", CpuWinogradJs);
   def("getNumThreads", GetNumThreads);
 }
 

@@ -1,10 +1,12 @@
-// oneDNN's Winograd F(4×4, 3×3) convolutions on the CPU (conv.cc, use_winograd): which layers take them (a fixed
-// rule of shape and ISA, checked through the kernel log), and their accuracy in all three directions against the
-// float64 references. Winograd's transforms round more than a direct convolution does; the measured error and the
-// tolerance it needs are stated below. Runs where oneDNN has the kernels (avx512_core and newer) and
+// Winograd F(4×4, 3×3) convolutions on the CPU (conv.cc): oneDNN's (use_winograd: avx512_core and newer) and our own
+// (native/cpu/winograd.cc, use_our_winograd: AVX2 CPUs, or any CPU with AVX2 and FMA when VGGNET_CPU_WINOGRAD=avx2).
+// Which layers take them (a fixed rule of shape and ISA, checked through the kernel log), and their accuracy in all
+// three directions against the float64 references. Winograd's transforms round more than a direct convolution does;
+// the measured error and the tolerance it needs are stated below. Each part runs where its kernels can and
 // VGGNET_CPU_WINOGRAD is not 0; elsewhere it is skipped with the reason.
 import { Tensor, Layout } from '../../lib/tensor';
 import * as ops from '../../lib/ops';
+import { cpuWinograd, setCpuWinograd } from '../../lib/backend';
 import * as R from '../ref/naive';
 import { uniformSource } from '../ref/random';
 import { disposeKeptAfterEach, f64 as arr, keep, numel } from '../helpers/tensors';
@@ -38,17 +40,70 @@ const P1 = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
 // direct kernels on the same inputs (VGGNET_CPU_WINOGRAD=0): 2-5e-7. So about 4-6x a direct convolution's rounding
 // error, still float32-sized; the tolerance leaves ~5x headroom, and a wrong transform or tile edge is off by O(1).
 const TOL = 1e-5;
+// Ours (same inputs, AMD EPYC avx2): forward 3.1-12.2e-6, growing with the input channels (256 the worst), backward
+// data 2.7-5.2e-6, weight gradients 1.6-3.7e-6, bias gradients < 1e-7: about 5x oneDNN's Winograd, whose
+// transforms use other interpolation points than ours (0, ±1, ±2, ∞, Lavin & Gray's). Held to 3e-5: 2.5x headroom
+// over the worst case measured, and still three orders of magnitude below what a wrong transform or tile edge gives.
+const TOL_OURS = 3e-5;
 
 const isa = ops.cpuIsaInfo().isa;
-const why = !isa.startsWith('avx512_core')
+const off = process.env.VGGNET_CPU_WINOGRAD === '0';
+
+/** Runs all three directions (and backward-weights accumulating) on one shape, checks which kernel ran and holds
+ * each result to `tol` against float64. */
+function checkDirections(xs: R.Shape4, k: number, layout: Layout, impl: RegExp, label: string, tol: number): void {
+  const ws: R.Shape4 = [k, xs[1], 3, 3];
+  const x = uniform(numel(xs)), w = uniform(numel(ws), -0.5, 0.5), b = uniform(k);
+  const ref = R.convForward(x, xs, w, ws, b, P1, true);
+  const dy = uniform(numel(ref.shape));
+  ops.cpuKernelsUsed(); // clear
+
+  const y = ops.conv2dForward(T(x, xs, layout), T(w, ws), T(b, [k]), P1, true);
+  keep(y);
+  const dx = ops.conv2dBackwardData(T(dy, ref.shape, layout), T(w, ws), xs, P1);
+  keep(dx);
+  const dw = T(new Float32Array(numel(ws)), ws), db = T(new Float32Array(k), [k]);
+  ops.conv2dBackwardWeights(T(x, xs, layout), T(dy, ref.shape, layout), P1, dw, db, false);
+  const kernels = convKernels();
+  expect(kernels.conv2d_forward).toMatch(impl);
+  expect(kernels.conv2d_backward_data).toMatch(impl);
+  expect(kernels.conv2d_backward_weights).toMatch(impl);
+
+  const g = R.convBackwardWeights(x, xs, dy, ws, P1);
+  const errs = {
+    forward: relErr(arr(y), ref.y),
+    backwardData: relErr(arr(dx), R.convBackwardData(dy, w, ws, xs, P1)),
+    dw: relErr(arr(dw), g.dw),
+    db: relErr(arr(db), g.db),
+  };
+  ops.conv2dBackwardWeights(T(x, xs, layout), T(dy, ref.shape, layout), P1, dw, db, true);
+  const acc = { dw: relErr(arr(dw), g.dw.map((v) => 2 * v)), db: relErr(arr(db), g.db.map((v) => 2 * v)) };
+  console.log(`${label} [${xs}] -> ${k} ${layout}: relative error ${JSON.stringify(errs)}, accumulated ${JSON.stringify(acc)}`);
+  for (const [what, e] of Object.entries({ ...errs, dwAccumulated: acc.dw, dbAccumulated: acc.db })) {
+    if (!(e <= tol)) throw new Error(`${what}: relative error ${e} exceeds ${tol}`);
+  }
+}
+
+/** The kernels each direction ran for a conv outside (or inside) the rule, forward and backward-weights. */
+function kernelsFor(xs: R.Shape4, k: number, p: typeof P1, layout: Layout = 'nchw'): Record<string, string> {
+  const ws: R.Shape4 = [k, xs[1], 3, 3];
+  ops.cpuKernelsUsed();
+  const x = T(uniform(numel(xs)), xs, layout), w = T(uniform(numel(ws)), ws);
+  const y = ops.conv2dForward(x, w, null, p, false);
+  keep(y);
+  const dw = T(new Float32Array(numel(ws)), ws);
+  ops.conv2dBackwardWeights(x, T(uniform(numel(y.shape)), y.shape, y.layout), p, dw, null, false);
+  return convKernels();
+}
+
+const whyNotOneDnn = !isa.startsWith('avx512_core')
   ? `oneDNN's Winograd kernels need avx512_core, this CPU's oneDNN runs ${isa}`
-  : process.env.VGGNET_CPU_WINOGRAD === '0'
+  : off
     ? 'VGGNET_CPU_WINOGRAD=0'
     : null;
-if (why) console.log(`skipping the Winograd tests: ${why}`);
-const describeWino = why ? describe.skip : describe;
+if (whyNotOneDnn) console.log(`skipping the oneDNN Winograd tests: ${whyNotOneDnn}`);
 
-describeWino('Winograd convolutions (avx512_core)', () => {
+(whyNotOneDnn ? describe.skip : describe)("oneDNN's Winograd convolutions (avx512_core)", () => {
   // 3×3 stride-1 pad-1, channels multiples of 16 with at least 64 in, maps of at least 8×8: Winograd in all three
   // directions; odd map sizes exercise partial 4×4 output tiles.
   const cases: { xs: R.Shape4; k: number }[] = [
@@ -59,59 +114,100 @@ describeWino('Winograd convolutions (avx512_core)', () => {
   for (const { xs, k } of cases)
     for (const layout of ['nchw16c', 'nchw'] as Layout[]) {
       test(`[${xs}] -> ${k} channels, ${layout}: forward (bias, relu), backward data, backward weights (+accumulate) within ${TOL}`, () => {
-        const ws: R.Shape4 = [k, xs[1], 3, 3];
-        const x = uniform(numel(xs)), w = uniform(numel(ws), -0.5, 0.5), b = uniform(k);
-        const ref = R.convForward(x, xs, w, ws, b, P1, true);
-        const dy = uniform(numel(ref.shape));
-        ops.cpuKernelsUsed(); // clear
-
-        const y = ops.conv2dForward(T(x, xs, layout), T(w, ws), T(b, [k]), P1, true);
-        keep(y);
-        const dx = ops.conv2dBackwardData(T(dy, ref.shape, layout), T(w, ws), xs, P1);
-        keep(dx);
-        const dw = T(new Float32Array(numel(ws)), ws), db = T(new Float32Array(k), [k]);
-        ops.conv2dBackwardWeights(T(x, xs, layout), T(dy, ref.shape, layout), P1, dw, db, false);
-        const kernels = convKernels();
-        expect(kernels.conv2d_forward).toMatch(/^jit_wino/);
-        expect(kernels.conv2d_backward_data).toMatch(/^jit_wino/);
-        expect(kernels.conv2d_backward_weights).toMatch(/^jit_wino/);
-
-        const g = R.convBackwardWeights(x, xs, dy, ws, P1);
-        const errs = {
-          forward: relErr(arr(y), ref.y),
-          backwardData: relErr(arr(dx), R.convBackwardData(dy, w, ws, xs, P1)),
-          dw: relErr(arr(dw), g.dw),
-          db: relErr(arr(db), g.db),
-        };
-        ops.conv2dBackwardWeights(T(x, xs, layout), T(dy, ref.shape, layout), P1, dw, db, true);
-        const acc = { dw: relErr(arr(dw), g.dw.map((v) => 2 * v)), db: relErr(arr(db), g.db.map((v) => 2 * v)) };
-        console.log(`Winograd [${xs}] -> ${k} ${layout}: relative error ${JSON.stringify(errs)}, accumulated ${JSON.stringify(acc)}`);
-        for (const [what, e] of Object.entries({ ...errs, dwAccumulated: acc.dw, dbAccumulated: acc.db })) {
-          if (!(e <= TOL)) throw new Error(`${what}: relative error ${e} exceeds ${TOL}`);
-        }
+        checkDirections(xs, k, layout, /^jit_wino/, 'oneDNN Winograd', TOL);
       });
     }
 
   test('outside the rule the direct kernels run: 32 input channels, a 4-channel output, stride 2, 6×6 maps', () => {
-    const run = (xs: R.Shape4, k: number, p: typeof P1) => {
-      const ws: R.Shape4 = [k, xs[1], 3, 3];
-      ops.cpuKernelsUsed();
-      const x = T(uniform(numel(xs)), xs), w = T(uniform(numel(ws)), ws);
-      const y = ops.conv2dForward(x, w, null, p, false);
-      keep(y);
-      const dw = T(new Float32Array(numel(ws)), ws);
-      ops.conv2dBackwardWeights(x, T(uniform(numel(y.shape)), y.shape), p, dw, null, false);
-      return convKernels();
-    };
     for (const [xs, k, p] of [
       [[2, 32, 12, 12], 16, P1],
       [[2, 64, 12, 12], 4, P1],
       [[2, 64, 12, 12], 16, { strideH: 2, strideW: 2, padH: 1, padW: 1 }],
       [[2, 64, 6, 6], 16, P1],
     ] as [R.Shape4, number, typeof P1][]) {
-      const kernels = run(xs, k, p);
+      const kernels = kernelsFor(xs, k, p);
       expect(kernels.conv2d_forward).not.toMatch(/wino/);
       expect(kernels.conv2d_backward_weights).not.toMatch(/wino/);
     }
+  });
+});
+
+// Ours: on AVX2 CPUs by default; on AVX-512 ones (where oneDNN's is the default) setCpuWinograd('avx2') puts ours in
+// its place (a test file's process.env is its own copy, which the addon never sees, hence the setter).
+const hasAvx2 = isa.startsWith('avx2') || isa.startsWith('avx512');
+const whyNotOurs = !hasAvx2 ? `our Winograd kernels need AVX2, this CPU's oneDNN runs ${isa}` : off ? 'VGGNET_CPU_WINOGRAD=0' : null;
+if (whyNotOurs) console.log(`skipping the tests of our Winograd: ${whyNotOurs}`);
+const OURS = /^wino_4x3:avx2 \(vggnet\)$/;
+
+(whyNotOurs ? describe.skip : describe)('our Winograd convolutions (AVX2)', () => {
+  const mode = isa.startsWith('avx2') ? 'auto' : 'avx2';
+  beforeAll(() => setCpuWinograd(mode));
+  afterAll(() => setCpuWinograd('auto'));
+
+  // Channels multiples of 8 with at least 64 in, maps of at least 8×8, blocked activations (8 channels at a time in
+  // both nchw8c and nchw16c); odd map sizes exercise partial output tiles; 24 output channels are three 8-channel
+  // groups.
+  const cases: { xs: R.Shape4; k: number; layouts: Layout[] }[] = [
+    { xs: [2, 64, 8, 8], k: 16, layouts: ['nchw8c', 'nchw16c'] },
+    { xs: [2, 64, 13, 11], k: 24, layouts: ['nchw8c'] },
+    { xs: [1, 256, 10, 10], k: 16, layouts: ['nchw8c', 'nchw16c'] },
+    { xs: [2, 72, 9, 9], k: 128, layouts: ['nchw8c'] },
+  ];
+  for (const { xs, k, layouts } of cases)
+    for (const layout of layouts) {
+      test(`[${xs}] -> ${k} channels, ${layout}: forward (bias, relu), backward data, backward weights (+accumulate) within ${TOL_OURS}`, () => {
+        checkDirections(xs, k, layout, OURS, 'our Winograd', TOL_OURS);
+      });
+    }
+
+  test('a batch of more tiles than one chunk (900: two chunks, the second partial) equals the direct kernels within the tolerance', () => {
+    // Against oneDNN's direct kernels, not float64: the naive reference would take half a minute at this size.
+    const xs: R.Shape4 = [100, 64, 9, 9], ws: R.Shape4 = [8, 64, 3, 3];
+    const x = uniform(numel(xs)), w = uniform(numel(ws), -0.5, 0.5), b = uniform(8), dy = uniform(100 * 8 * 81);
+    const run = () => {
+      const y = keep(ops.conv2dForward(T(x, xs, 'nchw8c'), T(w, ws), T(b, [8]), P1, true));
+      const dx = keep(ops.conv2dBackwardData(T(dy, [100, 8, 9, 9], 'nchw8c'), T(w, ws), xs, P1));
+      const dw = T(new Float32Array(numel(ws)), ws), db = T(new Float32Array(8), [8]);
+      ops.conv2dBackwardWeights(T(x, xs, 'nchw8c'), T(dy, [100, 8, 9, 9], 'nchw8c'), P1, dw, db, false);
+      return { kernels: convKernels(), out: [y, dx, dw, db].map((t) => arr(t)) };
+    };
+    ops.cpuKernelsUsed();
+    const ours = run();
+    expect(Object.values(ours.kernels)).toEqual([expect.stringMatching(OURS), expect.stringMatching(OURS), expect.stringMatching(OURS)]);
+    setCpuWinograd('off');
+    let direct: ReturnType<typeof run>;
+    try {
+      direct = run();
+    } finally {
+      setCpuWinograd(mode);
+    }
+    expect(Object.values(direct.kernels).join()).not.toMatch(/wino/);
+    ours.out.forEach((o, i) => expect(relErr(o, direct.out[i])).toBeLessThan(TOL_OURS));
+  });
+
+  test('outside the rule it does not run: plain nchw maps, 32 input channels, 12 output channels, stride 2, 7×7 maps', () => {
+    for (const [xs, k, p, layout] of [
+      [[2, 64, 12, 12], 16, P1, 'nchw'],
+      [[2, 32, 12, 12], 16, P1, 'nchw8c'],
+      [[2, 64, 12, 12], 12, P1, 'nchw8c'],
+      [[2, 64, 12, 12], 16, { strideH: 2, strideW: 2, padH: 1, padW: 1 }, 'nchw8c'],
+      [[2, 64, 7, 7], 16, P1, 'nchw8c'],
+    ] as [R.Shape4, number, typeof P1, Layout][]) {
+      const kernels = kernelsFor(xs, k, p, layout);
+      expect(kernels.conv2d_forward).not.toMatch(OURS);
+      expect(kernels.conv2d_backward_weights).not.toMatch(OURS);
+    }
+  });
+
+  test("setCpuWinograd('off') turns it off, and back on", () => {
+    setCpuWinograd('off');
+    try {
+      expect(cpuWinograd()).toBe('off');
+      expect(kernelsFor([2, 64, 8, 8], 16, P1, 'nchw8c').conv2d_forward).not.toMatch(/wino/);
+    } finally {
+      setCpuWinograd(mode);
+    }
+    expect(kernelsFor([2, 64, 8, 8], 16, P1, 'nchw8c').conv2d_forward).toMatch(OURS);
+    expect(() => setCpuWinograd('fast' as never)).toThrow(/setCpuWinograd: expected 'auto', 'off' or 'avx2', got 'fast'/);
   });
 });

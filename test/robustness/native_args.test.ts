@@ -55,6 +55,7 @@ function validArgs(): Record<string, unknown[]> {
     setCudaMathMode: [0],
     cpuPeakGflops: [1, 0.01],
     setNumThreads: [1],
+    setCpuWinograd: ['auto'],
     cudaGraphStepGuard: [cpu([1])],
     dataMemorySource: [[new Uint8Array(12)], new Int32Array([3, 2, 2]), new Int32Array([0]), false],
     dataSourceLength: [src],
