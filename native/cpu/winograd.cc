@@ -1,5 +1,5 @@
 // Winograd F(4×4, 3×3) on AVX2 (see winograd.h). The transforms (Lavin & Gray, "Fast Algorithms for Convolutional
-// Neural Networks", 2015; interpolation points 0, ±1, ±2, ∞):
+// Neural Networks", 2015, on the interpolation points 0, ±5/8, ±3/2, ∞ below):
 //   Y  = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A            forward, per 6×6 input tile d and 3×3 kernel g
 //   dg = Gᵀ [ Σ_tiles (Bᵀ d B) ⊙ (A dY Aᵀ) ] G      weight gradient, dY the tile's 4×4 output gradient
 // Every tile transform works on 8 channels at once (one AVX2 register per tile element): in nchw8c and nchw16c an
@@ -39,38 +39,49 @@ int64_t elem_stride(int64_t floats) { return floats + 16; }
 constexpr const char* kImpl = "wino_4x3:avx2 (vggnet)";
 
 // ---- one-dimensional transforms on 8-channel vectors; `is`/`os` are the element strides of input and output.
+// Toom-Cook on the interpolation points 0, ±PA, ±PB and ∞: with M(x) = x (x² - a²)(x² - b²), Bᵀ's rows are the
+// coefficients of M(x)/(x - p) for each finite point p and of M(x) itself; G's rows are (1, p, p²) / Π_{q≠p} (p - q)
+// and (0, 0, 1); Aᵀ's columns are (1, p, p², p³) and (0, 0, 0, 1). Lavin & Gray's points a = 1, b = 2 gave 3-4× the
+// rounding error of a = 5/8, b = 3/2 (the points oneDNN's jit_wino_4x3 uses; measured against oneDNN's direct
+// kernels on the shapes of test/ops/cpu_winograd.test.ts: forward 3.6-7.6e-6 against 1.1-1.9e-6 of the max-abs;
+// a = 1/2, b = 2 and a = 3/4, b = 3/2 fell between). Every power of these is exact in float32.
+constexpr double PA = 0.625, PB = 1.5;
+constexpr double A2 = PA * PA, B2 = PB * PB, FA = 2 * A2 * (A2 - B2), FB = 2 * B2 * (B2 - A2);
 // Bᵀ (6 -> 6): the input tile.
 VGG_AVX2 inline void bt(const __m256* d, int is, __m256* t, int os) {
-  const __m256 two = _mm256_set1_ps(2.f), four = _mm256_set1_ps(4.f), five = _mm256_set1_ps(5.f);
+  const __m256 a = _mm256_set1_ps(float(PA)), b = _mm256_set1_ps(float(PB)), a2 = _mm256_set1_ps(float(A2)),
+               b2 = _mm256_set1_ps(float(B2)), a2b2 = _mm256_set1_ps(float(A2 * B2)), s2 = _mm256_set1_ps(float(A2 + B2));
   const __m256 d0 = d[0], d1 = d[is], d2 = d[2 * is], d3 = d[3 * is], d4 = d[4 * is], d5 = d[5 * is];
-  t[0] = _mm256_fmadd_ps(four, d0, _mm256_fnmadd_ps(five, d2, d4));
-  t[os] = _mm256_fnmadd_ps(four, _mm256_add_ps(d1, d2), _mm256_add_ps(d3, d4));
-  t[2 * os] = _mm256_fmadd_ps(four, _mm256_sub_ps(d1, d2), _mm256_sub_ps(d4, d3));
-  t[3 * os] = _mm256_fmadd_ps(two, _mm256_sub_ps(d3, d1), _mm256_sub_ps(d4, d2));
-  t[4 * os] = _mm256_fmadd_ps(two, _mm256_sub_ps(d1, d3), _mm256_sub_ps(d4, d2));
-  t[5 * os] = _mm256_fmadd_ps(four, d1, _mm256_fnmadd_ps(five, d3, d5));
+  t[0] = _mm256_fmadd_ps(a2b2, d0, _mm256_fnmadd_ps(s2, d2, d4));
+  t[os] = _mm256_fnmadd_ps(b2, _mm256_fmadd_ps(a, d1, d2), _mm256_fmadd_ps(a, d3, d4));
+  t[2 * os] = _mm256_fmadd_ps(b2, _mm256_fmsub_ps(a, d1, d2), _mm256_fnmadd_ps(a, d3, d4));
+  t[3 * os] = _mm256_fnmadd_ps(a2, _mm256_fmadd_ps(b, d1, d2), _mm256_fmadd_ps(b, d3, d4));
+  t[4 * os] = _mm256_fmadd_ps(a2, _mm256_fmsub_ps(b, d1, d2), _mm256_fnmadd_ps(b, d3, d4));
+  t[5 * os] = _mm256_fmadd_ps(a2b2, d1, _mm256_fnmadd_ps(s2, d3, d5));
 }
 // Aᵀ (6 -> 4): back from the transformed domain.
 VGG_AVX2 inline void at(const __m256* m, int is, __m256* o, int os) {
-  const __m256 two = _mm256_set1_ps(2.f), four = _mm256_set1_ps(4.f), eight = _mm256_set1_ps(8.f);
+  const __m256 a = _mm256_set1_ps(float(PA)), b = _mm256_set1_ps(float(PB)), a2 = _mm256_set1_ps(float(A2)),
+               b2 = _mm256_set1_ps(float(B2)), a3 = _mm256_set1_ps(float(A2 * PA)), b3 = _mm256_set1_ps(float(B2 * PB));
   const __m256 s12 = _mm256_add_ps(m[is], m[2 * is]), d12 = _mm256_sub_ps(m[is], m[2 * is]);
   const __m256 s34 = _mm256_add_ps(m[3 * is], m[4 * is]), d34 = _mm256_sub_ps(m[3 * is], m[4 * is]);
   o[0] = _mm256_add_ps(_mm256_add_ps(m[0], s12), s34);
-  o[os] = _mm256_fmadd_ps(two, d34, d12);
-  o[2 * os] = _mm256_fmadd_ps(four, s34, s12);
-  o[3 * os] = _mm256_add_ps(_mm256_fmadd_ps(eight, d34, d12), m[5 * is]);
+  o[os] = _mm256_fmadd_ps(b, d34, _mm256_mul_ps(a, d12));
+  o[2 * os] = _mm256_fmadd_ps(b2, s34, _mm256_mul_ps(a2, s12));
+  o[3 * os] = _mm256_add_ps(_mm256_fmadd_ps(b3, d34, _mm256_mul_ps(a3, d12)), m[5 * is]);
 }
 // A (4 -> 6): an output-gradient tile into the transformed domain.
 VGG_AVX2 inline void a(const __m256* y, int is, __m256* z, int os) {
-  const __m256 two = _mm256_set1_ps(2.f), four = _mm256_set1_ps(4.f);
+  const __m256 pa = _mm256_set1_ps(float(PA)), pb = _mm256_set1_ps(float(PB)), a2 = _mm256_set1_ps(float(A2)),
+               b2 = _mm256_set1_ps(float(B2));
   const __m256 y0 = y[0], y1 = y[is], y2 = y[2 * is], y3 = y[3 * is];
-  const __m256 e02 = _mm256_add_ps(y0, y2), e13 = _mm256_add_ps(y1, y3);
-  const __m256 f02 = _mm256_fmadd_ps(four, y2, y0), f13 = _mm256_mul_ps(two, _mm256_fmadd_ps(four, y3, y1));
+  const __m256 ea = _mm256_fmadd_ps(a2, y2, y0), fa = _mm256_mul_ps(pa, _mm256_fmadd_ps(a2, y3, y1));
+  const __m256 eb = _mm256_fmadd_ps(b2, y2, y0), fb = _mm256_mul_ps(pb, _mm256_fmadd_ps(b2, y3, y1));
   z[0] = y0;
-  z[os] = _mm256_add_ps(e02, e13);
-  z[2 * os] = _mm256_sub_ps(e02, e13);
-  z[3 * os] = _mm256_add_ps(f02, f13);
-  z[4 * os] = _mm256_sub_ps(f02, f13);
+  z[os] = _mm256_add_ps(ea, fa);
+  z[2 * os] = _mm256_sub_ps(ea, fa);
+  z[3 * os] = _mm256_add_ps(eb, fb);
+  z[4 * os] = _mm256_sub_ps(eb, fb);
   z[5 * os] = y3;
 }
 
@@ -126,27 +137,29 @@ VGG_AVX2_NOINLINE void grad_tile(const float* g, const Map& m, int64_t r0, int64
 // ---- weights: 8 output channels at a time, in registers like the maps.
 // G (3 -> 6)
 VGG_AVX2 inline void g3(const __m256* k, int is, __m256* u, int os) {
-  const __m256 quarter = _mm256_set1_ps(1.f / 4), sixth = _mm256_set1_ps(1.f / 6), twelfth = _mm256_set1_ps(1.f / 12),
-               twentyfourth = _mm256_set1_ps(1.f / 24);
+  const __m256 pa = _mm256_set1_ps(float(PA)), pb = _mm256_set1_ps(float(PB)), a2 = _mm256_set1_ps(float(A2)),
+               b2 = _mm256_set1_ps(float(B2)), r0 = _mm256_set1_ps(float(1 / (A2 * B2))),
+               ra = _mm256_set1_ps(float(1 / FA)), rb = _mm256_set1_ps(float(1 / FB));
   const __m256 k0 = k[0], k1 = k[is], k2 = k[2 * is];
-  const __m256 s02 = _mm256_add_ps(k0, k2);
-  const __m256 p = _mm256_fmadd_ps(k0, twentyfourth, _mm256_mul_ps(k2, sixth));
-  u[0] = _mm256_mul_ps(k0, quarter);
-  u[os] = _mm256_mul_ps(_mm256_add_ps(s02, k1), _mm256_sub_ps(_mm256_setzero_ps(), sixth));
-  u[2 * os] = _mm256_mul_ps(_mm256_sub_ps(k1, s02), sixth);
-  u[3 * os] = _mm256_fmadd_ps(k1, twelfth, p);
-  u[4 * os] = _mm256_fnmadd_ps(k1, twelfth, p);
+  const __m256 ea = _mm256_fmadd_ps(a2, k2, k0), fa = _mm256_mul_ps(pa, k1);
+  const __m256 eb = _mm256_fmadd_ps(b2, k2, k0), fb = _mm256_mul_ps(pb, k1);
+  u[0] = _mm256_mul_ps(k0, r0);
+  u[os] = _mm256_mul_ps(_mm256_add_ps(ea, fa), ra);
+  u[2 * os] = _mm256_mul_ps(_mm256_sub_ps(ea, fa), ra);
+  u[3 * os] = _mm256_mul_ps(_mm256_add_ps(eb, fb), rb);
+  u[4 * os] = _mm256_mul_ps(_mm256_sub_ps(eb, fb), rb);
   u[5 * os] = k2;
 }
 // Gᵀ (6 -> 3)
 VGG_AVX2 inline void gt6(const __m256* u, int is, __m256* k, int os) {
-  const __m256 quarter = _mm256_set1_ps(1.f / 4), sixth = _mm256_set1_ps(1.f / 6), twelfth = _mm256_set1_ps(1.f / 12),
-               twentyfourth = _mm256_set1_ps(1.f / 24);
-  const __m256 s12 = _mm256_add_ps(u[is], u[2 * is]), d12 = _mm256_sub_ps(u[2 * is], u[is]);
-  const __m256 s34 = _mm256_add_ps(u[3 * is], u[4 * is]), d34 = _mm256_sub_ps(u[3 * is], u[4 * is]);
-  k[0] = _mm256_fmadd_ps(u[0], quarter, _mm256_fmadd_ps(s34, twentyfourth, _mm256_mul_ps(s12, _mm256_sub_ps(_mm256_setzero_ps(), sixth))));
-  k[os] = _mm256_fmadd_ps(d12, sixth, _mm256_mul_ps(d34, twelfth));
-  k[2 * os] = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(s34, s12), sixth), u[5 * is]);
+  const __m256 pa = _mm256_set1_ps(float(PA)), pb = _mm256_set1_ps(float(PB)), a2 = _mm256_set1_ps(float(A2)),
+               b2 = _mm256_set1_ps(float(B2)), r0 = _mm256_set1_ps(float(1 / (A2 * B2))),
+               ra = _mm256_set1_ps(float(1 / FA)), rb = _mm256_set1_ps(float(1 / FB));
+  const __m256 sa = _mm256_mul_ps(_mm256_add_ps(u[is], u[2 * is]), ra), da = _mm256_mul_ps(_mm256_sub_ps(u[is], u[2 * is]), ra);
+  const __m256 sb = _mm256_mul_ps(_mm256_add_ps(u[3 * is], u[4 * is]), rb), db = _mm256_mul_ps(_mm256_sub_ps(u[3 * is], u[4 * is]), rb);
+  k[0] = _mm256_fmadd_ps(u[0], r0, _mm256_add_ps(sa, sb));
+  k[os] = _mm256_fmadd_ps(pa, da, _mm256_mul_ps(pb, db));
+  k[2 * os] = _mm256_add_ps(_mm256_fmadd_ps(a2, sa, _mm256_mul_ps(b2, sb)), u[5 * is]);
 }
 
 // U[e][i][o..o+7] = (G k Gᵀ)[e] for kernels k 9 floats apart at `src`, `step` floats between consecutive o, reversed

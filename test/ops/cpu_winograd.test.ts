@@ -36,22 +36,20 @@ function convKernels(): Record<string, string> {
 
 const P1 = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
 // Winograd's error relative to the largest reference value, measured on these inputs (uniform in [-1, 1), weights
-// in [-0.5, 0.5)), avx512_core: forward 1.1-2.1e-6, backward-data 0.9-1.2e-6, weight gradients 0.6-0.9e-6; the
-// direct kernels on the same inputs (VGGNET_CPU_WINOGRAD=0): 2-5e-7. So about 4-6x a direct convolution's rounding
-// error, still float32-sized; the tolerance leaves ~5x headroom, and a wrong transform or tile edge is off by O(1).
+// in [-0.5, 0.5)). oneDNN's (Xeon avx512_core): forward 1.1-2.1e-6, backward-data 0.9-1.2e-6, weight gradients
+// 0.6-0.9e-6. Ours (AMD EPYC avx2, the same points as oneDNN's): forward 1.0-3.2e-6, backward-data 0.8-1.6e-6,
+// weight gradients 0.6-1.0e-6, bias gradients < 1e-7 (with Lavin & Gray's points 0, ±1, ±2 it was 3-12e-6 forward).
+// The direct kernels on the same inputs (setCpuWinograd('off')): 2-5e-7. So about 4-6x a direct convolution's
+// rounding error, still float32-sized; the tolerance leaves ~3x headroom, and a wrong transform or tile edge is off
+// by O(1).
 const TOL = 1e-5;
-// Ours (same inputs, AMD EPYC avx2): forward 3.1-12.2e-6, growing with the input channels (256 the worst), backward
-// data 2.7-5.2e-6, weight gradients 1.6-3.7e-6, bias gradients < 1e-7: about 5x oneDNN's Winograd, whose
-// transforms use other interpolation points than ours (0, ±1, ±2, ∞, Lavin & Gray's). Held to 3e-5: 2.5x headroom
-// over the worst case measured, and still three orders of magnitude below what a wrong transform or tile edge gives.
-const TOL_OURS = 3e-5;
 
 const isa = ops.cpuIsaInfo().isa;
 const off = process.env.VGGNET_CPU_WINOGRAD === '0';
 
 /** Runs all three directions (and backward-weights accumulating) on one shape, checks which kernel ran and holds
- * each result to `tol` against float64. */
-function checkDirections(xs: R.Shape4, k: number, layout: Layout, impl: RegExp, label: string, tol: number): void {
+ * each result to TOL against float64. */
+function checkDirections(xs: R.Shape4, k: number, layout: Layout, impl: RegExp, label: string): void {
   const ws: R.Shape4 = [k, xs[1], 3, 3];
   const x = uniform(numel(xs)), w = uniform(numel(ws), -0.5, 0.5), b = uniform(k);
   const ref = R.convForward(x, xs, w, ws, b, P1, true);
@@ -80,7 +78,7 @@ function checkDirections(xs: R.Shape4, k: number, layout: Layout, impl: RegExp, 
   const acc = { dw: relErr(arr(dw), g.dw.map((v) => 2 * v)), db: relErr(arr(db), g.db.map((v) => 2 * v)) };
   console.log(`${label} [${xs}] -> ${k} ${layout}: relative error ${JSON.stringify(errs)}, accumulated ${JSON.stringify(acc)}`);
   for (const [what, e] of Object.entries({ ...errs, dwAccumulated: acc.dw, dbAccumulated: acc.db })) {
-    if (!(e <= tol)) throw new Error(`${what}: relative error ${e} exceeds ${tol}`);
+    if (!(e <= TOL)) throw new Error(`${what}: relative error ${e} exceeds ${TOL}`);
   }
 }
 
@@ -114,7 +112,7 @@ if (whyNotOneDnn) console.log(`skipping the oneDNN Winograd tests: ${whyNotOneDn
   for (const { xs, k } of cases)
     for (const layout of ['nchw16c', 'nchw'] as Layout[]) {
       test(`[${xs}] -> ${k} channels, ${layout}: forward (bias, relu), backward data, backward weights (+accumulate) within ${TOL}`, () => {
-        checkDirections(xs, k, layout, /^jit_wino/, 'oneDNN Winograd', TOL);
+        checkDirections(xs, k, layout, /^jit_wino/, 'oneDNN Winograd');
       });
     }
 
@@ -155,8 +153,8 @@ const OURS = /^wino_4x3:avx2 \(vggnet\)$/;
   ];
   for (const { xs, k, layouts } of cases)
     for (const layout of layouts) {
-      test(`[${xs}] -> ${k} channels, ${layout}: forward (bias, relu), backward data, backward weights (+accumulate) within ${TOL_OURS}`, () => {
-        checkDirections(xs, k, layout, OURS, 'our Winograd', TOL_OURS);
+      test(`[${xs}] -> ${k} channels, ${layout}: forward (bias, relu), backward data, backward weights (+accumulate) within ${TOL}`, () => {
+        checkDirections(xs, k, layout, OURS, 'our Winograd');
       });
     }
 
@@ -182,7 +180,7 @@ const OURS = /^wino_4x3:avx2 \(vggnet\)$/;
       setCpuWinograd(mode);
     }
     expect(Object.values(direct.kernels).join()).not.toMatch(/wino/);
-    ours.out.forEach((o, i) => expect(relErr(o, direct.out[i])).toBeLessThan(TOL_OURS));
+    ours.out.forEach((o, i) => expect(relErr(o, direct.out[i])).toBeLessThan(TOL));
   });
 
   test('outside the rule it does not run: plain nchw maps, 32 input channels, 12 output channels, stride 2, 7×7 maps', () => {
