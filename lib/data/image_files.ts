@@ -36,7 +36,7 @@ export function maxImagePixels(option?: number): number {
 
 /** sharp's message in one line: repeated decoder lines once each, its "Input ... has corrupt header:" prefix dropped. */
 function decoderMessage(e: unknown): string {
-  const lines = String((e as Error).message ?? e).split('\n').map((l) => l.replace(/^Input (file|buffer) has corrupt header: /, '').trim());
+  const lines = String((e as Error).message ?? e).split('\n').map((l) => l.replace(/^Input (file|buffer) has corrupt header:\s*/, '').trim());
   return [...new Set(lines.filter((l) => l.length > 0))].join('; ');
 }
 
@@ -89,9 +89,11 @@ export async function decodeImageFile(file: string, who: string, maxPixels = max
       const head = [...bytes.subarray(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join(' ');
       throw new Error(`${who}: ${file}: not an image (no JPEG, PNG, WebP, GIF, TIFF or AVIF signature; the file starts with ${head})`);
     }
+    // The decoder's own words can be missing: libvips keeps them in one process-wide buffer, which a concurrent
+    // decode may clear first.
     const cut = truncation(bytes);
-    throw new Error(cut ? `${who}: ${file}: truncated image: ${cut} (${bytes.length} bytes; the header cannot be read: ${msg})`
-      : `${who}: ${file}: corrupt image header (${msg})`);
+    throw new Error(cut ? `${who}: ${file}: truncated image: ${cut} (${bytes.length} bytes; the header cannot be read${msg ? `: ${msg}` : ''})`
+      : `${who}: ${file}: corrupt image header (${msg || 'the decoder gave no detail'})`);
   }
   const w = meta.width ?? 0, h = meta.height ?? 0;
   const what = `${meta.format ?? 'image'} ${w}×${h}`;
