@@ -4,7 +4,8 @@ momentum and weight decay) and forward pass on the CPU, median of --steps timed 
 (--bf16) under torch.autocast('cpu', dtype=torch.bfloat16), PyTorch's own bf16 path.
 First prints one JSON line {"blas": ...} saying which BLAS library this PyTorch is running on (read from the
 process's mapped libraries: Debian's python3-torch runs on whatever libblas.so.3 points to, its build string
-BLAS_INFO=generic says nothing about that), then one JSON line per case:
+BLAS_INFO=generic says nothing about that) and which allocator it runs on (glibc's malloc, or a jemalloc/tcmalloc
+the caller preloaded), then one JSON line per case:
 {"model","batch","size","train_img_s","fwd_img_s"[,"train_bf16_img_s","fwd_bf16_img_s"]}."""
 import argparse
 import json
@@ -44,6 +45,19 @@ def blas_in_use():
     else:
         kind = "unknown"
     return {"kind": kind, "libs": sorted(libs)}
+
+
+def allocator_in_use():
+    """"jemalloc" | "tcmalloc" | "glibc malloc": a preloaded allocator shows in /proc/self/maps."""
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    except OSError:
+        return "unknown"
+    for name in ("jemalloc", "tcmalloc"):
+        if "lib" + name in maps:
+            return name
+    return "glibc malloc"
 
 
 def time_case(name, batch, size, steps, warmup, bf16):
@@ -88,7 +102,7 @@ ap.add_argument("--warmup", type=int, default=2)
 ap.add_argument("--bf16", action="store_true", help="also time under torch.autocast(bfloat16)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
-print(json.dumps({"blas": blas_in_use(), "torch": torch.__version__,
+print(json.dumps({"blas": blas_in_use(), "allocator": allocator_in_use(), "torch": torch.__version__,
                   "mkldnn_bf16": bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())}),
       flush=True)
 for case in a.cases.split(","):

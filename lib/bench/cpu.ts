@@ -5,7 +5,9 @@
 // VGGNET_BENCH_ROUNDS=n, n times alternating, medians taken) so that load from other processes hits both alike.
 // The bench says what it compared: the CPU's model, the ISA oneDNN runs, the measured FMA peak the convolutions'
 // GFLOP/s is held against, which BLAS PyTorch's linear layers ran on (ratios against the reference BLAS are marked:
-// that PyTorch is several times slower than one on OpenBLAS), and which oneDNN kernels each of our cases ran.
+// that PyTorch is several times slower than one on OpenBLAS), which allocator PyTorch ran on (jemalloc, retaining
+// freed memory, when installed: see jemalloc()), how fast the machine faults in fresh memory, and which oneDNN
+// kernels each of our cases ran.
 import { spawnSync } from 'child_process';
 import * as os from 'os';
 import * as path from 'path';
@@ -128,7 +130,36 @@ interface TorchCase {
 }
 interface TorchInfo {
   blas: { kind: string; libs: string[] };
+  allocator?: string;
   torch: string;
+}
+
+/**
+ * jemalloc for PyTorch's process, keeping the memory it frees (MALLOC_CONF below), or undefined when it is not
+ * installed or VGGNET_BENCH_TORCH_MALLOC=system. PyTorch's CPU allocator hands every tensor back to malloc, and
+ * glibc returns large blocks to the kernel, so each step faults its buffers in afresh; vggnet's caching allocator
+ * reuses its blocks. On a VM whose page faults are slow that was most of PyTorch's step (AMD EPYC guest, first
+ * touch 0.38 GB/s: vgg11 b16 32² train 7.4 img/s on glibc malloc, 39 on jemalloc), a cost of the allocator rather
+ * than of PyTorch's kernels; a caching allocator is what PyTorch's own CPU tuning guide recommends.
+ */
+function jemalloc(): string | undefined {
+  if (process.env.VGGNET_BENCH_TORCH_MALLOC === 'system') return undefined;
+  const r = spawnSync('/sbin/ldconfig', ['-p'], { encoding: 'utf8' });
+  const m = /\s=>\s(\S*libjemalloc\.so\.2)\s*$/m.exec(r.stdout ?? '');
+  return m?.[1];
+}
+const JEMALLOC_RETAIN = 'retain:true,dirty_decay_ms:-1,muzzy_decay_ms:-1';
+
+/** GB/s of writing freshly mapped memory (page faults included) and of rewriting it: what an allocator that returns memory to the kernel pays per step. */
+function firstTouchGBs(): { first: number; again: number } {
+  const n = 128 << 20;
+  const b = Buffer.allocUnsafeSlow(n);
+  let t = process.hrtime.bigint();
+  b.fill(1);
+  const first = n / Number(process.hrtime.bigint() - t);
+  t = process.hrtime.bigint();
+  b.fill(2);
+  return { first, again: n / Number(process.hrtime.bigint() - t) };
 }
 
 /** One case on PyTorch (fp32, and bf16 under autocast when asked), or why it could not run. */
@@ -138,7 +169,9 @@ function timeTorch(py: string, c: CpuCase, threads: number, steps: number, warmu
   if (bf16) args.push('--bf16');
   // PyTorch's BLAS (OpenBLAS's own pthreads, or MKL) gets the same thread count as its OpenMP and ours.
   const n = String(threads);
-  const env = { ...process.env, OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n };
+  const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n };
+  const je = jemalloc();
+  if (je) Object.assign(env, { LD_PRELOAD: [je, process.env.LD_PRELOAD].filter(Boolean).join(':'), MALLOC_CONF: JEMALLOC_RETAIN });
   const r = spawnSync(py, args, { encoding: 'utf8', timeout: 1_800_000, env });
   if (r.status !== 0) return `PyTorch bench failed: ${(r.stderr || r.error?.message || '').trim().split('\n').slice(-1)[0]}`;
   const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
@@ -147,6 +180,12 @@ function timeTorch(py: string, c: CpuCase, threads: number, steps: number, warmu
   if (!info || !j) return `PyTorch bench printed no result: ${r.stdout.slice(-200)}`;
   return { info, r: { train: j.train_img_s, fwd: j.fwd_img_s, trainBf16: j.train_bf16_img_s, fwdBf16: j.fwd_bf16_img_s } };
 }
+
+const GLIBC_MALLOC_NOTE =
+  "PyTorch runs on glibc's malloc, which returns its large buffers to the kernel: every step faults them in again " +
+  "(vggnet's caching allocator reuses its own). Where page faults are slow (see 'first touch' above) that can be " +
+  "most of PyTorch's step; install jemalloc for a fair reference (Debian/Ubuntu: sudo apt-get install libjemalloc2; " +
+  'the bench preloads it into PyTorch with freed memory retained).';
 
 const REFERENCE_BLAS_NOTE =
   "PyTorch runs on the reference BLAS (Debian's netlib libblas3): its linear layers are several times slower than " +
@@ -203,6 +242,8 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
   const isa = cpuIsaInfo();
   const cpuModel = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
   console.log(`CPU bench on ${cpuModel} (${os.cpus().length} logical CPUs, load ${load()}): ${threads} threads for vggnet and PyTorch; median of ${steps} steps after ${warmup} warm-up${rounds > 1 ? `, ${rounds} alternating rounds` : ''}; 1000 classes`);
+  const touch = firstTouchGBs();
+  console.log(`memory: first touch of fresh pages ${touch.first.toFixed(2)} GB/s (page faults included), rewriting them ${touch.again.toFixed(1)} GB/s`);
   console.log(`oneDNN ISA ${isa.isa}; measured fp32 peak ${peak.gflops.toFixed(0)} GFLOP/s (${threads} threads, ${peak.vector}); activations in ${isa.blockedLayout}; Winograd ${winogradNote(isa.isa)}`);
   const bf16Note = precisions.includes('bf16') ? cpuBf16Note() : undefined;
   // avx512_core without avx512_bf16/AMX: oneDNN's bf16 kernels run, converting to f32 in the kernels.
@@ -233,7 +274,8 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
           if (!torchInfo) {
             torchInfo = t.info;
             referenceBlas = t.info.blas.kind === 'reference';
-            console.log(`PyTorch ${t.info.torch} on ${t.info.blas.kind === 'reference' ? 'the reference BLAS (netlib)' : t.info.blas.kind} (${t.info.blas.libs.join(', ') || 'no BLAS library mapped'})`);
+            console.log(`PyTorch ${t.info.torch} on ${t.info.blas.kind === 'reference' ? 'the reference BLAS (netlib)' : t.info.blas.kind} (${t.info.blas.libs.join(', ') || 'no BLAS library mapped'}); allocator ${t.info.allocator ?? 'unknown'}${t.info.allocator === 'jemalloc' ? ` (MALLOC_CONF=${JEMALLOC_RETAIN}: freed memory kept, as vggnet's caching allocator keeps it)` : ''}`);
+            if (t.info.allocator === 'glibc malloc') console.log(GLIBC_MALLOC_NOTE);
             if (referenceBlas) console.log(REFERENCE_BLAS_NOTE);
           }
         }
