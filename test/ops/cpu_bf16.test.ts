@@ -212,6 +212,7 @@ describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs a
     const r = uniform(n, 0, 1);
     perm.sort((a, b) => r[a] - r[b]);
     const x = act(Float32Array.from(perm, (k) => (k - n / 2) / 32), xs, layout);
+    ops.cpuKernelsUsed(); // clear the kernel log
     const mp = ops.maxpool2dForward(x.t, { kernel: 2, stride: 2, pad: 0 }, true);
     keep(mp.y);
     mp.saved.forEach(keep);
@@ -222,6 +223,26 @@ describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs a
     const dx = keep(ops.maxpool2dBackward(dy.t, x.t, mp.y, { kernel: 2, stride: 2, pad: 0 }, mp.saved));
     expectBf16(dx, layout);
     expect(Array.from(vals(dx))).toEqual(Array.from(R.maxpoolBackward(dy.v, ref.argmax, xs))); // non-overlapping
+    // Non-overlapping windows on the native bf16 path run oneDNN's bf16 pooling (no widened copy; in nchw16c its
+    // kernel is named for bf16), in nchw8c and without bf16 instructions f32 on a widened copy.
+    const poolImpls = ops.cpuKernelsUsed().filter((k) => k.op.startsWith('maxpool2d_')).map((k) => k.impl);
+    expect(poolImpls).toHaveLength(2);
+    for (const impl of poolImpls) {
+      expect(impl).not.toMatch(/^ref/);
+      if (layout !== 'nchw') expect(/bf16/.test(impl)).toBe(ops.cpuIsaInfo().bf16 && layout === 'nchw16c');
+    }
+
+    // Overlapping windows (3×3, stride 2, pad 1) stay widened on every path: dx sums dy where windows share an
+    // arg-max, in f32, rounded once.
+    const o = ops.maxpool2dForward(x.t, { kernel: 3, stride: 2, pad: 1 }, true);
+    keep(o.y);
+    o.saved.forEach(keep);
+    const oref = R.maxpoolForward(x.v, xs, 3, 2, 1);
+    expect(Array.from(vals(o.y))).toEqual(Array.from(oref.y));
+    const ody = act(uniform(numel(oref.shape)), oref.shape, layout);
+    const odx = keep(ops.maxpool2dBackward(ody.t, x.t, o.y, { kernel: 3, stride: 2, pad: 1 }, o.saved));
+    expectBf16(odx, layout);
+    expectBf16Close(vals(odx), R.maxpoolBackward(ody.v, oref.argmax, xs), 'overlapping max pool backward');
 
     // 5×5 -> 3×3: overlapping windows (PyTorch's), output always nchw
     const as: R.Shape4 = [2, 16, 5, 5];
