@@ -9,6 +9,7 @@
 // freed memory, when installed: see jemalloc()), how fast the machine faults in fresh memory, and which oneDNN
 // kernels each of our cases ran.
 import { spawnSync } from 'child_process';
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { cpuWinograd, setNumThreads } from '../backend';
@@ -139,7 +140,7 @@ interface TorchInfo {
  * installed or VGGNET_BENCH_TORCH_MALLOC=system. PyTorch's CPU allocator hands every tensor back to malloc, and
  * glibc returns large blocks to the kernel, so each step faults its buffers in afresh; vggnet's caching allocator
  * reuses its blocks. On a VM whose page faults are slow that was most of PyTorch's step (AMD EPYC guest, first
- * touch 0.38 GB/s: vgg11 b16 32² train 7.4 img/s on glibc malloc, 39 on jemalloc), a cost of the allocator rather
+ * touch 0.36 GB/s: vgg11 b16 32² train 7.4 img/s on glibc malloc, 30 on jemalloc), a cost of the allocator rather
  * than of PyTorch's kernels; a caching allocator is what PyTorch's own CPU tuning guide recommends.
  */
 function jemalloc(): string | undefined {
@@ -149,6 +150,22 @@ function jemalloc(): string | undefined {
   return m?.[1];
 }
 const JEMALLOC_RETAIN = 'retain:true,dirty_decay_ms:-1,muzzy_decay_ms:-1';
+
+/**
+ * " (AuthenticAMD family 26 model 2)" from /proc/cpuinfo, or "": a VM often names its CPU only "AMD EPYC", and the
+ * family and model numbers still tell the generation (AMD family 23: Zen 1-2, 25: Zen 3-4, 26: Zen 5).
+ */
+function cpuFamily(): string {
+  let info = '';
+  try {
+    info = fs.readFileSync('/proc/cpuinfo', 'latin1');
+  } catch {
+    return '';
+  }
+  const field = (name: string) => new RegExp(`^${name}\\s*:\\s*(.+)$`, 'm').exec(info)?.[1].trim();
+  const vendor = field('vendor_id'), family = field('cpu family'), model = field('model');
+  return vendor && family && model ? ` (${vendor} family ${family} model ${model})` : '';
+}
 
 /** GB/s of writing freshly mapped memory (page faults included) and of rewriting it: what an allocator that returns memory to the kernel pays per step. */
 function firstTouchGBs(): { first: number; again: number } {
@@ -240,7 +257,7 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
   setNumThreads(threads);
   const peak = cpuPeakGflops(threads, 0.5);
   const isa = cpuIsaInfo();
-  const cpuModel = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
+  const cpuModel = `${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}${cpuFamily()}`;
   console.log(`CPU bench on ${cpuModel} (${os.cpus().length} logical CPUs, load ${load()}): ${threads} threads for vggnet and PyTorch; median of ${steps} steps after ${warmup} warm-up${rounds > 1 ? `, ${rounds} alternating rounds` : ''}; 1000 classes`);
   const touch = firstTouchGBs();
   console.log(`memory: first touch of fresh pages ${touch.first.toFixed(2)} GB/s (page faults included), rewriting them ${touch.again.toFixed(1)} GB/s`);

@@ -3,11 +3,11 @@
 //   maxpool  x (N,C,H,W) -> y (N,C,P,Q), P = floor((H + 2*pad - k)/stride) + 1 (floor mode: odd sizes drop the tail)
 //   adaptive x (N,C,H,W) -> y (N,C,oh,ow), always Contiguous
 // bf16 activations: on the native bf16 path (CPUs with bf16 instructions) a max pool whose windows do not overlap,
-// in nchw or nchw16c, runs oneDNN's bf16 kernels: its forward picks one of the inputs and its backward places each dy at one arg-max,
-// so both are exact, as the widened f32 route is, without its two conversion passes over the map (vgg16 b8 224²
-// bf16 on an AMD Zen 5: the pools' share of a ~1.2 s step 51 -> 35 ms; fp32's ~24 ms). Otherwise, and for the
-// adaptive average pool, the pool computes in float on a widened copy and rounds the result (overlapping windows sum
-// gradients, which the f32 route rounds once). The max is exact; the mean is rounded once.
+// in nchw or nchw16c, runs oneDNN's bf16 kernels: its forward picks one of the inputs and its backward places each
+// dy at one arg-max, so both are exact, as the widened f32 route is, without its two conversion passes over the map
+// (vgg16 b8 224² bf16 on an AMD Zen 5: the pools' share of a ~1.2 s step 51 -> 35 ms; fp32's ~24 ms). Otherwise,
+// and for the adaptive average pool, the pool computes in float on a widened copy and rounds the result
+// (overlapping windows sum gradients, which the f32 route rounds once). The max is exact; the mean is rounded once.
 #include "backend.h"
 #include "kernel_log.h"
 
@@ -72,7 +72,7 @@ Tensor CpuBackend::maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Sav
   const char* op = "maxpool2d_forward";
   check_4d_image(x, "maxpool2d_forward: input");
   check_float_activation(x, "maxpool2d_forward: input");
-  // The f32 forward's workspace is what the (also widened) bf16 backward reads.
+  // Forward and backward widen alike (maxpool_widens), so a backward reads the workspace of its own kind.
   if (maxpool_widens(x.dtype, x.layout, p)) return cast(maxpool2d_forward(cast(x, DType::F32), p, saved), DType::BF16);
   PoolGeom g = pool_geometry(x.shape, p, op);
   bool training = saved != nullptr;
