@@ -135,6 +135,7 @@ interface TorchInfo {
   torch: string;
 }
 
+let jemallocPath: string | undefined | null = null; // null: not looked up yet
 /**
  * jemalloc for PyTorch's process, keeping the memory it frees (MALLOC_CONF below), or undefined when it is not
  * installed or VGGNET_BENCH_TORCH_MALLOC=system. PyTorch's CPU allocator hands every tensor back to malloc, and
@@ -145,9 +146,12 @@ interface TorchInfo {
  */
 function jemalloc(): string | undefined {
   if (process.env.VGGNET_BENCH_TORCH_MALLOC === 'system') return undefined;
-  const r = spawnSync('/sbin/ldconfig', ['-p'], { encoding: 'utf8' });
-  const m = /\s=>\s(\S*libjemalloc\.so\.2)\s*$/m.exec(r.stdout ?? '');
-  return m?.[1];
+  // Looked up once per process, not for every PyTorch run of every case and round.
+  if (jemallocPath === null) {
+    const r = spawnSync('/sbin/ldconfig', ['-p'], { encoding: 'utf8' });
+    jemallocPath = /\s=>\s(\S*libjemalloc\.so\.2)\s*$/m.exec(r.stdout ?? '')?.[1];
+  }
+  return jemallocPath;
 }
 const JEMALLOC_RETAIN = 'retain:true,dirty_decay_ms:-1,muzzy_decay_ms:-1';
 
