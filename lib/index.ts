@@ -14,6 +14,8 @@ export {
 export { crossEntropy } from './nn/loss';
 export { VGGNet, vgg11, vgg13, vgg16, vgg19, cfgs, models } from './models/vgg';
 export { loadPretrained } from './models/pretrained';
+export { Int8VGG } from './models/int8';
+export type { Int8Scales } from './models/int8';
 export type { VGGConfig, VGGOptions, Precision, ModelName } from './models/vgg';
 export { SGD, sgd } from './optim/sgd';
 export type { SGDOptions } from './optim/sgd';

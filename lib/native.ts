@@ -7,7 +7,7 @@
 import * as path from 'path';
 
 export type NativeDevice = 'cpu' | 'cuda';
-export type NativeDType = 'float32' | 'bfloat16' | 'int32' | 'int64' | 'uint8';
+export type NativeDType = 'float32' | 'bfloat16' | 'int32' | 'int64' | 'uint8' | 'int8';
 export type NativeLayout = 'nchw' | 'nhwc' | 'nchw8c' | 'nchw16c';
 
 /** A NativeTensor (native/bindings/js_tensor.cc): owns a vgg::Tensor. */
@@ -152,6 +152,13 @@ export interface NativeAddon {
   getNumThreads(): number;
   setCpuWinograd(mode: 'auto' | 'off' | 'avx2'): void;
   cpuWinograd(): 'auto' | 'off' | 'avx2';
+  // int8 inference on the CPU (ops.h)
+  cpuInt8WeightMax(): number;
+  cpuQuantizeU8(x: T, scale: number): T;
+  cpuDequantizeU8(q: T, scale: number): T;
+  cpuQuantizeConvWeights(w: T): { q: T; scales: T };
+  cpuInt8Conv2dForward(x: T, xScale: number, q: T, scales: T, b: Opt, p: NativeConvParams, yScale: number, relu: boolean, prepared: Opt): { y: T; prepared?: T };
+  cpuAbsMax(x: T): number;
 
   // ---- CUDA graphs (bindings/bind_graph.cc)
   cudaGraphBegin(): void;

@@ -179,6 +179,53 @@ export function cpuKernelsUsed(): CpuKernelUse[] {
   return addon().cpuKernelsUsed();
 }
 
+// ---- int8 inference on the CPU (native/ops.h, native/cpu/int8.cc). A quantized activation is a uint8 tensor q in
+// nhwc standing for q * scale, its scale kept by the caller; weights are int8 with one scale per output channel.
+
+/** The largest weight magnitude of quantizeConvWeights here: 127 with VNNI or AMX, 63 without (int16 saturation). */
+export function int8WeightMax(): number {
+  return addon().cpuInt8WeightMax();
+}
+/** x (float32/bfloat16, any layout) → uint8 nhwc: x / scale rounded to nearest even, clamped to [0, 255]. */
+export function quantizeU8(x: Tensor, scale: number): Tensor {
+  return T(addon().cpuQuantizeU8(x.native, scale));
+}
+/** q (uint8) → float32 nchw: q * scale. */
+export function dequantizeU8(q: Tensor, scale: number): Tensor {
+  return T(addon().cpuDequantizeU8(q.native, scale));
+}
+/**
+ * A conv weight (K, C, R, S) as int8 with per-output-channel scales: scale_k = max|w_k| / int8WeightMax().
+ * `prepared`: q in the format of the convolution that last ran it, which int8Conv2dForward fills in and reuses while
+ * the shapes stay the same (checked on each call), so the weights are reordered once, not per call. The tensors
+ * are the caller's to dispose, `prepared` included.
+ */
+export interface Int8ConvWeights {
+  q: Tensor;
+  scales: Tensor;
+  prepared?: Tensor;
+}
+export function quantizeConvWeights(w: Tensor): Int8ConvWeights {
+  const r = addon().cpuQuantizeConvWeights(w.native);
+  return { q: T(r.q), scales: T(r.scales) };
+}
+/**
+ * conv2d of a uint8 x (standing for x * xScale) with quantized weights and a float32 bias: ReLU'd if asked, then
+ * uint8 nhwc quantized with yScale, or float32 nhwc when yScale is 0. Products accumulate exactly in int32.
+ */
+export function int8Conv2dForward(x: Tensor, xScale: number, w: Int8ConvWeights, b: Tensor | null, p: Conv2dParams, yScale: number, relu: boolean): Tensor {
+  const r = addon().cpuInt8Conv2dForward(x.native, xScale, w.q.native, w.scales.native, n(b), p, yScale, relu, n(w.prepared ?? null));
+  if (r.prepared) {
+    w.prepared?.dispose();
+    w.prepared = T(r.prepared);
+  }
+  return T(r.y);
+}
+/** max |x| of a float32/bfloat16 CPU tensor (NaN if it holds one): calibration's statistic. */
+export function absMax(x: Tensor): number {
+  return addon().cpuAbsMax(x.native);
+}
+
 /** Waits for the work queued on `device`. */
 export function synchronize(device: DeviceName): void {
   addon().synchronize(device);

@@ -3,13 +3,13 @@
 import { DeviceName, resolveDevice, DeviceOption } from './backend';
 import { addon, NativeTensor } from './native';
 
-export type DType = 'float32' | 'bfloat16' | 'int32' | 'int64' | 'uint8';
+export type DType = 'float32' | 'bfloat16' | 'int32' | 'int64' | 'uint8' | 'int8';
 /**
  * Physical layout of a 4-D tensor (the logical shape is NCHW): 'nchw8c' and 'nchw16c' are oneDNN's blocked layouts
  * (8 or 16 channels per block), CPU only.
  */
 export type Layout = 'nchw' | 'nhwc' | 'nchw8c' | 'nchw16c';
-export type TensorData = Float32Array | Int32Array | Uint8Array | BigInt64Array;
+export type TensorData = Float32Array | Int32Array | Uint8Array | Int8Array | BigInt64Array;
 
 export type NativeHandle = NativeTensor;
 
@@ -17,8 +17,9 @@ function dtypeOf(data: TensorData): DType {
   if (data instanceof Float32Array) return 'float32';
   if (data instanceof Int32Array) return 'int32';
   if (data instanceof Uint8Array) return 'uint8';
+  if (data instanceof Int8Array) return 'int8';
   if (data instanceof BigInt64Array) return 'int64';
-  throw new TypeError('Tensor.from: expected a Float32Array, Int32Array, Uint8Array or BigInt64Array');
+  throw new TypeError('Tensor.from: expected a Float32Array, Int32Array, Uint8Array, Int8Array or BigInt64Array');
 }
 
 export interface TensorOptions {
@@ -91,7 +92,7 @@ export class Tensor {
   }
 
   /** A host copy in row-major NCHW order; bfloat16 comes back as float32. */
-  toArray(): Float32Array | Int32Array | Uint8Array | BigInt64Array {
+  toArray(): Float32Array | Int32Array | Uint8Array | Int8Array | BigInt64Array {
     const buf: ArrayBuffer = this.native.toBuffer();
     switch (this.dtype) {
       case 'float32':
@@ -101,6 +102,8 @@ export class Tensor {
         return new Int32Array(buf);
       case 'uint8':
         return new Uint8Array(buf);
+      case 'int8':
+        return new Int8Array(buf);
       case 'int64':
         return new BigInt64Array(buf);
     }

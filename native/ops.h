@@ -75,6 +75,7 @@ class Backend {
 
   // ---- max pool (N,C,H,W) -> (N,C,P,Q), torchvision's MaxPool2d(kernel, stride, pad), floor mode.
   // saved may be null in inference. Backward routes dy to the arg-max of each window (first max on ties).
+  // CPU: a uint8 x (int8 inference's activations, see cpu_int8_conv2d_forward) in inference only.
   virtual Tensor maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Saved* saved) = 0;
   virtual Tensor maxpool2d_backward(const Tensor& dy, const Tensor& x, const Tensor& y, const Pool2dParams& p,
                                     const Saved& saved) = 0;
@@ -178,6 +179,38 @@ struct CpuKernelUse {
   double ms = 0;
 };
 std::vector<CpuKernelUse> cpu_kernels_used();
+
+// ---- int8 inference on the CPU (native/cpu/int8.cc): post-training static quantization with oneDNN's u8 × s8
+// convolutions. An activation is a uint8 tensor q in nhwc standing for q * scale (its scale kept by the caller);
+// VGG's activations after a ReLU are >= 0, so u8 with zero point 0 loses nothing to the sign. Weights are int8,
+// symmetric, one scale per output channel. The products accumulate exactly in int32; rounding happens where f32
+// becomes u8 (round to nearest even, clamped to [0, 255]) and in the s32 -> f32 rescale.
+// The largest weight magnitude cpu_quantize_conv_weights uses: 127 where oneDNN's int8 kernels have VNNI or AMX
+// (u8 × s8 products summed in int32), 63 elsewhere (AVX2, avx512_core without VNNI: vpmaddubsw sums two u8 × s8
+// products in int16 with saturation, and 2 × 255 × 127 overflows it; 2 × 255 × 63 does not).
+int cpu_int8_weight_max();
+// x (f32 or bf16, any layout) -> u8 nhwc: x / scale rounded to nearest even, clamped to [0, 255].
+Tensor cpu_quantize_u8(const Tensor& x, double scale);
+// q (u8) -> f32 in q's layout: q * scale.
+Tensor cpu_dequantize_u8(const Tensor& q, double scale);
+// w (K,C,R,S) f32 -> q (K,C,R,S) int8 and scales (K) f32: scale_k = max|w_k| / cpu_int8_weight_max() (1 for an
+// all-zero channel), q = w / scale_k rounded to nearest even. prepared (optional): q in the blocked format of one
+// convolution primitive, as cpu_int8_conv2d_forward hands it out, so that later calls skip the reorder.
+struct Int8ConvWeights {
+  Tensor q, scales, prepared;
+};
+Int8ConvWeights cpu_quantize_conv_weights(const Tensor& w);
+// conv2d of u8 x (N,C,H,W, nhwc, standing for x * x_scale) with quantized weights w and f32 bias b (K) or
+// undefined: y = conv(x * x_scale, q * scales) + b, then max(0, .) when relu, returned as u8 nhwc quantized with
+// y_scale (y_scale > 0), or as f32 nhwc when y_scale == 0. oneDNN computes sum(x_u8 * q_s8) in int32, adds
+// b / (x_scale * scale_k) and multiplies by x_scale * scale_k / y_scale. The weights are reordered into the
+// primitive's format unless w.prepared already holds them so (checked: made for the same format); when reordered
+// and prepared_out is not null, *prepared_out receives them (keep it in w.prepared for the next call; a model's
+// weights are constants while it runs).
+Tensor cpu_int8_conv2d_forward(const Tensor& x, double x_scale, const Int8ConvWeights& w, const Tensor& b,
+                               const Conv2dParams& p, double y_scale, bool relu, Tensor* prepared_out = nullptr);
+// max |x| over a f32 or bf16 tensor (calibration statistics); NaN when x holds a NaN, 0 when x is empty.
+double cpu_abs_max(const Tensor& x);
 
 Backend& backend(Device d);  // throws when that device's backend was not built or has no usable device
 Backend& cpu_backend();

@@ -18,6 +18,7 @@ size_t dtype_size(DType t) {
     case DType::I32: return 4;
     case DType::I64: return 8;
     case DType::U8: return 1;
+    case DType::I8: return 1;
   }
   return 0;
 }
@@ -28,6 +29,7 @@ const char* dtype_name(DType t) {
     case DType::I32: return "int32";
     case DType::I64: return "int64";
     case DType::U8: return "uint8";
+    case DType::I8: return "int8";
   }
   return "?";
 }
@@ -47,7 +49,8 @@ DType dtype_from_name(const std::string& s) {
   if (s == "int32") return DType::I32;
   if (s == "int64") return DType::I64;
   if (s == "uint8") return DType::U8;
-  throw RangeError("unknown dtype '" + s + "' (expected float32, bfloat16, int32, int64 or uint8)");
+  if (s == "int8") return DType::I8;
+  throw RangeError("unknown dtype '" + s + "' (expected float32, bfloat16, int32, int64, uint8 or int8)");
 }
 Device device_from_name(const std::string& s) {
   if (s == "cpu") return Device::CPU;

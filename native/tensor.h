@@ -11,7 +11,8 @@
 
 namespace vgg {
 
-enum class DType : int { F32 = 0, BF16 = 1, I32 = 2, I64 = 3, U8 = 4 };
+// I8: int8 inference's quantized weights (native/cpu/int8.cc).
+enum class DType : int { F32 = 0, BF16 = 1, I32 = 2, I64 = 3, U8 = 4, I8 = 5 };
 enum class Device : int { CPU = 0, CUDA = 1 };
 // Contiguous: row-major over the logical shape. ChannelsLast: a 4-D (N,C,H,W) tensor stored as NHWC.
 // Blocked8: a 4-D (N,C,H,W) tensor with C % 8 == 0 stored as oneDNN's nChw8c, i.e. (N, C/8, H, W, 8): the CPU

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """PyTorch side of `npm run bench -- cpu`: torchvision VGG train step (forward, cross-entropy, backward, SGD with
 momentum and weight decay) and forward pass on the CPU, median of --steps timed steps after --warmup, in fp32 and
-(--bf16) under torch.autocast('cpu', dtype=torch.bfloat16), PyTorch's own bf16 path.
+(--bf16) under torch.autocast('cpu', dtype=torch.bfloat16), PyTorch's own bf16 path, and (--int8) the forward of
+the model quantized by PyTorch's own post-training static quantization (FX graph mode, the default qconfig mapping of
+its quantized engine, calibrated on the input batch: the same recipe as ours).
 First prints one JSON line {"blas": ...} saying which BLAS library this PyTorch is running on (read from the
 process's mapped libraries: Debian's python3-torch runs on whatever libblas.so.3 points to, its build string
 BLAS_INFO=generic says nothing about that) and which allocator it runs on (glibc's malloc, or a jemalloc/tcmalloc
 the caller preloaded), then one JSON line per case:
-{"model","batch","size","train_img_s","fwd_img_s"[,"train_bf16_img_s","fwd_bf16_img_s"]}."""
+{"model","batch","size","train_img_s","fwd_img_s"[,"train_bf16_img_s","fwd_bf16_img_s"][,"fwd_int8_img_s"]}."""
 import argparse
 import json
 import os
@@ -94,16 +96,39 @@ def time_case(name, batch, size, steps, warmup, bf16):
     return batch / train, batch / fwd
 
 
+def time_int8_forward(name, batch, size, steps, warmup):
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.manual_seed(1)
+    m = getattr(torchvision.models, name)().eval()
+    x = torch.randn(batch, 3, size, size)
+    prepared = prepare_fx(m, get_default_qconfig_mapping(torch.backends.quantized.engine), example_inputs=(x,))
+    with torch.no_grad():
+        prepared(x)
+    q = convert_fx(prepared)
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + steps):
+            t = time.perf_counter()
+            q(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+    return batch / statistics.median(times)
+
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--cases", required=True, help="model:batch:size,...")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--steps", type=int, default=5)
 ap.add_argument("--warmup", type=int, default=2)
 ap.add_argument("--bf16", action="store_true", help="also time under torch.autocast(bfloat16)")
+ap.add_argument("--int8", action="store_true", help="also time the int8-quantized model's forward")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 print(json.dumps({"blas": blas_in_use(), "allocator": allocator_in_use(), "torch": torch.__version__,
-                  "mkldnn_bf16": bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())}),
+                  "mkldnn_bf16": bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()),
+                  "quantized_engine": torch.backends.quantized.engine}),
       flush=True)
 for case in a.cases.split(","):
     name, batch, size = case.split(":")
@@ -112,4 +137,6 @@ for case in a.cases.split(","):
     out["train_img_s"], out["fwd_img_s"] = time_case(name, batch, size, a.steps, a.warmup, False)
     if a.bf16:
         out["train_bf16_img_s"], out["fwd_bf16_img_s"] = time_case(name, batch, size, a.steps, a.warmup, True)
+    if a.int8:
+        out["fwd_int8_img_s"] = time_int8_forward(name, batch, size, a.steps, a.warmup)
     print(json.dumps(out), flush=True)

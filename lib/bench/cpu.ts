@@ -1,6 +1,8 @@
 // `npm run bench -- cpu`: a VGG training step (forward, loss, backward, SGD) and a forward pass on the CPU backend at
 // the foundation issue's shapes, with images/s and achieved GFLOP/s, against PyTorch (Debian's python3-torch) on the
-// same shapes when it is installed: fp32 against its fp32, bf16 against its own bf16 (torch.autocast). Both sides
+// same shapes when it is installed: fp32 against its fp32, bf16 against its own bf16 (torch.autocast), int8
+// inference (Int8VGG, forward only) against its own post-training static quantization (FX, its quantized engine's
+// default qconfig; Debian's build has oneDNN's engine, not fbgemm). Both sides
 // use the same thread count (default 2). For each case PyTorch and vggnet run back to back (and, with
 // VGGNET_BENCH_ROUNDS=n, n times alternating, medians taken) so that load from other processes hits both alike.
 // The bench says what it compared: the CPU's model, the ISA oneDNN runs, the measured FMA peak the convolutions'
@@ -14,8 +16,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { cpuWinograd, setNumThreads } from '../backend';
 import { cfgs, cpuBf16Note, VGGNet, type VGGConfig, type Precision } from '../models/vgg';
+import { Int8VGG } from '../models/int8';
 import { noGrad } from '../nn/module';
-import { cpuIsaInfo, cpuKernelsUsed, cpuPeakGflops } from '../ops';
+import { cpuIsaInfo, cpuKernelsUsed, cpuPeakGflops, int8WeightMax } from '../ops';
 import type { CpuKernelUse } from '../native';
 import { installProfiler, profileTotals, uninstallProfiler } from '../profile';
 import { trainFlopsPerImage, vggMacs, type VggMacs } from './flops';
@@ -64,7 +67,9 @@ interface Timing {
   kernels: CpuKernelUse[];
 }
 
-const CONV_OPS = ['conv2dForward', 'conv2dBackwardData', 'conv2dBackwardWeights'];
+const CONV_OPS = ['conv2dForward', 'conv2dBackwardData', 'conv2dBackwardWeights', 'int8Conv2dForward'];
+/** The bench's precisions: the model's, and int8 inference (forward only). */
+export type BenchPrecision = Precision | 'int8';
 /** ms per run spent in conv ops over `runs` op-profiled runs of `run` (the profiler is removed afterwards). */
 function convMsPerRun(runs: number, run: () => void): number {
   installProfiler();
@@ -123,16 +128,48 @@ function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: numbe
   }
 }
 
+/** int8 inference (Int8VGG calibrated on the timed batch itself) as `timeOurs` times the forward pass. */
+async function timeOursInt8(c: CpuCase, steps: number, warmup: number): Promise<Omit<Timing, 'train' | 'convTrainMs'>> {
+  const m = new VGGNet(CFG[c.model], { device: 'cpu', precision: 'fp32', seed: 1 });
+  const rng = new Rng(1);
+  const x = Tensor.from(rng.fillNormal(new Float32Array(c.batch * 3 * c.size * c.size), 0, 1), [c.batch, 3, c.size, c.size]);
+  let q: Int8VGG | undefined;
+  try {
+    m.eval();
+    q = await Int8VGG.calibrate(m, [x]);
+    const int8 = q;
+    const forward = () => int8.forward(x).dispose();
+    return m.withFrozenWeights(() => {
+      const fwd: number[] = [];
+      for (let i = 0; i < warmup + steps; i++) {
+        const t = performance.now();
+        forward();
+        if (i >= warmup) fwd.push(performance.now() - t);
+      }
+      cpuKernelsUsed();
+      forward();
+      const kernels = cpuKernelsUsed().map((k) => ({ ...k, op: `${k.op} (inference)` }));
+      return { fwd: (c.batch * 1000) / median(fwd), convFwdMs: convMsPerRun(Math.min(steps, 3), forward), kernels };
+    });
+  } finally {
+    q?.dispose();
+    m.dispose();
+    x.dispose();
+  }
+}
+
 interface TorchCase {
   train: number;
   fwd: number;
   trainBf16?: number;
   fwdBf16?: number;
+  fwdInt8?: number;
 }
 interface TorchInfo {
   blas: { kind: string; libs: string[] };
   allocator?: string;
   torch: string;
+  quantized_engine?: string;
 }
 
 let jemallocPath: string | undefined | null = null; // null: not looked up yet
@@ -184,10 +221,11 @@ function firstTouchGBs(): { first: number; again: number } {
 }
 
 /** One case on PyTorch (fp32, and bf16 under autocast when asked), or why it could not run. */
-function timeTorch(py: string, c: CpuCase, threads: number, steps: number, warmup: number, bf16: boolean): { info: TorchInfo; r: TorchCase } | string {
+function timeTorch(py: string, c: CpuCase, threads: number, steps: number, warmup: number, bf16: boolean, int8: boolean): { info: TorchInfo; r: TorchCase } | string {
   const script = path.resolve(__dirname, '..', '..', 'scripts', 'bench_torch_cpu.py');
   const args = [script, '--cases', `${c.model}:${c.batch}:${c.size}`, '--threads', String(threads), '--steps', String(steps), '--warmup', String(warmup)];
   if (bf16) args.push('--bf16');
+  if (int8) args.push('--int8');
   // PyTorch's BLAS (OpenBLAS's own pthreads, or MKL) gets the same thread count as its OpenMP and ours.
   const n = String(threads);
   const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n };
@@ -199,7 +237,7 @@ function timeTorch(py: string, c: CpuCase, threads: number, steps: number, warmu
   const info = lines.find((j) => j.blas) as TorchInfo | undefined;
   const j = lines.find((l) => l.model);
   if (!info || !j) return `PyTorch bench printed no result: ${r.stdout.slice(-200)}`;
-  return { info, r: { train: j.train_img_s, fwd: j.fwd_img_s, trainBf16: j.train_bf16_img_s, fwdBf16: j.fwd_bf16_img_s } };
+  return { info, r: { train: j.train_img_s, fwd: j.fwd_img_s, trainBf16: j.train_bf16_img_s, fwdBf16: j.fwd_bf16_img_s, fwdInt8: j.fwd_int8_img_s } };
 }
 
 const GLIBC_MALLOC_NOTE =
@@ -251,12 +289,12 @@ function winogradNote(isa: string): string {
   return 'off (needs AVX2)';
 }
 
-export async function benchCpu(options: { threads?: number; steps?: number; warmup?: number; rounds?: number; precisions?: Precision[]; cases?: CpuCase[] } = {}): Promise<CpuBenchRow[]> {
+export async function benchCpu(options: { threads?: number; steps?: number; warmup?: number; rounds?: number; precisions?: BenchPrecision[]; cases?: CpuCase[] } = {}): Promise<CpuBenchRow[]> {
   const threads = options.threads ?? Number(process.env.VGGNET_BENCH_THREADS ?? 2);
   const steps = options.steps ?? Number(process.env.VGGNET_BENCH_STEPS ?? 5);
   const warmup = options.warmup ?? Number(process.env.VGGNET_BENCH_WARMUP ?? 2);
   const rounds = options.rounds ?? Number(process.env.VGGNET_BENCH_ROUNDS ?? 1);
-  const precisions = options.precisions ?? ((process.env.VGGNET_BENCH_PRECISIONS?.split(',') as Precision[] | undefined) ?? ['fp32', 'bf16']);
+  const precisions = options.precisions ?? ((process.env.VGGNET_BENCH_PRECISIONS?.split(',') as BenchPrecision[] | undefined) ?? ['fp32', 'bf16', 'int8']);
   const cases = options.cases ?? CPU_CASES.filter((c) => !process.env.VGGNET_BENCH_CASES || process.env.VGGNET_BENCH_CASES.split(',').includes(`${c.model}:${c.batch}:${c.size}`));
   setNumThreads(threads);
   const peak = cpuPeakGflops(threads, 0.5);
@@ -272,7 +310,10 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
   if (precisions.includes('bf16')) {
     console.log(bf16Note ?? `bf16 on oneDNN's bf16 kernels (${isa.isa}${bf16Fast ? ', native bf16 instructions' : ': no avx512_bf16 or AMX, so oneDNN converts to f32 inside its kernels; no speed-up expected'})`);
   }
-  const label = (p: Precision) => (p === 'bf16' ? (bf16Note ? 'bf16 (emulated)' : bf16Fast ? 'bf16' : 'bf16 (no bf16 ISA)') : p);
+  if (precisions.includes('int8')) {
+    console.log(`int8 inference: oneDNN's u8 × s8 convolutions (${isa.isa}), weights per channel in ±${int8WeightMax()}${int8WeightMax() < 127 ? ' (no VNNI: 7 bits, so that its int16 pair sums cannot saturate)' : ''}, the first conv and the classifier in fp32; forward rows only`);
+  }
+  const label = (p: BenchPrecision) => (p === 'bf16' ? (bf16Note ? 'bf16 (emulated)' : bf16Fast ? 'bf16' : 'bf16 (no bf16 ISA)') : p);
 
   const py = pythonWith('torch');
   if (!py) console.log('PyTorch not installed (apt-get install python3-torch, or set VGGNET_PYTHON): no comparison');
@@ -285,9 +326,10 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
     const macs: VggMacs = vggMacs(CFG[c.model], c.size);
     const torchRuns: TorchCase[] = [];
     const ours = new Map<Precision, Timing[]>();
+    const oursInt8: Omit<Timing, 'train' | 'convTrainMs'>[] = [];
     for (let r = 0; r < rounds; r++) {
       if (py) {
-        const t = timeTorch(py, c, threads, steps, warmup, precisions.includes('bf16'));
+        const t = timeTorch(py, c, threads, steps, warmup, precisions.includes('bf16'), precisions.includes('int8'));
         if (typeof t === 'string') {
           console.log(`${name}: ${t}`);
         } else {
@@ -295,7 +337,7 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
           if (!torchInfo) {
             torchInfo = t.info;
             referenceBlas = t.info.blas.kind === 'reference';
-            console.log(`PyTorch ${t.info.torch} on ${t.info.blas.kind === 'reference' ? 'the reference BLAS (netlib)' : t.info.blas.kind} (${t.info.blas.libs.join(', ') || 'no BLAS library mapped'}); allocator ${t.info.allocator ?? 'unknown'}${t.info.allocator === 'jemalloc' ? ` (MALLOC_CONF=${JEMALLOC_RETAIN}: freed memory kept, as vggnet's caching allocator keeps it)` : ''}`);
+            console.log(`PyTorch ${t.info.torch} on ${t.info.blas.kind === 'reference' ? 'the reference BLAS (netlib)' : t.info.blas.kind} (${t.info.blas.libs.join(', ') || 'no BLAS library mapped'}); allocator ${t.info.allocator ?? 'unknown'}${t.info.allocator === 'jemalloc' ? ` (MALLOC_CONF=${JEMALLOC_RETAIN}: freed memory kept, as vggnet's caching allocator keeps it)` : ''}${precisions.includes('int8') ? `; quantized engine ${t.info.quantized_engine ?? 'unknown'}` : ''}`);
             if (t.info.allocator === 'glibc malloc') console.log(GLIBC_MALLOC_NOTE);
             if (referenceBlas) console.log(REFERENCE_BLAS_NOTE);
           }
@@ -303,6 +345,10 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
       }
       for (const p of precisions) {
         try {
+          if (p === 'int8') {
+            oursInt8.push(await timeOursInt8(c, steps, warmup));
+            continue;
+          }
           const list = ours.get(p) ?? [];
           list.push(timeOurs(c, p, steps, warmup));
           ours.set(p, list);
@@ -316,7 +362,7 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
       return v.length ? median(v) : undefined;
     };
     for (const p of precisions) {
-      const list = ours.get(p);
+      const list = p === 'int8' ? undefined : ours.get(p);
       if (!list?.length) continue;
       const r = {
         train: median(list.map((t) => t.train)), fwd: median(list.map((t) => t.fwd)),
@@ -334,6 +380,14 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
       });
       for (const l of kernelSummary(list[list.length - 1].kernels)) kernelLines.push(`${name} ${label(p)} ${l}`);
     }
+    if (oursInt8.length) {
+      const fwd = median(oursInt8.map((t) => t.fwd)), convMs = median(oursInt8.map((t) => t.convFwdMs));
+      rows.push({
+        case: name, what: 'forward int8', ours: fwd, gflops: (fwd * 2 * macs.total) / 1e9,
+        convGflops: (c.batch * 2 * macs.conv) / convMs / 1e6, torch: tm((t) => t.fwdInt8),
+      });
+      for (const l of kernelSummary(oursInt8[oursInt8.length - 1].kernels)) kernelLines.push(`${name} int8 ${l}`);
+    }
   }
   const fmt = (v: number | undefined, d = 2) => (v === undefined ? '—' : v.toFixed(d));
   const mark = referenceBlas ? '†' : '';
@@ -345,6 +399,9 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
   }
   console.log(`(${cpuModel}, oneDNN ${isa.isa}, peak ${peak.gflops.toFixed(0)} GFLOP/s; load ${load()} at the end. GFLOP/s count direct-convolution FLOPs: Winograd does fewer, so conv % of peak can pass 100.)`);
   console.log(`(PyTorch bf16: torch.autocast('cpu', dtype=torch.bfloat16) on the same model, the one against which our bf16 rows are compared.)`);
+  if (precisions.includes('int8')) {
+    console.log(`(int8 rows: both sides calibrated on the timed batch; PyTorch's is torch.ao.quantization's FX post-training static quantization of the same model; conv % of the fp32 peak, which int8 kernels can pass several times over)`);
+  }
   if (precisions.includes('bf16')) {
     console.log(`(bf16 rows: conv % of the fp32 peak${bf16Note ? '; emulated in fp32 on this CPU, conversions included' : bf16Fast ? ", which oneDNN's bf16 kernels can exceed" : ''})`);
   }

@@ -11,7 +11,7 @@ import { isPretrainedName, pretrainedArchitecture, resolvePretrained } from '../
 import { resolveDevice, getNumThreads } from '../backend';
 import { sgd } from '../optim/sgd';
 import { Scheduler, reduceLROnPlateau, stepLR, cosineAnnealing, linearWarmup, constantLR } from '../optim/schedulers';
-import { STL10, ImageFolder, DataLoader, transforms as T, ensureSampleData, defaultDataRoot, Dataset } from '../data';
+import { STL10, ImageFolder, DataLoader, transforms as T, ensureSampleData, defaultDataRoot, Dataset, stl10Present } from '../data';
 import { Trainer, TrainingDivergedError, readCheckpointMeta, modelFromCheckpoint, formatConfusion, packageVersion, DEFAULT_DASHBOARD_PORT } from '../train/index';
 import type { CheckpointMeta } from '../train/index';
 import { vggMacs } from '../bench/flops';
@@ -127,10 +127,6 @@ function makeScheduler(o: Options): Scheduler | null {
   }
   if (warm > 0) return linearWarmup({ epochs: warm }, s ?? constantLR());
   return s;
-}
-
-function stl10Present(dir: string): boolean {
-  return fs.existsSync(path.join(dir, 'stl10_binary', 'train_X.bin')) && fs.existsSync(path.join(dir, 'stl10_binary', 'test_X.bin'));
 }
 
 function fmtPct(x: number): string {

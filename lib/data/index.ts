@@ -2,7 +2,7 @@
 export * as transforms from './transforms';
 export type { Transform, TransformOp } from './transforms';
 export { Dataset, Sample, GetOptions, NativeDataset } from './dataset';
-export { STL10, Stl10Options, Stl10Split, STL10_SPLITS } from './stl10';
+export { STL10, Stl10Options, Stl10Split, STL10_SPLITS, stl10Present } from './stl10';
 export { ImageFolder, ImageFolderOptions } from './image_folder';
 export { ImageFiles, ImageFilesOptions, decodeImageFile, DecodedImage, DEFAULT_MAX_IMAGE_PIXELS, maxImagePixels } from './image_files';
 export { DataLoader, DataLoaderOptions, Batch, IterateOptions, Sampler, permutation } from './dataloader';

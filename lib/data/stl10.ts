@@ -28,6 +28,11 @@ export interface Stl10Options {
   downloadOptions?: DownloadOptions;
 }
 
+/** Whether `dir` holds STL10's train and test images (stl10_binary/{train,test}_X.bin). */
+export function stl10Present(dir: string): boolean {
+  return fs.existsSync(path.join(dir, STL10_FOLDER, 'train_X.bin')) && fs.existsSync(path.join(dir, STL10_FOLDER, 'test_X.bin'));
+}
+
 export class STL10 extends NativeDataset {
   readonly root: string;
   readonly split: Stl10Split;

@@ -303,7 +303,7 @@ export function readPth(file: string, device: 'cpu' | 'cuda' = 'cpu'): { tensors
   return parsePth(readRegularFileSync(file), file, device);
 }
 
-const STORAGE_OF = { float32: 'FloatStorage', bfloat16: 'FloatStorage', int32: 'IntStorage', int64: 'LongStorage', uint8: 'ByteStorage' } as const;
+const STORAGE_OF = { float32: 'FloatStorage', bfloat16: 'FloatStorage', int32: 'IntStorage', int64: 'LongStorage', uint8: 'ByteStorage', int8: 'CharStorage' } as const;
 
 /** The bytes of a torch.save zip archive of this state dict (bfloat16 tensors are written as float32). */
 export function serializePth(tensors: StateRecord): Uint8Array[] {

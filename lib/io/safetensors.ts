@@ -218,7 +218,7 @@ export function readSafetensors(file: string, device: 'cpu' | 'cuda' = 'cpu'): {
   return parseSafetensors(readRegularFileSync(pathArg(file, 'readSafetensors')), file, device);
 }
 
-const ST_DTYPE: Record<DType, string> = { float32: 'F32', bfloat16: 'F32', int32: 'I32', int64: 'I64', uint8: 'U8' };
+const ST_DTYPE: Record<DType, string> = { float32: 'F32', bfloat16: 'F32', int32: 'I32', int64: 'I64', uint8: 'U8', int8: 'I8' };
 
 /** The bytes of a safetensors file for these tensors (bfloat16 tensors are written as F32). */
 export function serializeSafetensors(tensors: StateRecord, metadata: Record<string, string> = {}): Uint8Array[] {

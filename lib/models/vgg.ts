@@ -234,6 +234,24 @@ export class VGGNet extends Module {
     const layout = this.device === 'cuda' && this.precision !== 'fp32' ? 'nhwc' : 'nchw';
     if (cur.layout !== layout) cur = this.keep(ops.toLayout(cur, layout));
     cur = this.keep(this.features.forward(cur, { step }));
+    return this.head(cur, step);
+  }
+
+  /**
+   * The average pool and the classifier on a feature map (N, C, h, w) that did not come from this model's own
+   * features, without gradients and in eval mode: int8 inference (Int8VGG) hands its dequantized features here.
+   * Returns float32 logits; inside withFrozenWeights the pool-folded first layer serves small maps, as in forward.
+   */
+  forwardHead(features: Tensor): Tensor {
+    tensorArg(features, 'VGGNet.forwardHead');
+    if (isGradEnabled() || this.training) throw new Error('VGGNet.forwardHead: inference only: call it under noGrad, in eval mode');
+    if (features.device !== this.device) throw new Error(`VGGNet.forwardHead: features are on ${features.device}, the model on ${this.device}`);
+    this.freeActs();
+    return this.head(features);
+  }
+
+  /** forward after the features: average pool (or the folded first layer), classifier, float32 logits. */
+  private head(cur: Tensor, step?: ForwardOptions['step']): Tensor {
     let logits: Tensor;
     const folded = this.foldedClassifier(cur);
     if (folded) {
@@ -423,18 +441,11 @@ export class VGGNet extends Module {
     this.eval();
     try {
       const logits = noGrad(() => this.forward(images));
-      const [n, c] = logits.shape;
-      const l = logits.toArray() as Float32Array;
-      logits.dispose();
-      const out: Float32Array[] = [];
-      for (let i = 0; i < n; i++) {
-        const row = l.subarray(i * c, (i + 1) * c);
-        const m = Math.max(...row);
-        const e = Float32Array.from(row, (v) => Math.exp(v - m));
-        const s = e.reduce((a, b) => a + b, 0);
-        out.push(e.map((v) => v / s));
+      try {
+        return softmaxRows(logits);
+      } finally {
+        logits.dispose();
       }
-      return out;
     } finally {
       this.train(wasTraining);
     }
@@ -458,6 +469,21 @@ export class VGGNet extends Module {
     for (const t of this.acts) t.dispose();
     this.acts = [];
   }
+}
+
+/** The softmax of each row of float32 logits (N, C), with the row's max subtracted first. */
+export function softmaxRows(logits: Tensor): Float32Array[] {
+  const [n, c] = logits.shape;
+  const l = logits.toArray() as Float32Array;
+  const out: Float32Array[] = [];
+  for (let i = 0; i < n; i++) {
+    const row = l.subarray(i * c, (i + 1) * c);
+    const m = Math.max(...row);
+    const e = Float32Array.from(row, (v) => Math.exp(v - m));
+    const s = e.reduce((a, b) => a + b, 0);
+    out.push(e.map((v) => v / s));
+  }
+  return out;
 }
 
 /** The record with `<bn>.num_batches_tracked` = 0 added where a batch norm's running_mean is present but it is not. */

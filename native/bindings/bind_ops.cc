@@ -289,10 +289,10 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
 Napi::Value Fill(const Napi::CallbackInfo& info) {
   Tensor& t = unwrap(arg(info, 0), "fill: tensor");
   const double v = get_number(arg(info, 1), "fill: value");
-  if (t.dtype == DType::I32 || t.dtype == DType::I64 || t.dtype == DType::U8) {
+  if (t.dtype == DType::I32 || t.dtype == DType::I64 || t.dtype == DType::U8 || t.dtype == DType::I8) {
     // An integer tensor takes an integer it can hold (converting anything else is undefined behaviour in C++).
-    const double lo = t.dtype == DType::U8 ? 0 : t.dtype == DType::I32 ? -2147483648.0 : -9223372036854775808.0;
-    const double hi = t.dtype == DType::U8 ? 255 : t.dtype == DType::I32 ? 2147483647.0 : 9223372036854775807.0;
+    const double lo = t.dtype == DType::U8 ? 0 : t.dtype == DType::I8 ? -128 : t.dtype == DType::I32 ? -2147483648.0 : -9223372036854775808.0;
+    const double hi = t.dtype == DType::U8 ? 255 : t.dtype == DType::I8 ? 127 : t.dtype == DType::I32 ? 2147483647.0 : 9223372036854775807.0;
     VGG_CHECK_RANGE(std::isfinite(v) && v == std::trunc(v) && v >= lo && v < hi + 1, "fill: a %s tensor cannot hold %g",
               dtype_name(t.dtype), v);
   }
@@ -411,6 +411,60 @@ Napi::Value CpuWinogradJs(const Napi::CallbackInfo& info) {
   return Napi::String::New(info.Env(), m == CpuWinograd::Off ? "off" : m == CpuWinograd::Ours ? "avx2" : "auto");
 }
 
+// ---- int8 inference on the CPU (ops.h): the tensors must be on the CPU.
+Tensor& cpu_tensor(const Napi::Value& v, const char* what) {
+  Tensor& t = unwrap(v, what);
+  VGG_CHECK(t.device() == Device::CPU, "%s: int8 inference runs on the CPU; this tensor is on %s", what,
+            device_name(t.device()));
+  return t;
+}
+Napi::Value CpuInt8WeightMaxJs(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cpu_int8_weight_max());
+}
+// cpuQuantizeU8(x, scale) -> uint8 nhwc
+Napi::Value CpuQuantizeU8(const Napi::CallbackInfo& info) {
+  Tensor& x = cpu_tensor(arg(info, 0), "quantizeU8: input");
+  return wrap(info.Env(), cpu_quantize_u8(x, get_finite(arg(info, 1), "quantizeU8: scale")));
+}
+// cpuDequantizeU8(q, scale) -> float32 nchw
+Napi::Value CpuDequantizeU8(const Napi::CallbackInfo& info) {
+  Tensor& q = cpu_tensor(arg(info, 0), "dequantizeU8: input");
+  return wrap(info.Env(), cpu_dequantize_u8(q, get_finite(arg(info, 1), "dequantizeU8: scale")));
+}
+// cpuQuantizeConvWeights(w) -> {q: int8 (K,C,R,S), scales: float32 (K)}
+Napi::Value CpuQuantizeConvWeights(const Napi::CallbackInfo& info) {
+  const Int8ConvWeights r = cpu_quantize_conv_weights(cpu_tensor(arg(info, 0), "quantizeConvWeights: weight"));
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("q", wrap(info.Env(), r.q));
+  o.Set("scales", wrap(info.Env(), r.scales));
+  return o;
+}
+// cpuInt8Conv2dForward(x, xScale, q, scales, bias | null, params, yScale, relu, prepared | null)
+//   -> {y, prepared?}: prepared is set when the weights were reordered (pass it back next time)
+Napi::Value CpuInt8Conv2dForward(const Napi::CallbackInfo& info) {
+  const char* op = "int8Conv2dForward";
+  Tensor& x = cpu_tensor(arg(info, 0), "int8Conv2dForward: input");
+  const double xs = get_finite(arg(info, 1), "int8Conv2dForward: input scale");
+  const Int8ConvWeights w{cpu_tensor(arg(info, 2), "int8Conv2dForward: weight"),
+                          cpu_tensor(arg(info, 3), "int8Conv2dForward: weight scales"),
+                          unwrap_optional(arg(info, 8), "int8Conv2dForward: prepared weights")};
+  Tensor b = unwrap_optional(arg(info, 4), "int8Conv2dForward: bias");
+  if (b.defined()) cpu_tensor(arg(info, 4), "int8Conv2dForward: bias");
+  const Conv2dParams p = conv_params(arg(info, 5), op);
+  const double ys = get_finite(arg(info, 6), "int8Conv2dForward: output scale");
+  const bool relu = get_bool(arg(info, 7), op);
+  Tensor prepared;
+  const Tensor y = cpu_int8_conv2d_forward(x, xs, w, b, p, ys, relu, &prepared);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("y", wrap(info.Env(), y));
+  if (prepared.defined()) o.Set("prepared", wrap(info.Env(), prepared));
+  return o;
+}
+// cpuAbsMax(x) -> max |x| (NaN when x holds one)
+Napi::Value CpuAbsMax(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), cpu_abs_max(cpu_tensor(arg(info, 0), "absMax: input")));
+}
+
 // setNumThreads(n): the CPU backend's thread count (OpenMP, which oneDNN shares); getNumThreads().
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   int64_t n = get_int(arg(info, 0), "setNumThreads");
@@ -471,6 +525,12 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("setCpuWinograd", SetCpuWinograd);
   def("cpuWinograd", CpuWinogradJs);
   def("getNumThreads", GetNumThreads);
+  def("cpuInt8WeightMax", CpuInt8WeightMaxJs);
+  def("cpuQuantizeU8", CpuQuantizeU8);
+  def("cpuDequantizeU8", CpuDequantizeU8);
+  def("cpuQuantizeConvWeights", CpuQuantizeConvWeights);
+  def("cpuInt8Conv2dForward", CpuInt8Conv2dForward);
+  def("cpuAbsMax", CpuAbsMax);
 }
 
 }  // namespace vgg::js

@@ -22,6 +22,7 @@ memory::data_type dnnl_dtype(DType t) {
     case DType::BF16: return memory::data_type::bf16;
     case DType::I32: return memory::data_type::s32;
     case DType::U8: return memory::data_type::u8;
+    case DType::I8: return memory::data_type::s8;
     default: throw Error(strprintf("cpu backend: dtype %s has no oneDNN equivalent", dtype_name(t)));
   }
 }

@@ -93,6 +93,14 @@ MatmulEntry& matmul_entry(const std::string& key, const dnnl::memory::desc& a, c
 dnnl::memory to_desc(const dnnl::memory& user, const dnnl::memory::desc& want, std::vector<Tensor>& keep);
 void reorder(const dnnl::memory& from, const dnnl::memory& to);
 
+// ---- a convolution's sizes: x (N,C,H,W), w (K,C,R,S) -> y (N,K,P,Q), with oneDNN's strides and paddings.
+struct ConvGeom {
+  int64_t N, C, H, W, K, R, S, P, Q;
+  dnnl::memory::dims strides, pad_l, pad_r;
+};
+// Checks the shapes and params (message prefixed with op) and works the sizes out (conv.cc).
+ConvGeom conv_geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const char* op);
+
 // ---- checks
 void check_cpu(const Tensor& t, const char* what);                 // defined and on the CPU
 void check_float_activation(const Tensor& t, const char* what);    // f32 or bf16

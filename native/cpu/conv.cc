@@ -22,16 +22,9 @@ namespace vgg::cpu {
 using dnnl::memory;
 using tag = memory::format_tag;
 
-namespace {
-
-struct ConvGeom {
-  int64_t N, C, H, W, K, R, S, P, Q;
-  memory::dims strides, pad_l, pad_r;
-};
-
 // oneDNN wants the right padding that makes (in + pl + pr - k)/s + 1 == out exactly; in floor mode that can be
 // less than the left padding (or negative, which oneDNN accepts: the last rows are simply not read).
-ConvGeom geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const char* op) {
+ConvGeom conv_geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const char* op) {
   VGG_CHECK_RANGE(p.stride_h >= 1 && p.stride_w >= 1, "%s: stride must be >= 1, got (%d,%d)", op, p.stride_h, p.stride_w);
   VGG_CHECK(p.pad_h >= 0 && p.pad_w >= 0, "%s: padding must be >= 0, got (%d,%d)", op, p.pad_h, p.pad_w);
   check_nonzero_dims(x, 1, strprintf("%s: input", op).c_str());
@@ -47,6 +40,8 @@ ConvGeom geometry(const Shape& x, const Shape& w, const Conv2dParams& p, const c
   g.pad_r = {(g.P - 1) * p.stride_h + g.R - g.H - p.pad_h, (g.Q - 1) * p.stride_w + g.S - g.W - p.pad_w};
   return g;
 }
+
+namespace {
 
 memory::desc any_md(const memory::dims& d, DType dt) { return memory::desc(d, dnnl_dtype(dt), tag::any); }
 
@@ -530,7 +525,7 @@ Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor
   check_cpu(w, "conv2d_forward: weight");
   check_dtype(w, DType::F32, "conv2d_forward: weight");
   check_ndim(w, 4, "conv2d_forward: weight");
-  ConvGeom g = geometry(x.shape, w.shape, p, op);
+  ConvGeom g = conv_geometry(x.shape, w.shape, p, op);
   if (b.defined()) check_param(b, {g.K}, "conv2d_forward: bias");
   const Layout y_layout = act_layout(p.cpu_blocked_output ? cpu_isa_info().blocked : x.layout, g.K);
   if (g.N == 0) return Tensor::empty({0, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);  // oneDNN: SIGFPE on N=0
@@ -550,7 +545,7 @@ Tensor CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const
   check_dtype(w, DType::F32, "conv2d_backward_data: weight");
   check_ndim(w, 4, "conv2d_backward_data: weight");
   VGG_CHECK(x_shape.size() == 4, "conv2d_backward_data: input shape must be 4-D, got %s", shape_str(x_shape).c_str());
-  ConvGeom g = geometry(x_shape, w.shape, p, op);
+  ConvGeom g = conv_geometry(x_shape, w.shape, p, op);
   check_shape(dy, {g.N, g.K, g.P, g.Q}, "conv2d_backward_data: dy");
   if (g.N == 0) return Tensor::empty(x_shape, dy.dtype, Device::CPU, act_layout(dy.layout, g.C));
   const Bf16Path path = bf16_path(dy.dtype);
@@ -571,7 +566,7 @@ void CpuBackend::conv2d_backward_weights(const Tensor& x, const Tensor& dy, cons
   check_cpu(dw, "conv2d_backward_weights: dw");
   check_dtype(dw, DType::F32, "conv2d_backward_weights: dw");
   check_ndim(dw, 4, "conv2d_backward_weights: dw");
-  ConvGeom g = geometry(x.shape, dw.shape, p, op);
+  ConvGeom g = conv_geometry(x.shape, dw.shape, p, op);
   check_shape(dy, {g.N, g.K, g.P, g.Q}, "conv2d_backward_weights: dy");
   if (db.defined()) check_param(db, {g.K}, "conv2d_backward_weights: db");
   VGG_CHECK(dw.layout == Layout::Contiguous, "conv2d_backward_weights: dw must be plain (K,C,R,S), got %s",

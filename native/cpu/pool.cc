@@ -2,6 +2,7 @@
 // in plain C++ with PyTorch's windows [floor(i*H/oh), ceil((i+1)*H/oh)).
 //   maxpool  x (N,C,H,W) -> y (N,C,P,Q), P = floor((H + 2*pad - k)/stride) + 1 (floor mode: odd sizes drop the tail)
 //   adaptive x (N,C,H,W) -> y (N,C,oh,ow), always Contiguous
+// uint8 activations (int8 inference, native/cpu/int8.cc): the max pool's forward without a backward.
 // bf16 activations: on the native bf16 path (CPUs with bf16 instructions) a max pool whose windows do not overlap,
 // in nchw or nchw16c, runs oneDNN's bf16 kernels: its forward picks one of the inputs and its backward places each
 // dy at one arg-max, so both are exact, as the widened f32 route is, without its two conversion passes over the map
@@ -71,7 +72,12 @@ bool maxpool_widens(DType dt, Layout layout, const Pool2dParams& p) {
 Tensor CpuBackend::maxpool2d_forward(const Tensor& x, const Pool2dParams& p, Saved* saved) {
   const char* op = "maxpool2d_forward";
   check_4d_image(x, "maxpool2d_forward: input");
-  check_float_activation(x, "maxpool2d_forward: input");
+  if (x.dtype == DType::U8) {
+    // int8 inference's activations (native/cpu/int8.cc): oneDNN's u8 max pool, exact (a max keeps the scale).
+    VGG_CHECK_TYPE(saved == nullptr, "maxpool2d_forward: a uint8 input (int8 inference) has no backward");
+  } else {
+    check_float_activation(x, "maxpool2d_forward: input");
+  }
   // Forward and backward widen alike (maxpool_widens), so a backward reads the workspace of its own kind.
   if (maxpool_widens(x.dtype, x.layout, p)) return cast(maxpool2d_forward(cast(x, DType::F32), p, saved), DType::BF16);
   PoolGeom g = pool_geometry(x.shape, p, op);

@@ -58,6 +58,10 @@ void CpuBackend::fill(Tensor& t, double value) {
       std::memset(t.raw(), int(uint8_t(value)), size_t(n));
       break;
     }
+    case DType::I8: {
+      std::memset(t.raw(), int(int8_t(value)), size_t(n));
+      break;
+    }
   }
 }
 

@@ -23,6 +23,7 @@ void fill(void* p, DType dt, int64_t n, double value) {
     case DType::I32: fill_k<int32_t><<<g, kThreads, 0, cuk::stream()>>>((int32_t*)p, n, int32_t(value)); break;
     case DType::I64: fill_k<int64_t><<<g, kThreads, 0, cuk::stream()>>>((int64_t*)p, n, int64_t(value)); break;
     case DType::U8: fill_k<uint8_t><<<g, kThreads, 0, cuk::stream()>>>((uint8_t*)p, n, uint8_t(value)); break;
+    case DType::I8: fill_k<int8_t><<<g, kThreads, 0, cuk::stream()>>>((int8_t*)p, n, int8_t(value)); break;
     default: throw Error(strprintf("fill: unsupported dtype %s", dtype_name(dt)));
   }
   check_launch("fill");

@@ -1,0 +1,238 @@
+// int8 inference (ops.h, "int8 inference on the CPU"): quantize/dequantize, per-channel weight quantization, and
+// the u8 × s8 convolution on oneDNN. Max pools of u8 maps are pool.cc's (oneDNN's u8 pooling); the first conv (3
+// input channels, signed normalised pixels) and the classifier stay float: VGG's first conv is <1 % of its
+// multiply-adds, and quantizing signed input would need s8 activations and oneDNN's compensation path.
+#include <cmath>
+#include <cstring>
+
+#include "backend.h"
+#include "kernel_log.h"
+
+namespace vgg::cpu {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+
+namespace {
+
+// A reorder of `from` into `to` with one output scale: to = saturate(round(from * scale)). oneDNN's reorder rounds
+// to nearest even (the MXCSR default) and saturates to the destination type's range. The scale is part of the
+// primitive (a cached primitive per scale: a model has one per quantization point).
+void scaled_reorder(const char* op, const memory& from, const memory& to, float scale) {
+  std::string key = "scaled_reorder";
+  const auto& a = from.get_desc().data;
+  const auto& b = to.get_desc().data;
+  key.append(reinterpret_cast<const char*>(&a), sizeof(a));
+  key.append(reinterpret_cast<const char*>(&b), sizeof(b));
+  key.append(reinterpret_cast<const char*>(&scale), sizeof(scale));
+  struct Entry {
+    dnnl::reorder::primitive_desc pd;
+    dnnl::reorder prim;
+  };
+  auto& e = cached<Entry>(key, [&] {
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(0, {scale});
+    dnnl::reorder::primitive_desc pd(from, to, attr);
+    return new Entry{pd, dnnl::reorder(pd)};
+  });
+  KernelTimer t(op, e.pd.impl_info_str());
+  e.prim.execute(stream(), const_cast<memory&>(from), const_cast<memory&>(to));
+  stream().wait();
+}
+
+// Prepared weights (Int8ConvWeights::prepared): the oneDNN memory descriptor they were reordered for, zero-padded to
+// kPreparedHeader bytes (a multiple of 64, so the data stays aligned), then the weights in that format. A forward uses
+// them only when its primitive wants exactly that descriptor.
+constexpr size_t kPreparedHeader = (sizeof(dnnl_memory_desc_t) + 63) / 64 * 64;
+bool prepared_for(const Tensor& p, const memory::desc& want) {
+  if (!p.defined() || p.device() != Device::CPU || p.dtype != DType::I8 || p.ndim() != 1 ||
+      size_t(p.numel()) != kPreparedHeader + want.get_size())
+    return false;
+  dnnl_memory_desc_t d;
+  std::memcpy(&d, p.raw(), sizeof(d));
+  return memory::desc(d) == want;
+}
+
+void check_scale(double s, const char* what) {
+  VGG_CHECK_RANGE(std::isfinite(s) && s > 0 && float(s) > 0 && std::isfinite(1.0f / float(s)),
+                  "%s: expected a finite scale > 0, got %g", what, s);
+}
+
+}  // namespace
+}  // namespace vgg::cpu
+
+namespace vgg {
+
+using namespace cpu;
+
+int cpu_int8_weight_max() {
+  static const int m = [] {
+    const std::string isa = cpu_isa_info().isa;
+    const bool vnni = isa == "avx2_vnni" || isa == "avx512_core_vnni" || isa == "avx512_core_bf16" ||
+                      isa == "avx512_core_amx";
+    return vnni ? 127 : 63;
+  }();
+  return m;
+}
+
+Tensor cpu_quantize_u8(const Tensor& x, double scale) {
+  const char* op = "quantize_u8";
+  check_4d_image(x, "quantize_u8: input");
+  check_float_activation(x, "quantize_u8: input");
+  check_scale(scale, op);
+  Tensor q = Tensor::empty(x.shape, DType::U8, Device::CPU, Layout::ChannelsLast);
+  if (x.numel() == 0) return q;
+  guard(op, [&] { scaled_reorder(op, mem_of(x), mem_of(q), float(1.0 / scale)); });
+  return q;
+}
+
+Tensor cpu_dequantize_u8(const Tensor& q, double scale) {
+  const char* op = "dequantize_u8";
+  check_4d_image(q, "dequantize_u8: input");
+  VGG_CHECK_TYPE(q.dtype == DType::U8, "dequantize_u8: input must be uint8, got %s", dtype_name(q.dtype));
+  check_scale(scale, op);
+  Tensor y = Tensor::empty(q.shape, DType::F32, Device::CPU, Layout::Contiguous);
+  if (q.numel() == 0) return y;
+  guard(op, [&] { scaled_reorder(op, mem_of(q), mem_of(y), float(scale)); });
+  return y;
+}
+
+Int8ConvWeights cpu_quantize_conv_weights(const Tensor& w) {
+  check_param(w, w.shape, "quantize_conv_weights: weight");
+  VGG_CHECK(w.ndim() == 4, "quantize_conv_weights: weight must be (K, C, R, S), got %s", shape_str(w.shape).c_str());
+  const int64_t K = w.dim(0), per = K ? w.numel() / K : 0;
+  const float qmax = float(cpu_int8_weight_max());
+  Int8ConvWeights r{Tensor::empty(w.shape, DType::I8, Device::CPU), Tensor::empty({K}, DType::F32, Device::CPU)};
+  const float* src = w.data<float>();
+  int8_t* q = r.q.data<int8_t>();
+  float* sc = r.scales.data<float>();
+  bool finite = true;
+#pragma omp parallel for schedule(static) reduction(&& : finite)
+  for (int64_t k = 0; k < K; ++k) {
+    const float* wk = src + k * per;
+    float m = 0;
+    for (int64_t i = 0; i < per; ++i) {
+      finite = finite && std::isfinite(wk[i]);
+      m = std::max(m, std::fabs(wk[i]));
+    }
+    const float s = m > 0 ? m / qmax : 1.0f;
+    sc[k] = s;
+    for (int64_t i = 0; i < per; ++i) {
+      const float v = std::nearbyint(wk[i] / s);
+      q[k * per + i] = int8_t(std::max(-qmax, std::min(qmax, std::isfinite(v) ? v : 0.0f)));
+    }
+  }
+  VGG_CHECK(finite, "quantize_conv_weights: the weight holds a NaN or an infinity");
+  return r;
+}
+
+Tensor cpu_int8_conv2d_forward(const Tensor& x, double x_scale, const Int8ConvWeights& w, const Tensor& b,
+                               const Conv2dParams& p, double y_scale, bool relu, Tensor* prepared_out) {
+  const char* op = "int8_conv2d_forward";
+  check_4d_image(x, "int8_conv2d_forward: input");
+  VGG_CHECK_TYPE(x.dtype == DType::U8, "int8_conv2d_forward: input must be uint8 (quantize_u8), got %s",
+                 dtype_name(x.dtype));
+  check_cpu(w.q, "int8_conv2d_forward: weight");
+  VGG_CHECK_TYPE(w.q.dtype == DType::I8, "int8_conv2d_forward: weight must be int8 (quantize_conv_weights), got %s",
+                 dtype_name(w.q.dtype));
+  VGG_CHECK(w.q.ndim() == 4, "int8_conv2d_forward: weight must be (K, C, R, S), got %s", shape_str(w.q.shape).c_str());
+  const int64_t K = w.q.dim(0);
+  check_param(w.scales, {K}, "int8_conv2d_forward: weight scales");
+  if (b.defined()) check_param(b, {K}, "int8_conv2d_forward: bias");
+  check_scale(x_scale, "int8_conv2d_forward: input scale");
+  VGG_CHECK_RANGE(y_scale == 0 || (std::isfinite(y_scale) && y_scale > 0 && float(y_scale) > 0),
+                  "int8_conv2d_forward: output scale must be > 0, or 0 for a float32 output; got %g", y_scale);
+  const ConvGeom g = conv_geometry(x.shape, w.q.shape, p, op);
+  const DType ydt = y_scale > 0 ? DType::U8 : DType::F32;
+  Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, ydt, Device::CPU, Layout::ChannelsLast);
+  if (g.N == 0) return y;
+  return guard(op, [&] {
+    // The bias enters the int32 accumulator's units; the output scales take those units to y's. oneDNN 2.6's CPU
+    // convolutions take no output scales given at execution (DNNL_RUNTIME_F32_VAL), so they are part of the
+    // primitive and of its cache key: one primitive per (layer, batch shape, scales), as a quantized model has.
+    Tensor bias = Tensor::empty({g.K}, DType::F32, Device::CPU);
+    std::vector<float> scales(size_t(g.K));
+    const float* ws = w.scales.data<float>();
+    const float* bf = b.defined() ? b.data<float>() : nullptr;
+    for (int64_t k = 0; k < g.K; ++k) {
+      const double acc_unit = x_scale * double(ws[k]);
+      bias.data<float>()[k] = bf ? float(double(bf[k]) / acc_unit) : 0.0f;
+      scales[size_t(k)] = float(ydt == DType::U8 ? acc_unit / y_scale : acc_unit);
+    }
+    struct Entry {
+      dnnl::convolution_forward::primitive_desc pd;
+      dnnl::convolution_forward prim;
+    };
+    const auto src_md = md_plain(x.shape, DType::U8, Layout::ChannelsLast);
+    const auto dst_md = md_plain(y.shape, ydt, Layout::ChannelsLast);
+    const auto bias_md = memory::desc({g.K}, memory::data_type::f32, tag::a);
+    std::string key = cache_key(op, x.shape, w.q.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w, relu, int(ydt));
+    key.append(reinterpret_cast<const char*>(scales.data()), scales.size() * sizeof(float));
+    auto& e = cached<Entry>(key, [&] {
+      const auto wei_md = memory::desc({g.K, g.C, g.R, g.S}, memory::data_type::s8, tag::any);
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                        src_md, wei_md, bias_md, dst_md, g.strides, g.pad_l, g.pad_r);
+      dnnl::primitive_attr attr;
+      attr.set_output_scales(1 << 1, scales);  // per output channel
+      if (relu) {
+        dnnl::post_ops po;
+        po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+        attr.set_post_ops(po);
+      }
+      dnnl::convolution_forward::primitive_desc pd(d, attr, engine());
+      return new Entry{pd, dnnl::convolution_forward(pd)};
+    });
+    std::vector<Tensor> keep;
+    const memory::desc want = e.pd.weights_desc();
+    memory wq;
+    if (prepared_for(w.prepared, want)) {
+      wq = memory(want, engine(), static_cast<char*>(w.prepared.raw()) + kPreparedHeader);
+    } else {
+      Tensor p = Tensor::empty({int64_t(kPreparedHeader + want.get_size())}, DType::I8, Device::CPU);
+      std::memset(p.raw(), 0, kPreparedHeader);
+      std::memcpy(p.raw(), &want.data, sizeof(want.data));
+      wq = memory(want, engine(), static_cast<char*>(p.raw()) + kPreparedHeader);
+      reorder(memory(memory::desc({g.K, g.C, g.R, g.S}, memory::data_type::s8, tag::oihw), engine(), w.q.raw()), wq);
+      if (prepared_out) *prepared_out = p;
+      keep.push_back(p);
+    }
+    const memory xs = to_desc(mem_of(x), src_md, keep);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xs},
+                                         {DNNL_ARG_WEIGHTS, wq},
+                                         {DNNL_ARG_BIAS, mem_of(bias, bias_md)},
+                                         {DNNL_ARG_DST, mem_of(y, dst_md)}};
+    {
+      KernelTimer t(op, e.pd.impl_info_str());
+      e.prim.execute(stream(), args);
+      stream().wait();
+    }
+    return y;
+  });
+}
+
+double cpu_abs_max(const Tensor& x) {
+  check_cpu(x, "absMax: input");
+  check_float_activation(x, "absMax: input");
+  const int64_t n = x.numel();
+  float m = 0;
+  bool nan = false;
+  if (x.dtype == DType::F32) {
+    const float* p = x.data<float>();
+#pragma omp parallel for schedule(static) reduction(max : m) reduction(|| : nan)
+    for (int64_t i = 0; i < n; ++i) {
+      nan = nan || std::isnan(p[i]);
+      m = std::max(m, std::fabs(p[i]));
+    }
+  } else {
+    const uint16_t* p = x.data<uint16_t>();
+#pragma omp parallel for schedule(static) reduction(max : m) reduction(|| : nan)
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = bf16_to_f32(p[i]);
+      nan = nan || std::isnan(v);
+      m = std::max(m, std::fabs(v));
+    }
+  }
+  return nan ? std::nan("") : double(m);
+}
+
+}  // namespace vgg
