@@ -154,7 +154,7 @@ export interface NativeAddon {
   cpuWinograd(): 'auto' | 'off' | 'avx2';
   // int8 inference on the CPU (ops.h)
   cpuInt8WeightMax(): number;
-  cpuQuantizeU8(x: T, scale: number): T;
+  cpuQuantize(x: T, scale: number, dtype: 'uint8' | 'int8'): T;
   cpuDequantizeU8(q: T, scale: number): T;
   cpuQuantizeConvWeights(w: T): { q: T; scales: T };
   cpuInt8Conv2dForward(x: T, xScale: number, q: T, scales: T, b: Opt, p: NativeConvParams, yScale: number, relu: boolean, prepared: Opt): { y: T; prepared?: T };

@@ -179,16 +179,20 @@ export function cpuKernelsUsed(): CpuKernelUse[] {
   return addon().cpuKernelsUsed();
 }
 
-// ---- int8 inference on the CPU (native/ops.h, native/cpu/int8.cc). A quantized activation is a uint8 tensor q in
-// nhwc standing for q * scale, its scale kept by the caller; weights are int8 with one scale per output channel.
+// ---- int8 inference on the CPU (native/ops.h, native/cpu/int8.cc). A quantized activation is a uint8 (int8 for the
+// signed input image) tensor q in nhwc standing for q * scale, its scale kept by the caller; weights are int8 with one
+// scale per output channel.
 
 /** The largest weight magnitude of quantizeConvWeights here: 127 with VNNI or AMX, 63 without (int16 saturation). */
 export function int8WeightMax(): number {
   return addon().cpuInt8WeightMax();
 }
-/** x (float32/bfloat16, any layout) → uint8 nhwc: x / scale rounded to nearest even, clamped to [0, 255]. */
-export function quantizeU8(x: Tensor, scale: number): Tensor {
-  return T(addon().cpuQuantizeU8(x.native, scale));
+/**
+ * x (float32/bfloat16, any layout) → uint8 (or int8) nhwc: x / scale rounded to nearest even, clamped to [0, 255]
+ * (or [-128, 127]: for signed input, the first conv's normalised pixels).
+ */
+export function quantize(x: Tensor, scale: number, dtype: 'uint8' | 'int8' = 'uint8'): Tensor {
+  return T(addon().cpuQuantize(x.native, scale, dtype));
 }
 /** q (uint8) → float32 nchw: q * scale. */
 export function dequantizeU8(q: Tensor, scale: number): Tensor {
@@ -210,7 +214,7 @@ export function quantizeConvWeights(w: Tensor): Int8ConvWeights {
   return { q: T(r.q), scales: T(r.scales) };
 }
 /**
- * conv2d of a uint8 x (standing for x * xScale) with quantized weights and a float32 bias: ReLU'd if asked, then
+ * conv2d of a uint8 or int8 x (standing for x * xScale) with quantized weights and a float32 bias: ReLU'd if asked, then
  * uint8 nhwc quantized with yScale, or float32 nhwc when yScale is 0. Products accumulate exactly in int32.
  */
 export function int8Conv2dForward(x: Tensor, xScale: number, w: Int8ConvWeights, b: Tensor | null, p: Conv2dParams, yScale: number, relu: boolean): Tensor {

@@ -189,8 +189,9 @@ std::vector<CpuKernelUse> cpu_kernels_used();
 // (u8 × s8 products summed in int32), 63 elsewhere (AVX2, avx512_core without VNNI: vpmaddubsw sums two u8 × s8
 // products in int16 with saturation, and 2 × 255 × 127 overflows it; 2 × 255 × 63 does not).
 int cpu_int8_weight_max();
-// x (f32 or bf16, any layout) -> u8 nhwc: x / scale rounded to nearest even, clamped to [0, 255].
-Tensor cpu_quantize_u8(const Tensor& x, double scale);
+// x (f32 or bf16, any layout) -> `dtype` (U8 or I8) nhwc: x / scale rounded to nearest even, clamped to [0, 255]
+// or [-128, 127]. int8 (s8) is for signed input: the first conv's normalised pixels.
+Tensor cpu_quantize(const Tensor& x, double scale, DType dtype);
 // q (u8) -> f32 in q's layout: q * scale.
 Tensor cpu_dequantize_u8(const Tensor& q, double scale);
 // w (K,C,R,S) f32 -> q (K,C,R,S) int8 and scales (K) f32: scale_k = max|w_k| / cpu_int8_weight_max() (1 for an
@@ -200,7 +201,7 @@ struct Int8ConvWeights {
   Tensor q, scales, prepared;
 };
 Int8ConvWeights cpu_quantize_conv_weights(const Tensor& w);
-// conv2d of u8 x (N,C,H,W, nhwc, standing for x * x_scale) with quantized weights w and f32 bias b (K) or
+// conv2d of u8 or s8 x (N,C,H,W, nhwc, standing for x * x_scale) with quantized weights w and f32 bias b (K) or
 // undefined: y = conv(x * x_scale, q * scales) + b, then max(0, .) when relu, returned as u8 nhwc quantized with
 // y_scale (y_scale > 0), or as f32 nhwc when y_scale == 0. oneDNN computes sum(x_u8 * q_s8) in int32, adds
 // b / (x_scale * scale_k) and multiplies by x_scale * scale_k / y_scale. The weights are reordered into the

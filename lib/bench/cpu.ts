@@ -255,7 +255,9 @@ const REFERENCE_BLAS_NOTE =
 function kernelSummary(kernels: CpuKernelUse[]): string[] {
   const groups: [string, (op: string) => boolean][] = [
     ['train conv', (op) => op.startsWith('conv2d_') && !op.includes('(inference)')],
-    ['inference conv', (op) => op.startsWith('conv2d_') && op.includes('(inference)')],
+    ['inference conv', (op) => (op.startsWith('conv2d_') || op.startsWith('int8_conv2d_')) && op.includes('(inference)')],
+    ['inference linear', (op) => op.startsWith('linear_') && op.includes('(inference)')],
+    ['inference quantize', (op) => (op.startsWith('quantize_') || op.startsWith('dequantize_')) && op.includes('(inference)')],
     ['train linear', (op) => op.startsWith('linear_') && !op.includes('(inference)')],
     ['pool', (op) => op.startsWith('maxpool') && !op.includes('(inference)')],
   ];
@@ -311,7 +313,7 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
     console.log(bf16Note ?? `bf16 on oneDNN's bf16 kernels (${isa.isa}${bf16Fast ? ', native bf16 instructions' : ': no avx512_bf16 or AMX, so oneDNN converts to f32 inside its kernels; no speed-up expected'})`);
   }
   if (precisions.includes('int8')) {
-    console.log(`int8 inference: oneDNN's u8 × s8 convolutions (${isa.isa}), weights per channel in ±${int8WeightMax()}${int8WeightMax() < 127 ? ' (no VNNI: 7 bits, so that its int16 pair sums cannot saturate)' : ''}, the first conv and the classifier in fp32; forward rows only`);
+    console.log(`int8 inference: oneDNN's int8 convolutions (${isa.isa}), weights per channel in ±${int8WeightMax()}${int8WeightMax() < 127 ? ' (no VNNI: 7 bits, so that its int16 pair sums cannot saturate; the first conv in fp32)' : ''}, the classifier in fp32; forward rows only`);
   }
   const label = (p: BenchPrecision) => (p === 'bf16' ? (bf16Note ? 'bf16 (emulated)' : bf16Fast ? 'bf16' : 'bf16 (no bf16 ISA)') : p);
 
@@ -398,7 +400,9 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
     console.log(`| ${r.case} | ${r.what} | ${fmt(r.ours)} | ${fmt(r.gflops, 0)} | ${fmt(r.convGflops, 0)} | ${fmt(pct, 0)} | ${fmt(r.torch)} | ${r.torch ? (r.ours / r.torch).toFixed(2) + '×' + mark : '—'} |`);
   }
   console.log(`(${cpuModel}, oneDNN ${isa.isa}, peak ${peak.gflops.toFixed(0)} GFLOP/s; load ${load()} at the end. GFLOP/s count direct-convolution FLOPs: Winograd does fewer, so conv % of peak can pass 100.)`);
-  console.log(`(PyTorch bf16: torch.autocast('cpu', dtype=torch.bfloat16) on the same model, the one against which our bf16 rows are compared.)`);
+  if (precisions.includes('bf16')) {
+    console.log(`(PyTorch bf16: torch.autocast('cpu', dtype=torch.bfloat16) on the same model, the one against which our bf16 rows are compared.)`);
+  }
   if (precisions.includes('int8')) {
     console.log(`(int8 rows: both sides calibrated on the timed batch; PyTorch's is torch.ao.quantization's FX post-training static quantization of the same model; conv % of the fp32 peak, which int8 kernels can pass several times over)`);
   }

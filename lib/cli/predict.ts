@@ -44,7 +44,7 @@ export async function predictFiles(checkpoint: string, files: string[], options:
           how = `scales calibrated on ${cal.sampler.length} images of ${cal.what}`;
           options.calibrated?.(q.scales);
         }
-        options.note?.(`int8: the convolutions after the first in uint8 × int8 (oneDNN), weights per channel in ±${ops.int8WeightMax()}, first conv and classifier float32; ${how}`);
+        options.note?.(`int8: the convolutions in int8 (oneDNN), weights per channel in ±${ops.int8WeightMax()}, ${ops.int8WeightMax() === 127 ? 'the classifier' : 'the first conv (no VNNI) and the classifier'} in float32; ${how}`);
       }
       const ds = new ImageFiles(files, transform, { maxPixels: options.maxPixels });
       for await (const b of new DataLoader(ds, { batchSize: 16 }).iterate(0)) {

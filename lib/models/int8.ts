@@ -1,13 +1,13 @@
 // int8 inference on the CPU: post-training static quantization of a VGGNet's convolutions (native/cpu/int8.cc).
 //
-// Each conv (its batch norm folded in, as eval mode computes it) after the first runs oneDNN's u8 × s8 kernel:
-// activations are uint8 with one scale per tensor (after a ReLU they are >= 0), weights int8 with one scale per
-// output channel, products summed exactly in int32 and requantized to the next layer's scale. The first conv (3
-// input channels of signed pixels, <1 % of the multiply-adds) runs in float32 and its output is quantized; max pools
-// pool the uint8 maps; the last map is dequantized and the model's own average pool and classifier (float32) finish.
-// The activation scales come from calibration: float32 forwards of sample images through the same folded
-// convolutions, each scale = the largest value seen at that point / 255. They are data, like weights: save them
-// (`scales`) and rebuild with `Int8VGG.fromScales` to predict without calibrating again.
+// Each conv (its batch norm folded in, as eval mode computes it) runs oneDNN's int8 kernel: activations are uint8
+// with one scale per tensor (after a ReLU they are >= 0), the input image int8 (normalised pixels are signed; on
+// CPUs without VNNI the first conv stays float32, see quantizeStages), weights int8 with one scale per output channel, products summed exactly in int32 and requantized to the next
+// layer's scale with the ReLU fused; max pools pool the uint8 maps; the last map is dequantized and the model's own
+// average pool and classifier (float32) finish. The scales come from calibration: float32 forwards of sample images
+// through the same folded convolutions, each scale = the largest magnitude seen at that point / 255 (the input's /
+// 127). They are data, like weights: save them (`scales`) and rebuild with `Int8VGG.fromScales` to predict without
+// calibrating again.
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
 import { noGrad } from '../nn/module';
@@ -20,6 +20,8 @@ export interface Int8Scales {
   /** The model's name (e.g. vgg16_bn) and its convs' output channels, checked when the scales are applied. */
   model: string;
   channels: number[];
+  /** int8 step of the input image: its calibration max |x| / 127. */
+  input: number;
   /** uint8 step of each conv's (ReLU'd) output: its calibration maximum / 255. */
   activations: number[];
 }
@@ -89,7 +91,9 @@ export class Int8VGG {
   }
 
   /**
-   * Quantizes `model` (a CPU VGGNet; it stays the caller's and must outlive this) with activation scales measured on
+   * Quantizes `model` (a float32 CPU VGGNet; it stays the caller's and must outlive this: its classifier serves the
+   * int8 forward, while the convolutions are copied, so later changes to their weights need a new Int8VGG) with
+   * activation scales measured on
    * `batches`: normalised images (N, 3, H, W) as the model's own preprocessing makes them, the more representative
    * of what will be predicted the better (a few hundred training images). The batches are the caller's.
    */
@@ -99,10 +103,13 @@ export class Int8VGG {
     try {
       const convs = stages.filter((s) => s.kind === 'conv').length;
       const max = new Array<number>(convs).fill(0);
-      let images = 0;
+      let images = 0, input = 0;
       for await (const x of batches) {
         if (!(x instanceof Tensor)) throw new TypeError('Int8VGG.calibrate: expected batches of image tensors');
         images += x.shape[0] ?? 0;
+        const m = ops.absMax(x);
+        if (!Number.isFinite(m)) throw new Error('Int8VGG.calibrate: a calibration image holds a NaN or an infinity');
+        input = Math.max(input, m);
         noGrad(() => floatFeatures(stages, x, (i, y) => {
           const m = ops.absMax(y);
           if (Number.isNaN(m)) throw new Error(`Int8VGG.calibrate: conv ${i} of the features gave NaN on the calibration images`);
@@ -110,7 +117,7 @@ export class Int8VGG {
         }));
       }
       if (images === 0) throw new Error('Int8VGG.calibrate: no calibration images');
-      const scales: Int8Scales = { format: 'vggnet-int8-scales/1', ...identity(model), activations: max.map(scaleOf) };
+      const scales: Int8Scales = { format: 'vggnet-int8-scales/1', ...identity(model), input: input > 0 ? input / 127 : 1, activations: max.map(scaleOf) };
       return new Int8VGG(model, quantizeStages(stages), scales);
     } catch (e) {
       disposeStages(stages);
@@ -132,12 +139,12 @@ export class Int8VGG {
     const bad = !Array.isArray(a) || a.length !== convs ? `${Array.isArray(a) ? a.length : 'no'} activation scales for ${convs} convs`
       : scales.model !== id.model || String(scales.channels) !== String(id.channels)
         ? `they are for ${scales.model} with conv widths [${String(scales.channels)}], the model is ${id.model} with [${String(id.channels)}]`
-        : a.findIndex((v) => !(typeof v === 'number' && Number.isFinite(v) && v > 0)) >= 0 ? 'an activation scale is not a finite number > 0' : '';
+        : [scales.input, ...a].findIndex((v) => !(typeof v === 'number' && Number.isFinite(v) && v > 0)) >= 0 ? 'a scale (input or activation) is not a finite number > 0' : '';
     if (bad) {
       disposeStages(stages);
       throw new Error(`Int8VGG.fromScales: ${bad}`);
     }
-    return new Int8VGG(model, quantizeStages(stages), { format: scales.format, ...id, activations: [...a] });
+    return new Int8VGG(model, quantizeStages(stages), { format: scales.format, ...id, input: scales.input, activations: [...a] });
   }
 
   /** float32 logits (N, classes) of normalised images (N, 3, H, W), as VGGNet.forward in eval mode without gradients. */
@@ -196,22 +203,27 @@ export class Int8VGG {
       for (const s of this.stages) {
         if (s.kind === 'pool') {
           swap(ops.maxpool2dForward(cur!, s.params, false).y);
-        } else if (!s.q) {
-          // The first conv, float32 (folded), its ReLU'd output quantized.
+        } else if (s.q) {
+          // The first conv's input is the image quantized to int8 (VNNI CPUs: see quantizeStages).
+          if (!cur) {
+            cur = ops.quantize(x, this.scales.input, 'int8');
+            scale = this.scales.input;
+          }
+          swap(ops.int8Conv2dForward(cur, scale, s.q, s.b, s.params, a[conv], true));
+          scale = a[conv++];
+        } else {
+          // The first conv in float32, its ReLU'd output quantized.
           const xf = x.dtype === 'float32' ? x : ops.cast(x, 'float32');
           try {
             const y = ops.conv2dForward(xf, s.w, s.b, { ...s.params, cpuBlockedOutput: true }, true);
             try {
-              swap(ops.quantizeU8(y, a[conv]));
+              swap(ops.quantize(y, a[conv]));
             } finally {
               y.dispose();
             }
           } finally {
             if (xf !== x) xf.dispose();
           }
-          scale = a[conv++];
-        } else {
-          swap(ops.int8Conv2dForward(cur!, scale, s.q, s.b, s.params, a[conv], true));
           scale = a[conv++];
         }
       }
@@ -222,12 +234,17 @@ export class Int8VGG {
   }
 }
 
-/** The int8 weights of every conv after the first (the first stays float32). */
+/**
+ * Every conv's int8 weights, the first conv's only where oneDNN multiplies int8 by int8 exactly: with VNNI or AMX.
+ * Without, its s8 × s8 kernels halve the weights (losing a bit: 2.3 % of the max-abs in test/ops/cpu_int8.test.ts),
+ * so the first conv stays float32 there, its output quantized.
+ */
 function quantizeStages(stages: Stage[]): Stage[] {
+  const signedInput = ops.int8WeightMax() === 127;
   let first = true;
   for (const s of stages) {
     if (s.kind !== 'conv') continue;
-    if (!first) s.q = ops.quantizeConvWeights(s.w);
+    if (!first || signedInput) s.q = ops.quantizeConvWeights(s.w);
     first = false;
   }
   return stages;

@@ -421,10 +421,11 @@ Tensor& cpu_tensor(const Napi::Value& v, const char* what) {
 Napi::Value CpuInt8WeightMaxJs(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), cpu_int8_weight_max());
 }
-// cpuQuantizeU8(x, scale) -> uint8 nhwc
-Napi::Value CpuQuantizeU8(const Napi::CallbackInfo& info) {
-  Tensor& x = cpu_tensor(arg(info, 0), "quantizeU8: input");
-  return wrap(info.Env(), cpu_quantize_u8(x, get_finite(arg(info, 1), "quantizeU8: scale")));
+// cpuQuantize(x, scale, 'uint8' | 'int8') -> nhwc
+Napi::Value CpuQuantize(const Napi::CallbackInfo& info) {
+  Tensor& x = cpu_tensor(arg(info, 0), "quantize: input");
+  const DType dt = dtype_from_name(get_string(arg(info, 2), "quantize: dtype"));
+  return wrap(info.Env(), cpu_quantize(x, get_finite(arg(info, 1), "quantize: scale"), dt));
 }
 // cpuDequantizeU8(q, scale) -> float32 nchw
 Napi::Value CpuDequantizeU8(const Napi::CallbackInfo& info) {
@@ -526,7 +527,7 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("cpuWinograd", CpuWinogradJs);
   def("getNumThreads", GetNumThreads);
   def("cpuInt8WeightMax", CpuInt8WeightMaxJs);
-  def("cpuQuantizeU8", CpuQuantizeU8);
+  def("cpuQuantize", CpuQuantize);
   def("cpuDequantizeU8", CpuDequantizeU8);
   def("cpuQuantizeConvWeights", CpuQuantizeConvWeights);
   def("cpuInt8Conv2dForward", CpuInt8Conv2dForward);

@@ -1,7 +1,6 @@
 // int8 inference (ops.h, "int8 inference on the CPU"): quantize/dequantize, per-channel weight quantization, and
-// the u8 × s8 convolution on oneDNN. Max pools of u8 maps are pool.cc's (oneDNN's u8 pooling); the first conv (3
-// input channels, signed normalised pixels) and the classifier stay float: VGG's first conv is <1 % of its
-// multiply-adds, and quantizing signed input would need s8 activations and oneDNN's compensation path.
+// the u8 × s8 and s8 × s8 convolutions on oneDNN (s8 input: the first conv's signed pixels; oneDNN adds the
+// compensation for it, which the weights' reorder into its format computes). Max pools of u8 maps are pool.cc's.
 #include <cmath>
 #include <cstring>
 
@@ -48,9 +47,8 @@ bool prepared_for(const Tensor& p, const memory::desc& want) {
   if (!p.defined() || p.device() != Device::CPU || p.dtype != DType::I8 || p.ndim() != 1 ||
       size_t(p.numel()) != kPreparedHeader + want.get_size())
     return false;
-  dnnl_memory_desc_t d;
-  std::memcpy(&d, p.raw(), sizeof(d));
-  return memory::desc(d) == want;
+  // Bytes, not memory::desc's ==, so that a header that is not a descriptor is never interpreted.
+  return std::memcmp(p.raw(), &want.data, sizeof(want.data)) == 0;
 }
 
 void check_scale(double s, const char* what) {
@@ -75,12 +73,14 @@ int cpu_int8_weight_max() {
   return m;
 }
 
-Tensor cpu_quantize_u8(const Tensor& x, double scale) {
-  const char* op = "quantize_u8";
-  check_4d_image(x, "quantize_u8: input");
-  check_float_activation(x, "quantize_u8: input");
+Tensor cpu_quantize(const Tensor& x, double scale, DType dtype) {
+  const char* op = "quantize";
+  check_4d_image(x, "quantize: input");
+  check_float_activation(x, "quantize: input");
+  VGG_CHECK_TYPE(dtype == DType::U8 || dtype == DType::I8, "quantize: the result is uint8 or int8, not %s",
+                 dtype_name(dtype));
   check_scale(scale, op);
-  Tensor q = Tensor::empty(x.shape, DType::U8, Device::CPU, Layout::ChannelsLast);
+  Tensor q = Tensor::empty(x.shape, dtype, Device::CPU, Layout::ChannelsLast);
   if (x.numel() == 0) return q;
   guard(op, [&] { scaled_reorder(op, mem_of(x), mem_of(q), float(1.0 / scale)); });
   return q;
@@ -130,14 +130,19 @@ Tensor cpu_int8_conv2d_forward(const Tensor& x, double x_scale, const Int8ConvWe
                                const Conv2dParams& p, double y_scale, bool relu, Tensor* prepared_out) {
   const char* op = "int8_conv2d_forward";
   check_4d_image(x, "int8_conv2d_forward: input");
-  VGG_CHECK_TYPE(x.dtype == DType::U8, "int8_conv2d_forward: input must be uint8 (quantize_u8), got %s",
-                 dtype_name(x.dtype));
+  VGG_CHECK_TYPE(x.dtype == DType::U8 || x.dtype == DType::I8,
+                 "int8_conv2d_forward: input must be uint8 or int8 (quantize), got %s", dtype_name(x.dtype));
   check_cpu(w.q, "int8_conv2d_forward: weight");
   VGG_CHECK_TYPE(w.q.dtype == DType::I8, "int8_conv2d_forward: weight must be int8 (quantize_conv_weights), got %s",
                  dtype_name(w.q.dtype));
   VGG_CHECK(w.q.ndim() == 4, "int8_conv2d_forward: weight must be (K, C, R, S), got %s", shape_str(w.q.shape).c_str());
   const int64_t K = w.q.dim(0);
   check_param(w.scales, {K}, "int8_conv2d_forward: weight scales");
+  for (int64_t k = 0; k < K; ++k) {
+    const float s = w.scales.data<float>()[k];
+    VGG_CHECK_RANGE(std::isfinite(s) && s > 0, "int8_conv2d_forward: weight scale %lld must be finite and > 0, got %g",
+                    (long long)k, double(s));
+  }
   if (b.defined()) check_param(b, {K}, "int8_conv2d_forward: bias");
   check_scale(x_scale, "int8_conv2d_forward: input scale");
   VGG_CHECK_RANGE(y_scale == 0 || (std::isfinite(y_scale) && y_scale > 0 && float(y_scale) > 0),
@@ -163,10 +168,11 @@ Tensor cpu_int8_conv2d_forward(const Tensor& x, double x_scale, const Int8ConvWe
       dnnl::convolution_forward::primitive_desc pd;
       dnnl::convolution_forward prim;
     };
-    const auto src_md = md_plain(x.shape, DType::U8, Layout::ChannelsLast);
+    const auto src_md = md_plain(x.shape, x.dtype, Layout::ChannelsLast);
     const auto dst_md = md_plain(y.shape, ydt, Layout::ChannelsLast);
     const auto bias_md = memory::desc({g.K}, memory::data_type::f32, tag::a);
-    std::string key = cache_key(op, x.shape, w.q.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w, relu, int(ydt));
+    std::string key =
+        cache_key(op, x.shape, int(x.dtype), w.q.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w, relu, int(ydt));
     key.append(reinterpret_cast<const char*>(scales.data()), scales.size() * sizeof(float));
     auto& e = cached<Entry>(key, [&] {
       const auto wei_md = memory::desc({g.K, g.C, g.R, g.S}, memory::data_type::s8, tag::any);

@@ -20,14 +20,14 @@ disposeKeptAfterEach();
 const f32 = (data: Float32Array, shape: number[]) => keep(Tensor.from(data, shape, { device: 'cpu' }));
 
 describe('int8 ops', () => {
-  test('quantizeU8: x / scale rounded to nearest, clamped to [0, 255], nhwc; dequantizeU8: q * scale', () => {
+  test('quantize: x / scale rounded to nearest, clamped to [0, 255] or [-128, 127], nhwc; dequantizeU8: q * scale', () => {
     const shape = [2, 5, 3, 4];
     const x = uniform(120, -1, 4);
     x[0] = 100; // saturates
     x[1] = -3; // clamps to 0
     const scale = 3 / 255;
     for (const layout of ['nchw', 'nhwc'] as const) {
-      const q = keep(ops.quantizeU8(keep(Tensor.from(x, shape, { layout })), scale));
+      const q = keep(ops.quantize(keep(Tensor.from(x, shape, { layout })), scale));
       expect(q.dtype).toBe('uint8');
       expect(q.layout).toBe('nhwc');
       const qa = q.toArray() as Uint8Array;
@@ -42,6 +42,13 @@ describe('int8 ops', () => {
       expect(d.dtype).toBe('float32');
       const da = d.toArray() as Float32Array;
       for (let i = 0; i < qa.length; i++) expect(da[i]).toBe(Math.fround(qa[i] * Math.fround(scale)));
+      const s8 = keep(ops.quantize(keep(Tensor.from(x, shape, { layout })), scale, 'int8'));
+      expect(s8.dtype).toBe('int8');
+      expect(s8.layout).toBe('nhwc');
+      const sa = s8.toArray() as Int8Array;
+      for (let i = 0; i < x.length; i++) expect(Math.abs(sa[i] - Math.min(127, Math.max(-128, x[i] / scale)))).toBeLessThanOrEqual(0.5 + 1e-5);
+      expect(sa[0]).toBe(127);
+      expect(sa[1]).toBe(-128);
     }
   });
 
@@ -81,7 +88,7 @@ describe('int8 ops', () => {
   test.each(cases)('int8Conv2dForward $xs K=$K k=$k: float64 on the quantized operands', ({ xs, K, k, p }) => {
     const [N, C, H, W] = xs;
     const xScale = 2 / 255;
-    const q = keep(ops.quantizeU8(f32(uniform(N * C * H * W, 0, 2), xs), xScale));
+    const q = keep(ops.quantize(f32(uniform(N * C * H * W, 0, 2), xs), xScale));
     const xq = Float64Array.from(q.toArray() as Uint8Array, (v) => v * xScale);
     const wq = ops.quantizeConvWeights(f32(uniform(K * C * k * k, -0.2, 0.2), [K, C, k, k]));
     keep(wq.q);
@@ -128,7 +135,7 @@ describe('int8 ops', () => {
     const wDeq = Float64Array.from(qa, (v, i) => v * sa[Math.floor(i / (C * 9))]);
     // a bogus prepared tensor of the right size is refused by its header, as is one made for another batch shape
     for (const xs of [[4, C, 16, 16], [1, C, 3, 3], [4, C, 16, 16]] as R.Shape4[]) {
-      const q = keep(ops.quantizeU8(f32(uniform(xs[0] * C * xs[2] * xs[3], 0, 1), xs), 1 / 255));
+      const q = keep(ops.quantize(f32(uniform(xs[0] * C * xs[2] * xs[3], 0, 1), xs), 1 / 255));
       const xq = Float64Array.from(q.toArray() as Uint8Array, (v) => v / 255);
       const ref = R.convForward(xq, xs, wDeq, [K, C, 3, 3], null, p, false);
       const y = keep(ops.int8Conv2dForward(q, 1 / 255, wq, null, p, 0, false));
@@ -140,14 +147,48 @@ describe('int8 ops', () => {
     }
   });
 
+  test('int8 (signed) input: float64 on the quantized operands, the largest products exact', () => {
+    const xs: R.Shape4 = [2, 3, 10, 9], K = 16, p = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
+    const xScale = 2.5 / 127;
+    const q = keep(ops.quantize(f32(uniform(2 * 3 * 90, -2.5, 2.5), xs), xScale, 'int8'));
+    const xq = Float64Array.from(q.toArray() as Int8Array, (v) => v * xScale);
+    const wq = ops.quantizeConvWeights(f32(uniform(K * 27, -0.5, 0.5), [K, 3, 3, 3]));
+    keep(wq.q);
+    keep(wq.scales);
+    const qa = wq.q.toArray() as Int8Array, sa = wq.scales.toArray() as Float32Array;
+    const wDeq = Float64Array.from(qa, (v, i) => v * sa[Math.floor(i / 27)]);
+    const b = uniform(K, -0.5, 0.5);
+    const ref = R.convForward(xq, xs, wDeq, [K, 3, 3, 3], b, p, true);
+    const y = keep(ops.int8Conv2dForward(q, xScale, wq, f32(b, [K]), p, 0, true));
+    // Exact sums with VNNI. Without it oneDNN halves the weights of an s8 × s8 convolution in their reorder (its
+    // guard against int16 saturation), rounding away a bit: 2.3 % of the max-abs here under ONEDNN_MAX_CPU_ISA=AVX2
+    // and =AVX512_CORE, which is why Int8VGG runs the first conv in float32 on such CPUs.
+    const vnni = ops.int8WeightMax() === 127;
+    expectClose(y.toArray() as Float32Array, ref.y, vnni ? 1e-6 : 0.05, 'int8 conv, signed input');
+    keep(wq.prepared!);
+    // extremes, with VNNI: -128 and 127 inputs against ±int8WeightMax() weights, 64 channels (s8 × s8 products and
+    // oneDNN's compensation for the signed input)
+    const C = 64, qmax = ops.int8WeightMax();
+    for (const v of vnni ? [-128, 127] : []) {
+      const xe = keep(Tensor.from(new Int8Array(C * 4).fill(v), [1, C, 2, 2], { layout: 'nhwc' }));
+      const w = new Int8Array(2 * C).fill(qmax);
+      w.fill(-qmax, C);
+      const we: ops.Int8ConvWeights = { q: keep(Tensor.from(w, [2, C, 1, 1])), scales: f32(new Float32Array(2).fill(1), [2]) };
+      const ye = keep(ops.int8Conv2dForward(xe, 1, we, null, { strideH: 1, strideW: 1, padH: 0, padW: 0 }, 0, false));
+      keep(we.prepared!);
+      const a = ye.toArray() as Float32Array;
+      expect(Array.from(a)).toEqual([...new Array(4).fill(v * qmax * C), ...new Array(4).fill(-v * qmax * C)]);
+    }
+  });
+
   test('the largest products sum exactly: 255 × ±int8WeightMax() over 64 channels (no int16 saturation)', () => {
     // Without VNNI oneDNN sums pairs of u8 × s8 products in int16 with saturation: 16 channels of 255 × 127 summed
     // to 262136 instead of 518160 under ONEDNN_MAX_CPU_ISA=AVX512_CORE and =AVX2 (on a Zen 5), hence 63 there.
     const C = 64, K = 2, qmax = ops.int8WeightMax();
-    const x = keep(ops.quantizeU8(f32(new Float32Array(C * 9).fill(1), [1, C, 3, 3]), 1 / 255));
+    const x = keep(ops.quantize(f32(new Float32Array(C * 9).fill(1), [1, C, 3, 3]), 1 / 255));
     const w = new Int8Array(K * C).fill(qmax);
     w.fill(-qmax, C); // second output channel: all negative
-    const wq = { q: keep(Tensor.from(w, [K, C, 1, 1])), scales: f32(new Float32Array(K).fill(1), [K]) };
+    const wq: ops.Int8ConvWeights = { q: keep(Tensor.from(w, [K, C, 1, 1])), scales: f32(new Float32Array(K).fill(1), [K]) };
     const y = keep(ops.int8Conv2dForward(x, 1, wq, null, { strideH: 1, strideW: 1, padH: 0, padW: 0 }, 0, false));
     const a = y.toArray() as Float32Array; // nchw order: channel 0's 9 values, then channel 1's
     expect(Array.from(a.subarray(0, 9))).toEqual(new Array(9).fill(255 * qmax * C));
@@ -156,7 +197,7 @@ describe('int8 ops', () => {
 
   test('uint8 max pool: exact, nhwc in and out; no backward', () => {
     const xs: R.Shape4 = [2, 8, 6, 7];
-    const q = keep(ops.quantizeU8(f32(uniform(2 * 8 * 6 * 7, 0, 1), xs), 1 / 255));
+    const q = keep(ops.quantize(f32(uniform(2 * 8 * 6 * 7, 0, 1), xs), 1 / 255));
     const qa = Float64Array.from(q.toArray() as Uint8Array);
     for (const [k, s] of [[2, 2], [3, 2]]) {
       const y = keep(ops.maxpool2dForward(q, { kernel: k, stride: s, pad: 0 }, false).y);
@@ -169,22 +210,23 @@ describe('int8 ops', () => {
 
   test('bad arguments are refused with a message', () => {
     const x = f32(uniform(2 * 4 * 5 * 5, 0, 1), [2, 4, 5, 5]);
-    const q = keep(ops.quantizeU8(x, 0.01));
+    const q = keep(ops.quantize(x, 0.01));
     const wq = ops.quantizeConvWeights(f32(uniform(8 * 4 * 9), [8, 4, 3, 3]));
     keep(wq.q);
     keep(wq.scales);
     const p = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
-    expect(() => ops.quantizeU8(x, 0)).toThrow(/expected a finite scale > 0, got 0/);
-    expect(() => ops.quantizeU8(x, NaN)).toThrow(/finite/);
+    expect(() => ops.quantize(x, 0)).toThrow(/expected a finite scale > 0, got 0/);
+    expect(() => ops.quantize(x, NaN)).toThrow(/finite/);
     expect(() => ops.dequantizeU8(x, 1)).toThrow(/uint8/);
-    expect(() => ops.int8Conv2dForward(x, 0.01, wq, null, p, 0, false)).toThrow(/input must be uint8/);
+    expect(() => ops.int8Conv2dForward(x, 0.01, wq, null, p, 0, false)).toThrow(/input must be uint8 or int8/);
     expect(() => ops.int8Conv2dForward(q, 0.01, { q: x, scales: wq.scales }, null, p, 0, false)).toThrow(/weight must be int8/);
     expect(() => ops.int8Conv2dForward(q, 0.01, wq, null, p, -1, false)).toThrow(/output scale/);
+    expect(() => ops.int8Conv2dForward(q, 0.01, { q: wq.q, scales: f32(new Float32Array(8).fill(0), [8]) }, null, p, 0, false)).toThrow(/weight scale 0 must be finite and > 0/);
     const wrongC = ops.quantizeConvWeights(f32(uniform(8 * 3 * 9), [8, 3, 3, 3]));
     keep(wrongC.q);
     keep(wrongC.scales);
     expect(() => ops.int8Conv2dForward(q, 0.01, wrongC, null, p, 0, false)).toThrow(/4 channels, weight expects 3/);
-    expect(() => ops.absMax(keep(ops.quantizeU8(x, 1)))).toThrow(/float32 or bfloat16|float/);
+    expect(() => ops.absMax(keep(ops.quantize(x, 1)))).toThrow(/float32 or bfloat16|float/);
     expect(ops.absMax(f32(new Float32Array([1, -7, 3]), [3]))).toBe(7);
     expect(ops.absMax(f32(new Float32Array([1, NaN, 3]), [3]))).toBeNaN();
   });
@@ -259,6 +301,7 @@ describe('Int8VGG', () => {
       expect(() => Int8VGG.fromScales(other, q.scales)).toThrow(/they are for vgg_bn with conv widths \[32,64,64,64,128,128\], the model is vgg with/);
       expect(() => Int8VGG.fromScales(m, { ...q.scales, activations: q.scales.activations.slice(1) })).toThrow(/5 activation scales for 6 convs/);
       expect(() => Int8VGG.fromScales(m, { ...q.scales, activations: q.scales.activations.map(() => -1) })).toThrow(/finite number > 0/);
+      expect(() => Int8VGG.fromScales(m, { ...q.scales, input: NaN })).toThrow(/a scale \(input or activation\) is not a finite number > 0/);
       await expect(Int8VGG.calibrate(m, [])).rejects.toThrow(/no calibration images/);
       q.dispose();
       expect(() => q.forward(cal)).toThrow(/disposed/);
