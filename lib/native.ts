@@ -159,6 +159,7 @@ export interface NativeAddon {
   cpuQuantizeConvWeights(w: T): { q: T; scales: T };
   cpuInt8Conv2dForward(x: T, xScale: number, q: T, scales: T, b: Opt, p: NativeConvParams, yScale: number, relu: boolean, prepared: Opt): { y: T; prepared?: T };
   cpuAbsMax(x: T): number;
+  cpuInt8Flatten(q: T): T;
 
   // ---- CUDA graphs (bindings/bind_graph.cc)
   cudaGraphBegin(): void;

@@ -225,6 +225,13 @@ export function int8Conv2dForward(x: Tensor, xScale: number, w: Int8ConvWeights,
   }
   return T(r.y);
 }
+/**
+ * A quantized nhwc map (N, C, H, W) as (N, H·W·C, 1, 1), sharing its storage: flattened in (h, w, c) order for a 1×1
+ * int8 convolution standing for a linear layer, whose weight columns must be in that order.
+ */
+export function int8Flatten(q: Tensor): Tensor {
+  return T(addon().cpuInt8Flatten(q.native));
+}
 /** max |x| of a float32/bfloat16 CPU tensor (NaN if it holds one): calibration's statistic. */
 export function absMax(x: Tensor): number {
   return addon().cpuAbsMax(x.native);

@@ -313,7 +313,7 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
     console.log(bf16Note ?? `bf16 on oneDNN's bf16 kernels (${isa.isa}${bf16Fast ? ', native bf16 instructions' : ': no avx512_bf16 or AMX, so oneDNN converts to f32 inside its kernels; no speed-up expected'})`);
   }
   if (precisions.includes('int8')) {
-    console.log(`int8 inference: oneDNN's int8 convolutions (${isa.isa}), weights per channel in ±${int8WeightMax()}${int8WeightMax() < 127 ? ' (no VNNI: 7 bits, so that its int16 pair sums cannot saturate; the first conv in fp32)' : ''}, the classifier in fp32; forward rows only`);
+    console.log(`int8 inference: convolutions and classifier on oneDNN's int8 kernels (${isa.isa}), weights per channel in ±${int8WeightMax()}${int8WeightMax() < 127 ? ' (no VNNI: 7 bits, so that its int16 pair sums cannot saturate; the first conv in fp32)' : ''}; forward rows only`);
   }
   const label = (p: BenchPrecision) => (p === 'bf16' ? (bf16Note ? 'bf16 (emulated)' : bf16Fast ? 'bf16' : 'bf16 (no bf16 ISA)') : p);
 

@@ -44,7 +44,8 @@ export async function predictFiles(checkpoint: string, files: string[], options:
           how = `scales calibrated on ${cal.sampler.length} images of ${cal.what}`;
           options.calibrated?.(q.scales);
         }
-        options.note?.(`int8: the convolutions in int8 (oneDNN), weights per channel in ±${ops.int8WeightMax()}, ${ops.int8WeightMax() === 127 ? 'the classifier' : 'the first conv (no VNNI) and the classifier'} in float32; ${how}`);
+        const float = [ops.int8WeightMax() < 127 ? 'the first conv (no VNNI)' : '', q.scales.classifier.length ? '' : 'the classifier'].filter(Boolean);
+        options.note?.(`int8: convolutions and classifier in int8 (oneDNN), weights per channel in ±${ops.int8WeightMax()}${float.length ? `, ${float.join(' and ')} in float32` : ''}; ${how}`);
       }
       const ds = new ImageFiles(files, transform, { maxPixels: options.maxPixels });
       for await (const b of new DataLoader(ds, { batchSize: 16 }).iterate(0)) {
@@ -169,8 +170,9 @@ export function readInt8Scales(file: string): Int8Scales {
     throw new Error(`--int8-scales ${file}: ${(e as Error).message}`);
   }
   const o = v as Partial<Int8Scales> | null;
-  if (!o || typeof o !== 'object' || o.format !== 'vggnet-int8-scales/1' || !Array.isArray(o.activations) || !Array.isArray(o.channels) || typeof o.model !== 'string') {
-    throw new Error(`--int8-scales ${file}: expected the JSON that predict --precision int8 --save-int8-scales FILE writes ({"format": "vggnet-int8-scales/1", "model", "channels", "activations"})`);
+  if (!o || typeof o !== 'object' || o.format !== 'vggnet-int8-scales/1' || typeof o.model !== 'string' || !Array.isArray(o.channels)
+    || typeof o.input !== 'number' || !Array.isArray(o.activations) || !Array.isArray(o.classifier)) {
+    throw new Error(`--int8-scales ${file}: expected the JSON that predict --precision int8 --save-int8-scales FILE writes ({"format": "vggnet-int8-scales/1", "model", "channels", "input", "activations", "classifier"})`);
   }
   return o as Int8Scales;
 }

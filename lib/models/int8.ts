@@ -3,16 +3,19 @@
 // Each conv (its batch norm folded in, as eval mode computes it) runs oneDNN's int8 kernel: activations are uint8
 // with one scale per tensor (after a ReLU they are >= 0), the input image int8 (normalised pixels are signed; on
 // CPUs without VNNI the first conv stays float32, see quantizeStages), weights int8 with one scale per output channel, products summed exactly in int32 and requantized to the next
-// layer's scale with the ReLU fused; max pools pool the uint8 maps; the last map is dequantized and the model's own
-// average pool and classifier (float32) finish. The scales come from calibration: float32 forwards of sample images
+// layer's scale with the ReLU fused; max pools pool the uint8 maps. The classifier's linear layers run as 1×1 int8
+// convolutions on the flattened map (the first one's weight folded with the average pool for maps under 7×7, as
+// VGGNet.withFrozenWeights does, and its columns put in the map's (h, w, c) order), the hidden ones requantized to
+// uint8, the last one's logits float32; maps over 7×7, or a classifier of other layers, take the float32 head
+// (VGGNet.forwardHead) on the dequantized map. The scales come from calibration: float32 forwards of sample images
 // through the same folded convolutions, each scale = the largest magnitude seen at that point / 255 (the input's /
 // 127). They are data, like weights: save them (`scales`) and rebuild with `Int8VGG.fromScales` to predict without
 // calibrating again.
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
 import { noGrad } from '../nn/module';
-import { BatchNorm2d, Conv2d, MaxPool2d, ReLU } from '../nn/layers';
-import { VGGNet, softmaxRows } from './vgg';
+import { BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d, ReLU } from '../nn/layers';
+import { VGGNet, foldAdaptivePool, softmaxRows } from './vgg';
 
 /** The activation scales of a calibrated model: one per conv output, in the order of the features' convs. */
 export interface Int8Scales {
@@ -24,7 +27,18 @@ export interface Int8Scales {
   input: number;
   /** uint8 step of each conv's (ReLU'd) output: its calibration maximum / 255. */
   activations: number[];
+  /** uint8 step of each hidden linear layer's (ReLU'd) output; empty when the classifier runs in float32. */
+  classifier: number[];
 }
+
+/** A classifier layer as int8 runs it: the Linear, and whether a ReLU follows (every hidden one's does). */
+interface HeadLayer {
+  linear: Linear;
+  relu: boolean;
+}
+/** One map size's int8 classifier weights (the first layer's fold and column order depend on it). */
+type HeadWeights = ops.Int8ConvWeights[];
+const ONE_BY_ONE: ops.Conv2dParams = { strideH: 1, strideW: 1, padH: 0, padW: 0 };
 
 type Stage =
   | { kind: 'conv'; params: ops.Conv2dParams; w: Tensor; b: Tensor; q?: ops.Int8ConvWeights }
@@ -75,6 +89,22 @@ function checkModel(model: VGGNet): void {
   if (model.precision !== 'fp32') throw new Error(`Int8VGG: quantize a float32 model (precision 'fp32'); this one computes in ${model.precision}`);
 }
 
+/**
+ * The classifier as Linear [ReLU] [Dropout] ... layers (torchvision's: Linear ReLU Dropout Linear ReLU Dropout Linear;
+ * dropout is the identity in eval mode), every Linear but the last followed by a ReLU so that its output is >= 0;
+ * undefined for any other classifier, which then runs in float32.
+ */
+function headPlan(model: VGGNet): HeadLayer[] | undefined {
+  const plan: HeadLayer[] = [];
+  for (const l of model.classifier.layers) {
+    if (l instanceof Linear) plan.push({ linear: l, relu: false });
+    else if (l instanceof ReLU && plan.length && !plan[plan.length - 1].relu) plan[plan.length - 1].relu = true;
+    else if (!(l instanceof Dropout)) return undefined;
+  }
+  if (!plan.length || plan.slice(0, -1).some((h) => !h.relu)) return undefined;
+  return plan;
+}
+
 function identity(model: VGGNet): { model: string; channels: number[] } {
   const channels = model.features.layers.filter((l): l is Conv2d => l instanceof Conv2d).map((c) => c.outChannels);
   return { model: model.options.name ?? (model.options.batchNorm ? 'vgg_bn' : 'vgg'), channels };
@@ -83,11 +113,15 @@ function identity(model: VGGNet): { model: string; channels: number[] } {
 export class Int8VGG {
   readonly scales: Int8Scales;
   private readonly stages: Stage[];
+  private readonly head: HeadLayer[] | undefined;
+  /** int8 classifier weights per feature-map size (C×h×w). */
+  private readonly headWeights = new Map<string, HeadWeights>();
   private disposed = false;
 
   private constructor(readonly model: VGGNet, stages: Stage[], scales: Int8Scales) {
     this.stages = stages;
     this.scales = scales;
+    this.head = scales.classifier.length ? headPlan(model) : undefined;
   }
 
   /**
@@ -103,6 +137,8 @@ export class Int8VGG {
     try {
       const convs = stages.filter((s) => s.kind === 'conv').length;
       const max = new Array<number>(convs).fill(0);
+      const head = headPlan(model);
+      const headMax = new Array<number>(head ? head.length - 1 : 0).fill(0);
       let images = 0, input = 0;
       for await (const x of batches) {
         if (!(x instanceof Tensor)) throw new TypeError('Int8VGG.calibrate: expected batches of image tensors');
@@ -110,14 +146,24 @@ export class Int8VGG {
         const m = ops.absMax(x);
         if (!Number.isFinite(m)) throw new Error('Int8VGG.calibrate: a calibration image holds a NaN or an infinity');
         input = Math.max(input, m);
-        noGrad(() => floatFeatures(stages, x, (i, y) => {
-          const m = ops.absMax(y);
-          if (Number.isNaN(m)) throw new Error(`Int8VGG.calibrate: conv ${i} of the features gave NaN on the calibration images`);
-          max[i] = Math.max(max[i], m);
-        }));
+        noGrad(() => {
+          const last = floatFeatures(stages, x, (i, y) => {
+            const m = ops.absMax(y);
+            if (Number.isNaN(m)) throw new Error(`Int8VGG.calibrate: conv ${i} of the features gave NaN on the calibration images`);
+            max[i] = Math.max(max[i], m);
+          });
+          try {
+            if (head) floatHead(model, head, last, (i, y) => (headMax[i] = Math.max(headMax[i], ops.absMax(y))));
+          } finally {
+            last.dispose();
+          }
+        });
       }
       if (images === 0) throw new Error('Int8VGG.calibrate: no calibration images');
-      const scales: Int8Scales = { format: 'vggnet-int8-scales/1', ...identity(model), input: input > 0 ? input / 127 : 1, activations: max.map(scaleOf) };
+      const scales: Int8Scales = {
+        format: 'vggnet-int8-scales/1', ...identity(model), input: input > 0 ? input / 127 : 1, activations: max.map(scaleOf),
+        classifier: headMax.map(scaleOf),
+      };
       return new Int8VGG(model, quantizeStages(stages), scales);
     } catch (e) {
       disposeStages(stages);
@@ -134,17 +180,19 @@ export class Int8VGG {
     if (scales?.format !== 'vggnet-int8-scales/1') throw new Error(`Int8VGG.fromScales: expected scales of format vggnet-int8-scales/1, got ${JSON.stringify(scales?.format)}`);
     const stages = foldedStages(model);
     const convs = stages.filter((s) => s.kind === 'conv').length;
-    const a = scales.activations;
+    const a = scales.activations, c = scales.classifier;
     const id = identity(model);
+    const hidden = (headPlan(model)?.length ?? 1) - 1;
     const bad = !Array.isArray(a) || a.length !== convs ? `${Array.isArray(a) ? a.length : 'no'} activation scales for ${convs} convs`
-      : scales.model !== id.model || String(scales.channels) !== String(id.channels)
-        ? `they are for ${scales.model} with conv widths [${String(scales.channels)}], the model is ${id.model} with [${String(id.channels)}]`
-        : [scales.input, ...a].findIndex((v) => !(typeof v === 'number' && Number.isFinite(v) && v > 0)) >= 0 ? 'a scale (input or activation) is not a finite number > 0' : '';
+      : !Array.isArray(c) || (c.length !== hidden && c.length !== 0) ? `${Array.isArray(c) ? c.length : 'no'} classifier scales for ${hidden} hidden layers`
+        : scales.model !== id.model || String(scales.channels) !== String(id.channels)
+          ? `they are for ${scales.model} with conv widths [${String(scales.channels)}], the model is ${id.model} with [${String(id.channels)}]`
+          : [scales.input, ...a, ...c].findIndex((v) => !(typeof v === 'number' && Number.isFinite(v) && v > 0)) >= 0 ? 'a scale is not a finite number > 0' : '';
     if (bad) {
       disposeStages(stages);
       throw new Error(`Int8VGG.fromScales: ${bad}`);
     }
-    return new Int8VGG(model, quantizeStages(stages), { format: scales.format, ...id, input: scales.input, activations: [...a] });
+    return new Int8VGG(model, quantizeStages(stages), { format: scales.format, ...id, input: scales.input, activations: [...a], classifier: [...c] });
   }
 
   /** float32 logits (N, classes) of normalised images (N, 3, H, W), as VGGNet.forward in eval mode without gradients. */
@@ -160,11 +208,20 @@ export class Int8VGG {
     this.model.eval();
     try {
       return noGrad(() => this.model.withFrozenWeights(() => {
-        const features = this.int8Features(x);
+        const { map, scale } = this.int8Features(x);
         try {
-          return this.model.forwardHead(features);
+          const hw = this.head && this.headWeightsFor(map.shape);
+          if (!hw) {
+            const features = ops.dequantizeU8(map, scale);
+            try {
+              return this.model.forwardHead(features);
+            } finally {
+              features.dispose();
+            }
+          }
+          return this.int8Head(map, scale, hw);
         } finally {
-          features.dispose();
+          map.dispose();
         }
       }));
     } finally {
@@ -187,10 +244,79 @@ export class Int8VGG {
     if (this.disposed) return;
     this.disposed = true;
     disposeStages(this.stages);
+    for (const ws of this.headWeights.values()) for (const w of ws) disposeWeights(w);
+    this.headWeights.clear();
   }
 
-  /** The features in int8, dequantized to float32 (N, C, h, w). */
-  private int8Features(x: Tensor): Tensor {
+  /**
+   * The int8 classifier's weights for a feature map (N, C, h, w), made on first use: undefined when the map is over
+   * 7×7 (the average pool then averages overlapping windows; the float32 head does that).
+   */
+  private headWeightsFor(shape: number[]): HeadWeights | undefined {
+    const [, c, h, w] = shape;
+    const [oh, ow] = this.model.avgpool.outputSize;
+    if (h * w > oh * ow || (h * w === oh * ow && (h !== oh || w !== ow))) return undefined;
+    const key = `${c}x${h}x${w}`;
+    let ws = this.headWeights.get(key);
+    if (ws) return ws;
+    const plan = this.head!;
+    const first = plan[0].linear;
+    // The first layer: folded with the pool below 7×7 (VGGNet.withFrozenWeights), columns from (c, h, w) to (h, w, c).
+    const folded = h * w < oh * ow ? foldAdaptivePool(first.weight.value, c, h, w, oh, ow) : undefined;
+    let w1: Tensor | undefined;
+    try {
+      const src = (folded ?? first.weight.value).toFloat32();
+      const out = first.outFeatures, hw = h * w, dst = new Float32Array(src.length);
+      for (let o = 0; o < out; o++) {
+        const row = o * c * hw;
+        for (let ch = 0; ch < c; ch++) for (let p = 0; p < hw; p++) dst[row + p * c + ch] = src[row + ch * hw + p];
+      }
+      w1 = Tensor.from(dst, [out, c * hw, 1, 1]);
+      ws = [ops.quantizeConvWeights(w1)];
+    } finally {
+      folded?.dispose();
+      w1?.dispose();
+    }
+    for (const { linear } of plan.slice(1)) {
+      const v = linear.weight.value.view([linear.outFeatures, linear.inFeatures, 1, 1]);
+      try {
+        ws.push(ops.quantizeConvWeights(v));
+      } finally {
+        v.dispose();
+      }
+    }
+    this.headWeights.set(key, ws);
+    return ws;
+  }
+
+  /** The classifier in int8 on the uint8 map: float32 logits (N, classes). */
+  private int8Head(map: Tensor, scale: number, ws: HeadWeights): Tensor {
+    const plan = this.head!;
+    let cur = ops.int8Flatten(map);
+    let s = scale;
+    try {
+      for (let i = 0; i < plan.length; i++) {
+        const last = i === plan.length - 1;
+        const ys = last ? 0 : this.scales.classifier[i];
+        const y = ops.int8Conv2dForward(cur, s, ws[i], plan[i].linear.bias?.value ?? null, ONE_BY_ONE, ys, plan[i].relu);
+        cur.dispose();
+        cur = y;
+        s = ys;
+      }
+      const [n, k] = cur.shape;
+      const nchw = ops.toLayout(cur, 'nchw');
+      try {
+        return nchw.view([n, k]);
+      } finally {
+        nchw.dispose();
+      }
+    } finally {
+      cur.dispose();
+    }
+  }
+
+  /** The features in int8: the last uint8 map (N, C, h, w, nhwc) and its scale. */
+  private int8Features(x: Tensor): { map: Tensor; scale: number } {
     const a = this.scales.activations;
     let cur: Tensor | undefined;
     let scale = 0;
@@ -227,7 +353,9 @@ export class Int8VGG {
           scale = a[conv++];
         }
       }
-      return ops.dequantizeU8(cur!, scale);
+      const map = cur!;
+      cur = undefined;
+      return { map, scale };
     } finally {
       cur?.dispose();
     }
@@ -255,14 +383,40 @@ function disposeStages(stages: Stage[]): void {
     if (s.kind !== 'conv') continue;
     s.w.dispose();
     s.b.dispose();
-    s.q?.q.dispose();
-    s.q?.scales.dispose();
-    s.q?.prepared?.dispose();
+    if (s.q) disposeWeights(s.q);
   }
 }
 
-/** The features in float32 through the folded convs, `seen(i, y)` told each conv's ReLU'd output; the last map is disposed. */
-function floatFeatures(stages: Stage[], x: Tensor, seen: (conv: number, y: Tensor) => void): void {
+function disposeWeights(w: ops.Int8ConvWeights): void {
+  w.q.dispose();
+  w.scales.dispose();
+  w.prepared?.dispose();
+}
+
+/**
+ * The classifier in float32 on the float features (calibration), through the model's average pool and linear
+ * layers, `seen(i, y)` told each hidden layer's ReLU'd output.
+ */
+function floatHead(model: VGGNet, plan: HeadLayer[], features: Tensor, seen: (i: number, y: Tensor) => void): void {
+  const [oh, ow] = model.avgpool.outputSize;
+  const pooled = ops.adaptiveAvgpool2dForward(features, oh, ow);
+  let cur = pooled.view([pooled.shape[0], pooled.numel / pooled.shape[0]]);
+  pooled.dispose();
+  try {
+    for (let i = 0; i < plan.length - 1; i++) {
+      const { linear, relu } = plan[i];
+      const y = ops.linearForward(cur, linear.weight.value, linear.bias?.value ?? null, relu);
+      cur.dispose();
+      cur = y;
+      seen(i, cur);
+    }
+  } finally {
+    cur.dispose();
+  }
+}
+
+/** The features in float32 through the folded convs, `seen(i, y)` told each conv's ReLU'd output; returns the last map. */
+function floatFeatures(stages: Stage[], x: Tensor, seen: (conv: number, y: Tensor) => void): Tensor {
   let cur = x.dtype === 'float32' ? x : ops.cast(x, 'float32');
   let conv = 0;
   const swap = (t: Tensor) => {
@@ -278,6 +432,10 @@ function floatFeatures(stages: Stage[], x: Tensor, seen: (conv: number, y: Tenso
         seen(conv++, cur);
       }
     }
+    if (cur === x) throw new Error('Int8VGG: the features have no layers');
+    const last = cur;
+    cur = x;
+    return last;
   } finally {
     if (cur !== x) cur.dispose();
   }

@@ -461,6 +461,10 @@ Napi::Value CpuInt8Conv2dForward(const Napi::CallbackInfo& info) {
   if (prepared.defined()) o.Set("prepared", wrap(info.Env(), prepared));
   return o;
 }
+// cpuInt8Flatten(q) -> (N, H*W*C, 1, 1) nhwc, q's storage
+Napi::Value CpuInt8Flatten(const Napi::CallbackInfo& info) {
+  return wrap(info.Env(), cpu_int8_flatten(cpu_tensor(arg(info, 0), "int8Flatten: input")));
+}
 // cpuAbsMax(x) -> max |x| (NaN when x holds one)
 Napi::Value CpuAbsMax(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), cpu_abs_max(cpu_tensor(arg(info, 0), "absMax: input")));
@@ -532,6 +536,7 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("cpuQuantizeConvWeights", CpuQuantizeConvWeights);
   def("cpuInt8Conv2dForward", CpuInt8Conv2dForward);
   def("cpuAbsMax", CpuAbsMax);
+  def("cpuInt8Flatten", CpuInt8Flatten);
 }
 
 }  // namespace vgg::js

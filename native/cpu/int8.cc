@@ -216,6 +216,16 @@ Tensor cpu_int8_conv2d_forward(const Tensor& x, double x_scale, const Int8ConvWe
   });
 }
 
+Tensor cpu_int8_flatten(const Tensor& q) {
+  check_4d_image(q, "int8_flatten: input");
+  VGG_CHECK_TYPE(q.dtype == DType::U8 || q.dtype == DType::I8, "int8_flatten: input must be uint8 or int8, got %s",
+                 dtype_name(q.dtype));
+  VGG_CHECK(q.layout == Layout::ChannelsLast, "int8_flatten: input must be nhwc, got %s", layout_name(q.layout));
+  Tensor t = q;
+  t.shape = {q.dim(0), q.dim(1) * q.dim(2) * q.dim(3), 1, 1};
+  return t;
+}
+
 double cpu_abs_max(const Tensor& x) {
   check_cpu(x, "absMax: input");
   check_float_activation(x, "absMax: input");

@@ -136,7 +136,7 @@ test('a short run on the sample data, --resume auto, then predict', async () => 
   const int8Top = (out: string) => (JSON.parse(out) as { top: { index: number; probability: number }[] }[])[0].top;
   c = io();
   expect(await predictMain(['--checkpoint', ckFile, '--precision', 'int8', '--calibration-images', '64', '--top', '10', '--json', png], c.io)).toBe(0);
-  expect(c.err()).toMatch(/^note: int8: the convolutions in int8 \(oneDNN\).* scales calibrated on 64 images of STL10's train split in /m);
+  expect(c.err()).toMatch(/^note: int8: convolutions and classifier in int8 \(oneDNN\).* scales calibrated on 64 images of STL10's train split in /m);
   for (const t of int8Top(c.out())) expect(Math.abs(t.probability - direct[t.index])).toBeLessThan(0.05);
   const calDir = path.join(tmp, 'cal', 'a');
   fs.mkdirSync(calDir, { recursive: true });
