@@ -160,6 +160,7 @@ export interface NativeAddon {
   cpuInt8Conv2dForward(x: T, xScale: number, q: T, scales: T, b: Opt, p: NativeConvParams, yScale: number, relu: boolean, prepared: Opt): { y: T; prepared?: T };
   cpuAbsMax(x: T): number;
   cpuInt8Flatten(q: T): T;
+  cpuInt8LinearForward(x: T, xScale: number, q: T, scales: T, b: Opt, yScale: number, relu: boolean, prepared: Opt): { y: T; prepared?: T };
 
   // ---- CUDA graphs (bindings/bind_graph.cc)
   cudaGraphBegin(): void;

@@ -226,8 +226,21 @@ export function int8Conv2dForward(x: Tensor, xScale: number, w: Int8ConvWeights,
   return T(r.y);
 }
 /**
- * A quantized nhwc map (N, C, H, W) as (N, H·W·C, 1, 1), sharing its storage: flattened in (h, w, c) order for a 1×1
- * int8 convolution standing for a linear layer, whose weight columns must be in that order.
+ * A linear layer on uint8 x (N, K) or a flattened map (N, K, 1, 1) (int8Flatten), standing for x * xScale, with
+ * quantized weights ((M, K) or (M, K, 1, 1)) and a float32 bias: (N, M) uint8 quantized with yScale, or float32 when
+ * yScale is 0, ReLU'd if asked. oneDNN's int8 inner product; `w.prepared` as in int8Conv2dForward.
+ */
+export function int8LinearForward(x: Tensor, xScale: number, w: Int8ConvWeights, b: Tensor | null, yScale: number, relu: boolean): Tensor {
+  const r = addon().cpuInt8LinearForward(x.native, xScale, w.q.native, w.scales.native, n(b), yScale, relu, n(w.prepared ?? null));
+  if (r.prepared) {
+    w.prepared?.dispose();
+    w.prepared = T(r.prepared);
+  }
+  return T(r.y);
+}
+/**
+ * A quantized nhwc map (N, C, H, W) as (N, H·W·C, 1, 1), sharing its storage: flattened in (h, w, c) order for
+ * int8LinearForward, whose weight columns must then be in that order.
  */
 export function int8Flatten(q: Tensor): Tensor {
   return T(addon().cpuInt8Flatten(q.native));

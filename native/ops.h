@@ -210,8 +210,14 @@ Int8ConvWeights cpu_quantize_conv_weights(const Tensor& w);
 // weights are constants while it runs).
 Tensor cpu_int8_conv2d_forward(const Tensor& x, double x_scale, const Int8ConvWeights& w, const Tensor& b,
                                const Conv2dParams& p, double y_scale, bool relu, Tensor* prepared_out = nullptr);
-// q (N,C,H,W) nhwc -> (N, H*W*C, 1, 1) nhwc sharing q's storage: the map flattened in (h, w, c) order, as a 1×1
-// convolution (the int8 classifier's layers) takes it; the weight's columns must be in that order.
+// A linear layer on u8 x (N, K), or a flattened map (N, K, 1, 1) nhwc (cpu_int8_flatten), standing for x * x_scale,
+// with quantized weights w ((M, K) or (M, K, 1, 1) int8, per-row scales) and f32 bias b (M) or undefined: (N, M) u8
+// quantized with y_scale, or f32 when y_scale == 0, ReLU'd when relu; oneDNN's int8 inner product, the same
+// arithmetic as cpu_int8_conv2d_forward (and the same prepared weights).
+Tensor cpu_int8_linear_forward(const Tensor& x, double x_scale, const Int8ConvWeights& w, const Tensor& b,
+                               double y_scale, bool relu, Tensor* prepared_out = nullptr);
+// q (N,C,H,W) nhwc -> (N, H*W*C, 1, 1) nhwc sharing q's storage: the map flattened in (h, w, c) order, as the int8
+// classifier's first layer takes it; its weight's columns must be in that order.
 Tensor cpu_int8_flatten(const Tensor& q);
 // max |x| over a f32 or bf16 tensor (calibration statistics); NaN when x holds a NaN, 0 when x is empty.
 double cpu_abs_max(const Tensor& x);

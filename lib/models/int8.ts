@@ -3,8 +3,8 @@
 // Each conv (its batch norm folded in, as eval mode computes it) runs oneDNN's int8 kernel: activations are uint8
 // with one scale per tensor (after a ReLU they are >= 0), the input image int8 (normalised pixels are signed; on
 // CPUs without VNNI the first conv stays float32, see quantizeStages), weights int8 with one scale per output channel, products summed exactly in int32 and requantized to the next
-// layer's scale with the ReLU fused; max pools pool the uint8 maps. The classifier's linear layers run as 1×1 int8
-// convolutions on the flattened map (the first one's weight folded with the average pool for maps under 7×7, as
+// layer's scale with the ReLU fused; max pools pool the uint8 maps. The classifier's linear layers run oneDNN's int8
+// inner product on the flattened map (the first one's weight folded with the average pool for maps under 7×7, as
 // VGGNet.withFrozenWeights does, and its columns put in the map's (h, w, c) order), the hidden ones requantized to
 // uint8, the last one's logits float32; maps over 7×7, or a classifier of other layers, take the float32 head
 // (VGGNet.forwardHead) on the dequantized map. The scales come from calibration: float32 forwards of sample images
@@ -38,7 +38,6 @@ interface HeadLayer {
 }
 /** One map size's int8 classifier weights (the first layer's fold and column order depend on it). */
 type HeadWeights = ops.Int8ConvWeights[];
-const ONE_BY_ONE: ops.Conv2dParams = { strideH: 1, strideW: 1, padH: 0, padW: 0 };
 
 type Stage =
   | { kind: 'conv'; params: ops.Conv2dParams; w: Tensor; b: Tensor; q?: ops.Int8ConvWeights }
@@ -292,26 +291,22 @@ export class Int8VGG {
   /** The classifier in int8 on the uint8 map: float32 logits (N, classes). */
   private int8Head(map: Tensor, scale: number, ws: HeadWeights): Tensor {
     const plan = this.head!;
-    let cur = ops.int8Flatten(map);
+    let cur: Tensor | undefined = ops.int8Flatten(map);
     let s = scale;
     try {
       for (let i = 0; i < plan.length; i++) {
         const last = i === plan.length - 1;
         const ys = last ? 0 : this.scales.classifier[i];
-        const y = ops.int8Conv2dForward(cur, s, ws[i], plan[i].linear.bias?.value ?? null, ONE_BY_ONE, ys, plan[i].relu);
+        const y = ops.int8LinearForward(cur, s, ws[i], plan[i].linear.bias?.value ?? null, ys, plan[i].relu);
         cur.dispose();
         cur = y;
         s = ys;
       }
-      const [n, k] = cur.shape;
-      const nchw = ops.toLayout(cur, 'nchw');
-      try {
-        return nchw.view([n, k]);
-      } finally {
-        nchw.dispose();
-      }
+      const logits = cur;
+      cur = undefined;
+      return logits;
     } finally {
-      cur.dispose();
+      cur?.dispose();
     }
   }
 

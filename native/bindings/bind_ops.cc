@@ -461,6 +461,24 @@ Napi::Value CpuInt8Conv2dForward(const Napi::CallbackInfo& info) {
   if (prepared.defined()) o.Set("prepared", wrap(info.Env(), prepared));
   return o;
 }
+// cpuInt8LinearForward(x, xScale, q, scales, bias | null, yScale, relu, prepared | null) -> {y, prepared?}
+Napi::Value CpuInt8LinearForward(const Napi::CallbackInfo& info) {
+  Tensor& x = cpu_tensor(arg(info, 0), "int8LinearForward: input");
+  const double xs = get_finite(arg(info, 1), "int8LinearForward: input scale");
+  const Int8ConvWeights w{cpu_tensor(arg(info, 2), "int8LinearForward: weight"),
+                          cpu_tensor(arg(info, 3), "int8LinearForward: weight scales"),
+                          unwrap_optional(arg(info, 7), "int8LinearForward: prepared weights")};
+  Tensor b = unwrap_optional(arg(info, 4), "int8LinearForward: bias");
+  if (b.defined()) cpu_tensor(arg(info, 4), "int8LinearForward: bias");
+  const double ys = get_finite(arg(info, 5), "int8LinearForward: output scale");
+  const bool relu = get_bool(arg(info, 6), "int8LinearForward");
+  Tensor prepared;
+  const Tensor y = cpu_int8_linear_forward(x, xs, w, b, ys, relu, &prepared);
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("y", wrap(info.Env(), y));
+  if (prepared.defined()) o.Set("prepared", wrap(info.Env(), prepared));
+  return o;
+}
 // cpuInt8Flatten(q) -> (N, H*W*C, 1, 1) nhwc, q's storage
 Napi::Value CpuInt8Flatten(const Napi::CallbackInfo& info) {
   return wrap(info.Env(), cpu_int8_flatten(cpu_tensor(arg(info, 0), "int8Flatten: input")));
@@ -537,6 +555,7 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("cpuInt8Conv2dForward", CpuInt8Conv2dForward);
   def("cpuAbsMax", CpuAbsMax);
   def("cpuInt8Flatten", CpuInt8Flatten);
+  def("cpuInt8LinearForward", CpuInt8LinearForward);
 }
 
 }  // namespace vgg::js

@@ -56,6 +56,72 @@ void check_scale(double s, const char* what) {
                   "%s: expected a finite scale > 0, got %g", what, s);
 }
 
+// The checks every int8 layer makes of its weights (int8, K rows, per-row scales finite and > 0), bias and scales.
+void check_int8_layer(const char* op, const Int8ConvWeights& w, const Tensor& b, double x_scale, double y_scale) {
+  check_cpu(w.q, strprintf("%s: weight", op).c_str());
+  VGG_CHECK_TYPE(w.q.dtype == DType::I8, "%s: weight must be int8 (quantize_conv_weights), got %s", op,
+                 dtype_name(w.q.dtype));
+  VGG_CHECK(w.q.ndim() >= 2, "%s: weight must have output rows, got %s", op, shape_str(w.q.shape).c_str());
+  const int64_t K = w.q.dim(0);
+  check_param(w.scales, {K}, strprintf("%s: weight scales", op).c_str());
+  for (int64_t k = 0; k < K; ++k) {
+    const float s = w.scales.data<float>()[k];
+    VGG_CHECK_RANGE(std::isfinite(s) && s > 0, "%s: weight scale %lld must be finite and > 0, got %g", op,
+                    (long long)k, double(s));
+  }
+  if (b.defined()) check_param(b, {K}, strprintf("%s: bias", op).c_str());
+  check_scale(x_scale, strprintf("%s: input scale", op).c_str());
+  VGG_CHECK_RANGE(y_scale == 0 || (std::isfinite(y_scale) && y_scale > 0 && float(y_scale) > 0),
+                  "%s: output scale must be > 0, or 0 for a float32 output; got %g", op, y_scale);
+}
+
+// The bias in the int32 accumulator's units, and the per-row output scales that take those units to y's (y_scale,
+// or float32 values when y_scale == 0). oneDNN 2.6's CPU convolutions and inner products take no output scales given
+// at execution (DNNL_RUNTIME_F32_VAL), so the scales are part of each primitive and of its cache key: one primitive
+// per (layer, batch shape, scales), as a quantized model has.
+struct Requant {
+  Tensor bias;
+  std::vector<float> scales;
+};
+Requant requant(const Int8ConvWeights& w, const Tensor& b, double x_scale, double y_scale) {
+  const int64_t K = w.q.dim(0);
+  Requant r{Tensor::empty({K}, DType::F32, Device::CPU), std::vector<float>(size_t(K))};
+  const float* ws = w.scales.data<float>();
+  const float* bf = b.defined() ? b.data<float>() : nullptr;
+  for (int64_t k = 0; k < K; ++k) {
+    const double acc_unit = x_scale * double(ws[k]);
+    r.bias.data<float>()[k] = bf ? float(double(bf[k]) / acc_unit) : 0.0f;
+    r.scales[size_t(k)] = float(y_scale > 0 ? acc_unit / y_scale : acc_unit);
+  }
+  return r;
+}
+
+dnnl::primitive_attr int8_attr(const std::vector<float>& scales, bool relu) {
+  dnnl::primitive_attr attr;
+  attr.set_output_scales(1 << 1, scales);  // per output channel
+  if (relu) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    attr.set_post_ops(po);
+  }
+  return attr;
+}
+
+// The weights in the primitive's format `want`: w.prepared when it was made for it, else w.q (plain, `plain`)
+// reordered into a new prepared tensor, handed out through prepared_out and kept alive by `keep`.
+memory int8_weights(const Int8ConvWeights& w, const memory::desc& plain, const memory::desc& want,
+                    Tensor* prepared_out, std::vector<Tensor>& keep) {
+  if (prepared_for(w.prepared, want)) return memory(want, engine(), static_cast<char*>(w.prepared.raw()) + kPreparedHeader);
+  Tensor p = Tensor::empty({int64_t(kPreparedHeader + want.get_size())}, DType::I8, Device::CPU);
+  std::memset(p.raw(), 0, kPreparedHeader);
+  std::memcpy(p.raw(), &want.data, sizeof(want.data));
+  memory m(want, engine(), static_cast<char*>(p.raw()) + kPreparedHeader);
+  reorder(memory(plain, engine(), w.q.raw()), m);
+  if (prepared_out) *prepared_out = p;
+  keep.push_back(p);
+  return m;
+}
+
 }  // namespace
 }  // namespace vgg::cpu
 
@@ -132,38 +198,14 @@ Tensor cpu_int8_conv2d_forward(const Tensor& x, double x_scale, const Int8ConvWe
   check_4d_image(x, "int8_conv2d_forward: input");
   VGG_CHECK_TYPE(x.dtype == DType::U8 || x.dtype == DType::I8,
                  "int8_conv2d_forward: input must be uint8 or int8 (quantize), got %s", dtype_name(x.dtype));
-  check_cpu(w.q, "int8_conv2d_forward: weight");
-  VGG_CHECK_TYPE(w.q.dtype == DType::I8, "int8_conv2d_forward: weight must be int8 (quantize_conv_weights), got %s",
-                 dtype_name(w.q.dtype));
+  check_int8_layer(op, w, b, x_scale, y_scale);
   VGG_CHECK(w.q.ndim() == 4, "int8_conv2d_forward: weight must be (K, C, R, S), got %s", shape_str(w.q.shape).c_str());
-  const int64_t K = w.q.dim(0);
-  check_param(w.scales, {K}, "int8_conv2d_forward: weight scales");
-  for (int64_t k = 0; k < K; ++k) {
-    const float s = w.scales.data<float>()[k];
-    VGG_CHECK_RANGE(std::isfinite(s) && s > 0, "int8_conv2d_forward: weight scale %lld must be finite and > 0, got %g",
-                    (long long)k, double(s));
-  }
-  if (b.defined()) check_param(b, {K}, "int8_conv2d_forward: bias");
-  check_scale(x_scale, "int8_conv2d_forward: input scale");
-  VGG_CHECK_RANGE(y_scale == 0 || (std::isfinite(y_scale) && y_scale > 0 && float(y_scale) > 0),
-                  "int8_conv2d_forward: output scale must be > 0, or 0 for a float32 output; got %g", y_scale);
   const ConvGeom g = conv_geometry(x.shape, w.q.shape, p, op);
   const DType ydt = y_scale > 0 ? DType::U8 : DType::F32;
   Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, ydt, Device::CPU, Layout::ChannelsLast);
   if (g.N == 0) return y;
   return guard(op, [&] {
-    // The bias enters the int32 accumulator's units; the output scales take those units to y's. oneDNN 2.6's CPU
-    // convolutions take no output scales given at execution (DNNL_RUNTIME_F32_VAL), so they are part of the
-    // primitive and of its cache key: one primitive per (layer, batch shape, scales), as a quantized model has.
-    Tensor bias = Tensor::empty({g.K}, DType::F32, Device::CPU);
-    std::vector<float> scales(size_t(g.K));
-    const float* ws = w.scales.data<float>();
-    const float* bf = b.defined() ? b.data<float>() : nullptr;
-    for (int64_t k = 0; k < g.K; ++k) {
-      const double acc_unit = x_scale * double(ws[k]);
-      bias.data<float>()[k] = bf ? float(double(bf[k]) / acc_unit) : 0.0f;
-      scales[size_t(k)] = float(ydt == DType::U8 ? acc_unit / y_scale : acc_unit);
-    }
+    const Requant rq = requant(w, b, x_scale, y_scale);
     struct Entry {
       dnnl::convolution_forward::primitive_desc pd;
       dnnl::convolution_forward prim;
@@ -173,39 +215,74 @@ Tensor cpu_int8_conv2d_forward(const Tensor& x, double x_scale, const Int8ConvWe
     const auto bias_md = memory::desc({g.K}, memory::data_type::f32, tag::a);
     std::string key =
         cache_key(op, x.shape, int(x.dtype), w.q.shape, p.stride_h, p.stride_w, p.pad_h, p.pad_w, relu, int(ydt));
-    key.append(reinterpret_cast<const char*>(scales.data()), scales.size() * sizeof(float));
+    key.append(reinterpret_cast<const char*>(rq.scales.data()), rq.scales.size() * sizeof(float));
     auto& e = cached<Entry>(key, [&] {
       const auto wei_md = memory::desc({g.K, g.C, g.R, g.S}, memory::data_type::s8, tag::any);
       dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                                         src_md, wei_md, bias_md, dst_md, g.strides, g.pad_l, g.pad_r);
-      dnnl::primitive_attr attr;
-      attr.set_output_scales(1 << 1, scales);  // per output channel
-      if (relu) {
-        dnnl::post_ops po;
-        po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-        attr.set_post_ops(po);
-      }
-      dnnl::convolution_forward::primitive_desc pd(d, attr, engine());
+      dnnl::convolution_forward::primitive_desc pd(d, int8_attr(rq.scales, relu), engine());
       return new Entry{pd, dnnl::convolution_forward(pd)};
     });
     std::vector<Tensor> keep;
-    const memory::desc want = e.pd.weights_desc();
-    memory wq;
-    if (prepared_for(w.prepared, want)) {
-      wq = memory(want, engine(), static_cast<char*>(w.prepared.raw()) + kPreparedHeader);
-    } else {
-      Tensor p = Tensor::empty({int64_t(kPreparedHeader + want.get_size())}, DType::I8, Device::CPU);
-      std::memset(p.raw(), 0, kPreparedHeader);
-      std::memcpy(p.raw(), &want.data, sizeof(want.data));
-      wq = memory(want, engine(), static_cast<char*>(p.raw()) + kPreparedHeader);
-      reorder(memory(memory::desc({g.K, g.C, g.R, g.S}, memory::data_type::s8, tag::oihw), engine(), w.q.raw()), wq);
-      if (prepared_out) *prepared_out = p;
-      keep.push_back(p);
-    }
+    const memory wq = int8_weights(w, memory::desc({g.K, g.C, g.R, g.S}, memory::data_type::s8, tag::oihw),
+                                   e.pd.weights_desc(), prepared_out, keep);
     const memory xs = to_desc(mem_of(x), src_md, keep);
     std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xs},
                                          {DNNL_ARG_WEIGHTS, wq},
-                                         {DNNL_ARG_BIAS, mem_of(bias, bias_md)},
+                                         {DNNL_ARG_BIAS, mem_of(rq.bias, bias_md)},
+                                         {DNNL_ARG_DST, mem_of(y, dst_md)}};
+    {
+      KernelTimer t(op, e.pd.impl_info_str());
+      e.prim.execute(stream(), args);
+      stream().wait();
+    }
+    return y;
+  });
+}
+
+Tensor cpu_int8_linear_forward(const Tensor& x, double x_scale, const Int8ConvWeights& w, const Tensor& b,
+                               double y_scale, bool relu, Tensor* prepared_out) {
+  const char* op = "int8_linear_forward";
+  check_cpu(x, "int8_linear_forward: input");
+  VGG_CHECK_TYPE(x.dtype == DType::U8, "int8_linear_forward: input must be uint8, got %s", dtype_name(x.dtype));
+  // (N, K), or a flattened map (N, K, 1, 1), whose bytes are the same in any layout
+  const bool flat4 = x.ndim() == 4 && x.dim(2) == 1 && x.dim(3) == 1;
+  VGG_CHECK(x.ndim() == 2 || flat4, "int8_linear_forward: input must be (N, K) or (N, K, 1, 1), got %s",
+            shape_str(x.shape).c_str());
+  check_int8_layer(op, w, b, x_scale, y_scale);
+  const bool wflat4 = w.q.ndim() == 4 && w.q.dim(2) == 1 && w.q.dim(3) == 1;
+  VGG_CHECK(w.q.ndim() == 2 || wflat4, "int8_linear_forward: weight must be (M, K) or (M, K, 1, 1), got %s",
+            shape_str(w.q.shape).c_str());
+  const int64_t N = x.dim(0), K = x.dim(1), M = w.q.dim(0);
+  VGG_CHECK(w.q.dim(1) == K, "int8_linear_forward: input has %lld features, weight expects %lld", (long long)K,
+            (long long)w.q.dim(1));
+  check_nonzero_dims(x.shape, 1, "int8_linear_forward: input");
+  const DType ydt = y_scale > 0 ? DType::U8 : DType::F32;
+  Tensor y = Tensor::empty({N, M}, ydt, Device::CPU);
+  if (N == 0) return y;
+  return guard(op, [&] {
+    const Requant rq = requant(w, b, x_scale, y_scale);
+    struct Entry {
+      dnnl::inner_product_forward::primitive_desc pd;
+      dnnl::inner_product_forward prim;
+    };
+    const auto src_md = memory::desc({N, K}, memory::data_type::u8, tag::nc);
+    const auto dst_md = memory::desc({N, M}, dnnl_dtype(ydt), tag::nc);
+    const auto bias_md = memory::desc({M}, memory::data_type::f32, tag::a);
+    std::string key = cache_key(op, N, K, M, relu, int(ydt));
+    key.append(reinterpret_cast<const char*>(rq.scales.data()), rq.scales.size() * sizeof(float));
+    auto& e = cached<Entry>(key, [&] {
+      const auto wei_md = memory::desc({M, K}, memory::data_type::s8, tag::any);
+      dnnl::inner_product_forward::desc d(dnnl::prop_kind::forward_inference, src_md, wei_md, bias_md, dst_md);
+      dnnl::inner_product_forward::primitive_desc pd(d, int8_attr(rq.scales, relu), engine());
+      return new Entry{pd, dnnl::inner_product_forward(pd)};
+    });
+    std::vector<Tensor> keep;
+    const memory wq = int8_weights(w, memory::desc({M, K}, memory::data_type::s8, tag::oi), e.pd.weights_desc(),
+                                   prepared_out, keep);
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(src_md, engine(), x.raw())},
+                                         {DNNL_ARG_WEIGHTS, wq},
+                                         {DNNL_ARG_BIAS, mem_of(rq.bias, bias_md)},
                                          {DNNL_ARG_DST, mem_of(y, dst_md)}};
     {
       KernelTimer t(op, e.pd.impl_info_str());

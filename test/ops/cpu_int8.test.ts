@@ -208,6 +208,34 @@ describe('int8 ops', () => {
     expect(() => ops.maxpool2dForward(q, { kernel: 2, stride: 2, pad: 0 }, true)).toThrow(/uint8 input \(int8 inference\) has no backward/);
   });
 
+  test('int8LinearForward: float64 on the quantized operands, (N, K) and flattened (N, K, 1, 1) input', () => {
+    const N = 3, K = 40, M = 12, xScale = 1.5 / 255;
+    const q = keep(ops.quantize(f32(uniform(N * K, 0, 1.5), [N, K, 1, 1]), xScale));
+    const xq = Float64Array.from(q.toArray() as Uint8Array, (v) => v * xScale);
+    const wq = ops.quantizeConvWeights(f32(uniform(M * K, -0.3, 0.3), [M, K, 1, 1]));
+    keep(wq.q);
+    keep(wq.scales);
+    const qa = wq.q.toArray() as Int8Array, sa = wq.scales.toArray() as Float32Array;
+    const wDeq = Float64Array.from(qa, (v, i) => v * sa[Math.floor(i / K)]);
+    const b = uniform(M, -0.5, 0.5);
+    for (const relu of [false, true]) {
+      const ref = R.linearForward(xq, N, K, wDeq, M, b, relu);
+      const y = keep(ops.int8LinearForward(q, xScale, wq, f32(b, [M]), 0, relu));
+      keep(wq.prepared!);
+      expect(y.shape).toEqual([N, M]);
+      expectClose(y.toArray() as Float32Array, ref, 1e-6, `int8 linear relu=${relu}`);
+      if (!relu) continue;
+      const yScale = Math.max(...ref) / 200;
+      const y8 = keep(ops.int8LinearForward(q, xScale, wq, f32(b, [M]), yScale, true));
+      expect(y8.dtype).toBe('uint8');
+      const a8 = y8.toArray() as Uint8Array;
+      for (let i = 0; i < a8.length; i++) expect(Math.abs(a8[i] - Math.min(255, ref[i] / yScale))).toBeLessThanOrEqual(0.5 + 1e-4);
+    }
+    expect(() => ops.int8LinearForward(f32(uniform(N * K), [N, K]), xScale, wq, null, 0, false)).toThrow(/input must be uint8/);
+    const q2 = keep(ops.quantize(f32(uniform(N * 8, 0, 1), [N, 8, 1, 1]), xScale));
+    expect(() => ops.int8LinearForward(q2, xScale, wq, null, 0, false)).toThrow(/input has 8 features, weight expects 40/);
+  });
+
   test('int8Flatten: an nhwc map as (N, H·W·C, 1, 1) in (h, w, c) order, sharing its bytes', () => {
     const xs: R.Shape4 = [2, 3, 2, 2];
     const v = Float32Array.from({ length: 24 }, (_, i) => i);
