@@ -256,7 +256,7 @@ function kernelSummary(kernels: CpuKernelUse[]): string[] {
   const groups: [string, (op: string) => boolean][] = [
     ['train conv', (op) => op.startsWith('conv2d_') && !op.includes('(inference)')],
     ['inference conv', (op) => (op.startsWith('conv2d_') || op.startsWith('int8_conv2d_')) && op.includes('(inference)')],
-    ['inference linear', (op) => op.startsWith('linear_') && op.includes('(inference)')],
+    ['inference linear', (op) => (op.startsWith('linear_') || op.startsWith('int8_linear_')) && op.includes('(inference)')],
     ['inference quantize', (op) => (op.startsWith('quantize_') || op.startsWith('dequantize_')) && op.includes('(inference)')],
     ['train linear', (op) => op.startsWith('linear_') && !op.includes('(inference)')],
     ['pool', (op) => op.startsWith('maxpool') && !op.includes('(inference)')],
