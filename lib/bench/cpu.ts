@@ -106,20 +106,9 @@ function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: numbe
     // Inference as evaluation and `predict` run it: eval mode under noGrad, inside withFrozenWeights (so at inputs
     // under 224² the classifier's first layer is folded with the average pool once, in the warm-up, not per pass).
     m.eval();
-    const forward = () => noGrad(() => m.forward(x).dispose());
-    const fwd: number[] = [];
-    const convFwdMs = m.withFrozenWeights(() => {
-      for (let i = 0; i < warmup + steps; i++) {
-        const t = performance.now();
-        forward();
-        if (i >= warmup) fwd.push(performance.now() - t);
-      }
-      cpuKernelsUsed();
-      forward();
-      kernels.push(...cpuKernelsUsed().map((k) => ({ ...k, op: `${k.op} (inference)` })));
-      return convMsPerRun(profiled, forward);
-    });
-    return { train: (c.batch * 1000) / median(train), fwd: (c.batch * 1000) / median(fwd), convTrainMs, convFwdMs, kernels };
+    const inf = m.withFrozenWeights(() => timeInference(() => noGrad(() => m.forward(x).dispose()), c.batch, steps, warmup));
+    kernels.push(...inf.kernels);
+    return { train: (c.batch * 1000) / median(train), fwd: inf.fwd, convTrainMs, convFwdMs: inf.convFwdMs, kernels };
   } finally {
     m.dispose();
     opt.dispose();
@@ -128,8 +117,25 @@ function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: numbe
   }
 }
 
+/**
+ * img/s of `forward` (a batch of `batch` images; median of `steps` after `warmup`), then the kernels of one more pass
+ * and the conv ms of op-profiled passes: after the timed ones, so that neither bookkeeping touches the img/s.
+ */
+function timeInference(forward: () => void, batch: number, steps: number, warmup: number): Pick<Timing, 'fwd' | 'convFwdMs' | 'kernels'> {
+  const fwd: number[] = [];
+  for (let i = 0; i < warmup + steps; i++) {
+    const t = performance.now();
+    forward();
+    if (i >= warmup) fwd.push(performance.now() - t);
+  }
+  cpuKernelsUsed();
+  forward();
+  const kernels = cpuKernelsUsed().map((k) => ({ ...k, op: `${k.op} (inference)` }));
+  return { fwd: (batch * 1000) / median(fwd), convFwdMs: convMsPerRun(Math.min(steps, 3), forward), kernels };
+}
+
 /** int8 inference (Int8VGG calibrated on the timed batch itself) as `timeOurs` times the forward pass. */
-async function timeOursInt8(c: CpuCase, steps: number, warmup: number): Promise<Omit<Timing, 'train' | 'convTrainMs'>> {
+async function timeOursInt8(c: CpuCase, steps: number, warmup: number): Promise<Pick<Timing, 'fwd' | 'convFwdMs' | 'kernels'>> {
   const m = new VGGNet(CFG[c.model], { device: 'cpu', precision: 'fp32', seed: 1 });
   const rng = new Rng(1);
   const x = Tensor.from(rng.fillNormal(new Float32Array(c.batch * 3 * c.size * c.size), 0, 1), [c.batch, 3, c.size, c.size]);
@@ -138,19 +144,7 @@ async function timeOursInt8(c: CpuCase, steps: number, warmup: number): Promise<
     m.eval();
     q = await Int8VGG.calibrate(m, [x]);
     const int8 = q;
-    const forward = () => int8.forward(x).dispose();
-    return m.withFrozenWeights(() => {
-      const fwd: number[] = [];
-      for (let i = 0; i < warmup + steps; i++) {
-        const t = performance.now();
-        forward();
-        if (i >= warmup) fwd.push(performance.now() - t);
-      }
-      cpuKernelsUsed();
-      forward();
-      const kernels = cpuKernelsUsed().map((k) => ({ ...k, op: `${k.op} (inference)` }));
-      return { fwd: (c.batch * 1000) / median(fwd), convFwdMs: convMsPerRun(Math.min(steps, 3), forward), kernels };
-    });
+    return m.withFrozenWeights(() => timeInference(() => int8.forward(x).dispose(), c.batch, steps, warmup));
   } finally {
     q?.dispose();
     m.dispose();
@@ -328,7 +322,7 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
     const macs: VggMacs = vggMacs(CFG[c.model], c.size);
     const torchRuns: TorchCase[] = [];
     const ours = new Map<Precision, Timing[]>();
-    const oursInt8: Omit<Timing, 'train' | 'convTrainMs'>[] = [];
+    const oursInt8: Pick<Timing, 'fwd' | 'convFwdMs' | 'kernels'>[] = [];
     for (let r = 0; r < rounds; r++) {
       if (py) {
         const t = timeTorch(py, c, threads, steps, warmup, precisions.includes('bf16'), precisions.includes('int8'));

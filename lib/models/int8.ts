@@ -1,23 +1,23 @@
-// int8 inference on the CPU: post-training static quantization of a VGGNet's convolutions (native/cpu/int8.cc).
+// int8 inference on the CPU: post-training static quantization of a VGGNet (native/cpu/int8.cc).
 //
 // Each conv (its batch norm folded in, as eval mode computes it) runs oneDNN's int8 kernel: activations are uint8
-// with one scale per tensor (after a ReLU they are >= 0), the input image int8 (normalised pixels are signed; on
-// CPUs without VNNI the first conv stays float32, see quantizeStages), weights int8 with one scale per output channel, products summed exactly in int32 and requantized to the next
-// layer's scale with the ReLU fused; max pools pool the uint8 maps. The classifier's linear layers run oneDNN's int8
-// inner product on the flattened map (the first one's weight folded with the average pool for maps under 7×7, as
-// VGGNet.withFrozenWeights does, and its columns put in the map's (h, w, c) order), the hidden ones requantized to
-// uint8, the last one's logits float32; maps over 7×7, or a classifier of other layers, take the float32 head
-// (VGGNet.forwardHead) on the dequantized map. The scales come from calibration: float32 forwards of sample images
-// through the same folded convolutions, each scale = the largest magnitude seen at that point / 255 (the input's /
-// 127). They are data, like weights: save them (`scales`) and rebuild with `Int8VGG.fromScales` to predict without
-// calibrating again.
+// with one scale per tensor (after a ReLU they are >= 0), the input image int8 (normalised pixels are signed; on CPUs
+// without VNNI the first conv stays float32, see quantizeStages), weights int8 with one scale per output channel,
+// products summed exactly in int32 and requantized to the next layer's scale with the ReLU fused; max pools pool the
+// uint8 maps. The classifier's linear layers run oneDNN's int8 inner product on the flattened map (the first one's
+// weight folded with the average pool for maps under 7×7, as VGGNet.withFrozenWeights does, and its columns put in
+// the map's (h, w, c) order), the hidden ones requantized to uint8, the last one's logits float32; maps over 7×7, or
+// a classifier of other layers, take the float32 head (VGGNet.forwardHead) on the dequantized map. The scales come
+// from calibration: float32 forwards of sample images through the same folded layers, each scale = the largest
+// magnitude seen at that point / 255 (the input's / 127). They are data, like weights: save them (`scales`) and
+// rebuild with `Int8VGG.fromScales` to predict without calibrating again.
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
 import { noGrad } from '../nn/module';
 import { BatchNorm2d, Conv2d, Dropout, Linear, MaxPool2d, ReLU } from '../nn/layers';
 import { VGGNet, foldAdaptivePool, softmaxRows } from './vgg';
 
-/** The activation scales of a calibrated model: one per conv output, in the order of the features' convs. */
+/** A calibrated model's scales: the input's, one per conv output (in the features' order), one per hidden linear layer. */
 export interface Int8Scales {
   format: 'vggnet-int8-scales/1';
   /** The model's name (e.g. vgg16_bn) and its convs' output channels, checked when the scales are applied. */
@@ -109,6 +109,7 @@ function identity(model: VGGNet): { model: string; channels: number[] } {
   return { model: model.options.name ?? (model.options.batchNorm ? 'vgg_bn' : 'vgg'), channels };
 }
 
+/** A VGGNet quantized for int8 inference on the CPU (see the top of this file); `predict --precision int8` runs it. */
 export class Int8VGG {
   readonly scales: Int8Scales;
   private readonly stages: Stage[];
@@ -124,11 +125,12 @@ export class Int8VGG {
   }
 
   /**
-   * Quantizes `model` (a float32 CPU VGGNet; it stays the caller's and must outlive this: its classifier serves the
-   * int8 forward, while the convolutions are copied, so later changes to their weights need a new Int8VGG) with
-   * activation scales measured on
-   * `batches`: normalised images (N, 3, H, W) as the model's own preprocessing makes them, the more representative
-   * of what will be predicted the better (a few hundred training images). The batches are the caller's.
+   * Quantizes `model` (a float32 CPU VGGNet; it stays the caller's and must outlive this: its weights are copied
+   * when quantized, the convolutions' here and the classifier's at the first forward of each input size, and the
+   * float32 head of inputs over 224² reads them live, so a model whose weights change needs a new Int8VGG) with
+   * scales measured on `batches`: normalised images (N, 3, H, W) as the model's own preprocessing makes them, the
+   * more representative of what will be predicted the better (a few hundred training images). The batches are the
+   * caller's.
    */
   static async calibrate(model: VGGNet, batches: Iterable<Tensor> | AsyncIterable<Tensor>): Promise<Int8VGG> {
     checkModel(model);

@@ -440,44 +440,47 @@ Napi::Value CpuQuantizeConvWeights(const Napi::CallbackInfo& info) {
   o.Set("scales", wrap(info.Env(), r.scales));
   return o;
 }
-// cpuInt8Conv2dForward(x, xScale, q, scales, bias | null, params, yScale, relu, prepared | null)
-//   -> {y, prepared?}: prepared is set when the weights were reordered (pass it back next time)
+// The arguments an int8 layer shares: weights (q, scales, prepared | null at `prepared_at`), bias | null.
+Int8ConvWeights int8_weights_arg(const Napi::CallbackInfo& info, size_t prepared_at, const std::string& op) {
+  return {cpu_tensor(arg(info, 2), (op + ": weight").c_str()), cpu_tensor(arg(info, 3), (op + ": weight scales").c_str()),
+          unwrap_optional(arg(info, prepared_at), (op + ": prepared weights").c_str())};
+}
+Tensor int8_bias_arg(const Napi::CallbackInfo& info, const std::string& op) {
+  Tensor b = unwrap_optional(arg(info, 4), (op + ": bias").c_str());
+  if (b.defined()) cpu_tensor(arg(info, 4), (op + ": bias").c_str());
+  return b;
+}
+// {y, prepared?}: prepared is set when the weights were reordered (pass it back next time)
+Napi::Object with_prepared(Napi::Env env, const Tensor& y, const Tensor& prepared) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("y", wrap(env, y));
+  if (prepared.defined()) o.Set("prepared", wrap(env, prepared));
+  return o;
+}
+// cpuInt8Conv2dForward(x, xScale, q, scales, bias | null, params, yScale, relu, prepared | null) -> {y, prepared?}
 Napi::Value CpuInt8Conv2dForward(const Napi::CallbackInfo& info) {
   const char* op = "int8Conv2dForward";
   Tensor& x = cpu_tensor(arg(info, 0), "int8Conv2dForward: input");
   const double xs = get_finite(arg(info, 1), "int8Conv2dForward: input scale");
-  const Int8ConvWeights w{cpu_tensor(arg(info, 2), "int8Conv2dForward: weight"),
-                          cpu_tensor(arg(info, 3), "int8Conv2dForward: weight scales"),
-                          unwrap_optional(arg(info, 8), "int8Conv2dForward: prepared weights")};
-  Tensor b = unwrap_optional(arg(info, 4), "int8Conv2dForward: bias");
-  if (b.defined()) cpu_tensor(arg(info, 4), "int8Conv2dForward: bias");
+  const Int8ConvWeights w = int8_weights_arg(info, 8, op);
+  const Tensor b = int8_bias_arg(info, op);
   const Conv2dParams p = conv_params(arg(info, 5), op);
   const double ys = get_finite(arg(info, 6), "int8Conv2dForward: output scale");
-  const bool relu = get_bool(arg(info, 7), op);
   Tensor prepared;
-  const Tensor y = cpu_int8_conv2d_forward(x, xs, w, b, p, ys, relu, &prepared);
-  Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("y", wrap(info.Env(), y));
-  if (prepared.defined()) o.Set("prepared", wrap(info.Env(), prepared));
-  return o;
+  const Tensor y = cpu_int8_conv2d_forward(x, xs, w, b, p, ys, get_bool(arg(info, 7), op), &prepared);
+  return with_prepared(info.Env(), y, prepared);
 }
 // cpuInt8LinearForward(x, xScale, q, scales, bias | null, yScale, relu, prepared | null) -> {y, prepared?}
 Napi::Value CpuInt8LinearForward(const Napi::CallbackInfo& info) {
+  const char* op = "int8LinearForward";
   Tensor& x = cpu_tensor(arg(info, 0), "int8LinearForward: input");
   const double xs = get_finite(arg(info, 1), "int8LinearForward: input scale");
-  const Int8ConvWeights w{cpu_tensor(arg(info, 2), "int8LinearForward: weight"),
-                          cpu_tensor(arg(info, 3), "int8LinearForward: weight scales"),
-                          unwrap_optional(arg(info, 7), "int8LinearForward: prepared weights")};
-  Tensor b = unwrap_optional(arg(info, 4), "int8LinearForward: bias");
-  if (b.defined()) cpu_tensor(arg(info, 4), "int8LinearForward: bias");
+  const Int8ConvWeights w = int8_weights_arg(info, 7, op);
+  const Tensor b = int8_bias_arg(info, op);
   const double ys = get_finite(arg(info, 5), "int8LinearForward: output scale");
-  const bool relu = get_bool(arg(info, 6), "int8LinearForward");
   Tensor prepared;
-  const Tensor y = cpu_int8_linear_forward(x, xs, w, b, ys, relu, &prepared);
-  Napi::Object o = Napi::Object::New(info.Env());
-  o.Set("y", wrap(info.Env(), y));
-  if (prepared.defined()) o.Set("prepared", wrap(info.Env(), prepared));
-  return o;
+  const Tensor y = cpu_int8_linear_forward(x, xs, w, b, ys, get_bool(arg(info, 6), op), &prepared);
+  return with_prepared(info.Env(), y, prepared);
 }
 // cpuInt8Flatten(q) -> (N, H*W*C, 1, 1) nhwc, q's storage
 Napi::Value CpuInt8Flatten(const Napi::CallbackInfo& info) {

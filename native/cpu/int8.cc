@@ -107,6 +107,14 @@ dnnl::primitive_attr int8_attr(const std::vector<float>& scales, bool relu) {
   return attr;
 }
 
+// Runs an int8 layer's primitive, noted in the kernel log under op.
+void run_int8(const char* op, const std::string& impl, const dnnl::primitive& prim, const memory& src,
+              const memory& wei, const memory& bias, const memory& dst) {
+  KernelTimer t(op, impl);
+  prim.execute(stream(), {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
+  stream().wait();
+}
+
 // The weights in the primitive's format `want`: w.prepared when it was made for it, else w.q (plain, `plain`)
 // reordered into a new prepared tensor, handed out through prepared_out and kept alive by `keep`.
 memory int8_weights(const Int8ConvWeights& w, const memory::desc& plain, const memory::desc& want,
@@ -226,16 +234,8 @@ Tensor cpu_int8_conv2d_forward(const Tensor& x, double x_scale, const Int8ConvWe
     std::vector<Tensor> keep;
     const memory wq = int8_weights(w, memory::desc({g.K, g.C, g.R, g.S}, memory::data_type::s8, tag::oihw),
                                    e.pd.weights_desc(), prepared_out, keep);
-    const memory xs = to_desc(mem_of(x), src_md, keep);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, xs},
-                                         {DNNL_ARG_WEIGHTS, wq},
-                                         {DNNL_ARG_BIAS, mem_of(rq.bias, bias_md)},
-                                         {DNNL_ARG_DST, mem_of(y, dst_md)}};
-    {
-      KernelTimer t(op, e.pd.impl_info_str());
-      e.prim.execute(stream(), args);
-      stream().wait();
-    }
+    run_int8(op, e.pd.impl_info_str(), e.prim, to_desc(mem_of(x), src_md, keep), wq, mem_of(rq.bias, bias_md),
+             mem_of(y, dst_md));
     return y;
   });
 }
@@ -280,15 +280,8 @@ Tensor cpu_int8_linear_forward(const Tensor& x, double x_scale, const Int8ConvWe
     std::vector<Tensor> keep;
     const memory wq = int8_weights(w, memory::desc({M, K}, memory::data_type::s8, tag::oi), e.pd.weights_desc(),
                                    prepared_out, keep);
-    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(src_md, engine(), x.raw())},
-                                         {DNNL_ARG_WEIGHTS, wq},
-                                         {DNNL_ARG_BIAS, mem_of(rq.bias, bias_md)},
-                                         {DNNL_ARG_DST, mem_of(y, dst_md)}};
-    {
-      KernelTimer t(op, e.pd.impl_info_str());
-      e.prim.execute(stream(), args);
-      stream().wait();
-    }
+    run_int8(op, e.pd.impl_info_str(), e.prim, memory(src_md, engine(), x.raw()), wq, mem_of(rq.bias, bias_md),
+             mem_of(y, dst_md));
     return y;
   });
 }
