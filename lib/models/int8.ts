@@ -39,8 +39,9 @@ interface HeadLayer {
 /** One map size's int8 classifier weights (the first layer's fold and column order depend on it). */
 type HeadWeights = ops.Int8ConvWeights[];
 
+// A conv's folded float32 weight `w` serves calibration and a conv that stays float32; once quantized (`q`) it is freed.
 type Stage =
-  | { kind: 'conv'; params: ops.Conv2dParams; w: Tensor; b: Tensor; q?: ops.Int8ConvWeights }
+  | { kind: 'conv'; params: ops.Conv2dParams; w?: Tensor; b: Tensor; q?: ops.Int8ConvWeights }
   | { kind: 'pool'; params: ops.Pool2dParams };
 
 /** Conv2d [BatchNorm2d] ReLU and MaxPool2d stages of the features, each conv with its batch norm folded in. */
@@ -338,7 +339,7 @@ export class Int8VGG {
           // The first conv in float32, its ReLU'd output quantized.
           const xf = x.dtype === 'float32' ? x : ops.cast(x, 'float32');
           try {
-            const y = ops.conv2dForward(xf, s.w, s.b, { ...s.params, cpuBlockedOutput: true }, true);
+            const y = ops.conv2dForward(xf, s.w!, s.b, { ...s.params, cpuBlockedOutput: true }, true);
             try {
               swap(ops.quantize(y, a[conv]));
             } finally {
@@ -369,7 +370,11 @@ function quantizeStages(stages: Stage[]): Stage[] {
   let first = true;
   for (const s of stages) {
     if (s.kind !== 'conv') continue;
-    if (!first || signedInput) s.q = ops.quantizeConvWeights(s.w);
+    if (!first || signedInput) {
+      s.q = ops.quantizeConvWeights(s.w!);
+      s.w!.dispose();
+      s.w = undefined;
+    }
     first = false;
   }
   return stages;
@@ -378,7 +383,7 @@ function quantizeStages(stages: Stage[]): Stage[] {
 function disposeStages(stages: Stage[]): void {
   for (const s of stages) {
     if (s.kind !== 'conv') continue;
-    s.w.dispose();
+    s.w?.dispose();
     s.b.dispose();
     if (s.q) disposeWeights(s.q);
   }
@@ -425,7 +430,7 @@ function floatFeatures(stages: Stage[], x: Tensor, seen: (conv: number, y: Tenso
       if (s.kind === 'pool') {
         swap(ops.maxpool2dForward(cur, s.params, false).y);
       } else {
-        swap(ops.conv2dForward(cur, s.w, s.b, { ...s.params, cpuBlockedOutput: true }, true));
+        swap(ops.conv2dForward(cur, s.w!, s.b, { ...s.params, cpuBlockedOutput: true }, true));
         seen(conv++, cur);
       }
     }

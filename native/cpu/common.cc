@@ -58,14 +58,19 @@ memory mem_of(const Tensor& t) { return mem_of(t, md_of(t)); }
 
 Tensor scratch(size_t nbytes) { return Tensor::empty({int64_t(nbytes ? nbytes : 1)}, DType::U8, Device::CPU); }
 
-void reorder(const memory& from, const memory& to) {
+void reorder(const memory& from, const memory& to, float scale) {
   auto key = std::string("reorder");
   // memory::desc has no hash; its blob of the C struct identifies it.
   const auto& a = from.get_desc().data;
   const auto& b = to.get_desc().data;
   key.append(reinterpret_cast<const char*>(&a), sizeof(a));
   key.append(reinterpret_cast<const char*>(&b), sizeof(b));
-  auto& r = cached<dnnl::reorder>(key, [&] { return new dnnl::reorder(from, to); });
+  key.append(reinterpret_cast<const char*>(&scale), sizeof(scale));
+  auto& r = cached<dnnl::reorder>(key, [&] {
+    dnnl::primitive_attr attr;
+    if (scale != 1.0f) attr.set_output_scales(0, {scale});
+    return new dnnl::reorder(dnnl::reorder::primitive_desc(from, to, attr));
+  });
   r.execute(stream(), const_cast<memory&>(from), const_cast<memory&>(to));
 }
 

@@ -91,7 +91,9 @@ MatmulEntry& matmul_entry(const std::string& key, const dnnl::memory::desc& a, c
 // Reorders `user` into `want` when the layouts differ (using a cached reorder) and returns the memory to use;
 // `keep` holds any temporary buffer for the duration of the op.
 dnnl::memory to_desc(const dnnl::memory& user, const dnnl::memory::desc& want, std::vector<Tensor>& keep);
-void reorder(const dnnl::memory& from, const dnnl::memory& to);
+// The reorder (cached per descriptor pair and scale) is queued, not waited for. scale != 1: to = saturate(round(from *
+// scale)), rounding to nearest even (int8 inference's quantize and dequantize).
+void reorder(const dnnl::memory& from, const dnnl::memory& to, float scale = 1.0f);
 
 // ---- a convolution's sizes: x (N,C,H,W), w (K,C,R,S) -> y (N,K,P,Q), with oneDNN's strides and paddings.
 struct ConvGeom {

@@ -14,28 +14,10 @@ using tag = memory::format_tag;
 
 namespace {
 
-// A reorder of `from` into `to` with one output scale: to = saturate(round(from * scale)). oneDNN's reorder rounds
-// to nearest even (the MXCSR default) and saturates to the destination type's range. The scale is part of the
-// primitive (a cached primitive per scale: a model has one per quantization point).
+// A scaled reorder (common.h) of `from` into `to`, waited for and noted in the kernel log under op.
 void scaled_reorder(const char* op, const memory& from, const memory& to, float scale) {
-  std::string key = "scaled_reorder";
-  const auto& a = from.get_desc().data;
-  const auto& b = to.get_desc().data;
-  key.append(reinterpret_cast<const char*>(&a), sizeof(a));
-  key.append(reinterpret_cast<const char*>(&b), sizeof(b));
-  key.append(reinterpret_cast<const char*>(&scale), sizeof(scale));
-  struct Entry {
-    dnnl::reorder::primitive_desc pd;
-    dnnl::reorder prim;
-  };
-  auto& e = cached<Entry>(key, [&] {
-    dnnl::primitive_attr attr;
-    attr.set_output_scales(0, {scale});
-    dnnl::reorder::primitive_desc pd(from, to, attr);
-    return new Entry{pd, dnnl::reorder(pd)};
-  });
-  KernelTimer t(op, e.pd.impl_info_str());
-  e.prim.execute(stream(), const_cast<memory&>(from), const_cast<memory&>(to));
+  KernelTimer t(op, "reorder");
+  reorder(from, to, scale);
   stream().wait();
 }
 
