@@ -10,8 +10,9 @@ export interface Conv2dParams {
   padH: number;
   padW: number;
   /**
-   * CPU backend: the forward returns y in `cpuIsaInfo().blockedLayout` ('nchw16c' on AVX-512, else 'nchw8c') when
-   * outChannels is a multiple of its block (else 'nchw8c' when a multiple of 8), whatever x's layout.
+   * CPU backend: the forward returns y, whatever x's layout, in the layout oneDNN's convolutions work in here: for
+   * float32 `cpuIsaInfo().blockedLayout` ('nchw16c' on AVX-512, else 'nchw8c') when outChannels is a multiple of its
+   * block (else 'nchw8c' when a multiple of 8); for bfloat16 `cpuIsaInfo().bf16Layout` ('nhwc' on AMX).
    */
   cpuBlockedOutput?: boolean;
 }
@@ -154,10 +155,12 @@ export function toLayout(x: Tensor, layout: Layout): Tensor {
  * 'avx512_core_amx', ...), `bf16` whether bf16 runs on oneDNN's bf16 kernels (CPUs with bf16 instructions:
  * avx512_core_bf16, AMX; with VGGNET_CPU_BF16=native wherever oneDNN 2.6 has them, avx512_core on); false otherwise
  * or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated in float32. `blockedLayout` is
- * the layout the convolutions write between layers (`cpuBlockedOutput`): 'nchw16c' where oneDNN's f32 kernels
- * work in it (AVX-512), else 'nchw8c'.
+ * the layout the convolutions write float32 activations in between layers (`cpuBlockedOutput`): 'nchw16c' where
+ * oneDNN's f32 kernels work in it (AVX-512), else 'nchw8c'. `bf16Layout` is the same for bfloat16 activations: the
+ * layout oneDNN's bf16 convolution works in where bf16 is native ('nhwc' on AMX, 'nchw16c' on avx512_core_bf16),
+ * else `blockedLayout`.
  */
-export function cpuIsaInfo(): { isa: string; bf16: boolean; blockedLayout: Layout } {
+export function cpuIsaInfo(): { isa: string; bf16: boolean; blockedLayout: Layout; bf16Layout: Layout } {
   return addon().cpuIsaInfo();
 }
 

@@ -20,9 +20,10 @@ using Saved = std::vector<Tensor>;
 
 struct Conv2dParams {
   int stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;  // kernel size comes from the weight; dilation 1, groups 1
-  // CPU backend: forward writes y in the blocked layout cpu_isa_info().blocked (nchw16c on AVX-512, else nchw8c)
-  // when K is a multiple of its block (else nchw8c when K % 8 == 0), whatever x's layout, so a network keeps
-  // oneDNN's blocked layout from its first conv on. Other backends ignore it.
+  // CPU backend: forward writes y in the layout oneDNN's convolutions work in here, cpu_activation_layout(x's
+  // dtype): for float32 the blocked cpu_isa_info().blocked (nchw16c on AVX-512, else nchw8c) when K is a multiple of
+  // its block (else nchw8c when K % 8 == 0); for native bf16 its bf16_layout (nhwc on AMX); whatever x's layout, so
+  // a network keeps that layout from its first conv on. Other backends ignore it.
   bool cpu_blocked_output = false;
 };
 struct Pool2dParams {
@@ -145,13 +146,18 @@ class Backend {
 // (by default where the CPU has bf16 instructions: avx512_core_bf16, AMX; VGGNET_CPU_BF16=native: wherever oneDNN
 // 2.6 has the kernels, avx512_core on); false otherwise or with VGGNET_CPU_BF16=emulate, and bf16 is then emulated
 // in float32 (native/cpu/common.h, Bf16Path).
-// blocked is the layout the CPU convolutions write between layers (Conv2dParams::cpu_blocked_output): nchw16c where
-// oneDNN's f32 kernels work in nChw16c (AVX-512), else nchw8c.
+// blocked is the layout the CPU convolutions write float32 activations in between layers
+// (Conv2dParams::cpu_blocked_output): nchw16c where oneDNN's f32 kernels work in nChw16c (AVX-512), else nchw8c.
+// bf16_layout is the same for bfloat16 activations: the layout oneDNN's bf16 convolution works in where bf16 is
+// native (nhwc on AMX, nchw16c on avx512_core_bf16), else `blocked` (emulated bf16 runs the f32 kernels).
 struct CpuIsaInfo {
   std::string isa;
   bool bf16 = false;
   Layout blocked = Layout::Blocked8;
+  Layout bf16_layout = Layout::Blocked8;
 };
+// The layout conv2d_forward writes with cpu_blocked_output for activations of this dtype.
+Layout cpu_activation_layout(DType activation);
 CpuIsaInfo cpu_isa_info();
 
 // Which Winograd F(4×4, 3×3) convolutions the CPU backend runs for the 3×3 layers its rule takes (native/cpu/conv.cc):

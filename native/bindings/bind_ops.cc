@@ -346,13 +346,14 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("cuda", cuda_info_json());
   return o;
 }
-// cpuIsaInfo(): {isa, bf16, blockedLayout}, see ops.h.
+// cpuIsaInfo(): {isa, bf16, blockedLayout, bf16Layout}, see ops.h.
 Napi::Value CpuIsaInfoJs(const Napi::CallbackInfo& info) {
   const CpuIsaInfo i = cpu_isa_info();
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("isa", i.isa);
   o.Set("bf16", i.bf16);
   o.Set("blockedLayout", layout_name(i.blocked));
+  o.Set("bf16Layout", layout_name(i.bf16_layout));
   return o;
 }
 // cpuPeakGflops(threads, seconds): {gflops, threads, vector}, see ops.h.

@@ -1,5 +1,8 @@
 // The CPU backend's shared helpers (common.h).
+#include <algorithm>
 #include <cstdlib>
+
+#include <omp.h>
 
 #include "common.h"
 
@@ -125,12 +128,47 @@ Tensor bf16_weights(const Tensor& w, Bf16Path path) {
   if (path == Bf16Path::Native) return cpu_backend().cast(w, DType::BF16);
   // From the caching allocator: a fixed-shape loop gets the same block back every step.
   Tensor r = Tensor::empty(w.shape, DType::F32, Device::CPU, w.layout);
-  const float* a = w.data<float>();
-  float* o = r.data<float>();
-  const int64_t n = w.numel();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_f32(f32_to_bf16(a[i]));
+  round_to_bf16_array(w.data<float>(), r.data<float>(), w.numel());
   return r;
+}
+
+namespace {
+// The serial kernels, one copy per ISA (see f32_to_bf16_array in common.h).
+#define VGG_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+VGG_VECTOR_CLONES void f32_to_bf16_run(const float* a, uint16_t* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = f32_to_bf16(a[i]);
+}
+VGG_VECTOR_CLONES void bf16_to_f32_run(const uint16_t* a, float* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_f32(a[i]);
+}
+VGG_VECTOR_CLONES void round_to_bf16_run(const float* a, float* o, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_f32(f32_to_bf16(a[i]));
+}
+#undef VGG_VECTOR_CLONES
+
+// f(begin, end) over [0, n) in one contiguous chunk per thread, chunks a multiple of 64 elements (whole cache lines
+// of both arrays); small arrays on the calling thread.
+template <class F>
+void parallel_chunks(int64_t n, F&& f) {
+  if (n < (int64_t(1) << 16)) return f(int64_t(0), n);
+#pragma omp parallel
+  {
+    const int64_t T = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t chunk = ((n + T - 1) / T + 63) / 64 * 64;
+    const int64_t b = std::min(n, t * chunk), e = std::min(n, b + chunk);
+    if (b < e) f(b, e);
+  }
+}
+}  // namespace
+
+void f32_to_bf16_array(const float* a, uint16_t* o, int64_t n) {
+  parallel_chunks(n, [&](int64_t b, int64_t e) { f32_to_bf16_run(a + b, o + b, e - b); });
+}
+void bf16_to_f32_array(const uint16_t* a, float* o, int64_t n) {
+  parallel_chunks(n, [&](int64_t b, int64_t e) { bf16_to_f32_run(a + b, o + b, e - b); });
+}
+void round_to_bf16_array(const float* a, float* o, int64_t n) {
+  parallel_chunks(n, [&](int64_t b, int64_t e) { round_to_bf16_run(a + b, o + b, e - b); });
 }
 
 Tensor bf16_result(const Tensor& y, Bf16Path path) {

@@ -527,7 +527,7 @@ Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor
   check_ndim(w, 4, "conv2d_forward: weight");
   ConvGeom g = conv_geometry(x.shape, w.shape, p, op);
   if (b.defined()) check_param(b, {g.K}, "conv2d_forward: bias");
-  const Layout y_layout = act_layout(p.cpu_blocked_output ? cpu_isa_info().blocked : x.layout, g.K);
+  const Layout y_layout = act_layout(p.cpu_blocked_output ? cpu_activation_layout(x.dtype) : x.layout, g.K);
   if (g.N == 0) return Tensor::empty({0, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);  // oneDNN: SIGFPE on N=0
   const Bf16Path path = bf16_path(x.dtype);
   return guard(op, [&] {

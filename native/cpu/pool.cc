@@ -4,7 +4,7 @@
 //   adaptive x (N,C,H,W) -> y (N,C,oh,ow), always Contiguous
 // uint8 activations (int8 inference, native/cpu/int8.cc): the max pool's forward without a backward.
 // bf16 activations: on the native bf16 path (CPUs with bf16 instructions) a max pool whose windows do not overlap,
-// in nchw or nchw16c, runs oneDNN's bf16 kernels: its forward picks one of the inputs and its backward places each
+// in nchw, nhwc or nchw16c, runs oneDNN's bf16 kernels: its forward picks one of the inputs and its backward places each
 // dy at one arg-max, so both are exact, as the widened f32 route is, without its two conversion passes over the map
 // (vgg16 b8 224² bf16 on an AMD Zen 5: the pools' share of a ~1.2 s step 51 -> 35 ms; fp32's ~24 ms). Otherwise,
 // and for the adaptive average pool, the pool computes in float on a widened copy and rounds the result
@@ -61,9 +61,9 @@ struct AdaptiveWindows {
 };
 
 // Whether a bf16 max pool runs widened to f32 (see the top of this file). In 8-channel blocks oneDNN 2.6 has only
-// its reference bf16 pooling (`ref:any`), so only nchw and nchw16c run natively.
+// its reference bf16 pooling (`ref:any`), so only nchw, nhwc and nchw16c run natively.
 bool maxpool_widens(DType dt, Layout layout, const Pool2dParams& p) {
-  const bool jitted = layout == Layout::Contiguous || layout == Layout::Blocked16;
+  const bool jitted = layout == Layout::Contiguous || layout == Layout::ChannelsLast || layout == Layout::Blocked16;
   return dt == DType::BF16 && (bf16_path(dt) != Bf16Path::Native || p.stride < p.kernel || !jitted);
 }
 

@@ -93,15 +93,9 @@ Tensor CpuBackend::cast(const Tensor& x, DType dtype) {
   if (x.dtype == dtype) {
     std::memcpy(y.raw(), x.raw(), x.nbytes());
   } else if (x.dtype == DType::F32 && dtype == DType::BF16) {
-    const float* a = x.data<float>();
-    uint16_t* o = y.data<uint16_t>();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) o[i] = f32_to_bf16(a[i]);
+    f32_to_bf16_array(x.data<float>(), y.data<uint16_t>(), n);
   } else if (x.dtype == DType::BF16 && dtype == DType::F32) {
-    const uint16_t* a = x.data<uint16_t>();
-    float* o = y.data<float>();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_f32(a[i]);
+    bf16_to_f32_array(x.data<uint16_t>(), y.data<float>(), n);
   } else {
     throw Error(strprintf("cast: %s -> %s is not supported (float32 <-> bfloat16 only)", dtype_name(x.dtype),
                           dtype_name(dtype)));

@@ -72,6 +72,28 @@ test('VGGNet says when bf16 on the CPU is emulated; VGGNET_CPU_BF16=emulate forc
   expect(out.note).toMatch(/emulated in float32 \(VGGNET_CPU_BF16=emulate\)/);
 });
 
+test('cast float32 -> bfloat16 -> float32 rounds to nearest even, bit for bit, on arrays long enough to run in parallel', () => {
+  // 100 003 values (the cast splits arrays of 65 536 or more across threads, in chunks of 64, and has a serial tail):
+  // random bit patterns, with ties to even, ±0, ±Inf, NaNs, subnormals and the largest finite values planted.
+  const n = 100_003, bits = new Uint32Array(n);
+  const r = uniform(2 * n, 0, 65536);
+  for (let i = 0; i < n; i++) bits[i] = ((Math.floor(r[2 * i]) << 16) | Math.floor(r[2 * i + 1])) >>> 0;
+  const special = [0x00000000, 0x80000000, 0x7f800000, 0xff800000, 0x7fc00000, 0x7f800001, 0x7f810000, 0xffff0000,
+    0x00000001, 0x807fffff, 0x3f808000, 0x3f818000, 0x3f80ffff, 0x7f7fffff, 0xff7f8000, 0x7f7f7fff];
+  special.forEach((b, j) => { bits[j] = b; bits[n - 1 - j] = b; bits[65536 + j] = b; });
+  const x = new Float32Array(bits.buffer);
+  const t = keep(Tensor.from(x, [n], { device: 'cpu' }));
+  const back = keep(ops.cast(keep(ops.cast(t, 'bfloat16')), 'float32')).toArray() as Float32Array;
+  const want = roundBf16(x);
+  for (let i = 0; i < n; i++) {
+    if (Number.isNaN(want[i])) {
+      if (!Number.isNaN(back[i])) throw new Error(`[${i}] 0x${bits[i].toString(16)}: NaN became ${back[i]}`);
+    } else if (!Object.is(back[i], want[i])) {
+      throw new Error(`[${i}] 0x${bits[i].toString(16)}: got ${back[i]}, round to nearest even gives ${want[i]}`);
+    }
+  }
+});
+
 describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs and weights', () => {
   const P1 = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
   // 8×8 output maps run oneDNN's convolution, ≤ 4×4 the im2col GEMM (conv.cc, use_small_map); the first-layer case
@@ -91,7 +113,7 @@ describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs a
   test.each(convCases)('conv2d forward / backward data / backward weights: $name', ({ xs, ws, layout, blockedOut }) => {
     const K = ws[0], C = xs[1];
     const p = { ...P1, cpuBlockedOutput: blockedOut };
-    const yLayout = actLayout(blockedOut ? ops.cpuIsaInfo().blockedLayout : layout, K);
+    const yLayout = actLayout(blockedOut ? ops.cpuIsaInfo().bf16Layout : layout, K);
     const x = act(uniform(numel(xs)), xs, layout);
     const w = uniform(numel(ws), -0.5, 0.5), b = uniform(K);
     const wr = roundBf16(w); // the weights a bf16 kernel multiplies with
@@ -205,7 +227,7 @@ describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs a
     expectBf16Close(vals(e.y), R.bnEvalForward(x.v, xs, gamma, beta, rm, rv, eps), 'eval forward');
   });
 
-  test.each(['nchw', 'nchw8c', 'nchw16c'] as Layout[])('max pool and adaptive average pool in %s', (layout) => {
+  test.each(['nchw', 'nhwc', 'nchw8c', 'nchw16c'] as Layout[])('max pool and adaptive average pool in %s', (layout) => {
     // Distinct values (k/32 for distinct integers k, exact in bf16) so the arg-max is never a tie.
     const xs: R.Shape4 = [2, layout === 'nchw16c' ? 16 : 8, 4, 4];
     const n = numel(xs), perm = Array.from({ length: n }, (_, i) => i);
@@ -225,13 +247,14 @@ describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs a
     expect(Array.from(vals(dx))).toEqual(Array.from(R.maxpoolBackward(dy.v, ref.argmax, xs))); // non-overlapping
     // Non-overlapping windows on the native bf16 path run oneDNN's bf16 pooling (no widened copy), in nchw8c and
     // without bf16 instructions f32 on a widened copy; never oneDNN's reference kernel. On avx512_core_bf16 (seen on
-    // an AMD Zen 5) the nchw16c kernel is named for bf16 (jit:avx512_core_bf16) and the widened f32 one is not.
+    // an AMD Zen 5) the nhwc and nchw16c kernels are named for bf16 (jit:avx512_core_bf16) and the widened f32 one is
+    // not.
     const poolImpls = ops.cpuKernelsUsed().filter((k) => k.op.startsWith('maxpool2d_')).map((k) => k.impl);
     expect(poolImpls).toHaveLength(2);
     const isa = ops.cpuIsaInfo();
     for (const impl of poolImpls) {
       expect(impl).not.toMatch(/^ref/);
-      if (isa.isa === 'avx512_core_bf16' && layout !== 'nchw') expect(/bf16/.test(impl)).toBe(isa.bf16 && layout === 'nchw16c');
+      if (isa.isa === 'avx512_core_bf16' && layout !== 'nchw') expect(/bf16/.test(impl)).toBe(isa.bf16 && layout !== 'nchw8c');
     }
 
     // Overlapping windows (3×3, stride 2, pad 1) stay widened on every path: dx sums dy where windows share an

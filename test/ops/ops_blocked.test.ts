@@ -23,6 +23,19 @@ test('cpuIsaInfo().blockedLayout is the layout oneDNN works in here: nchw16c on 
   else if (isa.startsWith('avx2')) expect(blockedLayout).toBe('nchw8c');
 });
 
+test('cpuIsaInfo().bf16Layout is where bf16 convolutions work: nhwc on AMX, nchw16c on avx512_core_bf16, else the f32 one', () => {
+  const { isa, bf16, blockedLayout, bf16Layout } = ops.cpuIsaInfo();
+  if (!bf16) expect(bf16Layout).toBe(blockedLayout);
+  else if (isa === 'avx512_core_amx') expect(bf16Layout).toBe('nhwc');
+  else if (isa === 'avx512_core_bf16') expect(bf16Layout).toBe('nchw16c');
+  // and conv2d's cpuBlockedOutput writes each dtype's own
+  const xs = [2, 16, 6, 6], ws = [32, 16, 3, 3];
+  const x = T(uniform(numel(xs)), xs), w = T(uniform(numel(ws), -0.5, 0.5), ws);
+  const p = { ...P1, cpuBlockedOutput: true };
+  expect(keep(ops.conv2dForward(x, w, null, p)).layout).toBe(blockedLayout);
+  expect(keep(ops.conv2dForward(keep(ops.cast(x, 'bfloat16')), w, null, p)).layout).toBe(bf16Layout);
+});
+
 describe.each([['nchw8c', 8], ['nchw16c', 16]] as [Layout, number][])('%s layout on the CPU', (L, B) => {
   test(`toLayout round trips nchw <-> ${L} <-> nhwc, and Tensor.from takes ${L}`, () => {
     const s = [2, 16, 3, 5], x = uniform(numel(s));
