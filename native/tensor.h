@@ -1,6 +1,7 @@
 // Tensor storage shared by every backend: logical shape (NCHW for images), dtype, device, physical layout and a
 // ref-counted buffer from the caching allocator. A Tensor is a cheap value (copying shares the buffer).
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -69,6 +70,11 @@ struct Storage {
   // CUDA: a non-blocking host->device copy into this buffer that the default stream has not yet been ordered after
   // (cuda_hooks.h). Set by to_device_async; cleared, with the wait queued, on first use from JS or at destruction.
   std::shared_ptr<void> pending;
+  // How many times native code has written into this buffer after creating it (see Tensor::mark_written).
+  std::atomic<uint64_t> version{0};
+  // A value a backend derived from this buffer's contents, tagged with the version it was made from (the CPU
+  // backend's bf16 copy of a weight, native/cpu/common.cc); it dies with the buffer. Touched on the JS thread only.
+  std::shared_ptr<void> derived;
   Storage(size_t nbytes, Device device);
   ~Storage();
   Storage(const Storage&) = delete;
@@ -91,6 +97,15 @@ struct Tensor {
   int64_t dim(int i) const { return shape.at(i < 0 ? shape.size() + i : i); }
   int ndim() const { return int(shape.size()); }
   void* raw() const { return storage ? storage->ptr : nullptr; }
+  // The buffer's write count, as PyTorch's tensor._version: every native entry point that writes into a tensor it
+  // was given marks it (the bindings: copy_, fill, add_, fillRandom, weight/bias gradients, BN running statistics,
+  // process-group collectives; Backend::sgd_step for its parameters and buffers), so that a value derived from a
+  // tensor can tell whether it still is. Ops that create their outputs need not. CUDA-graph replays do not mark
+  // (nothing derived is kept for CUDA tensors).
+  uint64_t version() const { return storage ? storage->version.load(std::memory_order_acquire) : 0; }
+  void mark_written() const {
+    if (storage) storage->version.fetch_add(1, std::memory_order_acq_rel);
+  }
   template <class T> T* data() const { return static_cast<T*>(raw()); }
   // Same buffer, another logical shape of the same element count (Contiguous only).
   Tensor view(const Shape& new_shape) const;

@@ -299,7 +299,7 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
   console.log(`CPU bench on ${cpuModel} (${os.cpus().length} logical CPUs, load ${load()}): ${threads} threads for vggnet and PyTorch; median of ${steps} steps after ${warmup} warm-up${rounds > 1 ? `, ${rounds} alternating rounds` : ''}; 1000 classes`);
   const touch = firstTouchGBs();
   console.log(`memory: first touch of fresh pages ${touch.first.toFixed(2)} GB/s (page faults included), rewriting them ${touch.again.toFixed(1)} GB/s`);
-  console.log(`oneDNN ISA ${isa.isa}; measured fp32 peak ${peak.gflops.toFixed(0)} GFLOP/s (${threads} threads, ${peak.vector}); activations in ${isa.blockedLayout}; Winograd ${winogradNote(isa.isa)}`);
+  console.log(`oneDNN ISA ${isa.isa}; measured fp32 peak ${peak.gflops.toFixed(0)} GFLOP/s (${threads} threads, ${peak.vector}); activations in ${isa.blockedLayout} (bf16: ${isa.bf16Layout}); Winograd ${winogradNote(isa.isa)}`);
   const bf16Note = precisions.includes('bf16') ? cpuBf16Note() : undefined;
   // avx512_core without avx512_bf16/AMX: oneDNN's bf16 kernels run, converting to f32 in the kernels.
   const bf16Fast = /avx512_core_(bf16|amx)/.test(isa.isa);

@@ -96,7 +96,9 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 // distReduceBucket(h, grads[], bf16)
 Napi::Value ReduceBucket(const Napi::CallbackInfo& info) {
   ProcessGroup& g = group_arg(arg(info, 0), "distReduceBucket");
-  g.reduce_bucket(tensors_arg(arg(info, 1), "distReduceBucket: gradients"), get_bool(arg(info, 2), "distReduceBucket: bf16"));
+  std::vector<Tensor> grads = tensors_arg(arg(info, 1), "distReduceBucket: gradients");
+  g.reduce_bucket(grads, get_bool(arg(info, 2), "distReduceBucket: bf16"));
+  for (const Tensor& t : grads) t.mark_written();  // (reduced on the comm thread later; no value derives from grads)
   return info.Env().Undefined();
 }
 // distReduceExtras(h, loss, lossOut)
@@ -105,6 +107,7 @@ Napi::Value ReduceExtras(const Napi::CallbackInfo& info) {
   Tensor& loss = unwrap(arg(info, 1), "distReduceExtras: loss");
   Tensor& out = unwrap(arg(info, 2), "distReduceExtras: reduced loss");
   g.reduce_extras(loss, out);
+  out.mark_written();
   return info.Env().Undefined();
 }
 Napi::Value Finish(const Napi::CallbackInfo& info) {
@@ -127,6 +130,7 @@ Napi::Value Broadcast(const Napi::CallbackInfo& info) {
   ProcessGroup& g = group_arg(arg(info, 0), "distBroadcast");
   std::vector<Tensor> ts = tensors_arg(arg(info, 1), "distBroadcast: tensors");
   g.broadcast(ts, int(get_int(arg(info, 2), "distBroadcast: root")));
+  for (const Tensor& t : ts) t.mark_written();
   return info.Env().Undefined();
 }
 // distAllreduceHost(h, Float64Array): summed over the ranks, in place.

@@ -109,6 +109,8 @@ Napi::Value Conv2dBackwardWeights(const Napi::CallbackInfo& info) {
   Tensor& dw = unwrap(arg(info, 3), "conv2dBackwardWeights: weight grad");
   Tensor db = unwrap_optional(arg(info, 4), "conv2dBackwardWeights: bias grad");
   backend_of(op, {&x, &dy, &dw, &db}).conv2d_backward_weights(x, dy, p, dw, db, get_bool(arg(info, 5), op));
+  dw.mark_written();
+  db.mark_written();
   return info.Env().Undefined();
 }
 Napi::Value ReluForward(const Napi::CallbackInfo& info) {
@@ -175,6 +177,7 @@ Napi::Value BatchnormForward(const Napi::CallbackInfo& info) {
   Tensor y = backend_of(op, {&x, &g, &b, &rm, &rv})
                  .batchnorm_forward(x, g, b, rm, rv, training, momentum, eps, need_backward ? &saved : nullptr,
                                     relu, sync);
+  if (training) rm.mark_written(), rv.mark_written();
   return pair(info.Env(), y, saved);
 }
 // batchnormBackward(dy, x, gamma, eps, saved, dgamma, dbeta, accumulate, reluOutput | null, sync?)
@@ -190,9 +193,11 @@ Napi::Value BatchnormBackward(const Napi::CallbackInfo& info) {
   Tensor& db = unwrap(arg(info, 6), "batchnormBackward: bias grad");
   Tensor relu_y = unwrap_optional(arg(info, 8), "batchnormBackward: relu output");
   ReplicaSum* sync = replica_sum_arg(arg(info, 9), "batchnormBackward: process group");
-  return wrap(info.Env(), backend_of(op, {&dy, &x, &g, &dg, &db})
-                              .batchnorm_backward(dy, x, g, eps, saved, dg, db, get_bool(arg(info, 7), op), relu_y,
-                                                  sync));
+  Tensor dx = backend_of(op, {&dy, &x, &g, &dg, &db})
+                  .batchnorm_backward(dy, x, g, eps, saved, dg, db, get_bool(arg(info, 7), op), relu_y, sync);
+  dg.mark_written();
+  db.mark_written();
+  return wrap(info.Env(), dx);
 }
 Napi::Value LinearForward(const Napi::CallbackInfo& info) {
   const char* op = "linearForward";
@@ -222,6 +227,8 @@ Napi::Value LinearBackwardWeights(const Napi::CallbackInfo& info) {
   Tensor& dw = unwrap(arg(info, 2), "linearBackwardWeights: weight grad");
   Tensor db = unwrap_optional(arg(info, 3), "linearBackwardWeights: bias grad");
   backend_of(op, {&x, &dy, &dw, &db}).linear_backward_weights(x, dy, dw, db, get_bool(arg(info, 4), op));
+  dw.mark_written();
+  db.mark_written();
   return info.Env().Undefined();
 }
 // dropoutForward(x, p, seed, offset, train) -> {y, saved}; in eval (train=false) y is x itself.
@@ -297,12 +304,14 @@ Napi::Value Fill(const Napi::CallbackInfo& info) {
               dtype_name(t.dtype), v);
   }
   backend(t.device()).fill(t, v);
+  t.mark_written();
   return info.Env().Undefined();
 }
 Napi::Value Add(const Napi::CallbackInfo& info) {
   Tensor& dst = unwrap(arg(info, 0), "add_: destination");
   Tensor& src = unwrap(arg(info, 1), "add_: source");
   backend_of("add_", {&dst, &src}).add_(dst, src, get_number(arg(info, 2), "add_: alpha"));
+  dst.mark_written();
   return info.Env().Undefined();
 }
 Napi::Value Cast(const Napi::CallbackInfo& info) {
@@ -378,6 +387,7 @@ Napi::Value FillRandom(const Napi::CallbackInfo& info) {
             kind == "normal" ? "a standard deviation b >= 0" : "a range a <= b", a, b);
   const uint64_t seed = uint64_t(get_int(arg(info, 4), op));
   backend(t.device()).fill_random(t, kind == "normal" ? RandomKind::Normal : RandomKind::Uniform, a, b, seed);
+  t.mark_written();
   return info.Env().Undefined();
 }
 // cpuKernelsUsed(): [{op, impl, calls, ms}], read and cleared, see ops.h.

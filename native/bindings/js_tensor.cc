@@ -242,6 +242,7 @@ Napi::Value TensorCopyInto(const Napi::CallbackInfo& info) {
   if (src.dtype != dst.dtype) src = backend(src.device()).cast(src, dst.dtype);
   if (src.layout != dst.layout) src = backend(src.device()).to_layout(src, dst.layout);
   copy_bytes(dst.raw(), dst.device(), src.raw(), src.device(), dst.nbytes());
+  dst.mark_written();
   return info.Env().Undefined();
 }
 }  // namespace

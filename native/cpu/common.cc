@@ -1,8 +1,5 @@
 // The CPU backend's shared helpers (common.h).
-#include <algorithm>
 #include <cstdlib>
-
-#include <omp.h>
 
 #include "common.h"
 
@@ -123,18 +120,44 @@ Tensor bf16_operand(const Tensor& act, Bf16Path path) {
   return path == Bf16Path::Emulated ? cpu_backend().cast(act, DType::F32) : act;
 }
 
+namespace {
+std::mutex& prepared_mutex() {
+  static std::mutex m;
+  return m;
+}
+PreparedWeight* prepared_of(const Tensor& w) { return static_cast<PreparedWeight*>(w.storage->derived.get()); }
+}  // namespace
+
+void convert_weights(const float* w, const Tensor& to, int64_t n) {
+  if (to.dtype == DType::BF16) f32_to_bf16_array(w, to.data<uint16_t>(), n);
+  else round_to_bf16_array(w, to.data<float>(), n);
+}
+
 Tensor bf16_weights(const Tensor& w, Bf16Path path) {
   if (path == Bf16Path::None) return w;
-  if (path == Bf16Path::Native) return cpu_backend().cast(w, DType::BF16);
-  // From the caching allocator: a fixed-shape loop gets the same block back every step.
-  Tensor r = Tensor::empty(w.shape, DType::F32, Device::CPU, w.layout);
-  round_to_bf16_array(w.data<float>(), r.data<float>(), w.numel());
-  return r;
+  std::lock_guard<std::mutex> lock(prepared_mutex());
+  PreparedWeight* pw = prepared_of(w);
+  const bool same_kind = pw && pw->path == path && pw->t.shape == w.shape;
+  if (same_kind && pw->version == w.version()) return pw->t;
+  // Made again into the old buffer when nothing but this cache holds it (an op or a layer still holding the old
+  // copy must not see it change), else into a new one.
+  Tensor t = same_kind && pw->t.storage.use_count() == 1
+                 ? pw->t
+                 : Tensor::empty(w.shape, path == Bf16Path::Native ? DType::BF16 : DType::F32, Device::CPU, w.layout);
+  convert_weights(w.data<float>(), t, w.numel());
+  w.storage->derived = std::make_shared<PreparedWeight>(PreparedWeight{w.version(), path, t});
+  return t;
+}
+
+PreparedWeight* prepared_for_update(const Tensor& w) {
+  std::lock_guard<std::mutex> lock(prepared_mutex());
+  PreparedWeight* pw = w.storage ? prepared_of(w) : nullptr;
+  const bool fresh = pw && pw->version == w.version() && pw->t.shape == w.shape;
+  return fresh && pw->t.storage.use_count() == 1 ? pw : nullptr;
 }
 
 namespace {
 // The serial kernels, one copy per ISA (see f32_to_bf16_array in common.h).
-#define VGG_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 VGG_VECTOR_CLONES void f32_to_bf16_run(const float* a, uint16_t* o, int64_t n) {
   for (int64_t i = 0; i < n; ++i) o[i] = f32_to_bf16(a[i]);
 }
@@ -144,21 +167,7 @@ VGG_VECTOR_CLONES void bf16_to_f32_run(const uint16_t* a, float* o, int64_t n) {
 VGG_VECTOR_CLONES void round_to_bf16_run(const float* a, float* o, int64_t n) {
   for (int64_t i = 0; i < n; ++i) o[i] = bf16_to_f32(f32_to_bf16(a[i]));
 }
-#undef VGG_VECTOR_CLONES
 
-// f(begin, end) over [0, n) in one contiguous chunk per thread, chunks a multiple of 64 elements (whole cache lines
-// of both arrays); small arrays on the calling thread.
-template <class F>
-void parallel_chunks(int64_t n, F&& f) {
-  if (n < (int64_t(1) << 16)) return f(int64_t(0), n);
-#pragma omp parallel
-  {
-    const int64_t T = omp_get_num_threads(), t = omp_get_thread_num();
-    const int64_t chunk = ((n + T - 1) / T + 63) / 64 * 64;
-    const int64_t b = std::min(n, t * chunk), e = std::min(n, b + chunk);
-    if (b < e) f(b, e);
-  }
-}
 }  // namespace
 
 void f32_to_bf16_array(const float* a, uint16_t* o, int64_t n) {

@@ -2,6 +2,7 @@
 // memory-descriptor helpers, argument checks, bf16 conversions and the bf16 compute paths. (The CpuBackend class
 // itself is declared in backend.h.)
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
+#include <omp.h>
 
 #include "../ops.h"
 
@@ -142,6 +144,24 @@ inline float bf16_to_f32(uint16_t h) {
   return f;
 }
 
+// f(begin, end) over [0, n) in one contiguous chunk per thread, chunks a multiple of 64 elements (whole cache lines
+// of every array indexed alike); arrays under 32 768 elements on the calling thread.
+template <class F>
+void parallel_chunks(int64_t n, F&& f) {
+  if (n < (int64_t(1) << 15)) return f(int64_t(0), n);
+#pragma omp parallel
+  {
+    const int64_t T = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t chunk = ((n + T - 1) / T + 63) / 64 * 64;
+    const int64_t b = std::min(n, t * chunk), e = std::min(n, b + chunk);
+    if (b < e) f(b, e);
+  }
+}
+
+// Compiles a serial loop a second time for AVX2 (without FMA, so the arithmetic rounds as in the baseline build),
+// the copy picked at load time: the build targets baseline x86-64 (SSE2).
+#define VGG_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+
 // The same conversions over whole arrays, in parallel. The build targets baseline x86-64 (SSE2), where these loops
 // ran at a third of the memory bandwidth (a 4096×25088 weight to bf16: 80 ms on 2 threads, Xeon with AMX); they are
 // compiled again for AVX2 and picked at load time (GCC's target_clones), 34 ms. The same bits on every ISA.
@@ -189,6 +209,23 @@ Tensor bf16_operand(const Tensor& act, Bf16Path path);
 Tensor bf16_weights(const Tensor& w, Bf16Path path);
 // The op's output in the activation dtype: y, or (emulated) y rounded to a bf16 copy.
 Tensor bf16_result(const Tensor& y, Bf16Path path);
+
+// ---- prepared weights. bf16_weights keeps what it makes on the weight's Storage (Storage::derived), tagged with
+// the weight's version, and hands the same copy back while the weight is unchanged: a bf16 step converts each weight
+// once instead of in every op that reads it (conv forward and backward-data, a linear layer's forward), and SGD
+// writes the copy as it updates the weight (sgd.cc), so the next forward converts nothing. Any other write marks the
+// weight (Tensor::mark_written) and the next use converts again. The copy lives as long as the weight: 10 % of the
+// f32 weights' size in bf16 for the convolutions, plus the classifier's (a VGG16's: 248 MB).
+struct PreparedWeight {
+  uint64_t version;  // the weight's version it was made from
+  Bf16Path path;
+  Tensor t;          // bf16 (Native) or bf16-rounded f32 (Emulated), the weight's shape
+};
+// The prepared copy of w that an update of w may write along (it is current and held by nothing but the cache),
+// or null. The caller writes it and sets its version to w's after marking w written.
+PreparedWeight* prepared_for_update(const Tensor& w);
+// to (bf16, or f32 rounded to bf16) = w converted, n elements.
+void convert_weights(const float* w, const Tensor& to, int64_t n);
 
 
 }  // namespace vgg::cpu

@@ -1,5 +1,5 @@
 // The SGD step over all parameters: torch.optim.SGD, in float32 like PyTorch (see ops.h for the formula), one
-// vectorised loop per flag combination.
+// vectorised loop per flag combination; it writes a weight's prepared bf16 copy along with the weight.
 #include "backend.h"
 
 namespace vgg::cpu {
@@ -12,12 +12,17 @@ void dispatch_bool(bool v, F&& f) {
   else f(std::false_type{});
 }
 
+// What the step also writes beside the weight: nothing, or its prepared copy (common.h, PreparedWeight) in bf16 or
+// as bf16-rounded f32, from the updated weight.
+enum class Also { Nothing, Bf16, Rounded };
+
 // torch.optim.SGD: d = g + wd*w; buf = first ? d : mom*buf + (1-dampening)*d; d = nesterov ? d + mom*buf : buf;
-// w -= lr*d.
-template <bool WD, bool MOM, bool FIRST, bool NEST>
-void sgd_kernel(float* w, const float* g, float* b, int64_t n, float lr, float mom,
-                float damp, float wd) {
-#pragma omp parallel for simd schedule(static) if (n > 32768)
+// w -= lr*d. One serial loop per flag combination, each compiled for AVX2 too (VGG_VECTOR_CLONES): with the flags
+// inside, the loop no longer vectorises cleanly and runs at about half the memory bandwidth (the step is
+// memory-bound: 120M classifier parameters at 32²).
+template <bool WD, bool MOM, bool FIRST, bool NEST, Also ALSO>
+VGG_VECTOR_CLONES void sgd_run(float* w, const float* g, float* b, void* prepared, int64_t n, float lr, float mom,
+                               float damp, float wd) {
   for (int64_t i = 0; i < n; ++i) {
     float d = g[i];
     if (WD) d += wd * w[i];
@@ -26,7 +31,10 @@ void sgd_kernel(float* w, const float* g, float* b, int64_t n, float lr, float m
       b[i] = v;
       d = NEST ? d + mom * v : v;
     }
-    w[i] -= lr * d;
+    const float nw = w[i] - lr * d;
+    w[i] = nw;
+    if (ALSO == Also::Bf16) static_cast<uint16_t*>(prepared)[i] = f32_to_bf16(nw);
+    if (ALSO == Also::Rounded) static_cast<float*>(prepared)[i] = bf16_to_f32(f32_to_bf16(nw));
   }
 }
 
@@ -63,19 +71,36 @@ void CpuBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>
     const float* g = grads[t].data<float>();
     float* b = use_momentum ? bufs[t].data<float>() : nullptr;
     const int64_t n = params[t].numel();
-    // One loop per flag combination: with the flags inside, the loop no longer vectorises cleanly and runs at
-    // about half the memory bandwidth (the step is memory-bound: 120M classifier parameters at 32²).
-    auto run = [&](auto wd_on, auto mom_on, auto first_on, auto nest_on) {
-      sgd_kernel<decltype(wd_on)::value, decltype(mom_on)::value, decltype(first_on)::value,
-                 decltype(nest_on)::value>(w, g, b, n, lr, mom, damp, wd);
+    // The weight's prepared copy, when current and held by no op or layer, is rewritten in the same pass (one read
+    // of the new weight instead of a second pass over it at the next forward).
+    PreparedWeight* pw = prepared_for_update(params[t]);
+    void* prep = pw ? pw->t.raw() : nullptr;
+    const Also also = !pw ? Also::Nothing : pw->t.dtype == DType::BF16 ? Also::Bf16 : Also::Rounded;
+    auto run = [&](auto wd_on, auto mom_on, auto first_on, auto nest_on, auto also_c) {
+      constexpr Also A = decltype(also_c)::value;
+      parallel_chunks(n, [&](int64_t lo, int64_t hi) {
+        void* pp = A == Also::Nothing ? nullptr
+                   : A == Also::Bf16  ? static_cast<void*>(static_cast<uint16_t*>(prep) + lo)
+                                      : static_cast<void*>(static_cast<float*>(prep) + lo);
+        sgd_run<decltype(wd_on)::value, decltype(mom_on)::value, decltype(first_on)::value,
+                decltype(nest_on)::value, A>(w + lo, g + lo, b ? b + lo : nullptr, pp, hi - lo, lr, mom, damp, wd);
+      });
+    };
+    auto with_also = [&](auto a, auto m, auto f, auto ne) {
+      if (also == Also::Bf16) run(a, m, f, ne, std::integral_constant<Also, Also::Bf16>{});
+      else if (also == Also::Rounded) run(a, m, f, ne, std::integral_constant<Also, Also::Rounded>{});
+      else run(a, m, f, ne, std::integral_constant<Also, Also::Nothing>{});
     };
     dispatch_bool(wdecay, [&](auto a) {
       dispatch_bool(use_momentum, [&](auto m) {
         dispatch_bool(use_momentum && first, [&](auto f) {
-          dispatch_bool(use_momentum && p.nesterov, [&](auto ne) { run(a, m, f, ne); });
+          dispatch_bool(use_momentum && p.nesterov, [&](auto ne) { with_also(a, m, f, ne); });
         });
       });
     });
+    params[t].mark_written();
+    if (use_momentum) bufs[t].mark_written();
+    if (pw) pw->version = params[t].version();
   }
 }
 

@@ -63,6 +63,10 @@ void CudaBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor
         cuda_graph_slot(CudaGraphSlot::kLearningRate, CudaGraphSlot::from_float(lr)));
   cuk::sgd_step(plan, lr, float(p.momentum), float(p.dampening), float(p.weight_decay), p.nesterov, first,
                 lr_slot, capturing ? cuda_graph_step_guard() : nullptr);
+  for (size_t i = 0; i < params.size(); ++i) {  // Tensor::mark_written's contract (no derived values on the GPU)
+    params[i].mark_written();
+    if (i < bufs.size()) bufs[i].mark_written();
+  }
 }
 
 }  // namespace vgg::cuda

@@ -94,6 +94,90 @@ test('cast float32 -> bfloat16 -> float32 rounds to nearest even, bit for bit, o
   }
 });
 
+describe('a weight\'s bf16 copy (made once, kept while the weight is unchanged) follows every write to the weight', () => {
+  // The backend keeps the copy it makes of a float32 weight and hands it back until the weight is written
+  // (native/cpu/common.h, PreparedWeight); SGD writes it along with the weight. Each check compares an op on the
+  // written weight with the same op on a fresh clone of it (a new buffer, converted from scratch): bit-identical
+  // when the copy followed, different when a stale copy was used (every writer here changes every weight).
+  const M = 24, K = 40, xs = [3, K];
+  const x = () => act(uniform(3 * K), xs).t;
+  const lin = (xt: Tensor, w: Tensor) => Array.from(vals(keep(ops.linearForward(xt, w, null))));
+  const fresh = (xt: Tensor, w: Tensor) => lin(xt, keep(w.clone()));
+  const sgdP = { lr: 0.5, momentum: 0.9, dampening: 0, weightDecay: 0.01, nesterov: false };
+  const writers: [string, (w: Tensor) => void][] = [
+    ['copy_', (w) => w.copy_(f32(uniform(M * K, -1, 1), [M, K]))],
+    ['fill', (w) => ops.fill(w, 0.3125)],
+    ['add_', (w) => ops.add_(w, f32(uniform(M * K, 0.5, 1), [M, K]))],
+    ['fillRandom', (w) => ops.fillRandom(w, 'uniform', -2, 2, 7)],
+    ['sgdStep', (w) => ops.sgdStep([w], [f32(uniform(M * K, 0.5, 1), [M, K])], [keep(Tensor.zeros([M, K]))], sgdP, true)],
+  ];
+  test.each(writers)('%s', (_name, write) => {
+    const w = f32(uniform(M * K, -1, 1), [M, K]), xt = x();
+    const before = lin(xt, w); // makes and keeps the copy
+    expect(lin(xt, w)).toEqual(before); // and uses it again
+    write(w);
+    const after = lin(xt, w);
+    expect(after).not.toEqual(before);
+    expect(after).toEqual(fresh(xt, w));
+  });
+
+  test('SGD writes the copy along with the weight: the next forward and ops.linearWeights give the rounded new weight', () => {
+    const w = f32(uniform(M * K, -1, 1), [M, K]), buf = keep(Tensor.zeros([M, K])), xt = x();
+    lin(xt, w);
+    for (let step = 0; step < 3; step++) {
+      ops.sgdStep([w], [f32(uniform(M * K, -1, 1), [M, K])], [buf], sgdP, step === 0);
+      expect(lin(xt, w)).toEqual(fresh(xt, w));
+      const p = ops.linearWeights(w, 'bfloat16');
+      const got = Array.from(vals(keep(ops.cast(p.tensor, 'float32'))));
+      p.dispose();
+      expect(got).toEqual(Array.from(roundBf16(vals(w))));
+    }
+  });
+
+  test('a copy someone still holds is not rewritten by SGD: it keeps the weights it was made from', () => {
+    const w = f32(uniform(M * K, -1, 1), [M, K]);
+    const old = roundBf16(vals(w));
+    const held = ops.linearWeights(w, 'bfloat16');
+    try {
+      ops.sgdStep([w], [f32(uniform(M * K, 0.5, 1), [M, K])], [keep(Tensor.zeros([M, K]))], sgdP, true);
+      const heldVals = held.tensor.dtype === 'bfloat16' ? vals(keep(ops.cast(held.tensor, 'float32'))) : vals(held.tensor);
+      expect(Array.from(heldVals)).toEqual(Array.from(old));
+      const xt = x();
+      expect(lin(xt, w)).toEqual(fresh(xt, w));
+    } finally {
+      held.dispose();
+    }
+  });
+
+  test('conv2d\'s weights too, and on the emulated path (VGGNET_CPU_BF16=emulate, float32 copies rounded to bf16)', () => {
+    const P = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
+    const w = f32(uniform(8 * 8 * 9, -1, 1), [8, 8, 3, 3]), xt = act(uniform(2 * 8 * 36), [2, 8, 6, 6]).t;
+    const conv = (ww: Tensor) => Array.from(vals(keep(ops.conv2dForward(xt, ww, null, P))));
+    const before = conv(w);
+    ops.sgdStep([w], [f32(uniform(8 * 8 * 9, 0.5, 1), [8, 8, 3, 3])], [keep(Tensor.zeros([8, 8, 3, 3]))], sgdP, true);
+    const after = conv(w);
+    expect(after).not.toEqual(before);
+    expect(after).toEqual(conv(keep(w.clone())));
+    // The emulated path keeps float32 copies rounded to bf16 (its own SGD variant): the same check in a process
+    // that reads VGGNET_CPU_BF16=emulate at start.
+    const dist = JSON.stringify(path.resolve(__dirname, '..', '..', 'dist'));
+    const script = `const o = require(${dist} + '/ops'); const { Tensor } = require(${dist} + '/tensor');
+      const r = (n) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 0.9);
+      const w = Tensor.from(r(${M * K}), [${M}, ${K}]);
+      const x = Tensor.from(r(${3 * K}).map((v) => v * 0.5), [3, ${K}], { dtype: 'bfloat16' });
+      const lin = (ww) => Array.from(o.linearForward(x, ww, null).toArray());
+      const before = lin(w);
+      const p = ${JSON.stringify(sgdP)};
+      o.sgdStep([w], [Tensor.from(r(${M * K}).map((v) => v + 1), [${M}, ${K}])], [Tensor.zeros([${M}, ${K}])], p, true);
+      const after = lin(w), fresh = lin(w.clone());
+      console.log(JSON.stringify({ bf16: o.cpuIsaInfo().bf16, changed: JSON.stringify(after) !== JSON.stringify(before),
+        same: JSON.stringify(after) === JSON.stringify(fresh) }));`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: { ...process.env, VGGNET_CPU_BF16: 'emulate' } });
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout.trim().split('\n').pop()!)).toEqual({ bf16: false, changed: true, same: true });
+  });
+});
+
 describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs and weights', () => {
   const P1 = { strideH: 1, strideW: 1, padH: 1, padW: 1 };
   // 8×8 output maps run oneDNN's convolution, ≤ 4×4 the im2col GEMM (conv.cc, use_small_map); the first-layer case
