@@ -336,8 +336,11 @@ describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs a
     const poolImpls = ops.cpuKernelsUsed().filter((k) => k.op.startsWith('maxpool2d_')).map((k) => k.impl);
     expect(poolImpls).toHaveLength(2);
     const isa = ops.cpuIsaInfo();
+    // (nchw16c is AVX-512's layout: oneDNN's AVX2 pooling has 8-channel blocks only and a network never runs in 16
+    // there, so an AVX2 CPU may take the reference kernel for it.)
+    const avx2Only = !isa.isa.startsWith('avx512');
     for (const impl of poolImpls) {
-      expect(impl).not.toMatch(/^ref/);
+      if (!(avx2Only && layout === 'nchw16c')) expect(impl).not.toMatch(/^ref/);
       if (isa.isa === 'avx512_core_bf16' && layout !== 'nchw') expect(/bf16/.test(impl)).toBe(isa.bf16 && layout !== 'nchw8c');
     }
 
