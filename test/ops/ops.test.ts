@@ -271,7 +271,7 @@ describeOnDevice(`ops on ${device}`, () => {
 
   // ---------------------------------------------------------------- linear
   describe('linear', () => {
-    for (const [N, K, M] of [[3, 7, 5], [5, 70, 33]]) {
+    for (const [N, K, M] of [[3, 7, 5], [5, 70, 33], [16, 64, 6], [17, 48, 4]]) {
       test(`[${N}x${K}] -> ${M}: forward (bias, fused relu), backward data, backward weights (+accumulate)`, () => {
         const x = uniform(N * K), w = uniform(M * K), b = uniform(M);
         const xt = T(x, [N, K]), wt = T(w, [M, K]), bt = T(b, [M]);
