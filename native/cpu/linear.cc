@@ -36,14 +36,15 @@ void check_weight_dtype(const char* op, const Tensor& w, Bf16Path path, bool pre
 // The weights an op computes with: w converted now, or w itself when linear_weights already made it.
 Tensor compute_weights(const Tensor& w, Bf16Path path, bool prepared) { return prepared ? w : bf16_weights(w, path); }
 
-// ---- the weight gradient at small batches. dW (M,K) = dy^T · x is an outer-product sum over N ≤ 16 rows: a pass
+// ---- the weight gradient at small batches. dW (M,K) = dy^T · x is an outer-product sum over N ≤ 8 rows: a pass
 // that writes M·K floats (the 4096×25088 classifier layer: 411 MB) from N·(M+K) inputs, bound by that write.
 // oneDNN 2.6 runs it in bf16 at ~14 GB/s (its avx512_core_bf16 matmul: it takes no AMX kernel for this one);
 // this loop keeps x's rows in L2 as floats, works out two rows of dW at a time in registers and streams them out
 // past the caches: the classifier's three weight gradients in a vgg16 b8 64² bf16 step 36 -> 23 ms (Xeon with AMX,
 // 2 threads; the whole step 226 -> 217 ms). For bf16 activations only: on float32 ones oneDNN's sgemm is as fast
-// (21 against 23 ms). AVX-512 only; N > 16 or other CPUs go to oneDNN.
-constexpr int64_t kSkinnyMaxBatch = 16;
+// (21 against 23 ms). Batches up to 8: at 16 x's rows (1.6 MB as floats) no longer stay in L2 and the loop lost to
+// oneDNN (vgg11 b16 32²: 52 against 38 ms). AVX-512 only; larger batches or other CPUs go to oneDNN.
+constexpr int64_t kSkinnyMaxBatch = 8;
 bool use_skinny_weight_grad(int64_t N, DType activation) {
   static const bool avx512 = cpu_isa_info().isa.rfind("avx512_core", 0) == 0;
   return avx512 && activation == DType::BF16 && N >= 1 && N <= kSkinnyMaxBatch;
