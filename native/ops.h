@@ -125,7 +125,8 @@ class Backend {
 
   // ---- SGD over all parameters in one call, PyTorch's torch.optim.SGD semantics:
   //   d = g + wd*p; if momentum: buf = first ? d : momentum*buf + (1-dampening)*d; d = nesterov ? d + momentum*buf
-  //   : buf;  p -= lr*d.   `first` means the momentum buffers hold nothing yet.
+  //   : buf;  p -= lr*d.   `first` means the momentum buffers hold nothing yet. Marks the parameters and buffers
+  //   written (Tensor::mark_written) itself: the CPU backend updates a weight's kept bf16 copy in the same pass.
   virtual void sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& bufs,
                         const SgdParams& p, bool first) = 0;
 
