@@ -126,19 +126,21 @@ std::mutex& prepared_mutex() {
   return m;
 }
 PreparedWeight* prepared_of(const Tensor& w) { return static_cast<PreparedWeight*>(w.storage->derived.get()); }
-}  // namespace
-
+// pw was made from w's present contents, in w's shape.
+bool current(const PreparedWeight* pw, const Tensor& w) { return pw->version == w.version() && pw->t.shape == w.shape; }
+// to (bf16, or f32 rounded to bf16) = w converted, n elements.
 void convert_weights(const float* w, const Tensor& to, int64_t n) {
   if (to.dtype == DType::BF16) f32_to_bf16_array(w, to.data<uint16_t>(), n);
   else round_to_bf16_array(w, to.data<float>(), n);
 }
+}  // namespace
 
 Tensor bf16_weights(const Tensor& w, Bf16Path path) {
   if (path == Bf16Path::None) return w;
   std::lock_guard<std::mutex> lock(prepared_mutex());
   PreparedWeight* pw = prepared_of(w);
   const bool same_kind = pw && pw->path == path && pw->t.shape == w.shape;
-  if (same_kind && pw->version == w.version()) return pw->t;
+  if (same_kind && current(pw, w)) return pw->t;
   // Made again into the old buffer when nothing but this cache holds it (an op or a layer still holding the old
   // copy must not see it change), else into a new one.
   Tensor t = same_kind && pw->t.storage.use_count() == 1
@@ -152,8 +154,7 @@ Tensor bf16_weights(const Tensor& w, Bf16Path path) {
 PreparedWeight* prepared_for_update(const Tensor& w) {
   std::lock_guard<std::mutex> lock(prepared_mutex());
   PreparedWeight* pw = w.storage ? prepared_of(w) : nullptr;
-  const bool fresh = pw && pw->version == w.version() && pw->t.shape == w.shape;
-  return fresh && pw->t.storage.use_count() == 1 ? pw : nullptr;
+  return pw && current(pw, w) && pw->t.storage.use_count() == 1 ? pw : nullptr;
 }
 
 namespace {

@@ -224,8 +224,6 @@ struct PreparedWeight {
 // The prepared copy of w that an update of w may write along (it is current and held by nothing but the cache),
 // or null. The caller writes it and sets its version to w's after marking w written.
 PreparedWeight* prepared_for_update(const Tensor& w);
-// to (bf16, or f32 rounded to bf16) = w converted, n elements.
-void convert_weights(const float* w, const Tensor& to, int64_t n);
 
 
 }  // namespace vgg::cpu

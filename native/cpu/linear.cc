@@ -8,7 +8,6 @@
 #include <immintrin.h>
 
 #include <cstdint>
-#include <vector>
 
 #include "backend.h"
 #include "kernel_log.h"
@@ -77,8 +76,9 @@ __attribute__((target("avx512f"))) void skinny_rows(const float* xf, int64_t N, 
 // dw (M,K) (+)= dy^T · x for bf16 x (N,K) and dy (N,M).
 void skinny_weight_grad(const uint16_t* x, const uint16_t* dy, float* dw, int64_t N, int64_t K, int64_t M,
                         bool accumulate) {
-  std::vector<float> xf(size_t(N * K));  // exact: bf16 widens to f32
-  bf16_to_f32_array(x, xf.data(), N * K);
+  const Tensor xf_buf = scratch(size_t(N * K) * sizeof(float));  // x widened (exact), from the caching allocator
+  float* xf = static_cast<float*>(xf_buf.raw());
+  bf16_to_f32_array(x, xf, N * K);
   // Streaming stores need 64-byte aligned rows; they skip the caches, so only for a write-only pass.
   const bool stream_out = !accumulate && reinterpret_cast<uintptr_t>(dw) % 64 == 0 && K % 16 == 0;
   const int64_t pairs = (M + 1) / 2;
@@ -91,7 +91,7 @@ void skinny_weight_grad(const uint16_t* x, const uint16_t* dy, float* dw, int64_
       c0[n] = bf16_to_f32(dy[n * M + m]);
       c1[n] = two ? bf16_to_f32(dy[n * M + m + 1]) : 0.f;
     }
-    skinny_rows(xf.data(), N, K, c0, c1, dw + m * K, two ? dw + (m + 1) * K : nullptr, accumulate, stream_out);
+    skinny_rows(xf, N, K, c0, c1, dw + m * K, two ? dw + (m + 1) * K : nullptr, accumulate, stream_out);
   }
   if (stream_out) _mm_sfence();  // streamed stores are weakly ordered: make them visible before dw is read
 }
