@@ -515,6 +515,27 @@ void backward_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x,
   }
 }
 
+// The path a bf16 convolution takes: bf16_path's, except on avx512_core_bf16 CPUs (no AMX) for the layers
+// with at least 256 input and output channels on maps of at least 28² that use_winograd gives oneDNN's f32 Winograd:
+// those run emulated (bf16 operands widened, f32 Winograd, output rounded to bf16: a bf16 layer's rounding of inputs,
+// weights and output, with f32 products). There bf16 dot products run at twice the fp32 FMA rate and no more, so
+// oneDNN's direct bf16 kernels (400-790 GFLOP/s, scripts/bench_conv_bf16.cc) lose to f32 Winograd, which does 2.25-4x
+// fewer multiplications, where the layer's work outweighs the widening and rounding passes over its activations.
+// Measured layer by layer in a vgg16 b8 224² step (AMD Zen 5, 2 threads, VGGNET_PROFILE=layers, CPU time): such
+// layers 1.15-1.34x faster in each direction; 64-128 channels on 112²-224² maps 0.67-0.88x, 512 on 14² 0.89-1.09x,
+// so those stay on the bf16 kernels. VGGNET_CPU_BF16=native keeps every layer on them.
+Bf16Path conv_bf16_path(const ConvGeom& g, DType activation) {
+  static const bool winograd_over_bf16 = [] {
+    const char* env = std::getenv("VGGNET_CPU_BF16");
+    return cpu_isa_info().isa == "avx512_core_bf16" && !(env && std::string(env) == "native");
+  }();
+  const Bf16Path path = bf16_path(activation);
+  const bool wide_and_large = g.C >= 256 && g.K >= 256 && g.H * g.W >= 28 * 28;
+  return path == Bf16Path::Native && winograd_over_bf16 && wide_and_large && use_winograd(g, DType::F32)
+             ? Bf16Path::Emulated
+             : path;
+}
+
 }  // namespace
 
 Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Conv2dParams& p,
@@ -529,7 +550,7 @@ Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor
   if (b.defined()) check_param(b, {g.K}, "conv2d_forward: bias");
   const Layout y_layout = act_layout(p.cpu_blocked_output ? cpu_activation_layout(x.dtype) : x.layout, g.K);
   if (g.N == 0) return Tensor::empty({0, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);  // oneDNN: SIGFPE on N=0
-  const Bf16Path path = bf16_path(x.dtype);
+  const Bf16Path path = conv_bf16_path(g, x.dtype);
   return guard(op, [&] {
     const Tensor xc = bf16_operand(x, path), wc = bf16_weights(w, path);
     return bf16_result(forward(g, p, xc, wc, b, relu, y_layout), path);
@@ -548,7 +569,7 @@ Tensor CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const
   ConvGeom g = conv_geometry(x_shape, w.shape, p, op);
   check_shape(dy, {g.N, g.K, g.P, g.Q}, "conv2d_backward_data: dy");
   if (g.N == 0) return Tensor::empty(x_shape, dy.dtype, Device::CPU, act_layout(dy.layout, g.C));
-  const Bf16Path path = bf16_path(dy.dtype);
+  const Bf16Path path = conv_bf16_path(g, dy.dtype);
   return guard(op, [&] {
     const Tensor dyc = bf16_operand(dy, path), wc = bf16_weights(w, path);
     return bf16_result(backward_data(g, p, dyc, wc, x_shape), path);
@@ -572,7 +593,7 @@ void CpuBackend::conv2d_backward_weights(const Tensor& x, const Tensor& dy, cons
   VGG_CHECK(dw.layout == Layout::Contiguous, "conv2d_backward_weights: dw must be plain (K,C,R,S), got %s",
             layout_name(dw.layout));
   if (g.N == 0) return zero_grads_of_empty_batch(*this, dw, db, accumulate);
-  const Bf16Path path = bf16_path(x.dtype);
+  const Bf16Path path = conv_bf16_path(g, x.dtype);
   guard(op, [&] { backward_weights(g, p, bf16_operand(x, path), bf16_operand(dy, path), dw, db, accumulate); });
 }
 

@@ -224,6 +224,58 @@ describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs a
     expectF32Close(vals(db), g.db.map((v) => 2 * v), 'db accumulated');
   });
 
+  // conv.cc's conv_bf16_path: where bf16 dot products are only twice as fast as fp32 FMAs (avx512_core_bf16, no AMX),
+  // layers of ≥ 256 channels on ≥ 28² maps run f32 Winograd on the widened bf16 operands; smaller ones the bf16 kernels.
+  const bf16Isa = ops.cpuIsaInfo().isa === 'avx512_core_bf16' && ops.cpuIsaInfo().bf16;
+  const forced = process.env.VGGNET_CPU_BF16 === 'native' || process.env.VGGNET_CPU_WINOGRAD === '0';
+  const whyNoRule = !bf16Isa ? `the rule is for avx512_core_bf16 with native bf16; this CPU's oneDNN runs ${ops.cpuIsaInfo().isa}` : forced ? 'VGGNET_CPU_BF16=native or VGGNET_CPU_WINOGRAD=0 turns it off' : '';
+  (whyNoRule ? test.skip : test)('on avx512_core_bf16, wide layers on large maps run f32 Winograd, the rest the bf16 kernels', () => {
+    const kernelOf = (C: number, H: number): string => {
+      const xs: R.Shape4 = [1, C, H, H];
+      ops.cpuKernelsUsed(); // clear the kernel log
+      keep(ops.conv2dForward(act(uniform(numel(xs)), xs, 'nchw16c').t, f32(uniform(C * C * 9, -0.5, 0.5), [C, C, 3, 3]), null, { ...P1, cpuBlockedOutput: true }, false));
+      return ops.cpuKernelsUsed().find((k) => k.op === 'conv2d_forward' && k.impl !== 'reorder')?.impl ?? 'none';
+    };
+    expect(kernelOf(256, 28)).toMatch(/^jit_wino_4x3/);
+    expect(kernelOf(128, 28)).toMatch(/^jit_bf16/);
+    expect(kernelOf(256, 14)).toMatch(/^jit_bf16/);
+  });
+  if (whyNoRule) console.log(`skipped the avx512_core_bf16 Winograd rule test: ${whyNoRule}`);
+
+  // The layer shape that rule takes (elsewhere the paths of the cases above), checked on every CPU at 300 sampled
+  // outputs of each direction against float64 sums (the whole layer in float64 took minutes).
+  test('conv2d at 256 channels on a 28x28 map, all three directions, at sampled outputs', () => {
+    const C = 256, H = 28, xs: R.Shape4 = [1, C, H, H], ws: R.Shape4 = [C, C, 3, 3];
+    const p = { ...P1, cpuBlockedOutput: true };
+    const x = act(uniform(numel(xs)), xs, 'nchw8c'), dy = act(uniform(numel(xs)), xs, isa.bf16Layout);
+    const w = uniform(numel(ws), -0.5, 0.5), wr = roundBf16(w), W = f32(w, ws);
+    const pick = (n: number) => Math.min(n - 1, Math.floor(uniform(1, 0, n)[0]));
+    const at = (v: Float32Array, c: number, h: number, q: number) => (h < 0 || h >= H || q < 0 || q >= H ? 0 : v[(c * H + h) * H + q]);
+    const y = vals(keep(ops.conv2dForward(x.t, W, null, p, false)));
+    const dx = vals(keep(ops.conv2dBackwardData(dy.t, W, xs, p)));
+    const dwT = keep(Tensor.zeros(ws));
+    ops.conv2dBackwardWeights(x.t, dy.t, p, dwT, null, false);
+    const dw = vals(dwT);
+    const got: number[][] = [[], [], []], ref: number[][] = [[], [], []];
+    for (let i = 0; i < 300; i++) {
+      const k = pick(C), c = pick(C), h = pick(H), q = pick(H), r = pick(3), s = pick(3);
+      let fy = 0, fx = 0, fw = 0;
+      for (let cc = 0; cc < C; cc++)
+        for (let rr = 0; rr < 3; rr++)
+          for (let ss = 0; ss < 3; ss++) {
+            fy += at(x.v, cc, h + rr - 1, q + ss - 1) * wr[((k * C + cc) * 3 + rr) * 3 + ss];
+            fx += at(dy.v, cc, h - rr + 1, q - ss + 1) * wr[((cc * C + c) * 3 + rr) * 3 + ss];
+          }
+      for (let hh = 0; hh < H; hh++) for (let qq = 0; qq < H; qq++) fw += at(dy.v, k, hh, qq) * at(x.v, c, hh + r - 1, qq + s - 1);
+      got[0].push(y[(k * H + h) * H + q]), ref[0].push(fy);
+      got[1].push(dx[(c * H + h) * H + q]), ref[1].push(fx);
+      got[2].push(dw[((k * C + c) * 3 + r) * 3 + s]), ref[2].push(fw);
+    }
+    expectBf16Close(got[0], ref[0], 'forward');
+    expectBf16Close(got[1], ref[1], 'backward data');
+    expectF32Close(got[2], ref[2], 'dw');
+  });
+
   // x_c = ±1 alternating and w_kc = 1 + 2^-9 or 1 alternating: each output is ±8·2^-9 from float32 weights, exactly 0
   // from bf16-rounded ones (1 + 2^-9 is a quarter of bf16's last place above 1, so it rounds to 1).
   const sign = (i: number) => (i % 2 ? -1 : 1);
