@@ -145,7 +145,7 @@ export interface NativeAddon {
   /** cuda: JSON text (cuda_info_json in native/cuda/cuda_hooks.h). */
   buildInfo(): { cudaBuilt: boolean; cudaDeviceCount: number; cuda: string };
   setCudaMathMode(mode: 0 | 1 | 2): void;
-  cpuIsaInfo(): { isa: string; bf16: boolean; blockedLayout: NativeLayout; bf16Layout: NativeLayout };
+  cpuIsaInfo(): { isa: string; bf16: boolean; blockedLayout: NativeLayout; bf16Layout: NativeLayout; bf16WinogradLayers: boolean };
   cpuPeakGflops(threads: number, seconds: number): { gflops: number; threads: number; vector: string };
   cpuKernelsUsed(): CpuKernelUse[];
   setNumThreads(n: number): void;

@@ -158,9 +158,11 @@ export function toLayout(x: Tensor, layout: Layout): Tensor {
  * the layout the convolutions write float32 activations in between layers (`cpuBlockedOutput`): 'nchw16c' where
  * oneDNN's f32 kernels work in it (AVX-512), else 'nchw8c'. `bf16Layout` is the same for bfloat16 activations: the
  * layout oneDNN's bf16 convolution works in where bf16 is native ('nhwc' on AMX, 'nchw16c' on avx512_core_bf16),
- * else `blockedLayout`.
+ * else `blockedLayout`. `bf16WinogradLayers`: bf16 layers of >= 256 channels on >= 28² maps run float32 Winograd on
+ * the widened bf16 operands instead of the bf16 kernels (avx512_core_bf16 CPUs, where that is faster; not with
+ * VGGNET_CPU_BF16=native).
  */
-export function cpuIsaInfo(): { isa: string; bf16: boolean; blockedLayout: Layout; bf16Layout: Layout } {
+export function cpuIsaInfo(): { isa: string; bf16: boolean; blockedLayout: Layout; bf16Layout: Layout; bf16WinogradLayers: boolean } {
   return addon().cpuIsaInfo();
 }
 

@@ -151,11 +151,14 @@ class Backend {
 // (Conv2dParams::cpu_blocked_output): nchw16c where oneDNN's f32 kernels work in nChw16c (AVX-512), else nchw8c.
 // bf16_layout is the same for bfloat16 activations: the layout oneDNN's bf16 convolution works in where bf16 is
 // native (nhwc on AMX, nchw16c on avx512_core_bf16), else `blocked` (emulated bf16 runs the f32 kernels).
+// bf16_winograd_layers: bf16 is native on avx512_core_bf16 (no AMX) and not forced onto oneDNN's bf16 kernels
+// (VGGNET_CPU_BF16=native), so the wide layers on large maps run f32 Winograd instead (conv.cc, conv_bf16_path).
 struct CpuIsaInfo {
   std::string isa;
   bool bf16 = false;
   Layout blocked = Layout::Blocked8;
   Layout bf16_layout = Layout::Blocked8;
+  bool bf16_winograd_layers = false;
 };
 // The layout conv2d_forward writes with cpu_blocked_output for activations of this dtype.
 Layout cpu_activation_layout(DType activation);

@@ -304,7 +304,7 @@ export async function benchCpu(options: { threads?: number; steps?: number; warm
   // avx512_core without avx512_bf16/AMX: oneDNN's bf16 kernels run, converting to f32 in the kernels.
   const bf16Fast = /avx512_core_(bf16|amx)/.test(isa.isa);
   if (precisions.includes('bf16')) {
-    console.log(bf16Note ?? `bf16 on oneDNN's bf16 kernels (${isa.isa}${bf16Fast ? `, native bf16 instructions${isa.isa === 'avx512_core_bf16' && process.env.VGGNET_CPU_BF16 !== 'native' ? "; layers of ≥ 256 channels on ≥ 28² maps on f32 Winograd instead, faster here" : ''}` : ': no avx512_bf16 or AMX, so oneDNN converts to f32 inside its kernels; no speed-up expected'})`);
+    console.log(bf16Note ?? `bf16 on oneDNN's bf16 kernels (${isa.isa}${bf16Fast ? ', native bf16 instructions' + (isa.bf16WinogradLayers ? '; layers of ≥ 256 channels on ≥ 28² maps on f32 Winograd instead, faster here' : '') : ': no avx512_bf16 or AMX, so oneDNN converts to f32 inside its kernels; no speed-up expected'})`);
   }
   if (precisions.includes('int8')) {
     console.log(`int8 inference: convolutions and classifier on oneDNN's int8 kernels (${isa.isa}), weights per channel in ±${int8WeightMax()}${int8WeightMax() < 127 ? ' (no VNNI: 7 bits, so that its int16 pair sums cannot saturate; the first conv in fp32)' : ''}; forward rows only`);

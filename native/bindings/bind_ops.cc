@@ -355,7 +355,7 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("cuda", cuda_info_json());
   return o;
 }
-// cpuIsaInfo(): {isa, bf16, blockedLayout, bf16Layout}, see ops.h.
+// cpuIsaInfo(): {isa, bf16, blockedLayout, bf16Layout, bf16WinogradLayers}, see ops.h.
 Napi::Value CpuIsaInfoJs(const Napi::CallbackInfo& info) {
   const CpuIsaInfo i = cpu_isa_info();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -363,6 +363,7 @@ Napi::Value CpuIsaInfoJs(const Napi::CallbackInfo& info) {
   o.Set("bf16", i.bf16);
   o.Set("blockedLayout", layout_name(i.blocked));
   o.Set("bf16Layout", layout_name(i.bf16_layout));
+  o.Set("bf16WinogradLayers", i.bf16_winograd_layers);
   return o;
 }
 // cpuPeakGflops(threads, seconds): {gflops, threads, vector}, see ops.h.

@@ -72,6 +72,7 @@ CpuIsaInfo cpu_isa_info() {
     const std::string mode = env ? env : "";
     const bool bf16_isa = i.isa == "avx512_core_bf16" || i.isa == "avx512_core_amx";
     i.bf16 = i.bf16 && mode != "emulate" && (bf16_isa || mode == "native");
+    i.bf16_winograd_layers = i.bf16 && i.isa == "avx512_core_bf16" && mode != "native";
     using tag = dnnl::memory::format_tag;
     // The activation layout between layers: the blocked format oneDNN's f32 convolution picks for itself here
     // (nChw16c on AVX-512, nChw8c on AVX2), so that no layer reorders its input or output.

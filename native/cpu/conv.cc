@@ -525,13 +525,10 @@ void backward_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x,
 // layers 1.15-1.34x faster in each direction; 64-128 channels on 112²-224² maps 0.67-0.88x, 512 on 14² 0.89-1.09x,
 // so those stay on the bf16 kernels. VGGNET_CPU_BF16=native keeps every layer on them.
 Bf16Path conv_bf16_path(const ConvGeom& g, DType activation) {
-  static const bool winograd_over_bf16 = [] {
-    const char* env = std::getenv("VGGNET_CPU_BF16");
-    return cpu_isa_info().isa == "avx512_core_bf16" && !(env && std::string(env) == "native");
-  }();
+  static const bool winograd_layers = cpu_isa_info().bf16_winograd_layers;
   const Bf16Path path = bf16_path(activation);
   const bool wide_and_large = g.C >= 256 && g.K >= 256 && g.H * g.W >= 28 * 28;
-  return path == Bf16Path::Native && winograd_over_bf16 && wide_and_large && use_winograd(g, DType::F32)
+  return path == Bf16Path::Native && winograd_layers && wide_and_large && use_winograd(g, DType::F32)
              ? Bf16Path::Emulated
              : path;
 }

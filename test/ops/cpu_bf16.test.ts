@@ -47,6 +47,8 @@ test('cpuIsaInfo reports oneDNN\'s ISA and bf16 support', () => {
   if (/^(sse41|avx|avx2|avx2_vnni)$/.test(isa.isa)) expect(isa.bf16).toBe(false);
   if (isa.isa === 'avx512_core' && process.env.VGGNET_CPU_BF16 !== 'native') expect(isa.bf16).toBe(false);
   if (isa.isa === 'avx512_core' && process.env.VGGNET_CPU_BF16 === 'native') expect(isa.bf16).toBe(true);
+  // f32 Winograd for wide bf16 layers (conv.cc, conv_bf16_path) only where bf16 is native on avx512_core_bf16
+  expect(isa.bf16WinogradLayers).toBe(isa.bf16 && isa.isa === 'avx512_core_bf16' && process.env.VGGNET_CPU_BF16 !== 'native');
 });
 
 test('VGGNet says when bf16 on the CPU is emulated; VGGNET_CPU_BF16=emulate forces the emulation', () => {
