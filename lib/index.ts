@@ -2,7 +2,7 @@
 export { Tensor } from './tensor';
 export type { DType, Layout, TensorOptions } from './tensor';
 export {
-  backends, resolveDevice, cudaAvailable, memoryStats, resetPeakMemory, emptyCache, synchronize, setNumThreads, getNumThreads,
+  backends, resolveDevice, cudaAvailable, memoryStats, resetPeakMemory, emptyCache, deferringMemoryReports, synchronize, setNumThreads, getNumThreads,
   setCpuWinograd, cpuWinograd,
 } from './backend';
 export type { DeviceName, DeviceOption, BackendsInfo, AddonOrigin, CpuWinogradMode } from './backend';

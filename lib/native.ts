@@ -142,6 +142,8 @@ export interface NativeAddon {
   memoryStats(device: NativeDevice): { inUse: number; cached: number; peak: number };
   resetPeakMemory(device: NativeDevice): void;
   emptyCache(device: NativeDevice): void;
+  deferMemoryReports(): void;
+  flushMemoryReports(): void;
   /** cuda: JSON text (cuda_info_json in native/cuda/cuda_hooks.h). */
   buildInfo(): { cudaBuilt: boolean; cudaDeviceCount: number; cuda: string };
   setCudaMathMode(mode: 0 | 1 | 2): void;

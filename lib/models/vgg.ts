@@ -1,6 +1,6 @@
 // VGG from a table of layer widths, the way torchvision's models/vgg.py builds it: configurations A/B/D/E
 // (VGG11/13/16/19), optional batch norm, torchvision's layer indices, parameter names and initialisation.
-import { DeviceOption, DeviceName, resolveDevice } from '../backend';
+import { DeviceOption, DeviceName, deferringMemoryReports, resolveDevice } from '../backend';
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
@@ -215,6 +215,11 @@ export class VGGNet extends Module {
   }
 
   forward(x: Tensor, options?: ForwardOptions): Tensor {
+    // Its activations come and go by the hundred MB: V8 is told of the net change once (deferringMemoryReports).
+    return deferringMemoryReports(() => this.forwardInner(x, options));
+  }
+
+  private forwardInner(x: Tensor, options?: ForwardOptions): Tensor {
     tensorArg(x, 'VGGNet.forward');
     this.freeActs();
     const step = options?.step;
@@ -356,6 +361,10 @@ export class VGGNet extends Module {
    * each layer's gradients are handed to the all-reduce as soon as they are written (the classifier's first).
    */
   backward(gradLogits: Tensor, options?: BackwardOptions): undefined {
+    return deferringMemoryReports(() => this.backwardInner(gradLogits, options));
+  }
+
+  private backwardInner(gradLogits: Tensor, options?: BackwardOptions): undefined {
     this.backwardStart(gradLogits, 'VGGNet');
     let g = gradLogits;
     const owned: Tensor[] = [];

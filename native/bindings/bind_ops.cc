@@ -348,6 +348,14 @@ Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
   device_empty_cache(device_from_name(get_string(arg(info, 0), "emptyCache: device")));
   return info.Env().Undefined();
 }
+Napi::Value DeferMemoryReports(const Napi::CallbackInfo& info) {
+  defer_memory_reports();
+  return info.Env().Undefined();
+}
+Napi::Value FlushMemoryReports(const Napi::CallbackInfo& info) {
+  flush_memory_reports(info.Env());
+  return info.Env().Undefined();
+}
 Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("cudaBuilt", cuda_built());
@@ -554,6 +562,8 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("memoryStats", MemoryStatsJs);
   def("resetPeakMemory", ResetPeak);
   def("emptyCache", EmptyCache);
+  def("deferMemoryReports", DeferMemoryReports);
+  def("flushMemoryReports", FlushMemoryReports);
   def("buildInfo", BuildInfo);
   def("setCudaMathMode", SetCudaMathMode);
   def("cpuIsaInfo", CpuIsaInfoJs);

@@ -36,6 +36,11 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
 
 void init_tensor(Napi::Env env, Napi::Object exports);
 
+// Host tensors' bytes are told to V8 as they change, except between defer_memory_reports() and the matching
+// flush_memory_reports(), which tells their sum at once (js_tensor.cc says why). Nestable; per thread.
+void defer_memory_reports();
+void flush_memory_reports(napi_env env);
+
 // Registers a binding as exports[name]: a vgg::TypeError or vgg::RangeError it throws becomes a JS TypeError or
 // RangeError with the same message (tensor.h); any other exception a JS Error (node-addon-api's C++ exception mode).
 using Binding = Napi::Value (*)(const Napi::CallbackInfo&);

@@ -7,6 +7,9 @@
 //       RSS and native in-use bytes after warm-up (step 200) and at the end, each after a full GC
 //   node --expose-gc train_child.js finaliser
 //       makes 4 MiB tensors 3000 times (12 GiB in all) and drops them without dispose(); prints one JSON line
+//   node --expose-gc train_child.js external
+//       counts V8's full collections while 96 MiB tensors are made and freed, outside and inside a
+//       deferringMemoryReports scope; prints one JSON line
 //   node --expose-gc train_child.js loader-break <dataRoot>
 //       iterates a DataLoader and breaks out after two batches, 200 times; prints one JSON line (RSS, native bytes in
 //       use and the thread count after the first pass and at the end), then returns: the process must exit by itself
@@ -89,6 +92,34 @@ async function finaliser() {
   process.stdout.write(JSON.stringify({ base, peak, end }) + '\n');
 }
 
+// The full collections V8 runs while 96 MiB tensors are made and freed 40 times, told to V8 as each comes and goes,
+// then inside a deferringMemoryReports scope (told once, at its end: nothing, the churn nets out).
+async function external() {
+  const { PerformanceObserver, constants } = require('perf_hooks');
+  const n = 24 * 2 ** 20; // floats: 96 MiB, past the 64 MiB step at which V8 collects
+  await sample();
+  let majors = 0;
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if (e.detail && e.detail.kind === constants.NODE_PERFORMANCE_GC_MAJOR) majors++;
+  });
+  obs.observe({ entryTypes: ['gc'] });
+  const churn = async (deferred) => {
+    await new Promise((r) => setTimeout(r, 20));
+    majors = 0;
+    const run = () => {
+      for (let i = 0; i < 40; i++) lib.Tensor.empty([n]).dispose();
+    };
+    if (deferred) lib.deferringMemoryReports(run);
+    else run();
+    await new Promise((r) => setTimeout(r, 50)); // the observer hears of collections asynchronously
+    return majors;
+  };
+  const plain = await churn(false);
+  const deferred = await churn(true);
+  obs.disconnect();
+  process.stdout.write(JSON.stringify({ plain, deferred }) + '\n');
+}
+
 function threads() {
   return require('fs').readdirSync('/proc/self/task').length;
 }
@@ -116,6 +147,7 @@ async function loaderBreak() {
   else if (mode === 'loader-break') await loaderBreak();
   else if (mode === 'steps') await steps(Number(rest[0]));
   else if (mode === 'finaliser') await finaliser();
+  else if (mode === 'external') await external();
   else throw new Error(`unknown mode ${mode}`);
 })().catch((e) => {
   process.stderr.write(`error: ${e.message}\n`);
