@@ -161,6 +161,7 @@ export interface NativeAddon {
   cpuQuantizeConvWeights(w: T): { q: T; scales: T };
   cpuInt8Conv2dForward(x: T, xScale: number, q: T, scales: T, b: Opt, p: NativeConvParams, yScale: number, relu: boolean, prepared: Opt): { y: T; prepared?: T };
   cpuAbsMax(x: T): number;
+  cpuAdaptivePoolFold(w: T, c: number, h: number, width: number, oh: number, ow: number): T;
   cpuInt8Flatten(q: T): T;
   cpuInt8LinearForward(x: T, xScale: number, q: T, scales: T, b: Opt, yScale: number, relu: boolean, prepared: Opt): { y: T; prepared?: T };
 

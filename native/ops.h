@@ -226,6 +226,10 @@ Tensor cpu_int8_conv2d_forward(const Tensor& x, double x_scale, const Int8ConvWe
 // arithmetic as cpu_int8_conv2d_forward (and the same prepared weights).
 Tensor cpu_int8_linear_forward(const Tensor& x, double x_scale, const Int8ConvWeights& w, const Tensor& b,
                                double y_scale, bool relu, Tensor* prepared_out = nullptr);
+// The weight (out, C·H·W) of an adaptive average pool from (C, H, W) to (C, oh, ow), flattened, followed by a linear
+// layer of weight w (out, C·oh·ow): w · P, P per channel the (oh·ow, H·W) pooling matrix (its entries 1/area, as the
+// pool computes them). One pass over w, f32.
+Tensor cpu_adaptive_pool_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, int oh, int ow);
 // q (N,C,H,W) nhwc -> (N, H*W*C, 1, 1) nhwc sharing q's storage: the map flattened in (h, w, c) order, as the int8
 // classifier's first layer takes it; its weight's columns must be in that order.
 Tensor cpu_int8_flatten(const Tensor& q);

@@ -1,11 +1,11 @@
 // VGG from a table of layer widths, the way torchvision's models/vgg.py builds it: configurations A/B/D/E
 // (VGG11/13/16/19), optional batch norm, torchvision's layer indices, parameter names and initialisation.
 import { DeviceOption, DeviceName, deferringMemoryReports, resolveDevice } from '../backend';
-import { Tensor } from '../tensor';
+import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
-  BackwardOptions, Counter, ForwardOptions, Module, Parameter, NamedParameter, isGradEnabled, markGradientFor, noGrad,
-  tensorArg,
+  BackwardOptions, Counter, ForwardOptions, Module, Parameter, NamedParameter, gradsForBackward, isGradEnabled,
+  markGradientFor, noGrad, tensorArg,
 } from '../nn/module';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
@@ -23,6 +23,10 @@ import { exportOnnx, OnnxExportOptions } from '../io/onnx';
 export function foldAdaptivePool(weight: Tensor, c: number, h: number, w: number, oh: number, ow: number): Tensor {
   const [out, inF] = weight.shape;
   if (inF !== c * oh * ow) throw new Error(`foldAdaptivePool: weight has ${inF} inputs, expected ${c}·${oh}·${ow}`);
+  // A 1×1 map on the CPU: each folded entry is a plain sum of its oh·ow weights, which the matmul below (one output
+  // column) ran at half the memory rate of a loop of ours (4096×25088: 24 against 12 ms, AMD Zen 5, 2 threads);
+  // from 2×2 on the two were even (30 ms), the matmul stays.
+  if (weight.device === 'cpu' && h * w === 1) return ops.adaptivePoolFold(weight, c, h, w, oh, ow);
   const eye = new Float32Array(h * w * h * w);
   for (let m = 0; m < h * w; m++) eye[m * h * w + m] = 1;
   const onehot = Tensor.from(eye, [h * w, 1, h, w], { device: weight.device });
@@ -122,6 +126,8 @@ export class VGGNet extends Module {
   private folds: Map<string, Tensor | ops.PreparedLinearWeights> | undefined;
   /** features, avgpool, flatten, classifier: their forward generations in this model's latest forward. */
   private childGenerations: number[] = [];
+  /** What the latest forward's pool-folded first classifier layer (foldsInTraining) left for backward. */
+  private trainFold: { x: Tensor; y: Tensor; w: Tensor; features: { shape: number[]; layout: Layout } } | undefined;
 
   constructor(config: VGGConfig, options: VGGOptions = {}, name?: string) {
     super();
@@ -266,6 +272,21 @@ export class VGGNet extends Module {
       const relu = this.classifier.layers[1] instanceof ReLU;
       cur = this.keep(ops.linearForward(cur, folded, fc1.bias?.value ?? null, relu));
       logits = this.classifier.forwardFrom(relu ? 2 : 1, cur);
+    } else if (this.foldsInTraining(cur)) {
+      // The same fold with gradients (see foldsInTraining): the classifier runs from its first layer's ReLU on,
+      // and backward finishes the first layer here.
+      const [n, c, h, w] = cur.shape;
+      const [oh, ow] = this.avgpool.outputSize;
+      const fc1 = this.classifier.layers[0] as Linear;
+      const pooled = this.keep(ops.adaptiveAvgpool2dForward(cur, oh, ow)); // the first layer's input, for dW
+      const x = this.keep(pooled.view([n, c * oh * ow]));
+      const plain = ops.toLayout(cur, 'nchw');
+      const f = this.keep(plain.view([n, c * h * w]));
+      if (plain !== cur) plain.dispose();
+      const wFold = this.keep(foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
+      const y = this.keep(ops.linearForward(f, wFold, fc1.bias?.value ?? null, true));
+      this.trainFold = { x, y, w: wFold, features: { shape: cur.shape, layout: cur.layout } };
+      logits = this.classifier.forwardFrom(2, y, { step });
     } else {
       cur = this.keep(this.avgpool.forward(cur));
       cur = this.keep(this.flatten.forward(cur));
@@ -345,6 +366,21 @@ export class VGGNet extends Module {
     return f;
   }
 
+  /**
+   * Whether a forward with gradients on this feature map folds the pool into the first classifier layer, as
+   * withFrozenWeights does without them: on the CPU, for maps of at most 2×2 (inputs up to 64²; VGGNET_TRAIN_FOLD=0
+   * turns it off). Forward and the input's gradient then multiply by the folded (out, c·h·w) weight, made again each
+   * step (one pass over the layer's weight), instead of the (out, c·7·7) one; the weight's own gradient still needs
+   * the pooled input. Why 2×2: ARCHITECTURE, "Other CPU costs".
+   */
+  private foldsInTraining(x: Tensor): boolean {
+    if (!isGradEnabled() || this.device !== 'cpu' || process.env.VGGNET_TRAIN_FOLD === '0') return false;
+    const [, c, h, w] = x.shape;
+    const [oh, ow] = this.avgpool.outputSize;
+    const [fc1, relu] = this.classifier.layers;
+    return h * w <= 4 && h * w < oh * ow && fc1 instanceof Linear && fc1.inFeatures === c * oh * ow && relu instanceof ReLU;
+  }
+
   /** Drops what withFrozenWeights derived from the weights: folds, and the classifier's prepared weights. */
   private clearFolds(): void {
     for (const t of this.folds?.values() ?? []) t.dispose();
@@ -377,10 +413,24 @@ export class VGGNet extends Module {
     const [features, avgpool, flatten, classifier] = this.childGenerations;
     markGradientFor(g, this.classifier, classifier);
     step(this.classifier.backward(g, options));
-    markGradientFor(g, this.flatten, flatten);
-    step(this.flatten.backward(g));
-    markGradientFor(g, this.avgpool, avgpool);
-    step(this.avgpool.backward(g));
+    const fold = this.trainFold;
+    if (fold) {
+      // The first classifier layer, folded with the pool in forward: its ReLU's mask, its weight gradient from the
+      // pooled input, and the feature map's gradient through the folded weight.
+      const fc1 = this.classifier.layers[0] as Linear;
+      step(ops.reluBackward(g, fold.y));
+      const { grads: [dw, db], accumulate } = gradsForBackward([fc1.weight, fc1.bias]);
+      ops.linearBackwardWeights(fold.x, g, dw!, db, accumulate);
+      options?.step?.distributed?.gradientsReady(fc1.ownParameters().map(([, p]) => p));
+      step(ops.linearBackwardData(g, fold.w));
+      step(g.view(fold.features.shape));
+      step(ops.toLayout(g, fold.features.layout));
+    } else {
+      markGradientFor(g, this.flatten, flatten);
+      step(this.flatten.backward(g));
+      markGradientFor(g, this.avgpool, avgpool);
+      step(this.avgpool.backward(g));
+    }
     markGradientFor(g, this.features, features);
     step(this.features.backward(g, options)); // undefined: the first conv skips the image's gradient
     for (const t of owned) t.dispose();
@@ -477,6 +527,7 @@ export class VGGNet extends Module {
   private freeActs(): void {
     for (const t of this.acts) t.dispose();
     this.acts = [];
+    this.trainFold = undefined;
   }
 }
 

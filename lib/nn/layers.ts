@@ -441,6 +441,8 @@ export class Sequential extends Module {
   private acts: Tensor[] = [];
   /** Each child's forward generation in this container's latest forward (its backward tags the gradients with it). */
   private childGenerations: number[] = [];
+  /** The first layer the latest forward ran (forwardFrom): backward stops there. */
+  private from = 0;
 
   constructor(layers: Module[]) {
     super();
@@ -458,20 +460,21 @@ export class Sequential extends Module {
   }
 
   /**
-   * Runs layers[start], layers[start + 1], ... on x, without gradients (a backward would need the layers before
-   * start too): for callers that ran the first layers their own way (VGGNet's folded classifier).
+   * Runs layers[start], layers[start + 1], ... on x: for callers that ran the first layers their own way (VGGNet's
+   * folded classifier). With gradients, the backward that follows goes back through these layers only and returns
+   * the gradient of x, layers[start]'s input.
    */
-  forwardFrom(start: number, x: Tensor): Tensor {
+  forwardFrom(start: number, x: Tensor, options?: ForwardOptions): Tensor {
     tensorArg(x, 'Sequential.forwardFrom');
-    if (isGradEnabled()) throw new Error('Sequential.forwardFrom: runs without gradients only (inside noGrad)');
     if (!Number.isInteger(start) || start < 0 || start > this.layers.length) {
       throw new RangeError(`Sequential.forwardFrom: start must be an integer in [0, ${this.layers.length}], got ${start}`);
     }
-    return this.run(x, start);
+    return this.run(x, start, options);
   }
 
   private run(x: Tensor, start: number, options?: ForwardOptions): Tensor {
     this.freeActs();
+    this.from = start;
     const keep = isGradEnabled(); // activations are needed by backward
     const step = options?.step;
     let cur = x;
@@ -511,7 +514,7 @@ export class Sequential extends Module {
     this.backwardStart(dy, 'Sequential');
     const dist = options?.step?.distributed;
     let cur: Tensor | undefined = dy;
-    for (let i = this.layers.length - 1; i >= 0; i--) {
+    for (let i = this.layers.length - 1; i >= this.from; i--) {
       if (!cur) throw new Error(`Sequential.backward: layer ${i + 1} gave no input gradient, but layer ${i} needs one`);
       const layer = this.layers[i];
       markGradientFor(cur, layer, this.childGenerations[i]);

@@ -506,6 +506,21 @@ Napi::Value CpuInt8LinearForward(const Napi::CallbackInfo& info) {
 Napi::Value CpuInt8Flatten(const Napi::CallbackInfo& info) {
   return wrap(info.Env(), cpu_int8_flatten(cpu_tensor(arg(info, 0), "int8Flatten: input")));
 }
+// cpuAdaptivePoolFold(weight, c, h, w, oh, ow) -> the pool-folded weight (ops.h, cpu_adaptive_pool_fold)
+Napi::Value CpuAdaptivePoolFold(const Napi::CallbackInfo& info) {
+  const char* op = "adaptivePoolFold";
+  Tensor& w = unwrap(arg(info, 0), "adaptivePoolFold: weight");
+  VGG_CHECK(w.device() == Device::CPU, "%s: runs on the CPU; this weight is on %s", op, device_name(w.device()));
+  auto dim = [&](int i, const char* what) {
+    const int64_t v = get_int(arg(info, i), what);
+    VGG_CHECK_RANGE(v >= 1 && v <= (int64_t(1) << 31), "%s must be in [1, 2^31], got %lld", what, (long long)v);
+    return v;
+  };
+  const int64_t c = dim(1, "adaptivePoolFold: channels"), h = dim(2, "adaptivePoolFold: height"),
+                wd = dim(3, "adaptivePoolFold: width"), oh = dim(4, "adaptivePoolFold: pool height"),
+                ow = dim(5, "adaptivePoolFold: pool width");
+  return wrap(info.Env(), cpu_adaptive_pool_fold(w, c, h, wd, int(oh), int(ow)));
+}
 // cpuAbsMax(x) -> max |x| (NaN when x holds one)
 Napi::Value CpuAbsMax(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), cpu_abs_max(cpu_tensor(arg(info, 0), "absMax: input")));
@@ -579,6 +594,7 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("cpuQuantizeConvWeights", CpuQuantizeConvWeights);
   def("cpuInt8Conv2dForward", CpuInt8Conv2dForward);
   def("cpuAbsMax", CpuAbsMax);
+  def("cpuAdaptivePoolFold", CpuAdaptivePoolFold);
   def("cpuInt8Flatten", CpuInt8Flatten);
   def("cpuInt8LinearForward", CpuInt8LinearForward);
 }

@@ -230,4 +230,56 @@ Tensor CpuBackend::adaptive_avgpool2d_backward(const Tensor& dy, const Shape& x_
   return dx;
 }
 
+namespace {
+// out[p, m] = sum_q w[p, q] * pt[m, q] over planes p: each plane's Q pooled inputs to its M map positions.
+VGG_VECTOR_CLONES void fold_planes(const float* w, float* out, int64_t planes, int64_t Q, int64_t M,
+                                   const float* pt) {
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* in = w + p * Q;
+    for (int64_t m = 0; m < M; ++m) {
+      const float* col = pt + m * Q;
+      float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+      for (int64_t q = 0; q < Q; ++q) acc += in[q] * col[q];
+      out[p * M + m] = acc;
+    }
+  }
+}
+}  // namespace
+
 }  // namespace vgg::cpu
+
+namespace vgg {
+
+using namespace cpu;
+
+Tensor cpu_adaptive_pool_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, int oh, int ow) {
+  check_cpu(w, "adaptive_pool_fold: weight");
+  check_dtype(w, DType::F32, "adaptive_pool_fold: weight");
+  check_ndim(w, 2, "adaptive_pool_fold: weight");
+  VGG_CHECK_RANGE(C >= 1 && H >= 1 && W >= 1 && oh >= 1 && ow >= 1,
+                  "adaptive_pool_fold: channels, map and pool sizes must be >= 1, got %lld, %lldx%lld, %dx%d",
+                  (long long)C, (long long)H, (long long)W, oh, ow);
+  const int64_t Q = int64_t(oh) * ow, M = H * W;
+  VGG_CHECK(w.dim(1) == C * Q, "adaptive_pool_fold: weight has %lld inputs, expected %lld·%d·%d",
+            (long long)w.dim(1), (long long)C, oh, ow);
+  // P transposed (M × Q): output q of the pool averages the window of map positions m, each weighing 1/area, as
+  // adaptive_avgpool2d_forward computes it.
+  std::vector<float> pt(size_t(M * Q), 0.f);
+  const AdaptiveWindows win(H, W, oh, ow);
+  for (int64_t i = 0; i < oh; ++i)
+    for (int64_t j = 0; j < ow; ++j) {
+      const int64_t h0 = win.h0[size_t(i)], h1 = win.h1[size_t(i)], w0 = win.w0[size_t(j)], w1 = win.w1[size_t(j)];
+      const float v = 1.f / float((h1 - h0) * (w1 - w0));
+      for (int64_t y = h0; y < h1; ++y)
+        for (int64_t x = w0; x < w1; ++x) pt[size_t((y * W + x) * Q + i * ow + j)] = v;
+    }
+  const int64_t planes = w.dim(0) * C;
+  Tensor out = Tensor::empty({w.dim(0), C * M}, DType::F32, Device::CPU);
+  const float* wp = w.data<float>();
+  float* op = out.data<float>();
+  parallel_chunks(planes, [&](int64_t lo, int64_t hi) { fold_planes(wp + lo * Q, op + lo * M, hi - lo, Q, M, pt.data()); });
+  return out;
+}
+
+}  // namespace vgg

@@ -4,6 +4,8 @@ import { Tensor } from '../../lib/tensor';
 import * as ops from '../../lib/ops';
 import { foldAdaptivePool, VGGNet } from '../../lib/models/vgg';
 import { noGrad } from '../../lib/nn/module';
+import { runStep } from '../../lib/train/train_step';
+import { sgd } from '../../lib/optim/sgd';
 import { Linear } from '../../lib/nn/layers';
 import { Rng } from '../../lib/random';
 import { tinyVgg, randomBatch, TINY_CFG } from '../helpers/tiny';
@@ -26,11 +28,16 @@ function poolMatrix(h: number, w: number, oh: number, ow: number): number[][] {
 describe('foldAdaptivePool', () => {
   // Each folded entry is a sum of at most 49 float32 products: its rounding error is at most ~49·2^-24 ≈ 2.9e-6 of
   // the sum of the terms' magnitudes; the bound checked is 4e-6 of that sum.
-  test.each([[1, 1], [2, 2], [3, 3], [5, 5], [6, 6], [1, 3], [4, 2]])('map %i×%i into 7×7: W·P against float64', (h, w) => {
+  // foldAdaptivePool (the matmul, or on the CPU for 1×1 maps ops.adaptivePoolFold), and ops.adaptivePoolFold itself
+  // on every map on the CPU.
+  const folds: [string, typeof foldAdaptivePool][] = [['foldAdaptivePool', foldAdaptivePool]];
+  if (device === 'cpu') folds.push(['ops.adaptivePoolFold', ops.adaptivePoolFold]);
+  const cases = folds.flatMap(([name, fold]) => [[1, 1], [2, 2], [3, 3], [5, 5], [6, 6], [1, 3], [4, 2]].map(([h, w]) => [name, h, w, fold] as const));
+  test.each(cases)('%s: map %i×%i into 7×7: W·P against float64', (_name, h, w, fold) => {
     const out = 5, c = 3, oh = 7, ow = 7;
     const wData = new Rng(h * 10 + w).fillNormal(new Float32Array(out * c * oh * ow), 0, 1);
     const W = Tensor.from(wData, [out, c * oh * ow], { device });
-    const f = foldAdaptivePool(W, c, h, w, oh, ow);
+    const f = fold(W, c, h, w, oh, ow);
     expect(f.shape).toEqual([out, c * h * w]);
     const got = f.toArray() as Float32Array;
     const P = poolMatrix(h, w, oh, ow);
@@ -55,15 +62,33 @@ describe('foldAdaptivePool', () => {
   test('refuses a weight whose width is not channels·7·7', () => {
     const W = Tensor.zeros([2, 10], { device });
     expect(() => foldAdaptivePool(W, 3, 1, 1, 7, 7)).toThrow(/10 inputs, expected 3·7·7/);
+    expect(() => foldAdaptivePool(W, 3, 2, 2, 7, 7)).toThrow(/10 inputs, expected 3·7·7/);
+    if (device === 'cpu') {
+      expect(() => ops.adaptivePoolFold(W, 3, 2, 2, 7, 7)).toThrow(/10 inputs, expected 3·7·7/);
+      expect(() => ops.adaptivePoolFold(W, 2, 0, 1, 1, 5)).toThrow(/height must be in \[1, 2\^31\], got 0/);
+      expect(() => ops.adaptivePoolFold(Tensor.zeros([2, 3, 4]), 1, 1, 1, 1, 3)).toThrow(/weight/);
+    }
     W.dispose();
   });
 });
+
+function withTrainFold<T>(value: string, fn: () => T): T {
+  const prev = process.env.VGGNET_TRAIN_FOLD;
+  process.env.VGGNET_TRAIN_FOLD = value;
+  try {
+    return fn();
+  } finally {
+    if (prev === undefined) delete process.env.VGGNET_TRAIN_FOLD;
+    else process.env.VGGNET_TRAIN_FOLD = prev;
+  }
+}
 
 describe('VGGNet.withFrozenWeights', () => {
   afterEach(() => jest.restoreAllMocks());
 
   // Spies on the adaptive pool, noting each call's input channels at the call: the fold pools one-hot maps of one
   // channel (foldAdaptivePool), a forward pools the features (8 channels in the tiny model).
+  // ops.adaptivePoolFold (the CPU's 1×1 fold) counts as a fold too (channel 0 here).
   function spyPool() {
     const pool = ops.adaptiveAvgpool2dForward;
     const channels: number[] = [];
@@ -71,9 +96,14 @@ describe('VGGNet.withFrozenWeights', () => {
       channels.push(x.shape[1]);
       return pool(x, ...rest);
     });
+    const fold = ops.adaptivePoolFold;
+    jest.spyOn(ops, 'adaptivePoolFold').mockImplementation((...args) => {
+      channels.push(0);
+      return fold(...args);
+    });
     return {
-      onFeatures: () => channels.filter((c) => c !== 1).length,
-      folds: () => channels.filter((c) => c === 1).length,
+      onFeatures: () => channels.filter((c) => c > 1).length,
+      folds: () => channels.filter((c) => c <= 1).length,
       clear: () => void channels.splice(0),
     };
   }
@@ -108,11 +138,11 @@ describe('VGGNet.withFrozenWeights', () => {
       m.dispose();
     });
 
-  test('with gradients enabled (training) nothing is folded, inside the scope too', () => {
+  test('with gradients enabled the scope folds nothing (training folds on its own: see below)', () => {
     const m = tinyVgg({ seed: 3 });
     const { x } = randomBatch(2, 4);
     const pool = spyPool();
-    m.withFrozenWeights(() => m.forward(x).dispose());
+    withTrainFold('0', () => m.withFrozenWeights(() => m.forward(x).dispose()));
     expect([pool.onFeatures(), pool.folds()]).toEqual([1, 0]);
     m.releaseSaved();
     x.dispose();
@@ -123,9 +153,9 @@ describe('VGGNet.withFrozenWeights', () => {
     const m = tinyVgg({ seed: 3 });
     m.eval();
     const { x } = randomBatch(2, 4);
-    const fc1 = m.classifier.layers[0] as Linear;
+    const pool = spyPool();
     const linear = ops.linearForward;
-    const rows: number[] = []; // each linearForward's input rows, noted at the call (the fold's input is a view it frees)
+    const rows: number[] = []; // each linearForward's input rows, noted at the call
     jest.spyOn(ops, 'linearForward').mockImplementation((a, ...rest) => {
       rows.push(a.shape[0]);
       return linear(a, ...rest);
@@ -134,9 +164,9 @@ describe('VGGNet.withFrozenWeights', () => {
       for (let i = 0; i < 3; i++) logits(m, x);
       m.withFrozenWeights(() => logits(m, x));
     });
-    // one fold (a linearForward on the first layer's weight viewed as out·channels rows), then 4 passes × 3 layers
-    expect(rows.filter((r) => r === fc1.outFeatures * 8)).toHaveLength(1);
-    expect(rows).toHaveLength(1 + 4 * 3);
+    // one fold, then 4 passes × 3 layers on the batch's 2 rows
+    expect(pool.folds()).toBe(1);
+    expect(rows.filter((r) => r === 2)).toHaveLength(4 * 3);
     x.dispose();
     m.dispose();
   });
@@ -192,5 +222,67 @@ describe('VGGNet.withFrozenWeights', () => {
     for (let i = 0; i < plain.length; i++) expect(Math.abs(frozen[i] - plain[i])).toBeLessThan(2e-2 * maxAbs(plain));
     x.dispose();
     m.dispose();
+  });
+});
+
+// Training on the CPU folds the pool into the first classifier layer for feature maps of at most 2×2 (inputs up to
+// 64²): forward and the features' gradient use the folded weight, the layer's own gradient the pooled input. One
+// training step folded and unfolded (VGGNET_TRAIN_FOLD=0, the plain layers, checked against float64 and PyTorch by
+// the model tests) from the same weights: the loss, every parameter's gradient and the weights after the SGD update.
+describe('training with the pool folded into the first classifier layer (CPU)', () => {
+  afterEach(() => jest.restoreAllMocks());
+
+  function step(precision: 'fp32' | 'bf16', size: number, fold: string) {
+    const m = new VGGNet(TINY_CFG, { numClasses: 5, seed: 4, hiddenFeatures: 12, dropout: 0.5, precision, device: 'cpu' });
+    const { x, y } = randomBatch(3, 6, 5, size);
+    const widths: number[] = []; // the weight width of every linearForward on the batch, at the call
+    const linear = ops.linearForward;
+    jest.spyOn(ops, 'linearForward').mockImplementation((a, w, ...rest) => {
+      if (a.shape[0] === 3) widths.push((w instanceof Tensor ? w : w.tensor).shape[1]);
+      return linear(a, w, ...rest);
+    });
+    const params = m.parameters();
+    const out = withTrainFold(fold, () => runStep(m, sgd({ lr: 0.1, momentum: 0.9, weightDecay: 1e-3 }), params.map((p) => p.param), x, y));
+    jest.restoreAllMocks();
+    const r = {
+      loss: out.loss.item(),
+      grads: params.map((p) => p.grad.toArray() as Float32Array),
+      weights: params.map((p) => p.value.toArray() as Float32Array),
+      names: params.map((p) => p.name),
+      widths,
+    };
+    for (const t of [out.logits, out.loss, x, y]) t.dispose();
+    m.dispose();
+    return r;
+  }
+  const relErr = (a: Float32Array, b: Float32Array) => {
+    let err = 0, mag = 0;
+    for (let i = 0; i < a.length; i++) {
+      err = Math.max(err, Math.abs(a[i] - b[i]));
+      mag = Math.max(mag, Math.abs(a[i]));
+    }
+    return err / (mag || 1);
+  };
+
+  // float32: another summation order in the first layer only; measured ≤ 1e-6 of each tensor's largest entry.
+  // bf16: the folded weight is rounded to bf16 after the sum, not before (2^-9 relative per value, through the
+  // network): measured ≤ 1e-2.
+  test.each([['fp32', 32, 1e-5], ['fp32', 64, 1e-5], ['bf16', 32, 3e-2], ['bf16', 64, 3e-2]] as const)(
+    '%s %i²: loss, gradients and updated weights match the unfolded step', (precision, size, tol) => {
+      const plain = step(precision, size, '0');
+      const folded = step(precision, size, '1');
+      const hw = (size / 32) ** 2;
+      expect(plain.widths).toEqual([8 * 49, 12, 12]);
+      expect(folded.widths).toEqual([8 * hw, 12, 12]);
+      expect(Math.abs(folded.loss - plain.loss)).toBeLessThan(tol * Math.abs(plain.loss));
+      for (let i = 0; i < plain.grads.length; i++) {
+        const e = relErr(plain.grads[i], folded.grads[i]);
+        if (!(e <= tol)) throw new Error(`${plain.names[i]}: gradient differs by ${e} of its largest entry`);
+        expect(relErr(plain.weights[i], folded.weights[i])).toBeLessThanOrEqual(tol);
+      }
+    });
+
+  test('3×3 maps and larger train unfolded', () => {
+    expect(step('fp32', 96, '1').widths).toEqual([8 * 49, 12, 12]);
   });
 });
