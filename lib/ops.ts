@@ -250,7 +250,6 @@ export function int8LinearForward(x: Tensor, xScale: number, w: Int8ConvWeights,
 export function int8Flatten(q: Tensor): Tensor {
   return T(addon().cpuInt8Flatten(q.native));
 }
-/** max |x| of a float32/bfloat16 CPU tensor (NaN if it holds one): calibration's statistic. */
 /**
  * CPU: the weight (out, c·h·w) of an adaptive average pool from (c, h, w) to (c, oh, ow), flattened, followed by a
  * linear layer of weight `w` (out, c·oh·ow): one pass over w (native/ops.h, cpu_adaptive_pool_fold).
@@ -258,6 +257,7 @@ export function int8Flatten(q: Tensor): Tensor {
 export function adaptivePoolFold(w: Tensor, c: number, h: number, width: number, oh: number, ow: number): Tensor {
   return T(addon().cpuAdaptivePoolFold(w.native, c, h, width, oh, ow));
 }
+/** max |x| of a float32/bfloat16 CPU tensor (NaN if it holds one): calibration's statistic. */
 export function absMax(x: Tensor): number {
   return addon().cpuAbsMax(x.native);
 }

@@ -8,7 +8,7 @@ import {
   markGradientFor, noGrad, tensorArg,
 } from '../nn/module';
 import {
-  AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential,
+  AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, nchwView,
 } from '../nn/layers';
 import { loadStateDictInto, StateRecord } from '../io/safetensors';
 import { readStateDict, writeStateDict } from '../io/state_dict';
@@ -280,9 +280,7 @@ export class VGGNet extends Module {
       const fc1 = this.classifier.layers[0] as Linear;
       const pooled = this.keep(ops.adaptiveAvgpool2dForward(cur, oh, ow)); // the first layer's input, for dW
       const x = this.keep(pooled.view([n, c * oh * ow]));
-      const plain = ops.toLayout(cur, 'nchw');
-      const f = this.keep(plain.view([n, c * h * w]));
-      if (plain !== cur) plain.dispose();
+      const f = this.keep(nchwView(cur, [n, c * h * w]));
       const wFold = this.keep(foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
       const y = this.keep(ops.linearForward(f, wFold, fc1.bias?.value ?? null, true));
       this.trainFold = { x, y, w: wFold, features: { shape: cur.shape, layout: cur.layout } };
@@ -345,10 +343,10 @@ export class VGGNet extends Module {
    */
   private foldedClassifier(x: Tensor): Tensor | ops.PreparedLinearWeights | undefined {
     if (!this.folds || isGradEnabled()) return undefined;
+    if (!this.poolFolds(x)) return undefined;
     const [, c, h, w] = x.shape;
     const [oh, ow] = this.avgpool.outputSize;
-    const fc1 = this.classifier.layers[0];
-    if (h * w >= oh * ow || !(fc1 instanceof Linear) || fc1.inFeatures !== c * oh * ow) return undefined;
+    const fc1 = this.classifier.layers[0] as Linear;
     const key = `${c}x${h}x${w}:${x.dtype}`;
     let f = this.folds.get(key);
     if (!f) {
@@ -375,10 +373,16 @@ export class VGGNet extends Module {
    */
   private foldsInTraining(x: Tensor): boolean {
     if (!isGradEnabled() || this.device !== 'cpu' || process.env.VGGNET_TRAIN_FOLD === '0') return false;
+    const [, , h, w] = x.shape;
+    return h * w <= 4 && this.poolFolds(x) && this.classifier.layers[1] instanceof ReLU;
+  }
+
+  /** Whether the average pool only repeats this feature map into a first classifier layer that can take its fold. */
+  private poolFolds(x: Tensor): boolean {
     const [, c, h, w] = x.shape;
     const [oh, ow] = this.avgpool.outputSize;
-    const [fc1, relu] = this.classifier.layers;
-    return h * w <= 4 && h * w < oh * ow && fc1 instanceof Linear && fc1.inFeatures === c * oh * ow && relu instanceof ReLU;
+    const fc1 = this.classifier.layers[0];
+    return h * w < oh * ow && fc1 instanceof Linear && fc1.inFeatures === c * oh * ow;
   }
 
   /** Drops what withFrozenWeights derived from the weights: folds, and the classifier's prepared weights. */

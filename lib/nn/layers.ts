@@ -205,7 +205,8 @@ export class AdaptiveAvgPool2d extends Module {
 
 /** (N, C, H, W) -> (N, C*H*W), a view of the same storage. */
 /** t as plain NCHW, viewed as `shape`; a layout conversion made on the way is freed at once (the view keeps its storage). */
-function nchwView(t: Tensor, shape: number[]): Tensor {
+/** t in nchw, viewed as `shape` (a new tensor; t stays the caller's). */
+export function nchwView(t: Tensor, shape: number[]): Tensor {
   const plain = ops.toLayout(t, 'nchw');
   const v = plain.view(shape);
   if (plain !== t) plain.dispose();
