@@ -23,10 +23,9 @@ import { exportOnnx, OnnxExportOptions } from '../io/onnx';
 export function foldAdaptivePool(weight: Tensor, c: number, h: number, w: number, oh: number, ow: number): Tensor {
   const [out, inF] = weight.shape;
   if (inF !== c * oh * ow) throw new Error(`foldAdaptivePool: weight has ${inF} inputs, expected ${c}·${oh}·${ow}`);
-  // A 1×1 map on the CPU: each folded entry is a plain sum of its oh·ow weights, which the matmul below (one output
-  // column) ran at half the memory rate of a loop of ours (4096×25088: 24 against 12 ms, AMD Zen 5, 2 threads);
-  // from 2×2 on the two were even (30 ms), the matmul stays.
-  if (weight.device === 'cpu' && h * w === 1) return ops.adaptivePoolFold(weight, c, h, w, oh, ow);
+  // On the CPU a loop of ours (ops.adaptivePoolFold): the matmul below, with its one to a few output columns, ran
+  // at half (1×1 maps) to under a third (2×2) of its speed (native/cpu/pool.cc, fold_planes_avx512).
+  if (weight.device === 'cpu') return ops.adaptivePoolFold(weight, c, h, w, oh, ow);
   const eye = new Float32Array(h * w * h * w);
   for (let m = 0; m < h * w; m++) eye[m * h * w + m] = 1;
   const onehot = Tensor.from(eye, [h * w, 1, h, w], { device: weight.device });

@@ -28,8 +28,8 @@ function poolMatrix(h: number, w: number, oh: number, ow: number): number[][] {
 describe('foldAdaptivePool', () => {
   // Each folded entry is a sum of at most 49 float32 products: its rounding error is at most ~49·2^-24 ≈ 2.9e-6 of
   // the sum of the terms' magnitudes; the bound checked is 4e-6 of that sum.
-  // foldAdaptivePool (the matmul, or on the CPU for 1×1 maps ops.adaptivePoolFold), and ops.adaptivePoolFold itself
-  // on every map on the CPU.
+  // foldAdaptivePool (ops.adaptivePoolFold on the CPU, the matmul elsewhere), and ops.adaptivePoolFold itself on
+  // every map on the CPU.
   const folds: [string, typeof foldAdaptivePool][] = [['foldAdaptivePool', foldAdaptivePool]];
   if (device === 'cpu') folds.push(['ops.adaptivePoolFold', ops.adaptivePoolFold]);
   const cases = folds.flatMap(([name, fold]) => [[1, 1], [2, 2], [3, 3], [5, 5], [6, 6], [1, 3], [4, 2]].map(([h, w]) => [name, h, w, fold] as const));
@@ -58,6 +58,31 @@ describe('foldAdaptivePool', () => {
     expect(worst).toBeLessThan(4e-6);
     for (const t of [W, f]) t.dispose();
   });
+
+  // Enough planes (out·c ≥ 2^15) for the CPU loop to split them between threads, and a count of outputs per thread
+  // that is not a multiple of the sixteen it sums at a time.
+  if (device === 'cpu')
+    test.each([[1, 1], [2, 2], [3, 3]])('ops.adaptivePoolFold over 33 033 planes, map %i×%i: against float64', (h, w) => {
+      const out = 77, c = 429, oh = 7, ow = 7, hw = h * w;
+      const wData = new Rng(7 + hw).fillNormal(new Float32Array(out * c * oh * ow), 0, 1);
+      const W = Tensor.from(wData, [out, c * oh * ow]);
+      const f = ops.adaptivePoolFold(W, c, h, w, oh, ow);
+      const got = f.toArray() as Float32Array;
+      const P = poolMatrix(h, w, oh, ow);
+      let worst = 0;
+      for (let plane = 0; plane < out * c; plane++)
+        for (let m = 0; m < hw; m++) {
+          let sum = 0, mag = 0;
+          for (let k = 0; k < oh * ow; k++) {
+            const t = wData[plane * oh * ow + k] * P[k][m];
+            sum += t;
+            mag += Math.abs(t);
+          }
+          worst = Math.max(worst, Math.abs(got[plane * hw + m] - sum) / mag);
+        }
+      expect(worst).toBeLessThan(4e-6);
+      for (const t of [W, f]) t.dispose();
+    });
 
   test('refuses a weight whose width is not channels·7·7', () => {
     const W = Tensor.zeros([2, 10], { device });
@@ -88,7 +113,7 @@ describe('VGGNet.withFrozenWeights', () => {
 
   // Spies on the adaptive pool, noting each call's input channels at the call: the fold pools one-hot maps of one
   // channel (foldAdaptivePool), a forward pools the features (8 channels in the tiny model).
-  // ops.adaptivePoolFold (the CPU's 1×1 fold) counts as a fold too (channel 0 here).
+  // ops.adaptivePoolFold (the CPU's fold) counts as a fold too (channel 0 here).
   function spyPool() {
     const pool = ops.adaptiveAvgpool2dForward;
     const channels: number[] = [];
