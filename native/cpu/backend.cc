@@ -70,8 +70,8 @@ CpuIsaInfo cpu_isa_info() {
     // for the ops, VGGNet's note and the bench alike.
     const char* env = std::getenv("VGGNET_CPU_BF16");
     const std::string mode = env ? env : "";
-    const bool bf16_isa = i.isa == "avx512_core_bf16" || i.isa == "avx512_core_amx";
-    i.bf16 = i.bf16 && mode != "emulate" && (bf16_isa || mode == "native");
+    i.bf16_dot = i.isa == "avx512_core_bf16" || i.isa == "avx512_core_amx";
+    i.bf16 = i.bf16 && mode != "emulate" && (i.bf16_dot || mode == "native");
     i.bf16_winograd_layers = i.bf16 && i.isa == "avx512_core_bf16" && mode != "native";
     using tag = dnnl::memory::format_tag;
     // The activation layout between layers: the blocked format oneDNN's f32 convolution picks for itself here

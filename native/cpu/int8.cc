@@ -158,7 +158,8 @@ Int8ConvWeights cpu_quantize_conv_weights(const Tensor& w) {
   VGG_CHECK(w.ndim() == 4, "quantize_conv_weights: weight must be (K, C, R, S), got %s", shape_str(w.shape).c_str());
   const int64_t K = w.dim(0), per = K ? w.numel() / K : 0;
   const float qmax = float(cpu_int8_weight_max());
-  Int8ConvWeights r{Tensor::empty(w.shape, DType::I8, Device::CPU), Tensor::empty({K}, DType::F32, Device::CPU)};
+  Int8ConvWeights r{Tensor::empty(w.shape, DType::I8, Device::CPU), Tensor::empty({K}, DType::F32, Device::CPU),
+                    Tensor()};
   const float* src = w.data<float>();
   int8_t* q = r.q.data<int8_t>();
   float* sc = r.scales.data<float>();

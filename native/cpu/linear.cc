@@ -38,60 +38,123 @@ Tensor compute_weights(const Tensor& w, Bf16Path path, bool prepared) { return p
 // ---- the weight gradient at small batches. dW (M,K) = dy^T · x is an outer-product sum over N ≤ 8 rows: a pass
 // that writes M·K floats (the 4096×25088 classifier layer: 411 MB) from N·(M+K) inputs, bound by that write.
 // oneDNN 2.6 runs it in bf16 at ~14 GB/s (its avx512_core_bf16 matmul: it takes no AMX kernel for this one);
-// this loop keeps x's rows in L2 as floats, works out two rows of dW at a time in registers and streams them out
-// past the caches: the classifier's three weight gradients in a vgg16 b8 64² bf16 step 36 -> 23 ms (Xeon with AMX,
-// 2 threads; the whole step 226 -> 217 ms). For bf16 activations only: on float32 ones oneDNN's sgemm is as fast
-// (21 against 23 ms). Batches up to 8: at 16 x's rows (1.6 MB as floats) no longer stay in L2 and the loop lost to
-// oneDNN (vgg11 b16 32²: 52 against 38 ms). AVX-512 only; larger batches or other CPUs go to oneDNN.
+// these loops keep x in L2, work out two rows of dW at a time in registers and stream them out past the caches.
+// Where the CPU has bf16 dot products (avx512_core_bf16, AMX), x stays bf16, its rows interleaved in pairs, and each
+// vdpbf16ps adds two rows' products: half the instructions and half the x the f32 loop reads (below: 4096×25088,
+// batch 8, 26 -> 16.5 ms, AMD Zen 5, 2 threads). Elsewhere (avx512_core) x is widened to f32 and each dy value
+// broadcast: the classifier's three weight gradients in a vgg16 b8 64² bf16 step 36 -> 23 ms against oneDNN (Xeon
+// with AMX, 2 threads). For bf16 activations only: on float32 ones oneDNN's sgemm is as fast (21 against 23 ms).
+// Batches up to 8: at 16 x's rows (1.6 MB as floats) no longer stay in L2 and the f32 loop lost to oneDNN
+// (vgg11 b16 32²: 52 against 38 ms). AVX-512 only; larger batches or other CPUs go to oneDNN.
 constexpr int64_t kSkinnyMaxBatch = 8;
 bool use_skinny_weight_grad(int64_t N, DType activation) {
   static const bool avx512 = cpu_isa_info().isa.rfind("avx512_core", 0) == 0;
   return avx512 && activation == DType::BF16 && N >= 1 && N <= kSkinnyMaxBatch;
 }
 
+// Stores a row's 16 columns at o (+= with accumulate; masked at K's tail; streamed past the caches when asked).
+__attribute__((target("avx512f"))) inline void store_row(float* o, __m512 v, __mmask16 mask, bool accumulate,
+                                                         bool stream_out) {
+  if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, o));
+  if (stream_out && mask == 0xffff) _mm512_stream_ps(o, v);
+  else _mm512_mask_storeu_ps(o, mask, v);
+}
+
 // xf (N,K) f32, c0/c1 the two dy columns (N values each) of rows m and m+1 (o1 null: one row).
 __attribute__((target("avx512f"))) void skinny_rows(const float* xf, int64_t N, int64_t K, const float* c0,
                                                     const float* c1, float* o0, float* o1, bool accumulate,
                                                     bool stream_out) {
-  float* const out[2] = {o0, o1};
-  const int rows = o1 ? 2 : 1;
   for (int64_t k = 0; k < K; k += 16) {
     const __mmask16 mask = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
-    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
     for (int64_t n = 0; n < N; ++n) {
       const __m512 xv = _mm512_maskz_loadu_ps(mask, xf + n * K + k);
-      acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(c0[n]), xv, acc[0]);
-      acc[1] = _mm512_fmadd_ps(_mm512_set1_ps(c1[n]), xv, acc[1]);
+      acc0 = _mm512_fmadd_ps(_mm512_set1_ps(c0[n]), xv, acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_set1_ps(c1[n]), xv, acc1);
     }
-    for (int r = 0; r < rows; ++r) {
-      float* o = out[r] + k;
-      __m512 v = acc[r];
-      if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, o));
-      if (stream_out && mask == 0xffff) _mm512_stream_ps(o, v);
-      else _mm512_mask_storeu_ps(o, mask, v);
+    store_row(o0 + k, acc0, mask, accumulate, stream_out);
+    if (o1) store_row(o1 + k, acc1, mask, accumulate, stream_out);
+  }
+}
+
+// The bf16 form. xp: x packed for vdpbf16ps, K in blocks of 16 columns, each block P vectors, dword i of vector p
+// holding (x[2p][k+i], x[2p+1][k+i]) (a zero row pads an odd N, zero columns K's tail); c0/c1 the matching pairs of
+// dy values of rows m and m+1, each dword broadcast whole. P fixed (1-4), so the broadcasts stay in registers.
+template <int P>
+__attribute__((target("avx512f,avx512bf16"))) void skinny_rows_bf16(const uint32_t* xp, int64_t K, const uint32_t* c0,
+                                                                   const uint32_t* c1, float* o0, float* o1,
+                                                                   bool accumulate, bool stream_out) {
+  __m512bh b0[P], b1[P];
+  for (int p = 0; p < P; ++p) {
+    b0[p] = (__m512bh)_mm512_set1_epi32(int(c0[p]));
+    b1[p] = (__m512bh)_mm512_set1_epi32(int(c1[p]));
+  }
+  for (int64_t k = 0; k < K; k += 16, xp += P * 16) {
+    const __mmask16 mask = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    for (int p = 0; p < P; ++p) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(xp + p * 16);
+      acc0 = _mm512_dpbf16_ps(acc0, xv, b0[p]);
+      acc1 = _mm512_dpbf16_ps(acc1, xv, b1[p]);
     }
+    store_row(o0 + k, acc0, mask, accumulate, stream_out);
+    if (o1) store_row(o1 + k, acc1, mask, accumulate, stream_out);
   }
 }
 
 // dw (M,K) (+)= dy^T · x for bf16 x (N,K) and dy (N,M).
 void skinny_weight_grad(const uint16_t* x, const uint16_t* dy, float* dw, int64_t N, int64_t K, int64_t M,
                         bool accumulate) {
-  const Tensor xf_buf = scratch(size_t(N * K) * sizeof(float));  // x widened (exact), from the caching allocator
-  float* xf = static_cast<float*>(xf_buf.raw());
-  bf16_to_f32_array(x, xf, N * K);
   // Streaming stores need 64-byte aligned rows; they skip the caches, so only for a write-only pass.
   const bool stream_out = !accumulate && reinterpret_cast<uintptr_t>(dw) % 64 == 0 && K % 16 == 0;
   const int64_t pairs = (M + 1) / 2;
+  if (cpu_isa_info().bf16_dot) {
+    const int P = int((N + 1) / 2);
+    const int64_t blocks = (K + 15) / 16;
+    const Tensor xp_buf = scratch(size_t(blocks * P * 16) * sizeof(uint32_t));  // from the caching allocator
+    uint32_t* xp = static_cast<uint32_t*>(xp_buf.raw());
+    const auto x_at = [&](int64_t n, int64_t k) -> uint32_t { return n < N && k < K ? x[n * K + k] : 0; };
 #pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < pairs; ++p) {
-    const int64_t m = 2 * p;
-    const bool two = m + 1 < M;
-    float c0[kSkinnyMaxBatch], c1[kSkinnyMaxBatch];
-    for (int64_t n = 0; n < N; ++n) {
-      c0[n] = bf16_to_f32(dy[n * M + m]);
-      c1[n] = two ? bf16_to_f32(dy[n * M + m + 1]) : 0.f;
+    for (int64_t blk = 0; blk < blocks; ++blk)
+      for (int p = 0; p < P; ++p)
+        for (int i = 0; i < 16; ++i) {
+          const int64_t k = blk * 16 + i;
+          xp[(blk * P + p) * 16 + i] = x_at(2 * p, k) | x_at(2 * p + 1, k) << 16;
+        }
+    const auto dy_pair = [&](int64_t p, int64_t m) -> uint32_t {
+      const uint32_t lo = dy[2 * p * M + m], hi = 2 * p + 1 < N ? dy[(2 * p + 1) * M + m] : 0;
+      return lo | hi << 16;
+    };
+    using Rows = void (*)(const uint32_t*, int64_t, const uint32_t*, const uint32_t*, float*, float*, bool, bool);
+    static constexpr Rows kRows[4] = {skinny_rows_bf16<1>, skinny_rows_bf16<2>, skinny_rows_bf16<3>,
+                                      skinny_rows_bf16<4>};
+    const Rows rows = kRows[P - 1];
+#pragma omp parallel for schedule(static)
+    for (int64_t pr = 0; pr < pairs; ++pr) {
+      const int64_t m = 2 * pr;
+      const bool two = m + 1 < M;
+      uint32_t c0[kSkinnyMaxBatch / 2], c1[kSkinnyMaxBatch / 2];
+      for (int p = 0; p < P; ++p) {
+        c0[p] = dy_pair(p, m);
+        c1[p] = two ? dy_pair(p, m + 1) : 0;
+      }
+      rows(xp, K, c0, c1, dw + m * K, two ? dw + (m + 1) * K : nullptr, accumulate, stream_out);
     }
-    skinny_rows(xf, N, K, c0, c1, dw + m * K, two ? dw + (m + 1) * K : nullptr, accumulate, stream_out);
+  } else {
+    const Tensor xf_buf = scratch(size_t(N * K) * sizeof(float));  // x widened (exact), from the caching allocator
+    float* xf = static_cast<float*>(xf_buf.raw());
+    bf16_to_f32_array(x, xf, N * K);
+#pragma omp parallel for schedule(static)
+    for (int64_t pr = 0; pr < pairs; ++pr) {
+      const int64_t m = 2 * pr;
+      const bool two = m + 1 < M;
+      float c0[kSkinnyMaxBatch], c1[kSkinnyMaxBatch];
+      for (int64_t n = 0; n < N; ++n) {
+        c0[n] = bf16_to_f32(dy[n * M + m]);
+        c1[n] = two ? bf16_to_f32(dy[n * M + m + 1]) : 0.f;
+      }
+      skinny_rows(xf, N, K, c0, c1, dw + m * K, two ? dw + (m + 1) * K : nullptr, accumulate, stream_out);
+    }
   }
   if (stream_out) _mm_sfence();  // streamed stores are weakly ordered: make them visible before dw is read
 }
@@ -197,7 +260,7 @@ void CpuBackend::linear_backward_weights(const Tensor& x, const Tensor& dy, Tens
   const Bf16Path path = bf16_path(x.dtype);
   guard(op, [&] {
     if (use_skinny_weight_grad(N, x.dtype)) {
-      KernelTimer t(op, "skinny:avx512");
+      KernelTimer t(op, cpu_isa_info().bf16_dot ? "skinny:avx512_bf16" : "skinny:avx512");
       return skinny_weight_grad(x.data<uint16_t>(), dy.data<uint16_t>(), dw.data<float>(), N, K, M, accumulate);
     }
     const Tensor xc = bf16_operand(x, path), dyc = bf16_operand(dy, path);

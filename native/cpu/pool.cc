@@ -347,7 +347,8 @@ Tensor cpu_adaptive_pool_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, 
       fold_planes_avx512(wp + lo * Q, op + lo * M, hi - lo, Q, M, pt64.data());
     });
   } else if (M == 1) {
-    parallel_chunks(planes, [&](int64_t lo, int64_t hi) { fold_planes_one(wp + lo * Q, op + lo, hi - lo, Q, pt.data()); });
+    parallel_chunks(planes,
+                    [&](int64_t lo, int64_t hi) { fold_planes_one(wp + lo * Q, op + lo, hi - lo, Q, pt.data()); });
   } else {
     KernelTimer t("adaptive_pool_fold", "sgemm");
     dnnl::sgemm('N', 'T', planes, M, Q, 1.f, wp, Q, pt.data(), Q, 0.f, op, M);
