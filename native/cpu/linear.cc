@@ -35,21 +35,23 @@ void check_weight_dtype(const char* op, const Tensor& w, Bf16Path path, bool pre
 // The weights an op computes with: w converted now, or w itself when linear_weights already made it.
 Tensor compute_weights(const Tensor& w, Bf16Path path, bool prepared) { return prepared ? w : bf16_weights(w, path); }
 
-// ---- the weight gradient at small batches. dW (M,K) = dy^T · x is an outer-product sum over N ≤ 8 rows: a pass
+// ---- the weight gradient at small batches. dW (M,K) = dy^T · x is an outer-product sum over N ≤ 16 rows: a pass
 // that writes M·K floats (the 4096×25088 classifier layer: 411 MB) from N·(M+K) inputs, bound by that write.
 // oneDNN 2.6 runs it in bf16 at ~14 GB/s (its avx512_core_bf16 matmul: it takes no AMX kernel for this one);
 // these loops keep x in L2, work out two rows of dW at a time in registers and stream them out past the caches.
 // Where the CPU has bf16 dot products (avx512_core_bf16, AMX), x stays bf16, its rows interleaved in pairs, and each
 // vdpbf16ps adds two rows' products: half the instructions and half the x the f32 loop reads (below: 4096×25088,
-// batch 8, 26 -> 16.5 ms, AMD Zen 5, 2 threads). Elsewhere (avx512_core) x is widened to f32 and each dy value
+// batch 8, 26 -> 16.5 ms, AMD Zen 4, 2 threads). Elsewhere (avx512_core) x is widened to f32 and each dy value
 // broadcast: the classifier's three weight gradients in a vgg16 b8 64² bf16 step 36 -> 23 ms against oneDNN (Xeon
 // with AMX, 2 threads). For bf16 activations only: on float32 ones oneDNN's sgemm is as fast (21 against 23 ms).
-// Batches up to 8: at 16 x's rows (1.6 MB as floats) no longer stay in L2 and the f32 loop lost to oneDNN
-// (vgg11 b16 32²: 52 against 38 ms). AVX-512 only; larger batches or other CPUs go to oneDNN.
-constexpr int64_t kSkinnyMaxBatch = 8;
+// Batches up to 8 for the f32 loop: at 16 x's rows (1.6 MB as floats) no longer stay in L2 and it lost to oneDNN
+// (vgg11 b16 32²: 52 against 38 ms); up to 16 for the bf16 one, whose x (0.8 MB at 16) still fits (batch 16: 30 ->
+// 16 ms on the Zen 4). AVX-512 only; larger batches or other CPUs go to oneDNN.
+constexpr int64_t kSkinnyMaxBatch = 8, kSkinnyMaxBatchBf16 = 16;
 bool use_skinny_weight_grad(int64_t N, DType activation) {
   static const bool avx512 = cpu_isa_info().isa.rfind("avx512_core", 0) == 0;
-  return avx512 && activation == DType::BF16 && N >= 1 && N <= kSkinnyMaxBatch;
+  const int64_t most = cpu_isa_info().bf16_dot ? kSkinnyMaxBatchBf16 : kSkinnyMaxBatch;
+  return avx512 && activation == DType::BF16 && N >= 1 && N <= most;
 }
 
 // Stores a row's 16 columns at o (+= with accumulate; masked at K's tail; streamed past the caches when asked).
@@ -79,7 +81,7 @@ __attribute__((target("avx512f"))) void skinny_rows(const float* xf, int64_t N, 
 
 // The bf16 form. xp: x packed for vdpbf16ps, K in blocks of 16 columns, each block P vectors, dword i of vector p
 // holding (x[2p][k+i], x[2p+1][k+i]) (a zero row pads an odd N, zero columns K's tail); c0/c1 the matching pairs of
-// dy values of rows m and m+1, each dword broadcast whole. P fixed (1-4), so the broadcasts stay in registers.
+// dy values of rows m and m+1, each dword broadcast whole. P fixed (1-8), so the broadcasts stay in registers.
 template <int P>
 __attribute__((target("avx512f,avx512bf16"))) void skinny_rows_bf16(const uint32_t* xp, int64_t K, const uint32_t* c0,
                                                                    const uint32_t* c1, float* o0, float* o1,
@@ -126,14 +128,15 @@ void skinny_weight_grad(const uint16_t* x, const uint16_t* dy, float* dw, int64_
       return lo | hi << 16;
     };
     using Rows = void (*)(const uint32_t*, int64_t, const uint32_t*, const uint32_t*, float*, float*, bool, bool);
-    static constexpr Rows kRows[4] = {skinny_rows_bf16<1>, skinny_rows_bf16<2>, skinny_rows_bf16<3>,
-                                      skinny_rows_bf16<4>};
+    static constexpr Rows kRows[8] = {skinny_rows_bf16<1>, skinny_rows_bf16<2>, skinny_rows_bf16<3>,
+                                      skinny_rows_bf16<4>, skinny_rows_bf16<5>, skinny_rows_bf16<6>,
+                                      skinny_rows_bf16<7>, skinny_rows_bf16<8>};
     const Rows rows = kRows[P - 1];
 #pragma omp parallel for schedule(static)
     for (int64_t pr = 0; pr < pairs; ++pr) {
       const int64_t m = 2 * pr;
       const bool two = m + 1 < M;
-      uint32_t c0[kSkinnyMaxBatch / 2], c1[kSkinnyMaxBatch / 2];
+      uint32_t c0[kSkinnyMaxBatchBf16 / 2], c1[kSkinnyMaxBatchBf16 / 2];
       for (int p = 0; p < P; ++p) {
         c0[p] = dy_pair(p, m);
         c1[p] = two ? dy_pair(p, m + 1) : 0;

@@ -276,7 +276,7 @@ __attribute__((target("avx512f"))) inline __m512 sum_lanes16(const __m512* v) {
 
 // AVX-512, Q ≤ 64: a plane's weights as up to four vectors (the last masked), each output a dot product of those
 // with its column of pt (padded to 64 in pt64), sixteen outputs summed across lanes at a time. The (49, 4) matmul
-// (2×2 maps) took 3.5× this loop's time (4096×25088: 62 against 17.5 ms, AMD Zen 5, 2 threads); at 1×1 the two
+// (2×2 maps) took 3.5× this loop's time (4096×25088: 62 against 17.5 ms, AMD Zen 4, 2 threads); at 1×1 the two
 // loops are even.
 __attribute__((target("avx512f"))) void fold_planes_avx512(const float* w, float* out, int64_t planes, int64_t Q,
                                                            int64_t M, const float* pt64) {

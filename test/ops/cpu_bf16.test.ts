@@ -301,10 +301,10 @@ describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs a
     expect(Array.from(dx16).every((v) => v === 0)).toBe(true);
   });
 
-  // Batches up to 8 take the CPU's own weight-gradient loop on AVX-512 (linear.cc, skinny_weight_grad: K tails
-  // masked, odd M, rows streamed when K % 16 == 0; with bf16 dot products, batch rows in pairs, an odd batch padded),
-  // 9 and more oneDNN's GEMM.
-  test.each([[1, 50, 3], [2, 48, 4], [5, 37, 11], [8, 64, 7], [20, 32, 3]])('linear forward (bias, relu) / backward data / backward weights: [%i x %i] -> %i', (N, K, M) => {
+  // Batches up to 8 (16 with bf16 dot products) take the CPU's own weight-gradient loop on AVX-512 (linear.cc,
+  // skinny_weight_grad: K tails masked, odd M, rows streamed when K % 16 == 0; with bf16 dot products, batch rows in
+  // pairs, an odd batch padded), larger ones oneDNN's GEMM.
+  test.each([[1, 50, 3], [2, 48, 4], [5, 37, 11], [8, 64, 7], [13, 40, 5], [16, 64, 6], [20, 32, 3]])('linear forward (bias, relu) / backward data / backward weights: [%i x %i] -> %i', (N, K, M) => {
     const x = act(uniform(N * K), [N, K]);
     const w = uniform(M * K, -0.5, 0.5), b = uniform(M);
     const wr = roundBf16(w);
