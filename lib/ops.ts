@@ -252,7 +252,9 @@ export function int8Flatten(q: Tensor): Tensor {
 }
 /**
  * CPU: the weight (out, c·h·w) of an adaptive average pool from (c, h, w) to (c, oh, ow), flattened, followed by a
- * linear layer of weight `w` (out, c·oh·ow): one pass over w (native/ops.h, cpu_adaptive_pool_fold).
+ * linear layer of weight `w` (out, c·oh·ow): one pass over w (native/ops.h, cpu_adaptive_pool_fold). The result is
+ * kept on w: while w is unchanged the same buffer comes back, and sgdStep rewrites it with w once every handle to it
+ * is disposed (a handle still held keeps its values; the next call then folds afresh).
  */
 export function adaptivePoolFold(w: Tensor, c: number, h: number, width: number, oh: number, ow: number): Tensor {
   return T(addon().cpuAdaptivePoolFold(w.native, c, h, width, oh, ow));

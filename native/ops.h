@@ -231,7 +231,8 @@ Tensor cpu_int8_linear_forward(const Tensor& x, double x_scale, const Int8ConvWe
                                double y_scale, bool relu, Tensor* prepared_out = nullptr);
 // The weight (out, C·H·W) of an adaptive average pool from (C, H, W) to (C, oh, ow), flattened, followed by a linear
 // layer of weight w (out, C·oh·ow): w · P, P per channel the (oh·ow, H·W) pooling matrix (its entries 1/area, as the
-// pool computes them). One pass over w, f32.
+// pool computes them). One pass over w, f32; the result is kept on w while w and it are unchanged (the same tensor
+// handed back) and rewritten by the CPU's sgd_step along with w (native/cpu/common.h, FoldedWeight).
 Tensor cpu_adaptive_pool_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, int oh, int ow);
 // q (N,C,H,W) nhwc -> (N, H*W*C, 1, 1) nhwc sharing q's storage: the map flattened in (h, w, c) order, as the int8
 // classifier's first layer takes it; its weight's columns must be in that order.

@@ -72,8 +72,9 @@ struct Storage {
   std::shared_ptr<void> pending;
   // How many times native code has written into this buffer after creating it (see Tensor::mark_written).
   std::atomic<uint64_t> version{0};
-  // A value a backend derived from this buffer's contents, tagged with the version it was made from (the CPU
-  // backend's bf16 copy of a weight, native/cpu/common.cc); it dies with the buffer. Touched on the JS thread only.
+  // Values a backend derived from this buffer's contents, tagged with the version they were made from (the CPU
+  // backend's bf16 copy of a weight and its pool fold, native/cpu/common.cc); they die with the buffer. Touched on
+  // the JS thread only.
   std::shared_ptr<void> derived;
   Storage(size_t nbytes, Device device);
   ~Storage();

@@ -125,7 +125,19 @@ std::mutex& prepared_mutex() {
   static std::mutex m;
   return m;
 }
-PreparedWeight* prepared_of(const Tensor& w) { return static_cast<PreparedWeight*>(w.storage->derived.get()); }
+// What Storage::derived holds on the CPU: a weight's prepared copy and its pool fold, either absent.
+struct DerivedValues {
+  std::shared_ptr<PreparedWeight> prepared;
+  std::shared_ptr<FoldedWeight> folded;
+};
+DerivedValues& derived_of(const Tensor& w) {
+  if (!w.storage->derived) w.storage->derived = std::make_shared<DerivedValues>();
+  return *static_cast<DerivedValues*>(w.storage->derived.get());
+}
+PreparedWeight* prepared_of(const Tensor& w) { return derived_of(w).prepared.get(); }
+bool current(const FoldedWeight* f, const Tensor& w) {
+  return f->version == w.version() && f->t_version == f->t.version();
+}
 // pw was made from w's present contents, in w's shape.
 bool current(const PreparedWeight* pw, const Tensor& w) { return pw->version == w.version() && pw->t.shape == w.shape; }
 // to (bf16, or f32 rounded to bf16) = w converted, n elements.
@@ -147,7 +159,7 @@ Tensor bf16_weights(const Tensor& w, Bf16Path path) {
                  ? pw->t
                  : Tensor::empty(w.shape, path == Bf16Path::Native ? DType::BF16 : DType::F32, Device::CPU, w.layout);
   convert_weights(w.data<float>(), t, w.numel());
-  w.storage->derived = std::make_shared<PreparedWeight>(PreparedWeight{w.version(), path, t});
+  derived_of(w).prepared = std::make_shared<PreparedWeight>(PreparedWeight{w.version(), path, t});
   return t;
 }
 
@@ -155,6 +167,23 @@ PreparedWeight* prepared_for_update(const Tensor& w) {
   std::lock_guard<std::mutex> lock(prepared_mutex());
   PreparedWeight* pw = w.storage ? prepared_of(w) : nullptr;
   return pw && current(pw, w) && pw->t.storage.use_count() == 1 ? pw : nullptr;
+}
+
+FoldedWeight* folded_for_update(const Tensor& w) {
+  std::lock_guard<std::mutex> lock(prepared_mutex());
+  FoldedWeight* f = w.storage ? derived_of(w).folded.get() : nullptr;
+  return f && f->plan.by_planes() && current(f, w) && f->t.storage.use_count() == 1 ? f : nullptr;
+}
+
+std::shared_ptr<FoldedWeight> cached_fold(const Tensor& w, const FoldPlan& g) {
+  std::lock_guard<std::mutex> lock(prepared_mutex());
+  std::shared_ptr<FoldedWeight> f = derived_of(w).folded;
+  return f && f->plan.same_geometry(g.C, g.H, g.W, g.oh, g.ow) && current(f.get(), w) ? f : nullptr;
+}
+
+void store_fold(const Tensor& w, std::shared_ptr<FoldedWeight> f) {
+  std::lock_guard<std::mutex> lock(prepared_mutex());
+  derived_of(w).folded = std::move(f);
 }
 
 namespace {

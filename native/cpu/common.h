@@ -225,5 +225,35 @@ struct PreparedWeight {
 // or null. The caller writes it and sets its version to w's after marking w written.
 PreparedWeight* prepared_for_update(const Tensor& w);
 
+// ---- the average pool folded into a weight (cpu_adaptive_pool_fold, pool.cc), kept on the weight's Storage beside
+// its prepared copy in the same way: handed back while the weight is unchanged, and rewritten by SGD from the updated
+// weight in the same pass (training folds the pool into the first classifier layer every step: one read of that
+// layer's weight, 205-411 MB, instead of two).
+struct FoldPlan {  // how to fold one geometry: planes of Q pooled inputs each to M map positions
+  int64_t C = 0, H = 0, W = 0;
+  int oh = 0, ow = 0;
+  int64_t Q = 0, M = 0;
+  std::vector<float> pt;  // P transposed (M × Q); on AVX-512 each row padded to 64 (fold_planes_avx512)
+  bool avx512 = false;
+  bool same_geometry(int64_t c, int64_t h, int64_t w, int o_h, int o_w) const {
+    return C == c && H == h && W == w && oh == o_h && ow == o_w;
+  }
+  // Whether run() folds any range of planes by itself (else: oneDNN's sgemm over all of them, in fold_all).
+  bool by_planes() const { return avx512 || M == 1; }
+  void run(const float* w, float* out, int64_t planes) const;  // serial, by_planes() only
+};
+struct FoldedWeight {
+  uint64_t version;    // the weight's version it was made from
+  FoldPlan plan;
+  Tensor t;            // (out, C·H·W) f32
+  uint64_t t_version;  // t's own version then: a write into t makes it stale too
+};
+// The fold of w that an update of w may rewrite along (current, by planes, held by nothing but the cache), or null.
+// The caller writes t, marks t written and sets version and t_version after marking w written.
+FoldedWeight* folded_for_update(const Tensor& w);
+// The fold cached on w for this geometry when current, else null; store_fold keeps f on w.
+std::shared_ptr<FoldedWeight> cached_fold(const Tensor& w, const FoldPlan& geometry);
+void store_fold(const Tensor& w, std::shared_ptr<FoldedWeight> f);
+
 
 }  // namespace vgg::cpu

@@ -308,6 +308,44 @@ __attribute__((target("avx512f"))) void fold_planes_avx512(const float* w, float
 }
 }  // namespace
 
+void FoldPlan::run(const float* w, float* out, int64_t planes) const {
+  if (avx512) fold_planes_avx512(w, out, planes, Q, M, pt.data());
+  else fold_planes_one(w, out, planes, Q, pt.data());
+}
+
+namespace {
+FoldPlan make_fold_plan(int64_t C, int64_t H, int64_t W, int oh, int ow) {
+  FoldPlan f;
+  f.C = C, f.H = H, f.W = W, f.oh = oh, f.ow = ow;
+  f.Q = int64_t(oh) * ow, f.M = H * W;
+  static const bool avx512 = cpu_isa_info().isa.rfind("avx512_core", 0) == 0;
+  f.avx512 = avx512 && f.Q <= 64;
+  const int64_t row = f.avx512 ? 64 : f.Q;  // pt's rows padded to four vectors for fold_planes_avx512
+  // P transposed (M × Q): output q of the pool averages the window of map positions m, each weighing 1/area, as
+  // adaptive_avgpool2d_forward computes it.
+  f.pt.assign(size_t(f.M * row), 0.f);
+  const AdaptiveWindows win(H, W, oh, ow);
+  for (int64_t i = 0; i < oh; ++i)
+    for (int64_t j = 0; j < ow; ++j) {
+      const int64_t h0 = win.h0[size_t(i)], h1 = win.h1[size_t(i)], w0 = win.w0[size_t(j)], w1 = win.w1[size_t(j)];
+      const float v = 1.f / float((h1 - h0) * (w1 - w0));
+      for (int64_t y = h0; y < h1; ++y)
+        for (int64_t x = w0; x < w1; ++x) f.pt[size_t((y * W + x) * row + i * ow + j)] = v;
+    }
+  return f;
+}
+
+// out = the fold of all `planes` planes of w.
+void fold_all(const FoldPlan& f, const float* w, float* out, int64_t planes) {
+  if (f.by_planes()) {
+    parallel_chunks(planes, [&](int64_t lo, int64_t hi) { f.run(w + lo * f.Q, out + lo * f.M, hi - lo); });
+  } else {
+    KernelTimer t("adaptive_pool_fold", "sgemm");
+    dnnl::sgemm('N', 'T', planes, f.M, f.Q, 1.f, w, f.Q, f.pt.data(), f.Q, 0.f, out, f.M);
+  }
+}
+}  // namespace
+
 }  // namespace vgg::cpu
 
 namespace vgg {
@@ -321,39 +359,20 @@ Tensor cpu_adaptive_pool_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, 
   VGG_CHECK_RANGE(C >= 1 && H >= 1 && W >= 1 && oh >= 1 && ow >= 1,
                   "adaptive_pool_fold: channels, map and pool sizes must be >= 1, got %lld, %lldx%lld, %dx%d",
                   (long long)C, (long long)H, (long long)W, oh, ow);
-  const int64_t Q = int64_t(oh) * ow, M = H * W;
-  VGG_CHECK(w.dim(1) == C * Q, "adaptive_pool_fold: weight has %lld inputs, expected %lld·%d·%d",
+  VGG_CHECK(w.dim(1) == C * int64_t(oh) * ow, "adaptive_pool_fold: weight has %lld inputs, expected %lld·%d·%d",
             (long long)w.dim(1), (long long)C, oh, ow);
-  // P transposed (M × Q): output q of the pool averages the window of map positions m, each weighing 1/area, as
-  // adaptive_avgpool2d_forward computes it.
-  std::vector<float> pt(size_t(M * Q), 0.f);
-  const AdaptiveWindows win(H, W, oh, ow);
-  for (int64_t i = 0; i < oh; ++i)
-    for (int64_t j = 0; j < ow; ++j) {
-      const int64_t h0 = win.h0[size_t(i)], h1 = win.h1[size_t(i)], w0 = win.w0[size_t(j)], w1 = win.w1[size_t(j)];
-      const float v = 1.f / float((h1 - h0) * (w1 - w0));
-      for (int64_t y = h0; y < h1; ++y)
-        for (int64_t x = w0; x < w1; ++x) pt[size_t((y * W + x) * Q + i * ow + j)] = v;
-    }
-  const int64_t planes = w.dim(0) * C;
-  Tensor out = Tensor::empty({w.dim(0), C * M}, DType::F32, Device::CPU);
-  const float* wp = w.data<float>();
-  float* op = out.data<float>();
-  static const bool avx512 = cpu_isa_info().isa.rfind("avx512_core", 0) == 0;
-  if (avx512 && Q <= 64) {
-    std::vector<float> pt64(size_t(M * 64), 0.f);  // pt's rows padded to four vectors
-    for (int64_t m = 0; m < M; ++m) std::copy_n(&pt[size_t(m * Q)], Q, &pt64[size_t(m * 64)]);
-    parallel_chunks(planes, [&](int64_t lo, int64_t hi) {
-      fold_planes_avx512(wp + lo * Q, op + lo * M, hi - lo, Q, M, pt64.data());
-    });
-  } else if (M == 1) {
-    parallel_chunks(planes,
-                    [&](int64_t lo, int64_t hi) { fold_planes_one(wp + lo * Q, op + lo, hi - lo, Q, pt.data()); });
-  } else {
-    KernelTimer t("adaptive_pool_fold", "sgemm");
-    dnnl::sgemm('N', 'T', planes, M, Q, 1.f, wp, Q, pt.data(), Q, 0.f, op, M);
-  }
-  return out;
+  FoldPlan geometry;
+  geometry.C = C, geometry.H = H, geometry.W = W, geometry.oh = oh, geometry.ow = ow;
+  // The fold kept on the weight (common.h, FoldedWeight) while the weight and the fold are unchanged; SGD rewrites it.
+  if (auto f = cached_fold(w, geometry)) return f->t;
+  auto f = std::make_shared<FoldedWeight>();
+  f->plan = make_fold_plan(C, H, W, oh, ow);
+  f->t = Tensor::empty({w.dim(0), C * f->plan.M}, DType::F32, Device::CPU);
+  fold_all(f->plan, w.data<float>(), f->t.data<float>(), w.dim(0) * C);
+  f->version = w.version();
+  f->t_version = f->t.version();
+  store_fold(w, f);
+  return f->t;
 }
 
 }  // namespace vgg

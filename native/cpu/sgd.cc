@@ -1,5 +1,5 @@
 // The SGD step over all parameters: torch.optim.SGD, in float32 like PyTorch (see ops.h for the formula), one
-// vectorised loop per flag combination; it writes a weight's prepared bf16 copy along with the weight.
+// vectorised loop per flag combination; it writes a weight's prepared bf16 copy and pool fold along with the weight.
 #include "backend.h"
 
 namespace vgg::cpu {
@@ -76,14 +76,28 @@ void CpuBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>
     PreparedWeight* pw = prepared_for_update(params[t]);
     void* prep = pw ? pw->t.raw() : nullptr;
     const Also also = !pw ? Also::Nothing : pw->t.dtype == DType::BF16 ? Also::Bf16 : Also::Rounded;
+    // Likewise the weight's pool fold (common.h, FoldedWeight): each block of planes folded right after its update,
+    // while it is in cache.
+    FoldedWeight* fold = folded_for_update(params[t]);
     auto run = [&](auto wd_on, auto mom_on, auto first_on, auto nest_on, auto also_c) {
       constexpr Also A = decltype(also_c)::value;
-      parallel_chunks(n, [&](int64_t lo, int64_t hi) {
+      auto update = [&](int64_t lo, int64_t hi) {
         void* pp = A == Also::Nothing ? nullptr
                    : A == Also::Bf16  ? static_cast<void*>(static_cast<uint16_t*>(prep) + lo)
                                       : static_cast<void*>(static_cast<float*>(prep) + lo);
         sgd_run<decltype(wd_on)::value, decltype(mom_on)::value, decltype(first_on)::value,
                 decltype(nest_on)::value, A>(w + lo, g + lo, b ? b + lo : nullptr, pp, hi - lo, lr, mom, damp, wd);
+      };
+      if (!fold) return parallel_chunks(n, update);
+      const FoldPlan& plan = fold->plan;
+      float* out = fold->t.data<float>();
+      parallel_chunks(n / plan.Q, [&](int64_t p0, int64_t p1) {
+        constexpr int64_t kBlock = 256;  // planes: 49 KB of weights at Q = 49, in L2 for the fold
+        for (int64_t lo = p0; lo < p1; lo += kBlock) {
+          const int64_t hi = std::min(p1, lo + kBlock);
+          update(lo * plan.Q, hi * plan.Q);
+          plan.run(w + lo * plan.Q, out + lo * plan.M, hi - lo);
+        }
       });
     };
     auto with_also = [&](auto a, auto m, auto f, auto ne) {
@@ -101,6 +115,11 @@ void CpuBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>
     params[t].mark_written();
     if (use_momentum) bufs[t].mark_written();
     if (pw) pw->version = params[t].version();
+    if (fold) {
+      fold->t.mark_written();  // for what was derived from the fold itself (its bf16 copy)
+      fold->version = params[t].version();
+      fold->t_version = fold->t.version();
+    }
   }
 }
 

@@ -84,6 +84,38 @@ describe('foldAdaptivePool', () => {
       for (const t of [W, f]) t.dispose();
     });
 
+  // The CPU keeps the fold on its weight while both are unchanged, and an SGD step rewrites it from the updated
+  // weight in the same pass (native/cpu/sgd.cc) unless something still holds it. Either way the fold handed out next
+  // must equal a fresh fold of the new weight, bit for bit (the same loop on the same values).
+  if (device === 'cpu')
+    test.each([[1, 1, false], [2, 2, false], [2, 2, true], [3, 3, false]])('the kept fold after SGD steps, map %i×%i (fold still held: %s): equals a fresh fold of the new weight', (h, w, hold) => {
+      const out = 77, c = 429, oh = 7, ow = 7, n = out * c * oh * ow;
+      const rng = new Rng(11 + h);
+      const W = Tensor.from(rng.fillNormal(new Float32Array(n), 0, 1), [out, c * oh * ow]);
+      const G = Tensor.from(rng.fillNormal(new Float32Array(n), 0, 1), [out, c * oh * ow]);
+      const buf = Tensor.zeros([out, c * oh * ow]);
+      const p = { lr: 0.1, momentum: 0.9, dampening: 0, weightDecay: 5e-4, nesterov: false };
+      let before = ops.adaptivePoolFold(W, c, h, w, oh, ow);
+      const first = Float32Array.from(before.toArray() as Float32Array);
+      expect(Array.from(ops.adaptivePoolFold(W, c, h, w, oh, ow).toArray() as Float32Array)).toEqual(Array.from(first)); // unchanged weight
+      for (let step = 0; step < 3; step++) {
+        if (!hold) before.dispose();
+        ops.sgdStep([W], [G], [buf], p, step === 0);
+        const kept = ops.adaptivePoolFold(W, c, h, w, oh, ow);
+        const copy = W.clone();
+        const fresh = ops.adaptivePoolFold(copy, c, h, w, oh, ow);
+        const a = kept.toArray() as Float32Array, b = fresh.toArray() as Float32Array;
+        let differ = 0;
+        for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) differ++;
+        expect(differ).toBe(0);
+        expect(a[0]).not.toBe(first[0]); // the weight moved, and so did the fold
+        for (const t of [copy, fresh]) t.dispose();
+        if (hold) kept.dispose();
+        else before = kept;
+      }
+      for (const t of [W, G, buf, before]) t.dispose();
+    });
+
   test('refuses a weight whose width is not channels·7·7', () => {
     const W = Tensor.zeros([2, 10], { device });
     expect(() => foldAdaptivePool(W, 3, 1, 1, 7, 7)).toThrow(/10 inputs, expected 3·7·7/);
