@@ -255,5 +255,4 @@ FoldedWeight* folded_for_update(const Tensor& w);
 std::shared_ptr<FoldedWeight> cached_fold(const Tensor& w, const FoldPlan& geometry);
 void store_fold(const Tensor& w, std::shared_ptr<FoldedWeight> f);
 
-
 }  // namespace vgg::cpu
