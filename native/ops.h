@@ -153,11 +153,13 @@ class Backend {
 // native (nhwc on AMX, nchw16c on avx512_core_bf16), else `blocked` (emulated bf16 runs the f32 kernels).
 // bf16_winograd_layers: bf16 is native on avx512_core_bf16 (no AMX) and not forced onto oneDNN's bf16 kernels
 // (VGGNET_CPU_BF16=native), so the wide layers on large maps run f32 Winograd instead (conv.cc, conv_bf16_path).
+// avx512: oneDNN's ISA is avx512_core or newer, for our own AVX-512 loops and the rules that pick them.
 // bf16_dot: oneDNN's ISA has the bf16 dot-product instructions (avx512_core_bf16, AMX), for our own loops that use
 // them (linear.cc's weight gradient), whichever path bf16 takes.
 struct CpuIsaInfo {
   std::string isa;
   bool bf16 = false;
+  bool avx512 = false;
   bool bf16_dot = false;
   Layout blocked = Layout::Blocked8;
   Layout bf16_layout = Layout::Blocked8;

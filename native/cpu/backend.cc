@@ -70,6 +70,7 @@ CpuIsaInfo cpu_isa_info() {
     // for the ops, VGGNet's note and the bench alike.
     const char* env = std::getenv("VGGNET_CPU_BF16");
     const std::string mode = env ? env : "";
+    i.avx512 = i.isa.rfind("avx512_core", 0) == 0;
     i.bf16_dot = i.isa == "avx512_core_bf16" || i.isa == "avx512_core_amx";
     i.bf16 = i.bf16 && mode != "emulate" && (i.bf16_dot || mode == "native");
     i.bf16_winograd_layers = i.bf16 && i.isa == "avx512_core_bf16" && mode != "native";

@@ -175,10 +175,10 @@ FoldedWeight* folded_for_update(const Tensor& w) {
   return f && f->plan.by_planes() && current(f, w) && f->t.storage.use_count() == 1 ? f : nullptr;
 }
 
-std::shared_ptr<FoldedWeight> cached_fold(const Tensor& w, const FoldPlan& g) {
+std::shared_ptr<FoldedWeight> cached_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, int oh, int ow) {
   std::lock_guard<std::mutex> lock(prepared_mutex());
   std::shared_ptr<FoldedWeight> f = derived_of(w).folded;
-  return f && f->plan.same_geometry(g.C, g.H, g.W, g.oh, g.ow) && current(f.get(), w) ? f : nullptr;
+  return f && f->plan.same_geometry(C, H, W, oh, ow) && current(f.get(), w) ? f : nullptr;
 }
 
 void store_fold(const Tensor& w, std::shared_ptr<FoldedWeight> f) {

@@ -252,7 +252,7 @@ struct FoldedWeight {
 // The caller writes t, marks t written and sets version and t_version after marking w written.
 FoldedWeight* folded_for_update(const Tensor& w);
 // The fold cached on w for this geometry when current, else null; store_fold keeps f on w.
-std::shared_ptr<FoldedWeight> cached_fold(const Tensor& w, const FoldPlan& geometry);
+std::shared_ptr<FoldedWeight> cached_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, int oh, int ow);
 void store_fold(const Tensor& w, std::shared_ptr<FoldedWeight> f);
 
 }  // namespace vgg::cpu

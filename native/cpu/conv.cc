@@ -69,7 +69,7 @@ bool winograd_shape(const ConvGeom& g, DType cdt, int64_t channel_multiple) {
          g.K % channel_multiple == 0 && g.C >= 64 && g.P >= kWinoMinMap && g.Q >= kWinoMinMap;
 }
 bool use_winograd(const ConvGeom& g, DType cdt) {
-  static const bool avx512 = cpu_isa_info().isa.rfind("avx512_core", 0) == 0;
+  static const bool avx512 = cpu_isa_info().avx512;
   return avx512 && cpu_winograd() == CpuWinograd::Auto && winograd_shape(g, cdt, 16);
 }
 

@@ -49,8 +49,8 @@ Tensor compute_weights(const Tensor& w, Bf16Path path, bool prepared) { return p
 // 16 ms on the Zen 4). AVX-512 only; larger batches or other CPUs go to oneDNN.
 constexpr int64_t kSkinnyMaxBatch = 8, kSkinnyMaxBatchBf16 = 16;
 bool use_skinny_weight_grad(int64_t N, DType activation) {
-  static const bool avx512 = cpu_isa_info().isa.rfind("avx512_core", 0) == 0;
-  const int64_t most = cpu_isa_info().bf16_dot ? kSkinnyMaxBatchBf16 : kSkinnyMaxBatch;
+  static const bool avx512 = cpu_isa_info().avx512;
+  static const int64_t most = cpu_isa_info().bf16_dot ? kSkinnyMaxBatchBf16 : kSkinnyMaxBatch;
   return avx512 && activation == DType::BF16 && N >= 1 && N <= most;
 }
 

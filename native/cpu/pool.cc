@@ -318,8 +318,7 @@ FoldPlan make_fold_plan(int64_t C, int64_t H, int64_t W, int oh, int ow) {
   FoldPlan f;
   f.C = C, f.H = H, f.W = W, f.oh = oh, f.ow = ow;
   f.Q = int64_t(oh) * ow, f.M = H * W;
-  static const bool avx512 = cpu_isa_info().isa.rfind("avx512_core", 0) == 0;
-  f.avx512 = avx512 && f.Q <= 64;
+  f.avx512 = cpu_isa_info().avx512 && f.Q <= 64;
   const int64_t row = f.avx512 ? 64 : f.Q;  // pt's rows padded to four vectors for fold_planes_avx512
   // P transposed (M × Q): output q of the pool averages the window of map positions m, each weighing 1/area, as
   // adaptive_avgpool2d_forward computes it.
@@ -361,10 +360,8 @@ Tensor cpu_adaptive_pool_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, 
                   (long long)C, (long long)H, (long long)W, oh, ow);
   VGG_CHECK(w.dim(1) == C * int64_t(oh) * ow, "adaptive_pool_fold: weight has %lld inputs, expected %lld·%d·%d",
             (long long)w.dim(1), (long long)C, oh, ow);
-  FoldPlan geometry;
-  geometry.C = C, geometry.H = H, geometry.W = W, geometry.oh = oh, geometry.ow = ow;
   // The fold kept on the weight (common.h, FoldedWeight) while the weight and the fold are unchanged; SGD rewrites it.
-  if (auto f = cached_fold(w, geometry)) return f->t;
+  if (auto f = cached_fold(w, C, H, W, oh, ow)) return f->t;
   auto f = std::make_shared<FoldedWeight>();
   f->plan = make_fold_plan(C, H, W, oh, ow);
   f->t = Tensor::empty({w.dim(0), C * f->plan.M}, DType::F32, Device::CPU);
