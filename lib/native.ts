@@ -130,7 +130,7 @@ export interface NativeAddon {
   dropoutForward(x: T, p: number, seed: bigint, offset: bigint, train: boolean): NativeWithSaved;
   dropoutBackward(dy: T, p: number, saved: T[]): T;
   crossEntropy(logits: T, labels: T): { loss: T; dlogits: T };
-  sgdStep(params: T[], grads: T[], bufs: T[], p: NativeSgdParams, first: boolean): void;
+  sgdStep(params: T[], grads: T[], bufs: T[], p: NativeSgdParams, first: boolean, pooled?: (readonly number[] | null)[]): void;
   fill(t: T, value: number): void;
   fillRandom(t: T, kind: 'normal' | 'uniform', a: number, b: number, seed: bigint): void;
   add_(dst: T, src: T, alpha: number): void;

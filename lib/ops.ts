@@ -133,8 +133,13 @@ export function crossEntropy(logits: Tensor, labels: Tensor): { loss: Tensor; dl
   const r = addon().crossEntropy(logits.native, labels.native);
   return { loss: T(r.loss), dlogits: T(r.dlogits) };
 }
-export function sgdStep(params: Tensor[], grads: Tensor[], bufs: Tensor[], p: SgdStepParams, first: boolean): void {
-  addon().sgdStep(natives(params), natives(grads), natives(bufs), p, first);
+/**
+ * pooled: per parameter null, or the geometry [C, H, W, oh, ow] of an adaptive average pool whose input the gradient
+ * is given as (the CPU only; module.ts, PoolGeometry): the step pools it as it goes.
+ */
+export function sgdStep(params: Tensor[], grads: Tensor[], bufs: Tensor[], p: SgdStepParams, first: boolean,
+  pooled?: (readonly number[] | null)[]): void {
+  addon().sgdStep(natives(params), natives(grads), natives(bufs), p, first, pooled);
 }
 export function fill(t: Tensor, value: number): void {
   addon().fill(t.native, value);

@@ -34,6 +34,15 @@ struct SgdParams {
   double lr = 0.01, momentum = 0, dampening = 0, weight_decay = 0;
   bool nesterov = false;
 };
+// A gradient given as the input of an adaptive average pool (C, H, W) -> (C, oh, ow) per row: the parameter's
+// gradient (out, C·oh·ow) is that pool of the given (out, C·H·W) one. A linear layer after the pool has this
+// gradient (the pool is linear), and on maps under 7×7 the small one is up to 49× smaller (lib/models/vgg.ts). C = 0:
+// the gradient is given whole.
+struct PooledGrad {
+  int64_t C = 0, H = 0, W = 0;
+  int oh = 0, ow = 0;
+  bool on() const { return C != 0; }
+};
 
 class Backend;
 
@@ -127,8 +136,9 @@ class Backend {
   //   d = g + wd*p; if momentum: buf = first ? d : momentum*buf + (1-dampening)*d; d = nesterov ? d + momentum*buf
   //   : buf;  p -= lr*d.   `first` means the momentum buffers hold nothing yet. Marks the parameters and buffers
   //   written (Tensor::mark_written) itself: the CPU backend updates a weight's kept bf16 copy in the same pass.
+  //   pooled: empty, or one per parameter: where on(), grads[i] is that pool's input (the CPU only).
   virtual void sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& bufs,
-                        const SgdParams& p, bool first) = 0;
+                        const SgdParams& p, bool first, const std::vector<PooledGrad>& pooled) = 0;
 
   // ---- elementwise helpers
   virtual void fill(Tensor& t, double value) = 0;                          // f32, i32, u8, bf16

@@ -4,8 +4,8 @@ import { DeviceOption, DeviceName, deferringMemoryReports, resolveDevice } from 
 import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
-  BackwardOptions, Counter, ForwardOptions, Module, Parameter, NamedParameter, gradsForBackward, isGradEnabled,
-  markGradientFor, noGrad, tensorArg,
+  BackwardOptions, Counter, ForwardOptions, Module, Parameter, NamedParameter, PoolGeometry, isGradEnabled,
+  markGradientFor, noGrad, shareAccumulate, tensorArg,
 } from '../nn/module';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, nchwView,
@@ -41,6 +41,49 @@ export function foldAdaptivePool(weight: Tensor, c: number, h: number, w: number
     }
   } finally {
     for (const t of [onehot, pooled, pt, rows]) t.dispose();
+  }
+}
+
+/** What VGGNet's head keeps for backward when it runs the pool and first classifier layer itself (splitsHead). */
+interface TrainHead {
+  f: Tensor; // the feature map as (n, c·h·w) in nchw
+  y: Tensor; // the layer's output after its ReLU
+  w: Tensor; // the folded weight (folded) or the weight
+  prepared: ops.PreparedLinearWeights | undefined; // the weight converted for bf16 activations (not folded)
+  features: { shape: number[]; layout: Layout };
+  geometry: PoolGeometry;
+  folded: boolean;
+}
+
+/**
+ * A linear layer's weight and bias gradients, its input the adaptive average pool (geometry) of the map x
+ * (n, c·h·w): the weight's handed over as the pool's input, dy^T·x (Parameter.pooledGradForBackward), or, when the
+ * weight's gradient already holds values whole, that pooled and added to them.
+ */
+export function pooledLinearGrads(layer: Linear, x: Tensor, dy: Tensor, geometry: PoolGeometry): void {
+  const bias = layer.bias?.gradForBackward();
+  const small = layer.weight.pooledGradForBackward(geometry);
+  if (small) {
+    const { grads: [dw, db], accumulate } = shareAccumulate([small, bias]);
+    ops.linearBackwardWeights(x, dy, dw!, db, accumulate);
+    return;
+  }
+  const [c, h, w, oh, ow] = geometry;
+  const rows = layer.weight.shape[0];
+  const part = Tensor.empty([rows, c * h * w]);
+  try {
+    ops.fill(part, 0); // to accumulate with the bias's gradient
+    const { grads: [, db] } = shareAccumulate([{ grad: part, accumulate: true }, bias]);
+    ops.linearBackwardWeights(x, dy, part, db, true);
+    const p4 = part.view([rows, c, h, w]);
+    const whole = ops.adaptiveAvgpool2dForward(p4, oh, ow);
+    p4.dispose();
+    const flat = whole.view([rows, c * oh * ow]);
+    whole.dispose();
+    ops.add_(layer.weight.grad, flat);
+    flat.dispose();
+  } finally {
+    part.dispose();
   }
 }
 
@@ -125,8 +168,8 @@ export class VGGNet extends Module {
   private folds: Map<string, Tensor | ops.PreparedLinearWeights> | undefined;
   /** features, avgpool, flatten, classifier: their forward generations in this model's latest forward. */
   private childGenerations: number[] = [];
-  /** What the latest forward's pool-folded first classifier layer (foldsInTraining) left for backward. */
-  private trainFold: { x: Tensor; y: Tensor; w: Tensor; features: { shape: number[]; layout: Layout } } | undefined;
+  /** What the latest forward's first classifier layer, run by the model on small maps (splitsHead), left for backward. */
+  private trainHead: TrainHead | undefined;
 
   constructor(config: VGGConfig, options: VGGOptions = {}, name?: string) {
     super();
@@ -271,19 +314,29 @@ export class VGGNet extends Module {
       const relu = this.classifier.layers[1] instanceof ReLU;
       cur = this.keep(ops.linearForward(cur, folded, fc1.bias?.value ?? null, relu));
       logits = this.classifier.forwardFrom(relu ? 2 : 1, cur);
-    } else if (this.foldsInTraining(cur)) {
-      // The same fold with gradients (see foldsInTraining): the classifier runs from its first layer's ReLU on,
-      // and backward finishes the first layer here.
+    } else if (this.splitsHead(cur)) {
+      // Training on a small map (see splitsHead): the pool and the first classifier layer with its ReLU run here,
+      // folded into one layer (foldsInTraining) or not; the classifier goes on from its next layer, and backward
+      // finishes the first layer here.
       const [n, c, h, w] = cur.shape;
       const [oh, ow] = this.avgpool.outputSize;
       const fc1 = this.classifier.layers[0] as Linear;
-      const pooled = this.keep(ops.adaptiveAvgpool2dForward(cur, oh, ow)); // the first layer's input, for dW
-      const x = this.keep(pooled.view([n, c * oh * ow]));
-      const f = this.keep(nchwView(cur, [n, c * h * w]));
-      const wFold = this.keep(foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
-      const y = this.keep(ops.linearForward(f, wFold, fc1.bias?.value ?? null, true));
-      this.trainFold = { x, y, w: wFold, features: { shape: cur.shape, layout: cur.layout } };
-      logits = this.classifier.forwardFrom(2, y, { step });
+      const f = this.keep(nchwView(cur, [n, c * h * w])); // the weight's gradient comes from this map (splitsHead)
+      const features = { shape: cur.shape, layout: cur.layout };
+      const geometry: PoolGeometry = [c, h, w, oh, ow];
+      const bias = fc1.bias?.value ?? null;
+      if (this.foldsInTraining(cur)) {
+        const wFold = this.keep(foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
+        const y = this.keep(ops.linearForward(f, wFold, bias, true));
+        this.trainHead = { f, y, w: wFold, prepared: undefined, features, geometry, folded: true };
+      } else {
+        const x = this.keep(ops.adaptiveAvgpool2dForward(cur, oh, ow));
+        const prepared = x.dtype === 'float32' ? undefined : ops.linearWeights(fc1.weight.value, x.dtype);
+        const flat = this.keep(x.view([n, c * oh * ow]));
+        const y = this.keep(ops.linearForward(flat, prepared ?? fc1.weight.value, bias, true));
+        this.trainHead = { f, y, w: fc1.weight.value, prepared, features, geometry, folded: false };
+      }
+      logits = this.classifier.forwardFrom(2, this.trainHead.y, { step });
     } else {
       cur = this.keep(this.avgpool.forward(cur));
       cur = this.keep(this.flatten.forward(cur));
@@ -364,16 +417,31 @@ export class VGGNet extends Module {
   }
 
   /**
-   * Whether a forward with gradients on this feature map folds the pool into the first classifier layer, as
-   * withFrozenWeights does without them: on the CPU, for maps of at most 2×2 (inputs up to 64²; VGGNET_TRAIN_FOLD=0
-   * turns it off). Forward and the input's gradient then multiply by the folded (out, c·h·w) weight, made again each
-   * step (one pass over the layer's weight), instead of the (out, c·7·7) one; the weight's own gradient still needs
-   * the pooled input. Why 2×2: ARCHITECTURE, "Other CPU costs".
+   * Whether a forward with gradients on this feature map runs the pool and the first classifier layer (with its
+   * ReLU) itself, instead of the modules: on the CPU, on maps the pool only repeats (at most 7 rows and columns,
+   * fewer than 7×7 positions: inputs under 224²; VGGNET_POOLED_GRAD=0 turns it off). The layer's weight gradient is
+   * then worked out from the small map, (out, c·h·w) instead of (out, c·7·7), and handed to the weight pooled
+   * (Parameter.pooledGradForBackward): SGD pools it block by block as it updates the weight, so the whole gradient
+   * (411 MB for VGG's 4096×25088) is neither written in backward nor read in the step; reading `.grad` works it out.
+   * dW = dy·pool(x) = pool(dy·x), per (output, channel) plane, since the pool is linear: equal up to rounding.
+   */
+  private splitsHead(x: Tensor): boolean {
+    if (!isGradEnabled() || this.device !== 'cpu' || process.env.VGGNET_POOLED_GRAD === '0') return false;
+    const [, , h, w] = x.shape;
+    const [oh, ow] = this.avgpool.outputSize;
+    return h <= oh && w <= ow && this.poolFolds(x) && this.classifier.layers[1] instanceof ReLU;
+  }
+
+  /**
+   * Whether splitsHead's first layer also folds the pool into its weight, as withFrozenWeights does without
+   * gradients: for maps of at most 2×2 (inputs up to 64²; VGGNET_TRAIN_FOLD=0 turns it off). Forward and the input's
+   * gradient then multiply by the folded (out, c·h·w) weight, which SGD rewrites as it updates the weight, instead of
+   * the (out, c·7·7) one. Why 2×2: ARCHITECTURE, "Other CPU costs".
    */
   private foldsInTraining(x: Tensor): boolean {
-    if (!isGradEnabled() || this.device !== 'cpu' || process.env.VGGNET_TRAIN_FOLD === '0') return false;
+    if (process.env.VGGNET_TRAIN_FOLD === '0') return false;
     const [, , h, w] = x.shape;
-    return h * w <= 4 && this.poolFolds(x) && this.classifier.layers[1] instanceof ReLU;
+    return h * w <= 4;
   }
 
   /** Whether the average pool only repeats this feature map into a first classifier layer that can take its fold. */
@@ -416,18 +484,24 @@ export class VGGNet extends Module {
     const [features, avgpool, flatten, classifier] = this.childGenerations;
     markGradientFor(g, this.classifier, classifier);
     step(this.classifier.backward(g, options));
-    const fold = this.trainFold;
-    if (fold) {
-      // The first classifier layer, folded with the pool in forward: its ReLU's mask, its weight gradient from the
-      // pooled input, and the feature map's gradient through the folded weight.
+    const head = this.trainHead;
+    if (head) {
+      // The first classifier layer as the head's forward ran it (splitsHead): its ReLU's mask, its gradients from
+      // the small map, and the feature map's gradient through the folded weight, or through the weight and the pool.
       const fc1 = this.classifier.layers[0] as Linear;
-      step(ops.reluBackward(g, fold.y));
-      const { grads: [dw, db], accumulate } = gradsForBackward([fc1.weight, fc1.bias]);
-      ops.linearBackwardWeights(fold.x, g, dw!, db, accumulate);
+      step(ops.reluBackward(g, head.y));
+      pooledLinearGrads(fc1, head.f, g, head.geometry);
       options?.step?.distributed?.gradientsReady(fc1.ownParameters().map(([, p]) => p));
-      step(ops.linearBackwardData(g, fold.w));
-      step(g.view(fold.features.shape));
-      step(ops.toLayout(g, fold.features.layout));
+      if (head.folded) {
+        step(ops.linearBackwardData(g, head.w));
+        step(g.view(head.features.shape));
+        step(ops.toLayout(g, head.features.layout));
+      } else {
+        const [n, c, , , oh, ow] = [head.features.shape[0], ...head.geometry];
+        step(ops.linearBackwardData(g, head.prepared ?? head.w));
+        step(g.view([n, c, oh, ow]));
+        step(ops.adaptiveAvgpool2dBackward(g, head.features.shape, head.features.layout));
+      }
     } else {
       markGradientFor(g, this.flatten, flatten);
       step(this.flatten.backward(g));
@@ -530,7 +604,8 @@ export class VGGNet extends Module {
   private freeActs(): void {
     for (const t of this.acts) t.dispose();
     this.acts = [];
-    this.trainFold = undefined;
+    this.trainHead?.prepared?.dispose();
+    this.trainHead = undefined;
   }
 }
 

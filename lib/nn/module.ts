@@ -5,10 +5,21 @@ import { Tensor } from '../tensor';
 import * as ops from '../ops';
 import type { NativeGroup } from '../native';
 
-/** A learnable tensor with its gradient. The gradient is zeroed lazily: zeroGrad() marks it, backward overwrites. */
+/**
+ * The geometry [C, H, W, oh, ow] of an adaptive average pool from (C, H, W) to (C, oh, ow) whose input a weight's
+ * gradient is given as (native/ops.h, PooledGrad): the gradient (out, C·oh·ow) is that pool of an (out, C·H·W) one.
+ */
+export type PoolGeometry = [number, number, number, number, number];
+
+/**
+ * A learnable tensor with its gradient. The gradient is zeroed lazily: zeroGrad() marks it, backward overwrites.
+ * Backward may hand it over pooled (pooledGradForBackward: VGGNet's first classifier layer on small maps): `grad`
+ * then works the whole gradient out on first read, and the optimizer takes it as it is (gradForStep).
+ */
 export class Parameter {
   private gradTensor: Tensor | undefined;
-  private stale = true; // the gradient holds nothing of the current step
+  private pooled: { grad: Tensor; geometry: PoolGeometry } | undefined; // the buffer, kept between steps
+  private held: 'nothing' | 'whole' | 'pooled' = 'nothing'; // what holds the gradient of the current step
 
   constructor(public value: Tensor) {}
 
@@ -19,23 +30,63 @@ export class Parameter {
   /** The gradient (zeros when no backward ran since the last zeroGrad). */
   get grad(): Tensor {
     const g = this.gradBuffer();
-    if (this.stale) {
-      ops.fill(g, 0);
-      this.stale = false;
+    if (this.held === 'nothing') ops.fill(g, 0);
+    if (this.held === 'pooled') {
+      const [c, h, w, oh, ow] = this.pooled!.geometry;
+      const rows = this.pooled!.grad.shape[0];
+      const small = this.pooled!.grad.view([rows, c, h, w]);
+      const whole = ops.adaptiveAvgpool2dForward(small, oh, ow);
+      small.dispose();
+      try {
+        g.copy_(whole.view(g.shape));
+      } finally {
+        whole.dispose();
+      }
     }
+    this.held = 'whole';
     return g;
   }
 
   /** For backward: the gradient buffer and whether to accumulate into it (false right after zeroGrad). */
   gradForBackward(): { grad: Tensor; accumulate: boolean } {
-    const grad = this.gradBuffer(); // first: creating the buffer marks it stale
-    const accumulate = !this.stale;
-    this.stale = false;
+    if (this.held === 'pooled') return { grad: this.grad, accumulate: true }; // worked out whole, to add to
+    const grad = this.gradBuffer(); // first: creating the buffer drops what it held
+    const accumulate = this.held === 'whole';
+    this.held = 'whole';
     return { grad, accumulate };
   }
 
+  /**
+   * For backward, when the parameter is a weight (out, C·oh·ow) after an adaptive average pool: a buffer for its
+   * gradient as the pool's input (out, C·H·W) and whether to accumulate into it, or undefined when the gradient
+   * holds values whole (those of another geometry are worked out whole first): the caller then adds to `grad`.
+   */
+  pooledGradForBackward(geometry: PoolGeometry): { grad: Tensor; accumulate: boolean } | undefined {
+    const [c, h, w, oh, ow] = geometry;
+    const [rows, cols] = this.value.shape;
+    if (this.value.shape.length !== 2 || cols !== c * oh * ow) {
+      throw new Error(`Parameter.pooledGradForBackward: a (${this.value.shape.join(', ')}) weight cannot take a gradient pooled to ${c}·${oh}·${ow} inputs`);
+    }
+    const same = this.pooled !== undefined && this.pooled.geometry.every((v, i) => v === geometry[i]);
+    if (this.held === 'pooled' && same) return { grad: this.pooled!.grad, accumulate: true };
+    if (this.held === 'pooled') void this.grad;
+    if (this.held !== 'nothing') return undefined;
+    if (!same || this.pooled!.grad.disposed) {
+      this.pooled?.grad.dispose();
+      this.pooled = { grad: Tensor.empty([rows, c * h * w], { device: this.value.device }), geometry: [...geometry] };
+    }
+    this.held = 'pooled';
+    return { grad: this.pooled!.grad, accumulate: false };
+  }
+
+  /** For the optimizer: the gradient as it is held, whole (pooled null) or as a pool's input with its geometry. */
+  gradForStep(): { grad: Tensor; pooled: PoolGeometry | null } {
+    if (this.held === 'pooled') return { grad: this.pooled!.grad, pooled: this.pooled!.geometry };
+    return { grad: this.grad, pooled: null };
+  }
+
   zeroGrad(): void {
-    this.stale = true;
+    this.held = 'nothing';
   }
 
   /** Replaces the value (same shape), converting dtype/layout/device as needed. */
@@ -47,12 +98,15 @@ export class Parameter {
     this.value.dispose();
     this.gradTensor?.dispose();
     this.gradTensor = undefined;
+    this.pooled?.grad.dispose();
+    this.pooled = undefined;
+    this.held = 'nothing';
   }
 
   private gradBuffer(): Tensor {
     if (!this.gradTensor || this.gradTensor.disposed) {
       this.gradTensor = Tensor.empty(this.value.shape, { device: this.value.device });
-      this.stale = true;
+      if (this.held === 'whole') this.held = 'nothing';
     }
     return this.gradTensor;
   }
@@ -64,7 +118,11 @@ export class Parameter {
  * zeroed so that all can accumulate.
  */
 export function gradsForBackward(params: (Parameter | undefined)[]): { grads: (Tensor | null)[]; accumulate: boolean } {
-  const gs = params.map((p) => p?.gradForBackward());
+  return shareAccumulate(params.map((p) => p?.gradForBackward()));
+}
+
+/** gradsForBackward for buffers already taken (gradForBackward, pooledGradForBackward). */
+export function shareAccumulate(gs: ({ grad: Tensor; accumulate: boolean } | undefined)[]): { grads: (Tensor | null)[]; accumulate: boolean } {
   const accumulate = gs.some((g) => g?.accumulate);
   if (accumulate) for (const g of gs) if (g && !g.accumulate) ops.fill(g.grad, 0);
   return { grads: gs.map((g) => g?.grad ?? null), accumulate };

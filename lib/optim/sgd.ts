@@ -110,12 +110,14 @@ export class SGD {
       throw new Error('sgd.step: the parameter list changed since the first step (momentum buffers exist for other parameters)');
     }
     const bufs = this.momentum !== 0 ? ps.map((p) => this.bufferFor(p)) : [];
+    const grads = ps.map((p) => p.gradForStep()); // a pooled gradient as it is: the step pools it (ops.sgdStep)
     ops.sgdStep(
       ps.map((p) => p.value),
-      ps.map((p) => p.grad),
+      grads.map((g) => g.grad),
       bufs,
       { lr: this.lr, momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov },
       first,
+      grads.some((g) => g.pooled) ? grads.map((g) => g.pooled) : undefined,
     );
     this.stepCountValue++;
   }

@@ -263,7 +263,8 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
   o.Set("dlogits", wrap(info.Env(), dlogits));
   return o;
 }
-// sgdStep(params[], grads[], bufs[], {lr, momentum, dampening, weightDecay, nesterov}, first)
+// sgdStep(params[], grads[], bufs[], {lr, momentum, dampening, weightDecay, nesterov}, first, pooled?)
+// pooled: absent, or per parameter null or [C, H, W, oh, ow]: that gradient given as the pool's input (ops.h, PooledGrad).
 Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   const char* op = "sgdStep";
   Saved params = unwrap_all(arg(info, 0), "sgdStep: params");
@@ -284,13 +285,34 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
   VGG_CHECK(params.size() == grads.size(), "%s: %zu params but %zu grads", op, params.size(), grads.size());
   VGG_CHECK(p.momentum == 0 || bufs.size() == params.size(), "%s: %zu params but %zu momentum buffers", op,
             params.size(), bufs.size());
+  std::vector<PooledGrad> pooled;
+  if (!arg(info, 5).IsUndefined()) {
+    VGG_CHECK_TYPE(arg(info, 5).IsArray(), "%s: pooled must be an array (one entry per parameter)", op);
+    Napi::Array a = arg(info, 5).As<Napi::Array>();
+    VGG_CHECK(a.Length() == params.size(), "%s: %zu params but %u pooled entries", op, params.size(), a.Length());
+    pooled.resize(params.size());
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value e = a.Get(i);
+      if (e.IsNull() || e.IsUndefined()) continue;
+      VGG_CHECK_TYPE(e.IsArray() && e.As<Napi::Array>().Length() == 5,
+                     "%s: pooled[%u] must be null or [C, H, W, oh, ow]", op, i);
+      Napi::Array g = e.As<Napi::Array>();
+      int64_t v[5];
+      for (uint32_t k = 0; k < 5; k++) {
+        v[k] = get_int(g.Get(k), "sgdStep: pooled gradient geometry");
+        VGG_CHECK_RANGE(v[k] >= 1 && v[k] <= (int64_t(1) << 31), "%s: pooled[%u][%u] must be in [1, 2^31], got %lld",
+                        op, i, k, (long long)v[k]);
+      }
+      pooled[i] = PooledGrad{v[0], v[1], v[2], int(v[3]), int(v[4])};
+    }
+  }
   if (params.empty()) return info.Env().Undefined();
   for (size_t i = 0; i < params.size(); i++) {
     VGG_CHECK(params[i].device() == params[0].device() && grads[i].device() == params[0].device() &&
                   (bufs.size() <= i || bufs[i].device() == params[0].device()),
               "%s: parameter %zu is not on the same device as the others", op, i);
   }
-  backend(params[0].device()).sgd_step(params, grads, bufs, p, first);
+  backend(params[0].device()).sgd_step(params, grads, bufs, p, first, pooled);
   return info.Env().Undefined();
 }
 Napi::Value Fill(const Napi::CallbackInfo& info) {

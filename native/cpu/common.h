@@ -229,6 +229,32 @@ PreparedWeight* prepared_for_update(const Tensor& w);
 // its prepared copy in the same way: handed back while the weight is unchanged, and rewritten by SGD from the updated
 // weight in the same pass (training folds the pool into the first classifier layer every step: one read of that
 // layer's weight, 205-411 MB, instead of two).
+// PyTorch's adaptive average pool windows [floor(i*in/out), ceil((i+1)*in/out)) of every output row and column,
+// worked out once per call rather than per plane.
+struct AdaptiveWindows {
+  std::vector<int64_t> h0, h1, w0, w1;
+  AdaptiveWindows() = default;
+  AdaptiveWindows(int64_t H, int64_t W, int64_t oh, int64_t ow) {
+    for (int64_t i = 0; i < oh; ++i) h0.push_back(i * H / oh), h1.push_back(((i + 1) * H + oh - 1) / oh);
+    for (int64_t j = 0; j < ow; ++j) w0.push_back(j * W / ow), w1.push_back(((j + 1) * W + ow - 1) / ow);
+  }
+};
+// One plane's adaptive average pool: each output the sum of its window's inputs from 0, in row-major order, divided
+// by the window's area (the arithmetic every CPU path of the pool shares, so that they agree bit for bit).
+inline void adaptive_pool_plane(const float* x, int64_t sh, int64_t sw, float* y, const AdaptiveWindows& win) {
+  const int64_t oh = int64_t(win.h0.size()), ow = int64_t(win.w0.size());
+  for (int64_t i = 0; i < oh; ++i) {
+    const int64_t h0 = win.h0[size_t(i)], h1 = win.h1[size_t(i)];
+    for (int64_t j = 0; j < ow; ++j) {
+      const int64_t w0 = win.w0[size_t(j)], w1 = win.w1[size_t(j)];
+      float acc = 0;
+      for (int64_t h = h0; h < h1; ++h)
+        for (int64_t w = w0; w < w1; ++w) acc += x[h * sh + w * sw];
+      y[i * ow + j] = acc / float((h1 - h0) * (w1 - w0));
+    }
+  }
+}
+
 struct FoldPlan {  // how to fold one geometry: planes of Q pooled inputs each to M map positions
   int64_t C = 0, H = 0, W = 0;
   int oh = 0, ow = 0;
@@ -254,5 +280,22 @@ FoldedWeight* folded_for_update(const Tensor& w);
 // The fold cached on w for this geometry when current, else null; store_fold keeps f on w.
 std::shared_ptr<FoldedWeight> cached_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, int oh, int ow);
 void store_fold(const Tensor& w, std::shared_ptr<FoldedWeight> f);
+
+// ---- a gradient given as an adaptive pool's input (ops.h, PooledGrad): SGD pools it back block by block as it
+// updates the weight (sgd.cc), so the full gradient is neither written in backward nor read in the step.
+struct PoolPlan {  // contiguous H×W planes pooled to oh×ow ones, as adaptive_pool_plane computes them
+  int64_t H = 0, W = 0, M = 0, Q = 0;  // M = H·W inputs, Q = oh·ow outputs per plane
+  AdaptiveWindows win;
+  // AVX-512 (M ≤ 16, H ≤ oh, W ≤ ow, Q ≤ 64): each vector of sixteen outputs sums up to four permutes of the
+  // plane's one vector, in the window's order, times 1/area (areas 1, 2 or 4 there: the same bits as dividing).
+  // Per output vector v and term k < terms[v]: the input lane (idx) and which outputs have a k-th term (mask).
+  bool avx512 = false;
+  int terms[4] = {};
+  std::vector<int32_t> idx;   // [v][k][16]
+  std::vector<uint16_t> mask; // [v][k]
+  std::vector<float> scale;   // [v][16]: 1/area
+  void run(const float* in, float* out, int64_t planes) const;  // serial
+};
+PoolPlan make_pool_plan(int64_t H, int64_t W, int oh, int ow);
 
 }  // namespace vgg::cpu

@@ -51,19 +51,6 @@ dnnl::pooling_forward::primitive_desc pool_fwd_pd(const PoolGeom& g, Layout layo
   return dnnl::pooling_forward::primitive_desc(d, engine());
 }
 
-// PyTorch's adaptive window [start, end) for output index i of `out` over an input of `in`.
-inline int64_t win_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
-inline int64_t win_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
-
-// Every output row's and column's window, worked out once per call rather than per (n, c) plane.
-struct AdaptiveWindows {
-  std::vector<int64_t> h0, h1, w0, w1;
-  AdaptiveWindows(int64_t H, int64_t W, int64_t oh, int64_t ow) {
-    for (int64_t i = 0; i < oh; ++i) h0.push_back(win_start(i, H, oh)), h1.push_back(win_end(i, H, oh));
-    for (int64_t j = 0; j < ow; ++j) w0.push_back(win_start(j, W, ow)), w1.push_back(win_end(j, W, ow));
-  }
-};
-
 // Whether a bf16 max pool runs widened to f32 (see the top of this file). In 8-channel blocks oneDNN 2.6 has only
 // its reference bf16 pooling (`ref:any`), so only nchw, nhwc and nchw16c run natively.
 bool maxpool_widens(DType dt, Layout layout, const Pool2dParams& p) {
@@ -178,18 +165,7 @@ Tensor CpuBackend::adaptive_avgpool2d_forward(const Tensor& x, int oh, int ow) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < C; ++c) {
-      const float* xc = xp + n * s.n + s.coff(c);
-      float* yc = yp + (n * C + c) * oh * ow;
-      for (int64_t i = 0; i < oh; ++i) {
-        const int64_t h0 = win.h0[size_t(i)], h1 = win.h1[size_t(i)];
-        for (int64_t j = 0; j < ow; ++j) {
-          const int64_t w0 = win.w0[size_t(j)], w1 = win.w1[size_t(j)];
-          float acc = 0;
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) acc += xc[h * s.h + w * s.w];
-          yc[i * ow + j] = acc / float((h1 - h0) * (w1 - w0));
-        }
-      }
+      adaptive_pool_plane(xp + n * s.n + s.coff(c), s.h, s.w, yp + (n * C + c) * oh * ow, win);
     }
   return y;
 }
@@ -334,6 +310,27 @@ FoldPlan make_fold_plan(int64_t C, int64_t H, int64_t W, int oh, int ow) {
   return f;
 }
 
+__attribute__((target("avx512f"))) void pool_planes_avx512(const float* in, float* out, int64_t planes,
+                                                           const PoolPlan& p) {
+  const int nv = int((p.Q + 15) / 16);
+  const __mmask16 in_mask = __mmask16((1u << p.M) - 1);
+  const __mmask16 last = __mmask16((1u << (p.Q - 16 * (nv - 1))) - 1);
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const __m512 x = _mm512_maskz_loadu_ps(in_mask, in + pl * p.M);
+    float* o = out + pl * p.Q;
+    for (int v = 0; v < nv; ++v) {
+      __m512 acc = _mm512_setzero_ps();
+      for (int k = 0; k < p.terms[v]; ++k) {
+        const __m512i idx = _mm512_loadu_si512(p.idx.data() + (v * 4 + k) * 16);
+        acc = _mm512_add_ps(acc, _mm512_maskz_permutexvar_ps(p.mask[size_t(v * 4 + k)], idx, x));
+      }
+      const __m512 y = _mm512_mul_ps(acc, _mm512_loadu_ps(p.scale.data() + v * 16));
+      if (v == nv - 1) _mm512_mask_storeu_ps(o + 16 * v, last, y);
+      else _mm512_storeu_ps(o + 16 * v, y);
+    }
+  }
+}
+
 // out = the fold of all `planes` planes of w.
 void fold_all(const FoldPlan& f, const float* w, float* out, int64_t planes) {
   if (f.by_planes()) {
@@ -344,6 +341,36 @@ void fold_all(const FoldPlan& f, const float* w, float* out, int64_t planes) {
   }
 }
 }  // namespace
+
+PoolPlan make_pool_plan(int64_t H, int64_t W, int oh, int ow) {
+  PoolPlan p;
+  p.H = H, p.W = W, p.M = H * W, p.Q = int64_t(oh) * ow;
+  p.win = AdaptiveWindows(H, W, oh, ow);
+  p.avx512 = cpu_isa_info().avx512 && p.M <= 16 && H <= oh && W <= ow && p.Q <= 64;
+  if (!p.avx512) return p;
+  const int64_t nv = (p.Q + 15) / 16;
+  p.idx.assign(size_t(nv * 4 * 16), 0);
+  p.mask.assign(size_t(nv * 4), 0);
+  p.scale.assign(size_t(nv * 16), 0.f);
+  for (int64_t q = 0; q < p.Q; ++q) {
+    const int64_t v = q / 16, lane = q % 16, i = q / ow, j = q % ow;
+    const int64_t h0 = p.win.h0[size_t(i)], h1 = p.win.h1[size_t(i)], w0 = p.win.w0[size_t(j)], w1 = p.win.w1[size_t(j)];
+    int k = 0;  // the window's inputs in adaptive_pool_plane's order
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t w = w0; w < w1; ++w, ++k) {
+        p.idx[size_t((v * 4 + k) * 16 + lane)] = int32_t(h * W + w);
+        p.mask[size_t(v * 4 + k)] |= uint16_t(1u << lane);
+      }
+    p.terms[v] = std::max(p.terms[v], k);
+    p.scale[size_t(v * 16 + lane)] = 1.f / float(k);  // k in {1, 2, 4}: x * (1/k) == x / k exactly
+  }
+  return p;
+}
+
+void PoolPlan::run(const float* in, float* out, int64_t planes) const {
+  if (avx512) return pool_planes_avx512(in, out, planes, *this);
+  for (int64_t p = 0; p < planes; ++p) adaptive_pool_plane(in + p * M, W, 1, out + p * Q, win);
+}
 
 }  // namespace vgg::cpu
 

@@ -1,5 +1,6 @@
 // The SGD step over all parameters: torch.optim.SGD, in float32 like PyTorch (see ops.h for the formula), one
-// vectorised loop per flag combination; it writes a weight's prepared bf16 copy and pool fold along with the weight.
+// vectorised loop per flag combination; it writes a weight's prepared bf16 copy and pool fold along with the weight,
+// and pools a gradient given as the pool's input (ops.h, PooledGrad) block by block as it goes.
 #include "backend.h"
 
 namespace vgg::cpu {
@@ -41,8 +42,10 @@ VGG_VECTOR_CLONES void sgd_run(float* w, const float* g, float* b, void* prepare
 }  // namespace
 
 void CpuBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& bufs,
-                          const SgdParams& p, bool first) {
+                          const SgdParams& p, bool first, const std::vector<PooledGrad>& pooled) {
   const bool use_momentum = p.momentum != 0;
+  VGG_CHECK(pooled.empty() || pooled.size() == params.size(), "sgd_step: %zu params but %zu pooled entries",
+            params.size(), pooled.size());
   VGG_CHECK(grads.size() == params.size(), "sgd_step: %zu params but %zu grads", params.size(), grads.size());
   VGG_CHECK(!use_momentum || bufs.size() == params.size(), "sgd_step: %zu params but %zu momentum buffers",
             params.size(), bufs.size());
@@ -55,7 +58,15 @@ void CpuBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>
     const std::string gi = "sgd_step: grad " + std::to_string(i);
     check_cpu(grads[i], gi.c_str());
     check_dtype(grads[i], DType::F32, gi.c_str());
-    check_shape(grads[i], params[i].shape, gi.c_str());
+    if (!pooled.empty() && pooled[i].on()) {
+      const PooledGrad& pg = pooled[i];
+      check_ndim(params[i], 2, wi.c_str());
+      VGG_CHECK(params[i].dim(1) == pg.C * pg.oh * pg.ow, "%s: %lld inputs, but a pooled gradient for %lld·%d·%d",
+                wi.c_str(), (long long)params[i].dim(1), (long long)pg.C, pg.oh, pg.ow);
+      check_shape(grads[i], {params[i].dim(0), pg.C * pg.H * pg.W}, gi.c_str());
+    } else {
+      check_shape(grads[i], params[i].shape, gi.c_str());
+    }
     if (use_momentum) {
       const std::string bi = "sgd_step: momentum buffer " + std::to_string(i);
       check_cpu(bufs[i], bi.c_str());
@@ -79,24 +90,30 @@ void CpuBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>
     // Likewise the weight's pool fold (common.h, FoldedWeight): each block of planes folded right after its update,
     // while it is in cache.
     FoldedWeight* fold = folded_for_update(params[t]);
+    // A gradient given as the pool's input: each block's gradient pooled into a buffer in cache, right before use.
+    const bool pools = !pooled.empty() && pooled[t].on();
+    const PoolPlan pool = pools ? make_pool_plan(pooled[t].H, pooled[t].W, pooled[t].oh, pooled[t].ow) : PoolPlan{};
+    VGG_CHECK(!pools || !fold || fold->plan.Q == pool.Q, "sgd_step: param %zu: its fold and pooled gradient differ",
+              t);
     auto run = [&](auto wd_on, auto mom_on, auto first_on, auto nest_on, auto also_c) {
       constexpr Also A = decltype(also_c)::value;
-      auto update = [&](int64_t lo, int64_t hi) {
+      auto update = [&](int64_t lo, int64_t hi, const float* gl) {  // gl: the gradient of [lo, hi)
         void* pp = A == Also::Nothing ? nullptr
                    : A == Also::Bf16  ? static_cast<void*>(static_cast<uint16_t*>(prep) + lo)
                                       : static_cast<void*>(static_cast<float*>(prep) + lo);
         sgd_run<decltype(wd_on)::value, decltype(mom_on)::value, decltype(first_on)::value,
-                decltype(nest_on)::value, A>(w + lo, g + lo, b ? b + lo : nullptr, pp, hi - lo, lr, mom, damp, wd);
+                decltype(nest_on)::value, A>(w + lo, gl, b ? b + lo : nullptr, pp, hi - lo, lr, mom, damp, wd);
       };
-      if (!fold) return parallel_chunks(n, update);
-      const FoldPlan& plan = fold->plan;
-      float* out = fold->t.data<float>();
-      parallel_chunks(n / plan.Q, [&](int64_t p0, int64_t p1) {
+      if (!fold && !pools) return parallel_chunks(n, [&](int64_t lo, int64_t hi) { update(lo, hi, g + lo); });
+      const int64_t Q = pools ? pool.Q : fold->plan.Q;  // the weight's values per plane (output row × channel)
+      parallel_chunks(n / Q, [&](int64_t p0, int64_t p1) {
         constexpr int64_t kBlock = 256;  // planes: 49 KB of weights at Q = 49, in L2 for the fold
+        std::vector<float> gbuf(pools ? size_t(kBlock * Q) : 0);
         for (int64_t lo = p0; lo < p1; lo += kBlock) {
           const int64_t hi = std::min(p1, lo + kBlock);
-          update(lo * plan.Q, hi * plan.Q);
-          plan.run(w + lo * plan.Q, out + lo * plan.M, hi - lo);
+          if (pools) pool.run(g + lo * pool.M, gbuf.data(), hi - lo);
+          update(lo * Q, hi * Q, pools ? gbuf.data() : g + lo * Q);
+          if (fold) fold->plan.run(w + lo * Q, fold->t.data<float>() + lo * fold->plan.M, hi - lo);
         }
       });
     };

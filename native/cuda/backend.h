@@ -56,7 +56,7 @@ class CudaBackend final : public Backend {
   Tensor dropout_backward(const Tensor& dy, double p, const Saved& saved) override;
   void cross_entropy(const Tensor& logits, const Tensor& labels, Tensor& loss, Tensor& dlogits) override;
   void sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& bufs,
-                const SgdParams& p, bool first) override;
+                const SgdParams& p, bool first, const std::vector<PooledGrad>& pooled) override;
   void fill(Tensor& t, double value) override;
   void add_(Tensor& dst, const Tensor& src, double alpha) override;
   Tensor cast(const Tensor& x, DType dtype) override;

@@ -9,8 +9,9 @@
 namespace vgg::cuda {
 
 void CudaBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>& grads, std::vector<Tensor>& bufs,
-                           const SgdParams& p, bool first) {
+                           const SgdParams& p, bool first, const std::vector<PooledGrad>& pooled) {
   const char* op = "sgd_step";
+  for (const PooledGrad& pg : pooled) VGG_CHECK(!pg.on(), "%s: a pooled gradient is for the CPU only", op);
   VGG_CHECK(grads.size() == params.size(), "%s: %zu parameters but %zu gradients", op, params.size(),
             grads.size());
   const bool mom = p.momentum != 0;
