@@ -283,9 +283,9 @@ describe('VGGNet.withFrozenWeights', () => {
 });
 
 // Training on the CPU folds the pool into the first classifier layer for feature maps of at most 2×2 (inputs up to
-// 64²): forward and the features' gradient use the folded weight, the layer's own gradient the pooled input. One
-// training step folded and unfolded (VGGNET_TRAIN_FOLD=0, the plain layers, checked against float64 and PyTorch by
-// the model tests) from the same weights: the loss, every parameter's gradient and the weights after the SGD update.
+// 64²): forward and the features' gradient use the folded weight (the layer's own gradient is pooled either way:
+// test/model/pooled_grad.test.ts checks that against the plain layers). One training step folded and unfolded
+// (VGGNET_TRAIN_FOLD=0) from the same weights: the loss, every parameter's gradient and the weights after SGD.
 describe('training with the pool folded into the first classifier layer (CPU)', () => {
   afterEach(() => jest.restoreAllMocks());
 
