@@ -434,14 +434,14 @@ export class VGGNet extends Module {
 
   /**
    * Whether splitsHead's first layer also folds the pool into its weight, as withFrozenWeights does without
-   * gradients: for maps of at most 2×2 (inputs up to 64²; VGGNET_TRAIN_FOLD=0 turns it off). Forward and the input's
+   * gradients: for maps of at most 3×3 (inputs up to 96²; VGGNET_TRAIN_FOLD=0 turns it off). Forward and the input's
    * gradient then multiply by the folded (out, c·h·w) weight, which SGD rewrites as it updates the weight, instead of
-   * the (out, c·7·7) one. Why 2×2: ARCHITECTURE, "Other CPU costs".
+   * the (out, c·7·7) one. Why 3×3: ARCHITECTURE, "Folding the average pool".
    */
   private foldsInTraining(x: Tensor): boolean {
     if (process.env.VGGNET_TRAIN_FOLD === '0') return false;
     const [, , h, w] = x.shape;
-    return h * w <= 4;
+    return h <= 3 && w <= 3;
   }
 
   /** Whether the average pool only repeats this feature map into a first classifier layer that can take its fold. */

@@ -261,6 +261,19 @@ struct FoldPlan {  // how to fold one geometry: planes of Q pooled inputs each t
   int64_t Q = 0, M = 0;
   std::vector<float> pt;  // P transposed (M × Q); on AVX-512 each row padded to 64 (fold_planes_avx512)
   bool avx512 = false;
+  // AVX-512 on maps of 2-4 rows, pool rows of at most 8 (fold_planes_separable): P = Ph ⊗ Pw, each map row the
+  // sum of the pool rows covering it times 1/height (rows[y]), then each output a sum of those rows' entries times
+  // 1/width, gathered by permutes (cols).
+  bool separable = false;
+  struct RowTerm {
+    int i;
+    float scale;
+  };
+  std::vector<RowTerm> rows[4];
+  int col_terms = 0;
+  std::vector<int32_t> col_idx;     // [term][16]: the entry y·8 + j of map row y's sums for output y·W + x
+  std::vector<uint16_t> col_mask;   // [term]: the outputs with that many terms
+  std::vector<float> col_scale;     // [term][16]: 1/width of pool column j
   bool same_geometry(int64_t c, int64_t h, int64_t w, int o_h, int o_w) const {
     return C == c && H == h && W == w && oh == o_h && ow == o_w;
   }

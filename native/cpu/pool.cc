@@ -282,10 +282,50 @@ __attribute__((target("avx512f"))) void fold_planes_avx512(const float* w, float
     _mm512_mask_storeu_ps(o, __mmask16((1u << filled) - 1), sum_lanes16(acc));
   }
 }
+
+// AVX-512, separable plans (FoldPlan::separable): a plane's oh rows loaded as 8-float vectors; map row y's sums
+// t_y = sum over the pool rows i covering y of row_i / height(i); t_0..t_3 paired into two vectors, and each output
+// (y, x) = sum over the pool columns j covering x of t_y[j] / width(j), the t_y[j] picked by permutes. About a third
+// of fold_planes_avx512's instructions at 3×3 (its nine dot products and their sums across lanes).
+__attribute__((target("avx512f,avx512vl,avx512dq,fma"))) void fold_planes_separable(const float* w, float* out, int64_t planes,
+                                                                      const FoldPlan& f) {
+  const int oh = f.oh, ow = f.ow, H = int(f.H);
+  const __mmask8 row_mask = __mmask8((1u << ow) - 1);
+  const __mmask16 out_mask = __mmask16((1u << f.M) - 1);
+  __m512i idx[8];
+  __m512 scale[8];
+  for (int s = 0; s < f.col_terms; ++s) {
+    idx[s] = _mm512_loadu_si512(f.col_idx.data() + s * 16);
+    scale[s] = _mm512_loadu_ps(f.col_scale.data() + s * 16);
+  }
+  for (int64_t p = 0; p < planes; ++p) {
+    const float* in = w + p * f.Q;
+    __m256 r[8];
+    for (int i = 0; i < oh; ++i) r[i] = _mm256_maskz_loadu_ps(row_mask, in + i * ow);
+    __m256 t[4];
+    for (int y = 0; y < 4; ++y) {
+      if (y >= H) {
+        t[y] = _mm256_setzero_ps();
+        continue;
+      }
+      const auto& terms = f.rows[y];
+      __m256 a = _mm256_mul_ps(r[terms[0].i], _mm256_set1_ps(terms[0].scale));
+      for (size_t k = 1; k < terms.size(); ++k) a = _mm256_fmadd_ps(r[terms[k].i], _mm256_set1_ps(terms[k].scale), a);
+      t[y] = a;
+    }
+    const __m512 lo = _mm512_insertf32x8(_mm512_castps256_ps512(t[0]), t[1], 1);
+    const __m512 hi = _mm512_insertf32x8(_mm512_castps256_ps512(t[2]), t[3], 1);
+    __m512 o = _mm512_mul_ps(_mm512_maskz_permutex2var_ps(f.col_mask[0], lo, idx[0], hi), scale[0]);
+    for (int s = 1; s < f.col_terms; ++s)
+      o = _mm512_fmadd_ps(_mm512_maskz_permutex2var_ps(f.col_mask[size_t(s)], lo, idx[s], hi), scale[s], o);
+    _mm512_mask_storeu_ps(out + p * f.M, out_mask, o);
+  }
+}
 }  // namespace
 
 void FoldPlan::run(const float* w, float* out, int64_t planes) const {
-  if (avx512) fold_planes_avx512(w, out, planes, Q, M, pt.data());
+  if (separable) fold_planes_separable(w, out, planes, *this);
+  else if (avx512) fold_planes_avx512(w, out, planes, Q, M, pt.data());
   else fold_planes_one(w, out, planes, Q, pt.data());
 }
 
@@ -307,6 +347,29 @@ FoldPlan make_fold_plan(int64_t C, int64_t H, int64_t W, int oh, int ow) {
       for (int64_t y = h0; y < h1; ++y)
         for (int64_t x = w0; x < w1; ++x) f.pt[size_t((y * W + x) * row + i * ow + j)] = v;
     }
+  // Separable from 3 map rows on: there it took half the time of the dot products (4096×25088 on the Zen 4, 2
+  // threads: 3×3 31 -> 16 ms, 4×4 41 -> 16 ms); at 1×1 and 2×2 it was slower (13 -> 22, 17 -> 22 ms).
+  f.separable = f.avx512 && H >= 3 && H <= 4 && H <= oh && W <= ow && oh <= 8 && ow <= 8 && f.M <= 16;
+  if (f.separable) {
+    for (int64_t i = 0; i < oh; ++i)
+      for (int64_t y = win.h0[size_t(i)]; y < win.h1[size_t(i)]; ++y)
+        f.rows[y].push_back({int(i), 1.f / float(win.h1[size_t(i)] - win.h0[size_t(i)])});
+    std::vector<std::vector<int64_t>> cols(static_cast<size_t>(W));  // the pool columns covering each map column, in order
+    for (int64_t j = 0; j < ow; ++j)
+      for (int64_t x = win.w0[size_t(j)]; x < win.w1[size_t(j)]; ++x) cols[size_t(x)].push_back(j);
+    for (const auto& c : cols) f.col_terms = std::max(f.col_terms, int(c.size()));
+    f.col_idx.assign(size_t(f.col_terms * 16), 0);
+    f.col_mask.assign(size_t(f.col_terms), 0);
+    f.col_scale.assign(size_t(f.col_terms * 16), 0.f);
+    for (int64_t y = 0; y < H; ++y)
+      for (int64_t x = 0; x < W; ++x)
+        for (size_t s = 0; s < cols[size_t(x)].size(); ++s) {
+          const int64_t j = cols[size_t(x)][s], m = y * W + x;
+          f.col_idx[s * 16 + size_t(m)] = int32_t(y * 8 + j);
+          f.col_mask[s] |= uint16_t(1u << m);
+          f.col_scale[s * 16 + size_t(m)] = 1.f / float(win.w1[size_t(j)] - win.w0[size_t(j)]);
+        }
+  }
   return f;
 }
 
