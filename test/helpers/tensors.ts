@@ -41,3 +41,13 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
 export const numel = (s: number[]): number => s.reduce((a, b) => a * b, 1);
 /** A float tensor's values as float64 (for comparison with the float64 references). */
 export const f64 = (t: Tensor): Float64Array => Float64Array.from(t.toArray() as Float32Array);
+
+/** The largest |a - b| over the largest |a| (1 when a is all zeros): a tensor's error relative to its scale. */
+export function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let err = 0, mag = 0;
+  for (let i = 0; i < a.length; i++) {
+    err = Math.max(err, Math.abs(a[i] - b[i]));
+    mag = Math.max(mag, Math.abs(a[i]));
+  }
+  return err / (mag || 1);
+}

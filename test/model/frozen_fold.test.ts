@@ -10,6 +10,7 @@ import { Linear } from '../../lib/nn/layers';
 import { Rng } from '../../lib/random';
 import { tinyVgg, randomBatch, TINY_CFG } from '../helpers/tiny';
 import * as R from '../ref/naive';
+import { maxRelErr } from '../helpers/tensors';
 
 const device = (process.env.VGGNET_DEVICE as 'cpu' | 'cuda' | undefined) ?? 'cpu';
 
@@ -312,14 +313,6 @@ describe('training with the pool folded into the first classifier layer (CPU)', 
     m.dispose();
     return r;
   }
-  const relErr = (a: Float32Array, b: Float32Array) => {
-    let err = 0, mag = 0;
-    for (let i = 0; i < a.length; i++) {
-      err = Math.max(err, Math.abs(a[i] - b[i]));
-      mag = Math.max(mag, Math.abs(a[i]));
-    }
-    return err / (mag || 1);
-  };
 
   // float32: another summation order in the first layer only; measured ≤ 1e-6 of each tensor's largest entry.
   // bf16: the folded weight is rounded to bf16 after the sum, not before (2^-9 relative per value, through the
@@ -333,9 +326,9 @@ describe('training with the pool folded into the first classifier layer (CPU)', 
       expect(folded.widths).toEqual([8 * hw, 12, 12]);
       expect(Math.abs(folded.loss - plain.loss)).toBeLessThan(tol * Math.abs(plain.loss));
       for (let i = 0; i < plain.grads.length; i++) {
-        const e = relErr(plain.grads[i], folded.grads[i]);
+        const e = maxRelErr(plain.grads[i], folded.grads[i]);
         if (!(e <= tol)) throw new Error(`${plain.names[i]}: gradient differs by ${e} of its largest entry`);
-        expect(relErr(plain.weights[i], folded.weights[i])).toBeLessThanOrEqual(tol);
+        expect(maxRelErr(plain.weights[i], folded.weights[i])).toBeLessThanOrEqual(tol);
       }
     });
 

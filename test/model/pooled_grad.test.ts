@@ -11,6 +11,7 @@ import { sgd } from '../../lib/optim/sgd';
 import { Rng } from '../../lib/random';
 import { randomBatch, TINY_CFG } from '../helpers/tiny';
 import * as R from '../ref/naive';
+import { maxRelErr } from '../helpers/tensors';
 
 const device = (process.env.VGGNET_DEVICE as 'cpu' | 'cuda' | undefined) ?? 'cpu';
 const cpuOnly = device === 'cpu' ? describe : describe.skip; // the pooled gradient is a CPU path (VGGNET_DEVICE=cuda)
@@ -115,14 +116,6 @@ cpuOnly('ops.sgdStep with a pooled gradient', () => {
 
 cpuOnly('training with the first layer\'s gradient pooled (CPU)', () => {
   afterEach(() => jest.restoreAllMocks());
-  const relErr = (a: Float32Array, b: Float32Array) => {
-    let err = 0, mag = 0;
-    for (let i = 0; i < a.length; i++) {
-      err = Math.max(err, Math.abs(a[i] - b[i]));
-      mag = Math.max(mag, Math.abs(a[i]));
-    }
-    return err / (mag || 1);
-  };
 
   // Two SGD steps (momentum's first and a later one) on a tiny VGG; pooled: the default path, else the modules'
   // (avgpool, flatten, Linear: the whole gradient from the pooled input).
@@ -177,9 +170,9 @@ cpuOnly('training with the first layer\'s gradient pooled (CPU)', () => {
     expect(pooled.given).toEqual([[[8, fh, fw, 7, 7]], [[8, fh, fw, 7, 7]]]);
     for (let s = 0; s < 2; s++) expect(Math.abs(pooled.losses[s] - plain.losses[s])).toBeLessThan(tol * Math.abs(plain.losses[s]));
     for (let i = 0; i < plain.grads.length; i++) {
-      const e = relErr(plain.grads[i], pooled.grads[i]);
+      const e = maxRelErr(plain.grads[i], pooled.grads[i]);
       if (!(e <= tol)) throw new Error(`${plain.names[i]}: gradient differs by ${e} of its largest entry`);
-      expect(relErr(plain.weights[i], pooled.weights[i])).toBeLessThanOrEqual(tol);
+      expect(maxRelErr(plain.weights[i], pooled.weights[i])).toBeLessThanOrEqual(tol);
     }
   });
 
@@ -216,7 +209,7 @@ cpuOnly('training with the first layer\'s gradient pooled (CPU)', () => {
     const plain = run(false), pooled = run(true);
     expect(pooled[pooled.length - 6].name).toBe('classifier.0.weight');
     for (let i = 0; i < plain.length; i++) {
-      const e = relErr(plain[i].g, pooled[i].g);
+      const e = maxRelErr(plain[i].g, pooled[i].g);
       if (!(e <= 1e-5)) throw new Error(`${plain[i].name}: accumulated gradient differs by ${e} of its largest entry`);
     }
   });
