@@ -4,7 +4,7 @@ import { DeviceOption, DeviceName, deferringMemoryReports, resolveDevice } from 
 import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
-  BackwardOptions, Counter, ForwardOptions, Module, Parameter, NamedParameter, PoolGeometry, isGradEnabled,
+  BackwardOptions, Counter, ForwardOptions, Module, Parameter, NamedParameter, PoolGeometry, isGradEnabled, poolOutGrad,
   markGradientFor, noGrad, shareAccumulate, tensorArg,
 } from '../nn/module';
 import {
@@ -68,20 +68,15 @@ export function pooledLinearGrads(layer: Linear, x: Tensor, dy: Tensor, geometry
     ops.linearBackwardWeights(x, dy, dw!, db, accumulate);
     return;
   }
-  const [c, h, w, oh, ow] = geometry;
-  const rows = layer.weight.shape[0];
-  const part = Tensor.empty([rows, c * h * w]);
+  const [c, h, w] = geometry;
+  const part = Tensor.empty([layer.weight.shape[0], c * h * w]);
   try {
     ops.fill(part, 0); // to accumulate with the bias's gradient
     const { grads: [, db] } = shareAccumulate([{ grad: part, accumulate: true }, bias]);
     ops.linearBackwardWeights(x, dy, part, db, true);
-    const p4 = part.view([rows, c, h, w]);
-    const whole = ops.adaptiveAvgpool2dForward(p4, oh, ow);
-    p4.dispose();
-    const flat = whole.view([rows, c * oh * ow]);
+    const whole = poolOutGrad(part, geometry);
+    ops.add_(layer.weight.grad, whole);
     whole.dispose();
-    ops.add_(layer.weight.grad, flat);
-    flat.dispose();
   } finally {
     part.dispose();
   }

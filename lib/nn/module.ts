@@ -11,6 +11,21 @@ import type { NativeGroup } from '../native';
  */
 export type PoolGeometry = [number, number, number, number, number];
 
+/** A gradient given as the pool's input, (out, C·H·W), pooled out whole: (out, C·oh·ow), a new tensor. */
+export function poolOutGrad(small: Tensor, geometry: PoolGeometry): Tensor {
+  const [c, h, w, oh, ow] = geometry;
+  const rows = small.shape[0];
+  const planes = small.view([rows, c, h, w]);
+  try {
+    const whole = ops.adaptiveAvgpool2dForward(planes, oh, ow);
+    const flat = whole.view([rows, c * oh * ow]);
+    whole.dispose();
+    return flat;
+  } finally {
+    planes.dispose();
+  }
+}
+
 /**
  * A learnable tensor with its gradient. The gradient is zeroed lazily: zeroGrad() marks it, backward overwrites.
  * Backward may hand it over pooled (pooledGradForBackward: VGGNet's first classifier layer on small maps): `grad`
@@ -32,13 +47,9 @@ export class Parameter {
     const g = this.gradBuffer();
     if (this.held === 'nothing') ops.fill(g, 0);
     if (this.held === 'pooled') {
-      const [c, h, w, oh, ow] = this.pooled!.geometry;
-      const rows = this.pooled!.grad.shape[0];
-      const small = this.pooled!.grad.view([rows, c, h, w]);
-      const whole = ops.adaptiveAvgpool2dForward(small, oh, ow);
-      small.dispose();
+      const whole = poolOutGrad(this.pooled!.grad, this.pooled!.geometry);
       try {
-        g.copy_(whole.view(g.shape));
+        g.copy_(whole);
       } finally {
         whole.dispose();
       }

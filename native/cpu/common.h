@@ -225,10 +225,6 @@ struct PreparedWeight {
 // or null. The caller writes it and sets its version to w's after marking w written.
 PreparedWeight* prepared_for_update(const Tensor& w);
 
-// ---- the average pool folded into a weight (cpu_adaptive_pool_fold, pool.cc), kept on the weight's Storage beside
-// its prepared copy in the same way: handed back while the weight is unchanged, and rewritten by SGD from the updated
-// weight in the same pass (training folds the pool into the first classifier layer every step: one read of that
-// layer's weight, 205-411 MB, instead of two).
 // PyTorch's adaptive average pool windows [floor(i*in/out), ceil((i+1)*in/out)) of every output row and column,
 // worked out once per call rather than per plane.
 struct AdaptiveWindows {
@@ -255,13 +251,17 @@ inline void adaptive_pool_plane(const float* x, int64_t sh, int64_t sw, float* y
   }
 }
 
+// ---- the average pool folded into a weight (cpu_adaptive_pool_fold, pool.cc), kept on the weight's Storage beside
+// its prepared copy in the same way: handed back while the weight is unchanged, and rewritten by SGD from the updated
+// weight in the same pass (training folds the pool into the first classifier layer every step: one read of that
+// layer's weight, 205-411 MB, instead of two).
 struct FoldPlan {  // how to fold one geometry: planes of Q pooled inputs each to M map positions
   int64_t C = 0, H = 0, W = 0;
   int oh = 0, ow = 0;
   int64_t Q = 0, M = 0;
   std::vector<float> pt;  // P transposed (M × Q); on AVX-512 each row padded to 64 (fold_planes_avx512)
   bool avx512 = false;
-  // AVX-512 on maps of 2-4 rows, pool rows of at most 8 (fold_planes_separable): P = Ph ⊗ Pw, each map row the
+  // AVX-512 on maps of 3-4 rows, pool rows of at most 8 (fold_planes_separable): P = Ph ⊗ Pw, each map row the
   // sum of the pool rows covering it times 1/height (rows[y]), then each output a sum of those rows' entries times
   // 1/width, gathered by permutes (cols).
   bool separable = false;
