@@ -264,6 +264,27 @@ export function int8Flatten(q: Tensor): Tensor {
 export function adaptivePoolFold(w: Tensor, c: number, h: number, width: number, oh: number, ow: number): Tensor {
   return T(addon().cpuAdaptivePoolFold(w.native, c, h, width, oh, ow));
 }
+/**
+ * CPU, deferred SGD (lib/optim/deferred.ts): the fold (as adaptivePoolFold) of the weight p0·W0 + p1·b0 + pool(z),
+ * from the anchors' folds foldW, foldB (null: 0) and z (out, C·H·W) (native/ops.h, cpu_deferred_fold).
+ */
+export function deferredFold(foldW: Tensor, foldB: Tensor | null, z: Tensor, p0: number, p1: number,
+  geometry: readonly number[]): Tensor {
+  return T(addon().cpuDeferredFold(foldW.native, foldB?.native ?? null, z.native, p0, p1, geometry));
+}
+/**
+ * CPU, deferred SGD: (w, b) = P·(anchorW, anchorB) + (pool(zW), pool(zB)) into wOut and/or bOut (null: skipped; each
+ * may be its own anchor), P row-major [p00, p01, p10, p11] (native/ops.h, cpu_deferred_materialise).
+ */
+export function deferredMaterialise(wOut: Tensor | null, bOut: Tensor | null, anchorW: Tensor, anchorB: Tensor | null,
+  zW: Tensor, zB: Tensor | null, p: readonly number[], geometry: readonly number[]): void {
+  addon().cpuDeferredMaterialise(wOut?.native ?? null, bOut?.native ?? null, anchorW.native, anchorB?.native ?? null,
+    zW.native, zB?.native ?? null, p, geometry);
+}
+/** The tensor's write count (PyTorch's tensor._version): every op that writes into it advances it. */
+export function tensorVersion(t: Tensor): number {
+  return addon().tensorVersion(t.native);
+}
 /** max |x| of a float32/bfloat16 CPU tensor (NaN if it holds one): calibration's statistic. */
 export function absMax(x: Tensor): number {
   return addon().cpuAbsMax(x.native);

@@ -246,6 +246,18 @@ Tensor cpu_int8_linear_forward(const Tensor& x, double x_scale, const Int8ConvWe
 // pool computes them). One pass over w, f32; the result is kept on w while w and it are unchanged (the same tensor
 // handed back) and rewritten by the CPU's sgd_step along with w (native/cpu/common.h, FoldedWeight).
 Tensor cpu_adaptive_pool_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, int oh, int ow);
+// Deferred SGD (lib/optim/deferred.ts) on a weight whose gradient comes pooled (g, as PooledGrad) and whose forward
+// multiplies by its fold: after the steps since an anchor, the weight w and its momentum b are
+//   (w, b) = P·(anchor_w, anchor_b) + (pool(zw), pool(zb)),
+// P a 2×2 matrix (row-major p[4]), zw and zb (out, C·H·W), pool the adaptive pool of each H×W plane to oh×ow.
+// cpu_deferred_fold: w's fold as cpu_adaptive_pool_fold computes it, from small tensors only:
+//   p0·fold_w + p1·fold_b + fold(pool(zw)), fold_w/fold_b the anchors' folds (fold_b may be undefined: taken as 0).
+Tensor cpu_deferred_fold(const Tensor& fold_w, const Tensor& fold_b, const Tensor& zw, double p0, double p1,
+                         const PooledGrad& g);
+// cpu_deferred_materialise: w into w_out and b into b_out (either undefined: not worked out), each output allowed to
+// be its own anchor; anchor_b and zb may be undefined (no momentum: taken as 0). Per element in float64, rounded once.
+void cpu_deferred_materialise(Tensor& w_out, Tensor& b_out, const Tensor& anchor_w, const Tensor& anchor_b,
+                              const Tensor& zw, const Tensor& zb, const double p[4], const PooledGrad& g);
 // q (N,C,H,W) nhwc -> (N, H*W*C, 1, 1) nhwc sharing q's storage: the map flattened in (h, w, c) order, as the int8
 // classifier's first layer takes it; its weight's columns must be in that order.
 Tensor cpu_int8_flatten(const Tensor& q);

@@ -58,11 +58,12 @@ interface TrainHead {
 /**
  * A linear layer's weight and bias gradients, its input the adaptive average pool (geometry) of the map x
  * (n, c·h·w): the weight's handed over as the pool's input, dy^T·x (Parameter.pooledGradForBackward), or, when the
- * weight's gradient already holds values whole, that pooled and added to them.
+ * weight's gradient already holds values whole, that pooled and added to them. forFold: the forward multiplied by
+ * the weight's fold (SGD may then defer the weight's update: lib/optim/deferred.ts).
  */
-export function pooledLinearGrads(layer: Linear, x: Tensor, dy: Tensor, geometry: PoolGeometry): void {
+export function pooledLinearGrads(layer: Linear, x: Tensor, dy: Tensor, geometry: PoolGeometry, forFold = false): void {
   const bias = layer.bias?.gradForBackward();
-  const small = layer.weight.pooledGradForBackward(geometry);
+  const small = layer.weight.pooledGradForBackward(geometry, forFold);
   if (small) {
     const { grads: [dw, db], accumulate } = shareAccumulate([small, bias]);
     ops.linearBackwardWeights(x, dy, dw!, db, accumulate);
@@ -321,7 +322,9 @@ export class VGGNet extends Module {
       const geometry: PoolGeometry = [c, h, w, oh, ow];
       const bias = fc1.bias?.value ?? null;
       if (this.foldsInTraining(cur)) {
-        const wFold = this.keep(foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
+        // While SGD defers this weight's update (lib/optim/deferred.ts) its fold comes from the deferral's small
+        // tensors, the weight left as it is.
+        const wFold = this.keep(fc1.weight.deferredFold(geometry) ?? foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
         const y = this.keep(ops.linearForward(f, wFold, bias, true));
         this.trainHead = { f, y, w: wFold, prepared: undefined, features, geometry, folded: true };
       } else {
@@ -397,7 +400,7 @@ export class VGGNet extends Module {
     const key = `${c}x${h}x${w}:${x.dtype}`;
     let f = this.folds.get(key);
     if (!f) {
-      f = foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow);
+      f = fc1.weight.deferredFold([c, h, w, oh, ow]) ?? foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow);
       if (x.dtype !== 'float32') {
         const folded = f;
         try {
@@ -485,7 +488,7 @@ export class VGGNet extends Module {
       // the small map, and the feature map's gradient through the folded weight, or through the weight and the pool.
       const fc1 = this.classifier.layers[0] as Linear;
       step(ops.reluBackward(g, head.y));
-      pooledLinearGrads(fc1, head.f, g, head.geometry);
+      pooledLinearGrads(fc1, head.f, g, head.geometry, head.folded);
       options?.step?.distributed?.gradientsReady(fc1.ownParameters().map(([, p]) => p));
       if (head.folded) {
         step(ops.linearBackwardData(g, head.w));

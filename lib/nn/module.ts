@@ -27,19 +27,55 @@ export function poolOutGrad(small: Tensor, geometry: PoolGeometry): Tensor {
 }
 
 /**
+ * An optimizer update of a parameter held back (lib/optim/deferred.ts, DeferredUpdate): the parameter's tensor does
+ * not hold its current values until `materialiseWeight` works them out.
+ */
+export interface Deferral {
+  /** Makes the parameter's tensor hold its current values (the deferral goes on). */
+  materialiseWeight(): void;
+  /** The fold (ops.adaptivePoolFold) of the current weight for this geometry, a new tensor; undefined for another. */
+  fold(geometry: PoolGeometry): Tensor | undefined;
+  /** Ends the deferral before the weight is replaced (its momentum worked out, the rest dropped). */
+  release(): void;
+}
+
+/**
  * A learnable tensor with its gradient. The gradient is zeroed lazily: zeroGrad() marks it, backward overwrites.
  * Backward may hand it over pooled (pooledGradForBackward: VGGNet's first classifier layer on small maps): `grad`
- * then works the whole gradient out on first read, and the optimizer takes it as it is (gradForStep).
+ * then works the whole gradient out on first read, and the optimizer takes it as it is (gradForStep). The optimizer
+ * may then defer the weight's update (`deferral`): reading `value` works it out.
  */
 export class Parameter {
+  private tensor: Tensor;
   private gradTensor: Tensor | undefined;
   private pooled: { grad: Tensor; geometry: PoolGeometry } | undefined; // the buffer, kept between steps
   private held: 'nothing' | 'whole' | 'pooled' = 'nothing'; // what holds the gradient of the current step
+  private pooledForFold = false; // whether every forward of the pooled gradient multiplied by the weight's fold
+  /** The optimizer's deferred update of this weight, if any (set and cleared by the optimizer). */
+  deferral: Deferral | undefined;
 
-  constructor(public value: Tensor) {}
+  constructor(value: Tensor) {
+    this.tensor = value;
+  }
+
+  /** The weight, its current values (a deferred update is worked out first). */
+  get value(): Tensor {
+    this.deferral?.materialiseWeight();
+    return this.tensor;
+  }
+
+  /** The tensor as stored, a deferred update not worked out: for the optimizer deferring it. */
+  get storedValue(): Tensor {
+    return this.tensor;
+  }
+
+  /** The fold of the current weight when its update is deferred for this geometry (a new tensor), else undefined. */
+  deferredFold(geometry: PoolGeometry): Tensor | undefined {
+    return this.deferral?.fold(geometry);
+  }
 
   get shape(): number[] {
-    return this.value.shape;
+    return this.tensor.shape;
   }
 
   /** The gradient (zeros when no backward ran since the last zeroGrad). */
@@ -72,28 +108,35 @@ export class Parameter {
    * gradient as the pool's input (out, C·H·W) and whether to accumulate into it, or undefined when the gradient
    * holds values whole (those of another geometry are worked out whole first): the caller then adds to `grad`.
    */
-  pooledGradForBackward(geometry: PoolGeometry): { grad: Tensor; accumulate: boolean } | undefined {
+  pooledGradForBackward(geometry: PoolGeometry, forFold = false): { grad: Tensor; accumulate: boolean } | undefined {
     const [c, h, w, oh, ow] = geometry;
-    const [rows, cols] = this.value.shape;
-    if (this.value.shape.length !== 2 || cols !== c * oh * ow) {
-      throw new Error(`Parameter.pooledGradForBackward: a (${this.value.shape.join(', ')}) weight cannot take a gradient pooled to ${c}·${oh}·${ow} inputs`);
+    const [rows, cols] = this.tensor.shape;
+    if (this.tensor.shape.length !== 2 || cols !== c * oh * ow) {
+      throw new Error(`Parameter.pooledGradForBackward: a (${this.tensor.shape.join(', ')}) weight cannot take a gradient pooled to ${c}·${oh}·${ow} inputs`);
     }
     const same = this.pooled !== undefined && this.pooled.geometry.every((v, i) => v === geometry[i]);
-    if (this.held === 'pooled' && same) return { grad: this.pooled!.grad, accumulate: true };
+    if (this.held === 'pooled' && same) {
+      this.pooledForFold &&= forFold;
+      return { grad: this.pooled!.grad, accumulate: true };
+    }
     if (this.held === 'pooled') void this.grad;
     if (this.held !== 'nothing') return undefined;
     if (!same || this.pooled!.grad.disposed) {
       this.pooled?.grad.dispose();
-      this.pooled = { grad: Tensor.empty([rows, c * h * w], { device: this.value.device }), geometry: [...geometry] };
+      this.pooled = { grad: Tensor.empty([rows, c * h * w], { device: this.tensor.device }), geometry: [...geometry] };
     }
     this.held = 'pooled';
+    this.pooledForFold = forFold;
     return { grad: this.pooled!.grad, accumulate: false };
   }
 
-  /** For the optimizer: the gradient as it is held, whole (pooled null) or as a pool's input with its geometry. */
-  gradForStep(): { grad: Tensor; pooled: PoolGeometry | null } {
-    if (this.held === 'pooled') return { grad: this.pooled!.grad, pooled: this.pooled!.geometry };
-    return { grad: this.grad, pooled: null };
+  /**
+   * For the optimizer: the gradient as it is held, whole (pooled null) or as a pool's input with its geometry, and
+   * whether the forward passes behind it multiplied by the weight's fold (`deferredFold` or ops.adaptivePoolFold).
+   */
+  gradForStep(): { grad: Tensor; pooled: PoolGeometry | null; forFold: boolean } {
+    if (this.held === 'pooled') return { grad: this.pooled!.grad, pooled: this.pooled!.geometry, forFold: this.pooledForFold };
+    return { grad: this.grad, pooled: null, forFold: false };
   }
 
   zeroGrad(): void {
@@ -102,11 +145,13 @@ export class Parameter {
 
   /** Replaces the value (same shape), converting dtype/layout/device as needed. */
   set(src: Tensor): void {
-    this.value.copy_(src);
+    this.deferral?.release(); // the update held back is overwritten: only its momentum is kept
+    this.tensor.copy_(src);
   }
 
   dispose(): void {
-    this.value.dispose();
+    this.deferral?.release();
+    this.tensor.dispose();
     this.gradTensor?.dispose();
     this.gradTensor = undefined;
     this.pooled?.grad.dispose();
@@ -116,7 +161,7 @@ export class Parameter {
 
   private gradBuffer(): Tensor {
     if (!this.gradTensor || this.gradTensor.disposed) {
-      this.gradTensor = Tensor.empty(this.value.shape, { device: this.value.device });
+      this.gradTensor = Tensor.empty(this.tensor.shape, { device: this.tensor.device });
       if (this.held === 'whole') this.held = 'nothing';
     }
     return this.gradTensor;

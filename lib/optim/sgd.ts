@@ -1,8 +1,11 @@
 // SGD with momentum, dampening, weight decay and Nesterov, exactly torch.optim.SGD, stepping every parameter in one
-// native call.
+// native call; the update of a weight whose gradient comes pooled for its fold is deferred (./deferred.ts).
 import { Tensor } from '../tensor';
 import * as ops from '../ops';
-import { Parameter } from '../nn/module';
+import { Parameter, PoolGeometry } from '../nn/module';
+import { DEFERRED_KEYS, DeferredState, DeferredUpdate } from './deferred';
+
+const DEFERRED_PREFIX = 'deferred_sgd.';
 
 /** torch.optim.SGD's options, camelCased. */
 export interface SGDOptions {
@@ -45,6 +48,8 @@ export class SGD {
   private nesterovValue = false;
   private stepCountValue = 0;
   private buffers = new Map<Parameter, Tensor>();
+  private deferred = new Set<Parameter>(); // parameters whose update this optimizer deferred (param.deferral)
+  private exported: Tensor[] = []; // small tensors made for the last stateDict
 
   constructor(options: SGDOptions) {
     if (typeof options !== 'object' || options === null) throw new TypeError(`sgd: expected options { lr, momentum?, dampening?, weightDecay?, nesterov? }, got ${String(options)}`);
@@ -101,35 +106,84 @@ export class SGD {
     this.stepCountValue = v;
   }
 
-  /** One update of all parameters from their gradients. */
+  /**
+   * One update of all parameters from their gradients. A weight whose gradient comes pooled, from forwards that
+   * multiplied by its pool fold, has its update deferred (./deferred.ts: the same values up to float rounding, at a
+   * fraction of the memory traffic) until something reads it or settle() ends it; VGGNET_DEFERRED_SGD=0 turns it off.
+   */
   step(params: ParamLike[]): void {
     const ps = params.map(asParam);
     if (ps.length === 0) return;
-    const first = this.momentum !== 0 && ps.some((p) => !this.buffers.has(p));
+    const momentum = this.momentum !== 0;
+    const first = momentum && ps.some((p) => !this.buffers.has(p));
     if (first && this.buffers.size > 0) {
       throw new Error('sgd.step: the parameter list changed since the first step (momentum buffers exist for other parameters)');
     }
-    const bufs = this.momentum !== 0 ? ps.map((p) => this.bufferFor(p)) : [];
+    const bufs = momentum ? ps.map((p) => this.bufferFor(p)) : [];
     const grads = ps.map((p) => p.gradForStep()); // a pooled gradient as it is: the step pools it (ops.sgdStep)
-    ops.sgdStep(
-      ps.map((p) => p.value),
-      grads.map((g) => g.grad),
-      bufs,
-      { lr: this.lr, momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov },
-      first,
-      grads.some((g) => g.pooled) ? grads.map((g) => g.pooled) : undefined,
-    );
+    const hyper = { lr: this.lr, momentum: this.momentum, dampening: this.dampening, weightDecay: this.weightDecay, nesterov: this.nesterov };
+    const defer = ps.map((p, i) => grads[i].pooled !== null && grads[i].forFold && p.storedValue.device === 'cpu' && process.env.VGGNET_DEFERRED_SGD !== '0');
+    // A deferral that cannot go on ends first (the eager step reads the weight and its momentum as they are); so
+    // does another optimizer's.
+    ps.forEach((p, i) => {
+      if (p.deferral && !this.deferralOf(p)) {
+        p.deferral.materialiseWeight();
+        p.deferral.release();
+      }
+      const d = this.deferralOf(p);
+      if (d && !(defer[i] && d.continuesWith(grads[i].pooled!, momentum))) d.settle();
+    });
+    const eager = ps.map((_, i) => i).filter((i) => !defer[i]);
+    if (eager.length > 0) {
+      const pooled = eager.map((i) => grads[i].pooled);
+      ops.sgdStep(eager.map((i) => ps[i].value), eager.map((i) => grads[i].grad), momentum ? eager.map((i) => bufs[i]) : [], hyper, first,
+        pooled.some((g) => g) ? pooled : undefined);
+    }
+    ps.forEach((p, i) => {
+      if (!defer[i]) return;
+      let d = this.deferralOf(p);
+      if (!d) {
+        d = DeferredUpdate.start(p, momentum ? bufs[i] : undefined, grads[i].pooled as PoolGeometry, first);
+        this.deferred.add(p);
+      }
+      d.step(grads[i].grad, hyper, first);
+    });
     this.stepCountValue++;
+  }
+
+  /**
+   * Ends every deferred update: the weights and momentum buffers hold their values, and the next step defers anew
+   * from them. The Trainer calls it at each epoch's end (runs that resume from there then round as runs that did not
+   * stop); anything else may too (it costs one pass over the deferred weights).
+   */
+  settle(): void {
+    for (const p of this.deferred) this.deferralOf(p)?.settle();
+    this.deferred.clear();
   }
 
   zeroGrad(params: ParamLike[]): void {
     for (const p of params) asParam(p).zeroGrad();
   }
 
-  /** Momentum buffers by parameter name (names from the list given), for checkpoints. */
+  /**
+   * Momentum buffers by parameter name (names from the list given), for checkpoints; for a weight whose update is
+   * deferred also what going on needs (`deferred_sgd.<name>.*`: a resumed run then computes exactly what this one
+   * does). The optimizer's own tensors: valid until its next step.
+   */
   stateDict(params: { name: string; param: Parameter }[]): Record<string, Tensor> {
+    for (const t of this.exported) t.dispose();
+    this.exported = [];
     const out: Record<string, Tensor> = {};
     for (const { name, param } of params) {
+      const d = this.deferralOf(param);
+      if (d) {
+        const s = d.state(); // works the weight and the momentum out first
+        this.exported.push(s.coefficients, s.geometry);
+        for (const [k, key] of Object.entries(DEFERRED_KEYS) as [keyof DeferredState, string][]) {
+          const v = s[k];
+          if (v) out[`${DEFERRED_PREFIX}${name}.${key}`] = v;
+        }
+      }
       const b = this.buffers.get(param);
       if (b) out[`momentum_buffer.${name}`] = b;
     }
@@ -151,19 +205,50 @@ export class SGD {
         throw new Error(`${source}: momentum_buffer.${name} does not match the parameter's shape [${param.shape.join(', ')}]`);
       }
     }
+    for (const { name, param, entries } of this.deferredEntries(params, state, source)) {
+      if (param.storedValue.device !== 'cpu') throw new Error(`${source}: ${DEFERRED_PREFIX}${name}: a deferred update is for a CPU model`);
+      DeferredUpdate.checkState(`${source}: ${DEFERRED_PREFIX}${name}`, param, have.length > 0, entries);
+    }
   }
 
   loadStateDict(params: { name: string; param: Parameter }[], state: Record<string, Tensor | bigint>, source = 'optimizer state'): void {
     this.checkStateDict(params, state, source); // all checked before any buffer changes
+    this.settle(); // the buffers are about to be replaced: what was deferred is worked out into the weights first
     for (const { name, param } of params) {
       const v = state[`momentum_buffer.${name}`];
       if (v instanceof Tensor) this.bufferFor(param).copy_(v);
     }
+    for (const { param, entries } of this.deferredEntries(params, state, source)) {
+      DeferredUpdate.restore(param, this.buffers.get(param), entries as DeferredState);
+      this.deferred.add(param);
+    }
   }
 
   dispose(): void {
+    this.settle();
+    for (const t of this.exported) t.dispose();
+    this.exported = [];
     for (const b of this.buffers.values()) b.dispose();
     this.buffers.clear();
+  }
+
+  /** This optimizer's deferral of p's update, if it has one. */
+  private deferralOf(p: Parameter): DeferredUpdate | undefined {
+    return this.deferred.has(p) && p.deferral instanceof DeferredUpdate ? p.deferral : undefined;
+  }
+
+  /** A state dict's deferral entries by parameter (an entry naming no parameter, or unknown, is an Error). */
+  private deferredEntries(params: { name: string; param: Parameter }[], state: Record<string, Tensor | bigint>, source: string) {
+    const byName = new Map(params.map((p) => [p.name, { ...p, entries: {} as Partial<Record<keyof DeferredState, unknown>> }]));
+    const field = new Map(Object.entries(DEFERRED_KEYS).map(([k, v]) => [v, k as keyof DeferredState]));
+    for (const [k, v] of Object.entries(state)) {
+      if (!k.startsWith(DEFERRED_PREFIX)) continue;
+      const rest = k.slice(DEFERRED_PREFIX.length), dot = rest.lastIndexOf('.');
+      const p = byName.get(rest.slice(0, dot)), f = field.get(rest.slice(dot + 1));
+      if (dot < 0 || !p || !f) throw new Error(`${source}: ${k}: not a deferred update's entry of any parameter (expected ${DEFERRED_PREFIX}<parameter>.{${[...field.keys()].join(',')}})`);
+      p.entries[f] = v;
+    }
+    return [...byName.values()].filter((p) => Object.keys(p.entries).length > 0);
   }
 
   private bufferFor(p: Parameter): Tensor {

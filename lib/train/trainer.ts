@@ -682,6 +682,9 @@ export class Trainer {
           }
         }
         progress?.end();
+        // Deferred updates (lib/optim/deferred.ts) end here, in every run alike: the epoch's checkpoints then hold
+        // plain weights and momentum buffers, and each epoch's deferral starts from the weights it saved.
+        opt.settle();
         // Distributed: the epoch's training metrics over every rank's samples (and any rank's stop request).
         if (this.reduceMetrics(acc, false)) this.stopRequested = true;
         if (this.ddp) seen *= this.ddp.processGroup.worldSize; // every rank trains as many samples (the sampler pads)

@@ -3,6 +3,7 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstdint>
 #include <initializer_list>
 #ifdef _OPENMP
 #include <omp.h>
@@ -28,6 +29,26 @@ Backend& backend_of(const char* op, std::initializer_list<const Tensor*> ts) {
   }
   VGG_CHECK(first != nullptr, "%s: no tensor given", op);
   return backend(first->device());
+}
+
+// A pool geometry [C, H, W, oh, ow] (ops.h, PooledGrad): each an int (oh, ow are ints in PooledGrad, and the rest
+// multiply into tensor sizes), and C·H·W and C·oh·ow without overflow.
+PooledGrad pool_geometry(const Napi::Value& v, const char* what) {
+  VGG_CHECK_TYPE(v.IsArray() && v.As<Napi::Array>().Length() == 5, "%s must be [C, H, W, oh, ow]", what);
+  static const char* const names[5] = {"channels", "height", "width", "pool height", "pool width"};
+  Napi::Array a = v.As<Napi::Array>();
+  int g[5];
+  for (uint32_t k = 0; k < 5; k++) {
+    const int64_t x = get_int(a.Get(k), what);
+    VGG_CHECK_RANGE(x >= 1 && x <= INT32_MAX, "%s: %s must be in [1, %d], got %lld", what, names[k], INT32_MAX,
+                    (long long)x);
+    g[k] = int(x);
+  }
+  int64_t map = 0, pooled = 0;
+  VGG_CHECK_RANGE(!__builtin_mul_overflow(int64_t(g[0]) * g[1], int64_t(g[2]), &map) &&
+                      !__builtin_mul_overflow(int64_t(g[0]) * g[3], int64_t(g[4]), &pooled),
+                  "%s: channels·height·width or channels·pool height·pool width overflows", what);
+  return PooledGrad{g[0], g[1], g[2], g[3], g[4]};
 }
 
 Conv2dParams conv_params(const Napi::Value& v, const char* op) {
@@ -296,14 +317,8 @@ Napi::Value SgdStep(const Napi::CallbackInfo& info) {
       if (e.IsNull() || e.IsUndefined()) continue;
       VGG_CHECK_TYPE(e.IsArray() && e.As<Napi::Array>().Length() == 5,
                      "%s: pooled[%u] must be null or [C, H, W, oh, ow]", op, i);
-      Napi::Array g = e.As<Napi::Array>();
-      int64_t v[5];
-      for (uint32_t k = 0; k < 5; k++) {
-        v[k] = get_int(g.Get(k), "sgdStep: pooled gradient geometry");
-        VGG_CHECK_RANGE(v[k] >= 1 && v[k] <= (int64_t(1) << 31), "%s: pooled[%u][%u] must be in [1, 2^31], got %lld",
-                        op, i, k, (long long)v[k]);
-      }
-      pooled[i] = PooledGrad{v[0], v[1], v[2], int(v[3]), int(v[4])};
+      const std::string what = std::string(op) + ": pooled[" + std::to_string(i) + "]";
+      pooled[i] = pool_geometry(e, what.c_str());
     }
   }
   if (params.empty()) return info.Env().Undefined();
@@ -533,15 +548,44 @@ Napi::Value CpuAdaptivePoolFold(const Napi::CallbackInfo& info) {
   const char* op = "adaptivePoolFold";
   Tensor& w = unwrap(arg(info, 0), "adaptivePoolFold: weight");
   VGG_CHECK(w.device() == Device::CPU, "%s: runs on the CPU; this weight is on %s", op, device_name(w.device()));
-  auto dim = [&](int i, const char* what) {
-    const int64_t v = get_int(arg(info, i), what);
-    VGG_CHECK_RANGE(v >= 1 && v <= (int64_t(1) << 31), "%s must be in [1, 2^31], got %lld", what, (long long)v);
-    return v;
-  };
-  const int64_t c = dim(1, "adaptivePoolFold: channels"), h = dim(2, "adaptivePoolFold: height"),
-                wd = dim(3, "adaptivePoolFold: width"), oh = dim(4, "adaptivePoolFold: pool height"),
-                ow = dim(5, "adaptivePoolFold: pool width");
-  return wrap(info.Env(), cpu_adaptive_pool_fold(w, c, h, wd, int(oh), int(ow)));
+  Napi::Array g = Napi::Array::New(info.Env(), 5);
+  for (uint32_t k = 0; k < 5; k++) g.Set(k, arg(info, int(k) + 1));
+  const PooledGrad p = pool_geometry(g, op);
+  return wrap(info.Env(), cpu_adaptive_pool_fold(w, p.C, p.H, p.W, p.oh, p.ow));
+}
+// cpuDeferredFold(foldW, foldB | null, z, p0, p1, [C, H, W, oh, ow]) -> the fold of a weight whose SGD is deferred
+// (ops.h, cpu_deferred_fold)
+Napi::Value CpuDeferredFold(const Napi::CallbackInfo& info) {
+  const char* op = "deferredFold";
+  const Tensor fw = cpu_tensor(arg(info, 0), "deferredFold: the anchor's fold");
+  const Tensor fb = unwrap_optional(arg(info, 1), "deferredFold: the anchor momentum's fold");
+  VGG_CHECK(!fb.defined() || fb.device() == Device::CPU, "%s: runs on the CPU", op);
+  const Tensor z = cpu_tensor(arg(info, 2), "deferredFold: z");
+  const double p0 = get_finite(arg(info, 3), "deferredFold: p0"), p1 = get_finite(arg(info, 4), "deferredFold: p1");
+  return wrap(info.Env(), cpu_deferred_fold(fw, fb, z, p0, p1, pool_geometry(arg(info, 5), "deferredFold: geometry")));
+}
+// cpuDeferredMaterialise(wOut | null, bOut | null, anchorW, anchorB | null, zW, zB | null, [p00, p01, p10, p11],
+// [C, H, W, oh, ow]) (ops.h, cpu_deferred_materialise)
+Napi::Value CpuDeferredMaterialise(const Napi::CallbackInfo& info) {
+  const char* op = "deferredMaterialise";
+  Tensor w = unwrap_optional(arg(info, 0), "deferredMaterialise: weight");
+  Tensor b = unwrap_optional(arg(info, 1), "deferredMaterialise: momentum");
+  const Tensor aw = cpu_tensor(arg(info, 2), "deferredMaterialise: the weight's anchor");
+  const Tensor ab = unwrap_optional(arg(info, 3), "deferredMaterialise: the momentum's anchor");
+  const Tensor zw = cpu_tensor(arg(info, 4), "deferredMaterialise: z of the weight");
+  const Tensor zb = unwrap_optional(arg(info, 5), "deferredMaterialise: z of the momentum");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&w, &b, &ab, &zb})
+    VGG_CHECK(!t->defined() || t->device() == Device::CPU, "%s: runs on the CPU", op);
+  VGG_CHECK_TYPE(arg(info, 6).IsArray() && arg(info, 6).As<Napi::Array>().Length() == 4,
+                 "%s: coefficients must be [p00, p01, p10, p11]", op);
+  double p[4];
+  for (uint32_t k = 0; k < 4; k++) p[k] = get_finite(arg(info, 6).As<Napi::Array>().Get(k), "deferredMaterialise: coefficient");
+  cpu_deferred_materialise(w, b, aw, ab, zw, zb, p, pool_geometry(arg(info, 7), "deferredMaterialise: geometry"));
+  return info.Env().Undefined();
+}
+// tensorVersion(t) -> the tensor's write count (tensor.h, Tensor::version; PyTorch's tensor._version)
+Napi::Value TensorVersion(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), double(unwrap(arg(info, 0), "tensorVersion: tensor").version()));
 }
 // cpuAbsMax(x) -> max |x| (NaN when x holds one)
 Napi::Value CpuAbsMax(const Napi::CallbackInfo& info) {
@@ -617,6 +661,9 @@ void init_ops(Napi::Env env, Napi::Object exports) {
   def("cpuInt8Conv2dForward", CpuInt8Conv2dForward);
   def("cpuAbsMax", CpuAbsMax);
   def("cpuAdaptivePoolFold", CpuAdaptivePoolFold);
+  def("cpuDeferredFold", CpuDeferredFold);
+  def("cpuDeferredMaterialise", CpuDeferredMaterialise);
+  def("tensorVersion", TensorVersion);
   def("cpuInt8Flatten", CpuInt8Flatten);
   def("cpuInt8LinearForward", CpuInt8LinearForward);
 }

@@ -141,3 +141,52 @@ void CpuBackend::sgd_step(std::vector<Tensor>& params, const std::vector<Tensor>
 }
 
 }  // namespace vgg::cpu
+
+namespace vgg {
+
+using namespace cpu;
+
+void cpu_deferred_materialise(Tensor& w_out, Tensor& b_out, const Tensor& anchor_w, const Tensor& anchor_b,
+                              const Tensor& zw, const Tensor& zb, const double p[4], const PooledGrad& g) {
+  const char* op = "deferred_materialise";
+  VGG_CHECK(g.on(), "%s: no pool geometry", op);
+  VGG_CHECK(anchor_b.defined() == zb.defined(), "%s: a momentum anchor needs its z and the other way round", op);
+  VGG_CHECK(!b_out.defined() || zb.defined(), "%s: no momentum to work out", op);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&w_out, &b_out, &anchor_w, &anchor_b, &zw, &zb}) {
+    if (!t->defined()) continue;
+    check_cpu(*t, op);
+    check_dtype(*t, DType::F32, op);
+    check_ndim(*t, 2, op);
+  }
+  const int64_t rows = zw.dim(0), M = g.H * g.W, Q = int64_t(g.oh) * g.ow;
+  VGG_CHECK(zw.dim(1) == g.C * M, "%s: z has %lld columns, expected %lld·%lld·%lld", op, (long long)zw.dim(1),
+            (long long)g.C, (long long)g.H, (long long)g.W);
+  check_shape(anchor_w, {rows, g.C * Q}, "deferred_materialise: the weight's anchor");
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&w_out, &b_out, &anchor_b})
+    if (t->defined()) check_shape(*t, anchor_w.shape, op);
+  if (zb.defined()) check_shape(zb, zw.shape, "deferred_materialise: the momentum's z");
+  const PoolPlan pool = make_pool_plan(g.H, g.W, g.oh, g.ow);
+  const float* aw = anchor_w.data<float>();
+  const float* ab = anchor_b.defined() ? anchor_b.data<float>() : nullptr;
+  float* w = w_out.defined() ? w_out.data<float>() : nullptr;
+  float* b = b_out.defined() ? b_out.data<float>() : nullptr;
+  // Block by block as sgd_step pools a gradient: each block of z pooled out into a buffer in cache, then combined.
+  parallel_chunks(rows * g.C, [&](int64_t p_lo, int64_t p_hi) {
+    constexpr int64_t kBlock = 256;  // planes
+    std::vector<float> ew(size_t(kBlock * Q)), eb(ab ? size_t(kBlock * Q) : 0);
+    for (int64_t lo = p_lo; lo < p_hi; lo += kBlock) {
+      const int64_t n = std::min(p_hi, lo + kBlock) - lo, e0 = lo * Q;
+      pool.run(zw.data<float>() + lo * M, ew.data(), n);
+      if (ab) pool.run(zb.data<float>() + lo * M, eb.data(), n);
+      for (int64_t i = 0; i < n * Q; ++i) {
+        const double x = aw[e0 + i], y = ab ? ab[e0 + i] : 0.0;  // both read before either output is written
+        if (w) w[e0 + i] = float(p[0] * x + p[1] * y + double(ew[size_t(i)]));
+        if (b) b[e0 + i] = float(p[2] * x + p[3] * y + double(eb[size_t(i)]));
+      }
+    }
+  });
+  if (w) w_out.mark_written();
+  if (b) b_out.mark_written();
+}
+
+}  // namespace vgg

@@ -66,11 +66,13 @@ async function steps(total) {
     onStep: async (info) => {
       if (info.step % 100 === 0) out.samples.push((await sample()).rss);
       if (info.step === 200) out.warm = await sample();
+      // At the same point of an epoch as the warm sample (SGD's deferred update of the first classifier layer lives
+      // from an epoch's first step to its end: lib/optim/deferred.ts).
+      if (info.step === total) out.end = await sample();
       if (info.step >= total) trainer.stop();
     },
   });
   await trainer.fit(loader, { epochs: Math.ceil(total / loader.length) + 1 });
-  out.end = await sample();
   out.done = trainer.step;
   process.stdout.write(JSON.stringify(out) + '\n');
 }
