@@ -1,5 +1,6 @@
 // Training checkpoints: one safetensors file holding the model's state dict (torchvision names) and the optimizer's
-// momentum buffers (prefixed `optimizer.`), with everything else needed to resume exactly as JSON strings in the
+// state (prefixed `optimizer.`: momentum buffers, and in a checkpoint taken mid-epoch a deferred update's entries,
+// lib/optim/deferred.ts), with everything else needed to resume exactly as JSON strings in the
 // `__metadata__`: epoch, step, config, hyper-parameters, LR, scheduler state, RNG state, metrics, history.
 // Written atomically (temporary file, fsync, rename) by writeSafetensors.
 import * as fs from 'fs';
