@@ -153,8 +153,8 @@ export class SGD {
 
   /**
    * Ends every deferred update: the weights and momentum buffers hold their values, and the next step defers anew
-   * from them. The Trainer calls it at each epoch's end (runs that resume from there then round as runs that did not
-   * stop); anything else may too (it costs one pass over the deferred weights).
+   * from them. The Trainer calls it at each epoch's end (its epoch checkpoints then hold plain state); anything else
+   * may too (it costs one pass over the deferred weights).
    */
   settle(): void {
     for (const p of this.deferred) this.deferralOf(p)?.settle();
@@ -168,7 +168,7 @@ export class SGD {
   /**
    * Momentum buffers by parameter name (names from the list given), for checkpoints; for a weight whose update is
    * deferred also what going on needs (`deferred_sgd.<name>.*`: a resumed run then computes exactly what this one
-   * does). The optimizer's own tensors: valid until its next step.
+   * does). The optimizer's own tensors: valid until its next step or stateDict.
    */
   stateDict(params: { name: string; param: Parameter }[]): Record<string, Tensor> {
     for (const t of this.exported) t.dispose();
