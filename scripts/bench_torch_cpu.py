@@ -65,7 +65,7 @@ def allocator_in_use():
 def time_case(name, batch, size, steps, warmup, bf16):
     torch.manual_seed(1)
     m = getattr(torchvision.models, name)()
-    opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    opt = torch.optim.SGD(m.parameters(), lr=0.001, momentum=0.9, weight_decay=5e-4)  # as lib/bench/cpu.ts
     x = torch.randn(batch, 3, size, size)
     y = torch.randint(0, 1000, (batch,))
 

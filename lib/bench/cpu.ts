@@ -88,21 +88,28 @@ function timeOurs(c: CpuCase, precision: Precision, steps: number, warmup: numbe
   const rng = new Rng(1);
   const x = Tensor.from(rng.fillNormal(new Float32Array(c.batch * 3 * c.size * c.size), 0, 1), [c.batch, 3, c.size, c.size]);
   const y = Tensor.from(Int32Array.from({ length: c.batch }, () => rng.int(1000)), [c.batch]);
-  const opt = sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
+  // lr 0.001 on both sides (scripts/bench_torch_cpu.py): at 0.01 the one repeated batch drove vgg19 at 96² to a NaN
+  // loss by the seventh step, and a step whose loss is not finite skips backward and SGD here (train_step.ts), so
+  // the later timed or profiled steps measured a forward only. Every step's loss is checked to be finite.
+  const opt = sgd({ lr: 0.001, momentum: 0.9, weightDecay: 5e-4 });
+  const step = () => {
+    const loss = trainStep(m, opt, x, y);
+    if (!Number.isFinite(loss)) throw new Error(`bench: ${c.model} b${c.batch} ${c.size}² ${precision}: the training loss became ${loss}, so steps no longer ran backward; the timing would be a forward's`);
+  };
   try {
     const train: number[] = [];
     for (let i = 0; i < warmup + steps; i++) {
       const t = performance.now();
-      trainStep(m, opt, x, y);
+      step();
       if (i >= warmup) train.push(performance.now() - t);
     }
     // The kernels of one more step, then op-profiled steps: after the timed ones, so that neither the kernel log
     // nor the profiler's bookkeeping touches the img/s.
     cpuKernelsUsed();
-    trainStep(m, opt, x, y);
+    step();
     const kernels = cpuKernelsUsed();
     const profiled = Math.min(steps, 3);
-    const convTrainMs = convMsPerRun(profiled, () => trainStep(m, opt, x, y));
+    const convTrainMs = convMsPerRun(profiled, step);
     // Inference as evaluation and `predict` run it: eval mode under noGrad, inside withFrozenWeights (so at inputs
     // under 224² the classifier's first layer is folded with the average pool once, in the warm-up, not per pass).
     m.eval();
