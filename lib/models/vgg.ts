@@ -5,7 +5,7 @@ import { Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
   BackwardOptions, Counter, ForwardOptions, Module, Parameter, NamedParameter, PoolGeometry, isGradEnabled, poolOutGrad,
-  markGradientFor, noGrad, shareAccumulate, tensorArg,
+  markGradientFor, noGrad, shareAccumulate, StepContext, tensorArg,
 } from '../nn/module';
 import {
   AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, nchwView,
@@ -321,7 +321,7 @@ export class VGGNet extends Module {
       const features = { shape: cur.shape, layout: cur.layout };
       const geometry: PoolGeometry = [c, h, w, oh, ow];
       const bias = fc1.bias?.value ?? null;
-      if (this.foldsInTraining(cur)) {
+      if (this.foldsInTraining(cur, step)) {
         // While SGD defers this weight's update (lib/optim/deferred.ts) its fold comes from the deferral's small
         // tensors, the weight left as it is.
         const wFold = this.keep(fc1.weight.deferredFold(geometry) ?? foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
@@ -432,12 +432,16 @@ export class VGGNet extends Module {
 
   /**
    * Whether splitsHead's first layer also folds the pool into its weight, as withFrozenWeights does without
-   * gradients: for maps of at most 3×3 (inputs up to 96²; VGGNET_TRAIN_FOLD=0 turns it off). Forward and the input's
-   * gradient then multiply by the folded (out, c·h·w) weight, which SGD rewrites as it updates the weight, instead of
-   * the (out, c·7·7) one. Why 3×3: ARCHITECTURE, "Folding the average pool".
+   * gradients (VGGNET_TRAIN_FOLD=0 turns it off). Forward and the input's gradient then multiply by the folded
+   * (out, c·h·w) weight instead of the (out, c·7·7) one. Where SGD defers that layer's update (lib/optim/deferred.ts)
+   * the fold comes from the deferral's small tensors: on every map splitsHead takes (up to 6×6, inputs up to 192²).
+   * Where it does not (a distributed step, whose all-reduce reads the whole gradient; VGGNET_DEFERRED_SGD=0), SGD
+   * rewrites the fold it keeps as it updates the weight, which pays up to 3×3 (inputs up to 96²) only. Why:
+   * ARCHITECTURE, "Folding the average pool" and "The folded layer's SGD, deferred".
    */
-  private foldsInTraining(x: Tensor): boolean {
+  private foldsInTraining(x: Tensor, step?: StepContext): boolean {
     if (process.env.VGGNET_TRAIN_FOLD === '0') return false;
+    if (!step?.distributed && process.env.VGGNET_DEFERRED_SGD !== '0') return true;
     const [, , h, w] = x.shape;
     return h <= 3 && w <= 3;
   }

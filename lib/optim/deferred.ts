@@ -1,5 +1,5 @@
 // SGD deferred on a weight whose gradient comes pooled and whose forward multiplies by its pool fold: VGGNet's first
-// classifier layer when training on maps of at most 3×3 (inputs up to 96²; lib/models/vgg.ts, foldsInTraining).
+// classifier layer when training on maps under 7×7 (inputs under 224²; lib/models/vgg.ts, foldsInTraining).
 //
 // Why it is exact: that weight's gradient is pool(G) per (output, channel) plane, G (out, C·h·w) the small gradient,
 // pool the adaptive average pool's linear map of each h×w plane to 7×7. SGD with momentum, dampening, weight decay

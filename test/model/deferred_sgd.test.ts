@@ -131,7 +131,7 @@ cpuOnly('deferred SGD against float64 SGD on the pooled-out gradient', () => {
   // Five steps, the LR changing between them, eager and deferred, against float64. Measured (of each tensor's largest
   // entry): the weight eager ≤ 1.5e-7 (it is rounded every step), deferred ≤ 8e-8 (the anchors' part carried in
   // float64, rounded once); the fold and the momentum ≤ 1.8e-7 both. Checked: 5e-7.
-  test.each([[1, 1], [2, 2], [3, 3], [1, 3]])('map %i×%i', (h, w) => {
+  test.each([[1, 1], [2, 2], [3, 3], [1, 3], [5, 5]])('map %i×%i', (h, w) => {
     for (const [what, hyper] of FLAGS) {
       for (const deferred of [true, false]) {
         withEnv('VGGNET_DEFERRED_SGD', deferred ? '1' : '0', () => {
@@ -309,10 +309,11 @@ cpuOnly('deferred SGD: reads, checkpoints, writes', () => {
 });
 
 cpuOnly('deferred SGD in training', () => {
-  // A tiny VGG halves the map five times: 32 -> 1×1, 64 -> 2×2, 96 -> 3×3 (fp32, folded in training): three steps
-  // with and without deferring the first classifier layer's update. Both are SGD up to float rounding; through the
-  // network's other layers that stays within 1e-5 of each tensor's largest entry (measured ≤ 1e-6).
-  test.each([32, 64, 96])('%i²: losses and every weight after three steps match the eager step', (size) => {
+  // A tiny VGG halves the map five times: 32 -> 1×1, 64 -> 2×2, 96 -> 3×3, 128 -> 4×4, 160 -> 5×5, 192 -> 6×6
+  // (fp32): three steps with and without deferring the first classifier layer's update (without it training folds
+  // up to 3×3 only). Both are SGD up to float rounding; through the network's other layers that stays within 1e-5 of
+  // each tensor's largest entry (measured ≤ 1e-6).
+  test.each([32, 64, 96, 128, 160, 192])('%i²: losses and every weight after three steps match the eager step', (size) => {
     const train = (deferred: boolean) => withEnv('VGGNET_DEFERRED_SGD', deferred ? '1' : '0', () => {
       const m = new VGGNet(TINY_CFG, { numClasses: 5, seed: 4, hiddenFeatures: 12, dropout: 0.5, device: 'cpu' });
       const params = m.parameters();

@@ -283,8 +283,8 @@ describe('VGGNet.withFrozenWeights', () => {
   });
 });
 
-// Training on the CPU folds the pool into the first classifier layer for feature maps of at most 3×3 (inputs up to
-// 96²): forward and the features' gradient use the folded weight (the layer's own gradient is pooled either way:
+// Training on the CPU folds the pool into the first classifier layer on feature maps under 7×7 (inputs under 224²;
+// up to 3×3 without SGD's deferred update of that layer): forward and the features' gradient use the folded weight (the layer's own gradient is pooled either way:
 // test/model/pooled_grad.test.ts checks that against the plain layers). One training step folded and unfolded
 // (VGGNET_TRAIN_FOLD=0) from the same weights: the loss, every parameter's gradient and the weights after SGD.
 describe('training with the pool folded into the first classifier layer (CPU)', () => {
@@ -317,7 +317,8 @@ describe('training with the pool folded into the first classifier layer (CPU)', 
   // float32: another summation order in the first layer only; measured ≤ 1e-6 of each tensor's largest entry.
   // bf16: the folded weight is rounded to bf16 after the sum, not before (2^-9 relative per value, through the
   // network): measured ≤ 1e-2.
-  test.each([['fp32', 32, 1e-5], ['fp32', 64, 1e-5], ['fp32', 96, 1e-5], ['bf16', 32, 3e-2], ['bf16', 64, 3e-2], ['bf16', 96, 3e-2]] as const)(
+  test.each([['fp32', 32, 1e-5], ['fp32', 64, 1e-5], ['fp32', 96, 1e-5], ['fp32', 128, 1e-5], ['fp32', 160, 1e-5], ['fp32', 192, 1e-5],
+    ['bf16', 32, 3e-2], ['bf16', 64, 3e-2], ['bf16', 96, 3e-2], ['bf16', 160, 3e-2]] as const)(
     '%s %i²: loss, gradients and updated weights match the unfolded step', (precision, size, tol) => {
       const plain = step(precision, size, '0');
       const folded = step(precision, size, '1');
@@ -332,7 +333,17 @@ describe('training with the pool folded into the first classifier layer (CPU)', 
       }
     });
 
-  test('4×4 maps and larger train unfolded', () => {
-    expect(step('fp32', 128, '1').widths).toEqual([8 * 49, 12, 12]);
+  test('without the deferred SGD (VGGNET_DEFERRED_SGD=0) 4×4 maps and larger train unfolded; 7×7 maps never fold', () => {
+    const prev = process.env.VGGNET_DEFERRED_SGD;
+    process.env.VGGNET_DEFERRED_SGD = '0';
+    try {
+      expect(step('fp32', 96, '1').widths).toEqual([8 * 9, 12, 12]);
+      expect(step('fp32', 128, '1').widths).toEqual([8 * 49, 12, 12]);
+    } finally {
+      if (prev === undefined) delete process.env.VGGNET_DEFERRED_SGD;
+      else process.env.VGGNET_DEFERRED_SGD = prev;
+    }
+    expect(step('fp32', 128, '1').widths).toEqual([8 * 16, 12, 12]);
+    expect(step('fp32', 224, '1').widths).toEqual([8 * 49, 12, 12]);
   });
 });
