@@ -13,6 +13,7 @@ import {
 import { backends } from '../../lib/backend';
 import { tinyVgg, randomBatch } from '../helpers/tiny';
 import { freePort } from '../helpers/procs';
+import { withEnv } from '../helpers/env';
 
 jest.setTimeout(60000);
 
@@ -95,13 +96,7 @@ describeGloo('a world of one', () => {
       const { x, y } = randomBatch(6, 100 + s);
       // DDP reads each gradient whole, so SGD steps the first classifier layer eagerly there; the plain run too here
       // (its deferred update is equal up to rounding only: test/model/deferred_sgd.test.ts).
-      process.env.VGGNET_DEFERRED_SGD = '0';
-      let a: ReturnType<typeof runStep>;
-      try {
-        a = runStep(plain, o1, p1, x, y);
-      } finally {
-        delete process.env.VGGNET_DEFERRED_SGD;
-      }
+      const a = withEnv('VGGNET_DEFERRED_SGD', '0', () => runStep(plain, o1, p1, x, y));
       const b = runStep(dist, o2, p2, x, y, undefined, ddp.stepContext());
       expect(b.loss.item()).toBe(a.loss.item());
       for (const t of [a.logits, a.loss, b.logits, b.loss, x, y]) t.dispose();

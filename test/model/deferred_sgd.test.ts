@@ -13,20 +13,10 @@ import { Rng } from '../../lib/random';
 import { randomBatch, TINY_CFG } from '../helpers/tiny';
 import * as R from '../ref/naive';
 import { maxRelErr } from '../helpers/tensors';
+import { withEnv } from '../helpers/env';
 
 const device = (process.env.VGGNET_DEVICE as 'cpu' | 'cuda' | undefined) ?? 'cpu';
 const cpuOnly = device === 'cpu' ? describe : describe.skip; // a CPU path (VGGNET_DEVICE=cuda)
-
-function withEnv<T>(name: string, value: string, fn: () => T): T {
-  const prev = process.env[name];
-  process.env[name] = value;
-  try {
-    return fn();
-  } finally {
-    if (prev === undefined) delete process.env[name];
-    else process.env[name] = prev;
-  }
-}
 
 const same = (a: Float32Array, b: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
@@ -36,7 +26,7 @@ interface Hyper { lr: number; momentum: number; dampening: number; weightDecay: 
 // planes on: Setup's `rows` for that).
 const ROWS = 37, C = 67, OH = 7, OW = 7;
 
-/** A weight (ROWS, C·49) with its pooled gradient set by `grad` before each step, an SGD, and a float64 twin. */
+/** A weight (rows, C·49) whose pooled gradient `step` sets at random, an SGD, and a float64 twin of both. */
 class Setup {
   rng: Rng;
   readonly param: Parameter;

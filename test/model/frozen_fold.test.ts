@@ -11,6 +11,7 @@ import { Rng } from '../../lib/random';
 import { tinyVgg, randomBatch, TINY_CFG } from '../helpers/tiny';
 import * as R from '../ref/naive';
 import { maxRelErr } from '../helpers/tensors';
+import { withEnv } from '../helpers/env';
 
 const device = (process.env.VGGNET_DEVICE as 'cpu' | 'cuda' | undefined) ?? 'cpu';
 
@@ -130,16 +131,7 @@ describe('foldAdaptivePool', () => {
   });
 });
 
-function withTrainFold<T>(value: string, fn: () => T): T {
-  const prev = process.env.VGGNET_TRAIN_FOLD;
-  process.env.VGGNET_TRAIN_FOLD = value;
-  try {
-    return fn();
-  } finally {
-    if (prev === undefined) delete process.env.VGGNET_TRAIN_FOLD;
-    else process.env.VGGNET_TRAIN_FOLD = prev;
-  }
-}
+const withTrainFold = <T>(value: string, fn: () => T): T => withEnv('VGGNET_TRAIN_FOLD', value, fn);
 
 describe('VGGNet.withFrozenWeights', () => {
   afterEach(() => jest.restoreAllMocks());
@@ -334,15 +326,10 @@ describe('training with the pool folded into the first classifier layer (CPU)', 
     });
 
   test('without the deferred SGD (VGGNET_DEFERRED_SGD=0) 4×4 maps and larger train unfolded; 7×7 maps never fold', () => {
-    const prev = process.env.VGGNET_DEFERRED_SGD;
-    process.env.VGGNET_DEFERRED_SGD = '0';
-    try {
+    withEnv('VGGNET_DEFERRED_SGD', '0', () => {
       expect(step('fp32', 96, '1').widths).toEqual([8 * 9, 12, 12]);
       expect(step('fp32', 128, '1').widths).toEqual([8 * 49, 12, 12]);
-    } finally {
-      if (prev === undefined) delete process.env.VGGNET_DEFERRED_SGD;
-      else process.env.VGGNET_DEFERRED_SGD = prev;
-    }
+    });
     expect(step('fp32', 128, '1').widths).toEqual([8 * 16, 12, 12]);
     expect(step('fp32', 224, '1').widths).toEqual([8 * 49, 12, 12]);
   });

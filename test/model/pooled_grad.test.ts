@@ -12,20 +12,10 @@ import { Rng } from '../../lib/random';
 import { randomBatch, TINY_CFG } from '../helpers/tiny';
 import * as R from '../ref/naive';
 import { maxRelErr } from '../helpers/tensors';
+import { withEnv } from '../helpers/env';
 
 const device = (process.env.VGGNET_DEVICE as 'cpu' | 'cuda' | undefined) ?? 'cpu';
 const cpuOnly = device === 'cpu' ? describe : describe.skip; // the pooled gradient is a CPU path (VGGNET_DEVICE=cuda)
-
-function withEnv<T>(name: string, value: string, fn: () => T): T {
-  const prev = process.env[name];
-  process.env[name] = value;
-  try {
-    return fn();
-  } finally {
-    if (prev === undefined) delete process.env[name];
-    else process.env[name] = prev;
-  }
-}
 
 const differing = (a: Float32Array, b: Float32Array) => {
   let n = 0;
