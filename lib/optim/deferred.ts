@@ -21,6 +21,9 @@ import { Tensor } from '../tensor';
 import * as ops from '../ops';
 import type { Deferral, Parameter, PoolGeometry } from '../nn/module';
 
+/** P's four float64s from their int64 bit patterns (DeferredState.coefficients). */
+const coefficientsOf = (t: Tensor): number[] => Array.from(new Float64Array((t.toArray() as BigInt64Array).buffer.slice(0)));
+
 const sameGeometry = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((v, i) => v === b[i]);
 
 /**
@@ -126,7 +129,7 @@ export class DeferredUpdate implements Deferral {
     if (this.weightCurrent) return;
     const w = this.param.storedValue;
     if (this.anchorW === w) this.anchorW = w.clone(); // kept: later steps compute from it as if nothing was read
-    ops.deferredMaterialise(w, null, this.anchorW, this.anchorB ?? null, this.zW, this.zB ?? null, this.p, this.geometry);
+    this.combine(w, null);
     this.weightCurrent = true;
     this.weightVersion = ops.tensorVersion(w);
   }
@@ -134,10 +137,7 @@ export class DeferredUpdate implements Deferral {
   /** Makes the momentum buffer hold its current values (the deferral goes on). */
   materialiseMomentum(): void {
     this.checkWeight();
-    if (this.momentumCurrent || !this.buffer) return;
-    if (this.anchorB === this.buffer) this.anchorB = this.buffer.clone();
-    ops.deferredMaterialise(null, this.buffer, this.anchorW, this.anchorB ?? null, this.zW, this.zB ?? null, this.p, this.geometry);
-    this.momentumCurrent = true;
+    this.materialiseMomentumUnchecked();
   }
 
   /** Works the weight and its momentum out in their tensors and ends the deferral. */
@@ -147,7 +147,7 @@ export class DeferredUpdate implements Deferral {
     const wOut = this.weightCurrent ? null : w;
     const bOut = this.momentumCurrent || !this.buffer ? null : this.buffer;
     // One pass; an output that is its own anchor is read before it is written (per element).
-    if (wOut || bOut) ops.deferredMaterialise(wOut, bOut, this.anchorW, this.anchorB ?? null, this.zW, this.zB ?? null, this.p, this.geometry);
+    if (wOut || bOut) this.combine(wOut, bOut);
     this.end();
   }
 
@@ -163,13 +163,12 @@ export class DeferredUpdate implements Deferral {
   state(): DeferredState {
     this.materialiseWeight();
     this.materialiseMomentum();
-    const bits = new BigInt64Array(new Float64Array(this.p).buffer);
     return {
       anchorWeight: this.anchorW,
       anchorMomentum: this.anchoredMomentum ? this.anchorB! : null,
       zWeight: this.zW,
       zMomentum: this.zB ?? null,
-      coefficients: Tensor.from(bits, [4]),
+      coefficients: Tensor.from(new BigInt64Array(new Float64Array(this.p).buffer), [4]),
       geometry: Tensor.from(BigInt64Array.from(this.geometry.map(BigInt)), [5]),
     };
   }
@@ -185,7 +184,7 @@ export class DeferredUpdate implements Deferral {
     d.anchorW = s.anchorWeight.clone();
     // Without b0 in the sum its anchor weighs nothing: a zeroed tensor stands for it.
     if (buffer) d.anchorB = s.anchorMomentum ? s.anchorMomentum.clone() : Tensor.zeros(buffer.shape);
-    d.p = Array.from(new Float64Array((s.coefficients.toArray() as BigInt64Array).buffer.slice(0)));
+    d.p = coefficientsOf(s.coefficients);
     return d;
   }
 
@@ -210,7 +209,7 @@ export class DeferredUpdate implements Deferral {
     const small = [shape[0], c * h * w];
     need('anchorWeight', 'float32', shape, `a float32 tensor [${shape.join(', ')}]`);
     need('zWeight', 'float32', small, `a float32 tensor [${small.join(', ')}]`);
-    const p = Array.from(new Float64Array((need('coefficients', 'int64', [4], '4 int64 (float64 bit patterns)').toArray() as BigInt64Array).buffer.slice(0)));
+    const p = coefficientsOf(need('coefficients', 'int64', [4], '4 int64 (float64 bit patterns)'));
     if (!p.every(Number.isFinite)) throw new Error(`${name}.${DEFERRED_KEYS.coefficients}: expected finite numbers, got [${p.join(', ')}]`);
     if (momentum) need('zMomentum', 'float32', small, `a float32 tensor [${small.join(', ')}] (the optimizer has momentum)`);
     else if (s.zMomentum != null || s.anchorMomentum != null) throw new Error(`${name}: momentum entries, but the optimizer has no momentum`);
@@ -230,7 +229,7 @@ export class DeferredUpdate implements Deferral {
         'it keeps what was written, and its momentum is reset to zero. Read param.value afresh before writing into it, ' +
         'or replace the weight with Parameter.set');
     }
-    this.materialiseMomentumFrom();
+    this.materialiseMomentumUnchecked();
     if (this.anchorW !== w) this.anchorW.dispose();
     if (this.anchorB && this.anchorB !== this.buffer) this.anchorB.dispose();
     this.anchorW = w;
@@ -245,11 +244,16 @@ export class DeferredUpdate implements Deferral {
   }
 
   // materialiseMomentum without the weight check (checkWeight's own use: the anchors are intact there).
-  private materialiseMomentumFrom(): void {
+  private materialiseMomentumUnchecked(): void {
     if (this.momentumCurrent || !this.buffer) return;
     if (this.anchorB === this.buffer) this.anchorB = this.buffer.clone();
-    ops.deferredMaterialise(null, this.buffer, this.anchorW, this.anchorB ?? null, this.zW, this.zB ?? null, this.p, this.geometry);
+    this.combine(null, this.buffer);
     this.momentumCurrent = true;
+  }
+
+  /** (w, b) = P·(anchors) + pool(z) into wOut and/or bOut (ops.deferredMaterialise). */
+  private combine(wOut: Tensor | null, bOut: Tensor | null): void {
+    ops.deferredMaterialise(wOut, bOut, this.anchorW, this.anchorB ?? null, this.zW, this.zB ?? null, this.p, this.geometry);
   }
 
   private dropFolds(): void {

@@ -489,8 +489,7 @@ Tensor cpu_deferred_fold(const Tensor& fold_w, const Tensor& fold_b, const Tenso
   std::vector<float> unit(size_t(M * M), 0.f), pooled(size_t(M * pool.Q)), K(size_t(M * M));
   for (int64_t k = 0; k < M; ++k) unit[size_t(k * M + k)] = 1.f;
   pool.run(unit.data(), pooled.data(), M);
-  if (f.by_planes()) f.run(pooled.data(), K.data(), M);
-  else dnnl::sgemm('N', 'T', M, M, f.Q, 1.f, pooled.data(), f.Q, f.pt.data(), f.Q, 0.f, K.data(), M);
+  fold_all(f, pooled.data(), K.data(), M);
   Tensor out = Tensor::empty(zw.shape, DType::F32, Device::CPU);
   const float* z = zw.data<float>();
   const float* fw = fold_w.data<float>();
