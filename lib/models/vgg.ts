@@ -432,7 +432,7 @@ export class VGGNet extends Module {
 
   /**
    * Whether splitsHead's first layer also folds the pool into its weight, as withFrozenWeights does without
-   * gradients (VGGNET_TRAIN_FOLD=0 turns it off). Forward and the input's gradient then multiply by the folded
+   * gradients (VGGNET_TRAIN_FOLD=0 turns it off; =all folds every map). Forward and the input's gradient then multiply by the folded
    * (out, c·h·w) weight instead of the (out, c·7·7) one. Where SGD defers that layer's update (lib/optim/deferred.ts)
    * the fold comes from the deferral's small tensors: on every map splitsHead takes (up to 6×6, inputs up to 192²).
    * Where it does not (a distributed step, whose all-reduce reads the whole gradient; VGGNET_DEFERRED_SGD=0), SGD
@@ -441,6 +441,7 @@ export class VGGNet extends Module {
    */
   private foldsInTraining(x: Tensor, step?: StepContext): boolean {
     if (process.env.VGGNET_TRAIN_FOLD === '0') return false;
+    if (process.env.VGGNET_TRAIN_FOLD === 'all') return true; // every map, deferred or not (to compare the two)
     if (!step?.distributed && process.env.VGGNET_DEFERRED_SGD !== '0') return true;
     const [, , h, w] = x.shape;
     return h <= 3 && w <= 3;
