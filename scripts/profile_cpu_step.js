@@ -34,10 +34,16 @@ const m = new VGGNet(cfg, { device: 'cpu', precision, seed: 1 });
 const rng = new Rng(1);
 const x = Tensor.from(rng.fillNormal(new Float32Array(B * 3 * S * S), 0, 1), [B, 3, S, S]);
 const y = Tensor.from(Int32Array.from({ length: B }, () => rng.int(1000)), [B]);
-const opt = sgd({ lr: 0.01, momentum: 0.9, weightDecay: 5e-4 });
+// lr 0.001 as in the bench (lib/bench/cpu.ts): at 0.01 the one repeated batch drove vgg19 at 96² to a NaN loss by the
+// seventh step, after which steps skip backward and SGD, and the timing would be a forward's. Every loss is checked.
+const opt = sgd({ lr: 0.001, momentum: 0.9, weightDecay: 5e-4 });
 const forward = process.env.VGGNET_PROFILE_FORWARD === '1';
 if (forward) m.eval();
-const run = forward ? () => noGrad(() => m.forward(x).dispose()) : () => trainStep(m, opt, x, y);
+const trainChecked = () => {
+  const loss = trainStep(m, opt, x, y);
+  if (!Number.isFinite(loss)) throw new Error(`profile_cpu_step: the training loss became ${loss}; steps no longer run backward`);
+};
+const run = forward ? () => noGrad(() => m.forward(x).dispose()) : trainChecked;
 const times = [];
 const cpu = []; // the process's CPU time per step (all threads): steadier than wall time on a shared machine
 // Forward passes run as evaluation and predict run them, inside withFrozenWeights (when the build has it;

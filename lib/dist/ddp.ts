@@ -11,13 +11,20 @@
 // loss, and skips a non-finite step together), with each rank's stop vote (Ctrl-C stops every rank after the same
 // step).
 //
+// The first classifier layer's weight gradient on small maps (inputs under 224² on the CPU: VGGNet.splitsHead) is
+// held as the pool's input, (out, C·h·w) instead of (out, C·7·7): 1/49 of the 411 MB of VGG's 4096×25088 at 32²
+// input. Averaging commutes with the pool, so the ranks all-reduce it in that form, and SGD defers that layer's update
+// as in one process (lib/optim/deferred.ts). All-reduces of different sizes would hang, so before backward the ranks
+// agree on the form (one small all-reduce of each rank's map size); ranks whose maps differ reduce it whole.
+//
 // Optional: bf16 compression (each bucket travels as bfloat16, summed in float32 pairwise, averaged back into the
 // float32 gradients), and SyncBatchNorm (batch statistics over every replica's batch, in forward and backward).
 // Without it, BatchNorm keeps per-replica statistics, as DDP does; evaluation then uses rank 0's running statistics
 // (broadcastBuffers()), as DDP's broadcast_buffers makes every replica's.
 import { VGGNet } from '../models/vgg';
 import { Dropout } from '../nn/layers';
-import { Counter, DistributedStep, Parameter, StepContext } from '../nn/module';
+import { Linear } from '../nn/layers';
+import { Counter, DistributedStep, Parameter, PoolGeometry, StepContext } from '../nn/module';
 import { SGD } from '../optim/sgd';
 import { Tensor } from '../tensor';
 import { eagerGate, runStep } from '../train/train_step';
@@ -76,6 +83,9 @@ export class DistributedDataParallel implements DistributedStep {
   private launched = 0;
   private active = false;
   private lossOut: Tensor | null = null;
+  /** This step's agreed form of the first classifier layer's weight gradient: pooled in this geometry, or whole. */
+  private pooledForm: PoolGeometry | null = null;
+  private readonly pooledWeight: Parameter | undefined;
 
   constructor(model: VGGNet, options: DDPOptions = {}) {
     if (!(model instanceof VGGNet)) throw new TypeError('DistributedDataParallel: expected a VGGNet model');
@@ -111,6 +121,8 @@ export class DistributedDataParallel implements DistributedStep {
     this.plan = plan;
     this.buckets = plan.map(({ names, bytes }) => ({ names, bytes }));
     this.ready = new Array(plan.length).fill(0);
+    const fc1 = model.classifier.layers[0];
+    this.pooledWeight = fc1 instanceof Linear ? fc1.weight : undefined;
 
     // Every replica starts from rank 0's weights and buffers.
     this.broadcastState();
@@ -160,6 +172,7 @@ export class DistributedDataParallel implements DistributedStep {
     this.ready.fill(0);
     this.seen.clear();
     this.launched = 0;
+    this.pooledForm = this.agreePooledForm();
     this.lossOut = Tensor.empty([1], { device: this.module.device });
     groupReduceExtras(this.processGroup.handle, loss, this.lossOut);
   }
@@ -175,7 +188,7 @@ export class DistributedDataParallel implements DistributedStep {
     // Buckets start in order (every rank must issue the same collectives in the same order).
     while (this.launched < this.plan.length && this.ready[this.launched] === this.plan[this.launched].params.length) {
       const b = this.plan[this.launched++];
-      groupReduceBucket(this.processGroup.handle, b.params.map((p) => p.grad), this.compression === 'bf16');
+      groupReduceBucket(this.processGroup.handle, b.params.map((p) => this.gradientToReduce(p)), this.compression === 'bf16');
     }
   }
 
@@ -214,6 +227,38 @@ export class DistributedDataParallel implements DistributedStep {
       out.logits.dispose();
       out.loss.dispose();
     }
+  }
+
+  /**
+   * Whether every rank's backward will hand the first classifier layer's weight gradient over pooled in the same
+   * geometry (VGGNet.pooledGradGeometry): one all-reduce of [1, code, code²] per step, where code encodes the rank's
+   * map height and width (0: whole). Every code is the same exactly when n·Σcode² = (Σcode)² (Cauchy–Schwarz); the
+   * sums are exact in float64. CUDA groups skip it: pooled gradients are CPU-only, and a host round trip would break
+   * the step's capture.
+   */
+  private agreePooledForm(): PoolGeometry | null {
+    if (this.processGroup.device !== 'cpu') return null;
+    const g = this.module.pooledGradGeometry() ?? null;
+    const code = g ? 1 + g[1] * (g[4] + 1) + g[2] : 0; // h ≤ oh, w ≤ ow: distinct per (h, w)
+    const [n, sum, squares] = this.processGroup.allReduce([1, code, code * code]);
+    return g && n * squares === sum * sum ? g : null;
+  }
+
+  /** The gradient a bucket all-reduces for p: the pooled buffer where the ranks agreed on it, else the whole one. */
+  private gradientToReduce(p: Parameter): Tensor {
+    if (!this.pooledForm || p !== this.pooledWeight) return p.grad;
+    const g = p.gradForStep();
+    if (!g.pooled || !g.pooled.every((v, i) => v === this.pooledForm![i])) {
+      // Unreachable while pooledGradGeometry tells the truth: the other ranks are reducing a pooled buffer.
+      throw new Error(`DistributedDataParallel: the ranks agreed to all-reduce ${this.bucketNameOf(p)}'s gradient pooled to ` +
+        `${this.pooledForm.join('×')}, but this rank holds it ${g.pooled ? `pooled to ${g.pooled.join('×')}` : 'whole'}`);
+    }
+    return g.grad;
+  }
+
+  private bucketNameOf(p: Parameter): string {
+    const b = this.plan[this.bucketOf.get(p)!];
+    return b.names[b.params.indexOf(p)];
   }
 
   private bufferTensors(): Tensor[] {

@@ -321,7 +321,7 @@ export class VGGNet extends Module {
       const features = { shape: cur.shape, layout: cur.layout };
       const geometry: PoolGeometry = [c, h, w, oh, ow];
       const bias = fc1.bias?.value ?? null;
-      if (this.foldsInTraining(cur, step)) {
+      if (this.foldsInTraining(cur)) {
         // While SGD defers this weight's update (lib/optim/deferred.ts) its fold comes from the deferral's small
         // tensors, the weight left as it is.
         const wFold = this.keep(fc1.weight.deferredFold(geometry) ?? foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
@@ -435,16 +435,29 @@ export class VGGNet extends Module {
    * gradients (VGGNET_TRAIN_FOLD=0 turns it off; =all folds every map). Forward and the input's gradient then multiply by the folded
    * (out, c·h·w) weight instead of the (out, c·7·7) one. Where SGD defers that layer's update (lib/optim/deferred.ts)
    * the fold comes from the deferral's small tensors: on every map splitsHead takes (up to 6×6, inputs up to 192²).
-   * Where it does not (a distributed step, whose all-reduce reads the whole gradient; VGGNET_DEFERRED_SGD=0), SGD
-   * rewrites the fold it keeps as it updates the weight, which pays up to 3×3 (inputs up to 96²) only. Why:
+   * A distributed step defers too: its ranks all-reduce the pooled gradient (DistributedDataParallel). Where SGD
+   * does not defer (VGGNET_DEFERRED_SGD=0; ranks whose maps differ, which reduce the gradient whole), the fold is
+   * worked out from the whole weight in each forward, which pays up to 3×3 (inputs up to 96²) only. Why:
    * ARCHITECTURE, "Folding the average pool" and "The folded layer's SGD, deferred".
    */
-  private foldsInTraining(x: Tensor, step?: StepContext): boolean {
+  private foldsInTraining(x: Tensor): boolean {
     if (process.env.VGGNET_TRAIN_FOLD === '0') return false;
     if (process.env.VGGNET_TRAIN_FOLD === 'all') return true; // every map, deferred or not (to compare the two)
-    if (!step?.distributed && process.env.VGGNET_DEFERRED_SGD !== '0') return true;
+    if (process.env.VGGNET_DEFERRED_SGD !== '0') return true;
     const [, , h, w] = x.shape;
     return h <= 3 && w <= 3;
+  }
+
+  /**
+   * For DistributedDataParallel, after the forward of a training step and before its backward: the geometry
+   * [C, H, W, oh, ow] in which backward will hand the first classifier layer's weight gradient over pooled
+   * (splitsHead; Parameter.pooledGradForBackward), or undefined when it will be whole. The ranks all-reduce it pooled
+   * when they all agree on it.
+   */
+  pooledGradGeometry(): PoolGeometry | undefined {
+    const g = this.trainHead?.geometry;
+    const fc1 = this.classifier.layers[0] as Linear;
+    return g && fc1.weight.takesPooledGrad(g) ? [...g] : undefined;
   }
 
   /** Whether the average pool only repeats this feature map into a first classifier layer that can take its fold. */

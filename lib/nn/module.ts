@@ -130,6 +130,12 @@ export class Parameter {
     return { grad: this.pooled!.grad, accumulate: false };
   }
 
+  /** Whether the next pooledGradForBackward(geometry) hands over a pooled buffer (undefined: the gradient is held whole). */
+  takesPooledGrad(geometry: PoolGeometry): boolean {
+    if (this.held === 'nothing') return true;
+    return this.held === 'pooled' && this.pooled!.geometry.every((v, i) => v === geometry[i]);
+  }
+
   /**
    * For the optimizer: the gradient as it is held, whole (pooled null) or as a pool's input with its geometry, and
    * whether the forward passes behind it multiplied by the weight's fold (`deferredFold` or ops.adaptivePoolFold).

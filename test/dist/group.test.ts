@@ -13,7 +13,8 @@ import {
 import { backends } from '../../lib/backend';
 import { tinyVgg, randomBatch } from '../helpers/tiny';
 import { freePort } from '../helpers/procs';
-import { withEnv } from '../helpers/env';
+import { Linear } from '../../lib/nn/layers';
+import { poolOutGrad } from '../../lib/nn/module';
 
 jest.setTimeout(60000);
 
@@ -94,13 +95,17 @@ describeGloo('a world of one', () => {
     const before = pg.stats();
     for (let s = 0; s < 3; s++) {
       const { x, y } = randomBatch(6, 100 + s);
-      // DDP reads each gradient whole, so SGD steps the first classifier layer eagerly there; the plain run too here
-      // (its deferred update is equal up to rounding only: test/model/deferred_sgd.test.ts).
-      const a = withEnv('VGGNET_DEFERRED_SGD', '0', () => runStep(plain, o1, p1, x, y));
+      // Both defer the first classifier layer's update (DDP all-reduces its gradient pooled, as the plain step holds it).
+      const a = runStep(plain, o1, p1, x, y);
       const b = runStep(dist, o2, p2, x, y, undefined, ddp.stepContext());
       expect(b.loss.item()).toBe(a.loss.item());
       for (const t of [a.logits, a.loss, b.logits, b.loss, x, y]) t.dispose();
     }
+    // The first classifier layer's weight gradient travelled pooled to the 1×1 map (12 × 8 of its 12 × 8·7·7) and SGD
+    // took it so (deferred); every other gradient whole.
+    const fc1 = dist.classifier.layers[0] as Linear;
+    expect(fc1.weight.gradForStep().pooled).toEqual([8, 1, 1, 7, 7]);
+    const whole = p2.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
     const sa = plain.stateDict(), sb = dist.stateDict();
     for (const k of Object.keys(sa)) {
       const va = sa[k], vb = sb[k];
@@ -110,6 +115,7 @@ describeGloo('a world of one', () => {
     const after = pg.stats();
     expect(after.steps - before.steps).toBe(3);
     expect(after.buckets - before.buckets).toBe(3 * ddp.buckets.length);
+    expect(after.bytes - before.bytes).toBe(3 * 4 * (whole - 12 * 8 * 49 + 12 * 8));
     plain.dispose();
     dist.dispose();
   }
@@ -120,7 +126,7 @@ describeGloo('a world of one', () => {
     compareSteps(true, { syncBatchNorm: true });
   });
 
-  test('bf16 compression sends each gradient rounded to bfloat16 (nearest even) and averages it back', () => {
+  test('bf16 compression sends each gradient rounded to bfloat16 (nearest even) and averages it back; the first classifier layer\'s pooled', () => {
     const bf16 = (v: number) => {
       const f = new Float32Array([v]);
       const u = new Uint32Array(f.buffer);
@@ -130,7 +136,7 @@ describeGloo('a world of one', () => {
     const plain = tinyVgg({ seed: 5 }), dist = tinyVgg({ seed: 5 });
     const ddp = new DistributedDataParallel(dist, { processGroup: pg, gradientCompression: 'bf16', bucketCapMB: 0.002, firstBucketMB: 0.001 });
     expect(ddp.buckets.length).toBeGreaterThan(2);
-    const { x, y } = randomBatch(4, 9);
+    const { x, y } = randomBatch(4, 9, 5, 64); // a 2×2 map: a whole entry is a mean of pooled ones, rounded or not
     for (const [m, ctx] of [[plain, undefined], [dist, ddp.stepContext()]] as const) {
       m.zeroGrad();
       const logits = m.forward(x, { step: ctx });
@@ -141,10 +147,18 @@ describeGloo('a world of one', () => {
       for (const t of [logits, r.loss, r.dlogits]) t.dispose();
     }
     const ga = plain.parameters(), gb = dist.parameters();
+    let pooled = 0;
     ga.forEach((p, i) => {
-      const want = Array.from(p.grad.toFloat32(), bf16);
-      expect([p.name, Array.from(gb[i].grad.toFloat32())]).toEqual([p.name, want]);
+      // What travels is rounded: the gradient as held, pooled for the first classifier layer's weight.
+      const held = p.param.gradForStep();
+      const rounded = Tensor.from(Float32Array.from(held.grad.toFloat32(), bf16), held.grad.shape);
+      const whole = held.pooled ? poolOutGrad(rounded, held.pooled) : rounded;
+      if (held.pooled) pooled++;
+      expect([p.name, Array.from(gb[i].grad.toFloat32())]).toEqual([p.name, Array.from(whole.toFloat32())]);
+      rounded.dispose();
+      whole.dispose();
     });
+    expect(pooled).toBe(1);
     for (const t of [x, y]) t.dispose();
     plain.dispose();
     dist.dispose();

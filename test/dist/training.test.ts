@@ -1,6 +1,8 @@
 // Data-parallel training against one process, on the CPU over gloo (tiny vgg11 at 1/16 width, 32x32 images, 64
 // training and 32 test images): N processes x batch b step exactly like 1 process x batch N*b, within float32
-// tolerance — the loss at every step, the epoch metrics (summed over the ranks as counts), the weights after training.
+// tolerance — the loss at every step, the epoch metrics (summed over the ranks as counts), the weights after training;
+// the first classifier layer's gradient all-reduced pooled (the bytes each step), at 32² and 128² input, and whole
+// when the ranks' maps differ (their replicas still equal, bit for bit).
 //   - vgg11 without BN and vgg11_bn with SyncBatchNorm, through a user's script under `vggnet launch`; ranks that
 //     build their models from different seeds (rank 0's weights are broadcast at the start);
 //   - a run stopped mid-epoch with dropout on and resumed equals the uninterrupted one; one process cannot continue
@@ -48,6 +50,8 @@ interface ChildOut {
   epochs: Record<string, number>[];
   validation: { loss: number; samples: number; confusion: number[][] };
   buckets: number;
+  stats: { steps: number; bytes: number };
+  parameters: number;
 }
 
 async function library(name: string, cfg: Record<string, unknown>, nproc: number): Promise<{ out: ChildOut[]; dir: string }> {
@@ -66,7 +70,11 @@ async function compareLibrary(name: string, cfg: Record<string, unknown>): Promi
   const two = await library(`${name}-2`, { ...cfg, batchSize: 8 }, 2);
   const ref = one.out[0];
   expect(ref.losses.length).toBe((cfg.epochs as number) * 4); // epochs of 64/16 steps
+  // The first classifier layer's weight gradient, 32 × 32·7·7, travels pooled to the s/32 × s/32 map (vgg11's five
+  // max pools); every other gradient whole.
+  const side = ((cfg.imageSize as number | undefined) ?? 32) / 32;
   for (const r of two.out) {
+    expect(r.stats.bytes / r.stats.steps).toBe(4 * (r.parameters - 32 * 32 * 49 + 32 * 32 * side * side));
     expect(r.world).toBe(2);
     expect(r.batches).toEqual(ref.batches); // an epoch is the rank's shard: 32/8 = 64/16 batches
     // Every rank logs the ranks' mean loss: the one process's loss, step by step.
@@ -95,6 +103,20 @@ describeGloo('N processes x batch b = 1 process x batch N*b', () => {
   test('vgg11_bn with SyncBatchNorm', () => compareLibrary('syncbn', { epochs: 2, batchNorm: true, syncBn: true }));
   // Each rank builds its model from another seed: DDP's broadcast makes every replica rank 0's before the first step.
   test('ranks that start from different weights train as one (rank 0\'s weights broadcast)', () => compareLibrary('bcast', { epochs: 1, seedPerRank: true }));
+  // 128² input: a 4×4 map, which training folds into the first classifier layer while SGD defers that layer's update.
+  test('vgg11 at 128² (a 4×4 map: the pool folded, its gradient all-reduced pooled, SGD deferred)', () => compareLibrary('map4', { epochs: 1, imageSize: 128 }));
+  // Pooled gradients of different sizes cannot be all-reduced: the ranks agree to reduce that one whole.
+  test('ranks whose maps differ (32² and 64² input) all-reduce every gradient whole and stay replicas, bit for bit', async () => {
+    const r = await library('mixed', { epochs: 1, imageSizePerRank: [32, 64], saveEveryRank: true }, 2);
+    for (const x of r.out) {
+      expect(x.stats.bytes / x.stats.steps).toBe(4 * x.parameters);
+      expect(x.losses).toEqual(r.out[0].losses); // the ranks' mean, on each
+    }
+    const moved = maxRelDiff(weights(path.join(r.dir, 'init.safetensors')), weights(path.join(r.dir, 'weights0.safetensors')));
+    expect(moved.diff).toBeGreaterThan(1e-3);
+    const d = maxRelDiff(weights(path.join(r.dir, 'weights0.safetensors')), weights(path.join(r.dir, 'weights1.safetensors')));
+    expect([d.name, d.diff]).toEqual([d.name, 0]);
+  });
 });
 
 // A run stopped mid-epoch and resumed, with dropout on (each rank's masks from its own seed, derived from rank 0's):

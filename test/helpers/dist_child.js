@@ -2,13 +2,16 @@
 // what a user's own data-parallel script looks like): a small vgg11 on the STL10 files under <dataRoot>, deterministic
 // transforms, SGD; the Trainer with DistributedDataParallel when the launcher's environment is there.
 //   node dist_child.js <dataRoot> <outDir> '<json options>'
-//     options: { batchSize, epochs, batchNorm, syncBn, lr, compression, dropout, seedPerRank, stopAtStep, resume }
+//     options: { batchSize, epochs, batchNorm, syncBn, lr, compression, dropout, seedPerRank, stopAtStep, resume,
+//                imageSize, imageSizePerRank, saveEveryRank }
+//       imageSize: the images' side (default 32); imageSizePerRank: rank r's side instead (ranks with different maps);
 //       seedPerRank: each rank builds its model with another seed (DDP's start must make them rank 0's);
 //       stopAtStep: rank 0 asks to stop in that step's onStep (every rank stops after the next step, which carries
 //       the vote; checkpoints go to <outDir>/ck); resume: a checkpoint to continue.
 // Writes <outDir>/rank<r>.json: { rank, world, losses (per step, the ranks' mean), batches (onStep's per step),
-// epochs (metrics), buckets, interrupted } and rank 0 also <outDir>/init.safetensors and weights.safetensors (before
-// and after training).
+// epochs (metrics), buckets, interrupted, stats (the group's), parameters (their total count) } and rank 0 also
+// <outDir>/init.safetensors and weights.safetensors (before and after training; saveEveryRank: each rank its
+// weights<r>.safetensors as well).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -17,7 +20,7 @@ const lib = require(path.join(__dirname, '..', '..', 'dist', 'index.js'));
 const [dataRoot, outDir, json] = process.argv.slice(2);
 const o = {
   batchSize: 8, epochs: 1, batchNorm: false, syncBn: false, lr: 0.05, compression: 'none', dropout: 0, seedPerRank: false,
-  stopAtStep: 0, resume: null, ...JSON.parse(json || '{}'),
+  stopAtStep: 0, resume: null, imageSize: 32, imageSizePerRank: null, saveEveryRank: false, ...JSON.parse(json || '{}'),
 };
 const T = lib.transforms;
 
@@ -28,7 +31,8 @@ const T = lib.transforms;
   const cfg = lib.cfgs.A.map((v) => (v === 'M' ? 'M' : Math.max(4, Math.round(v / 16))));
   const seed = o.seedPerRank ? 1 + 17 * rank : 1;
   const model = new lib.VGGNet(cfg, { numClasses: 10, hiddenFeatures: 32, dropout: o.dropout, batchNorm: o.batchNorm, seed, device: 'cpu', precision: 'fp32' });
-  const tf = T.compose([T.evalTransform(32), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]);
+  const size = o.imageSizePerRank ? o.imageSizePerRank[rank] : o.imageSize;
+  const tf = T.compose([T.evalTransform(size), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]);
   const train = new lib.STL10({ root: dataRoot, split: 'train', transform: tf });
   const test = new lib.STL10({ root: dataRoot, split: 'test', transform: tf });
   const ddp = pg ? new lib.DistributedDataParallel(model, { syncBatchNorm: o.syncBn, gradientCompression: o.compression }) : null;
@@ -49,9 +53,11 @@ const T = lib.transforms;
   });
   fs.mkdirSync(outDir, { recursive: true });
   if (rank === 0) model.saveStateDict(path.join(outDir, 'weights.safetensors'));
+  if (o.saveEveryRank) model.saveStateDict(path.join(outDir, `weights${rank}.safetensors`));
   fs.writeFileSync(path.join(outDir, `rank${rank}.json`), JSON.stringify({
     rank, world: pg ? pg.worldSize : 1, losses, batches, interrupted: r.interrupted, epochs: r.history, validation: r.validation && { loss: r.validation.loss, samples: r.validation.samples, confusion: r.validation.confusion },
     buckets: ddp ? ddp.buckets.length : 0, stats: pg ? pg.stats() : null,
+    parameters: model.parameters().reduce((n, p) => n + p.param.shape.reduce((a, b) => a * b, 1), 0),
   }));
   pg?.destroy();
 })().catch((e) => {
