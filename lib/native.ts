@@ -58,6 +58,8 @@ export interface NativeGroupStats {
   buckets: number;
   collectives: number;
   bytes: number;
+  /** Bytes DDP's classifier layers gathered (their inputs and output gradients, world × each rank's). */
+  gatheredBytes: number;
   commMs: number;
   exposedMs: number;
   backwardMs: number;
@@ -190,6 +192,7 @@ export interface NativeAddon {
   distSyncDevice(g: NativeGroup): void;
   distBroadcast(g: NativeGroup, tensors: T[], root: number): void;
   distAllreduceHost(g: NativeGroup, values: Float64Array): void;
+  distAllGather(g: NativeGroup, src: T, dst: T, scale: number): void;
   distStats(g: NativeGroup): NativeGroupStats;
   distShutdown(g: NativeGroup): void;
   distBuildInfo(): { gloo: string | null; nccl: string | null };

@@ -1,7 +1,9 @@
 // `npm run bench -- dist`: data-parallel training on the CPU over gloo against one process on the same cores — one
 // process with 2 threads against 2 processes (`vggnet launch`'s way) with 1 thread each, the same model and the same
 // global batch — with images/s, the scaling efficiency, and the all-reduce time per step (and how much of it backward
-// did not hide). The workers are this file run with --worker (one process, or N under the launcher).
+// did not hide), both with the classifier's rows gathered (DDP's default on the CPU) and with every gradient
+// all-reduced (gatherClassifierRows: false, as PyTorch's DDP). The workers are this file run with --worker (one
+// process, or N under the launcher).
 import { spawnSync } from 'child_process';
 import * as net from 'net';
 import * as path from 'path';
@@ -25,6 +27,7 @@ interface Case {
 const CASES: Case[] = [
   { name: 'vgg11', size: 32, hidden: 4096, batch: 16, steps: 6 },
   { name: 'vgg11 (512 hidden)', size: 64, hidden: 512, batch: 16, steps: 6 },
+  { name: 'vgg11', size: 224, hidden: 4096, batch: 4, steps: 3 },
 ];
 
 interface WorkerResult {
@@ -36,6 +39,7 @@ interface WorkerResult {
   exposedMs?: number;
   buckets?: number;
   bucketMB?: number;
+  gatheredMB?: number;
 }
 
 /** One worker: warm-up, then `steps` timed training steps on random data; rank 0 prints its result as JSON. */
@@ -45,7 +49,8 @@ async function worker(c: Case): Promise<void> {
   const world = pg?.worldSize ?? 1;
   const local = c.batch / world;
   const model = new VGGNet(cfgs.A, { numClasses: 10, hiddenFeatures: c.hidden, dropout: 0, seed: 1, device: 'cpu', precision: 'fp32' });
-  const ddp = pg ? new DistributedDataParallel(model, { processGroup: pg }) : null;
+  const gather = process.env.VGGNET_BENCH_GATHER !== '0';
+  const ddp = pg ? new DistributedDataParallel(model, { processGroup: pg, gatherClassifierRows: gather }) : null;
   const opt = sgd({ lr: 0.01, momentum: 0.9 });
   const rng = new Rng(7 + (pg?.rank ?? 0));
   const x = Tensor.from(rng.fillNormal(new Float32Array(local * 3 * c.size * c.size), 0, 1), [local, 3, c.size, c.size]);
@@ -64,6 +69,7 @@ async function worker(c: Case): Promise<void> {
     r.exposedMs = (s1.exposedMs - s0.exposedMs) / n;
     r.buckets = ddp.buckets.length;
     r.bucketMB = (s1.bytes - s0.bytes) / n / 1e6; // as reduced: the first classifier layer's gradient pooled on small maps
+    r.gatheredMB = (s1.gatheredBytes - s0.gatheredBytes) / n / 1e6;
   }
   if ((pg?.rank ?? 0) === 0) process.stdout.write(`${JSON.stringify(r)}\n`);
   pg?.destroy();
@@ -81,7 +87,7 @@ function freePort(): Promise<number> {
 }
 
 /** Runs the case as one process with 2 threads, or as `nproc` workers of 1 thread under `vggnet launch`. */
-async function runCase(c: Case, nproc: number): Promise<WorkerResult> {
+async function runCase(c: Case, nproc: number, gather = true): Promise<WorkerResult> {
   const script = path.join(__dirname, 'dist.js');
   const args = ['--worker', JSON.stringify(c)];
   const cmd = nproc === 1
@@ -89,7 +95,7 @@ async function runCase(c: Case, nproc: number): Promise<WorkerResult> {
     : [path.join(__dirname, '..', 'cli', 'vggnet.js'), 'launch', '--nproc-per-node', String(nproc), '--device', 'cpu',
       '--master-port', String(await freePort()), script, ...args];
   const r = spawnSync(process.execPath, cmd, {
-    env: { ...process.env, OMP_NUM_THREADS: nproc === 1 ? '2' : '1' }, encoding: 'utf8', timeout: 1800000,
+    env: { ...process.env, OMP_NUM_THREADS: nproc === 1 ? '2' : '1', VGGNET_BENCH_GATHER: gather ? '1' : '0' }, encoding: 'utf8', timeout: 1800000,
   });
   if (r.status !== 0) throw new Error(`bench dist: the ${nproc}-process run failed (${r.status ?? r.signal}): ${r.stderr}`);
   const json = r.stdout.split('\n').find((l) => l.startsWith('{'));
@@ -103,12 +109,16 @@ export async function benchDist(): Promise<void> {
   for (const c of CASES) {
     const one = await runCase(c, 1);
     const two = await runCase(c, 2);
-    const row = (what: string, r: WorkerResult) => `    ${what.padEnd(24)}${r.imgPerS.toFixed(1).padStart(8)} img/s${r.stepMs.toFixed(0).padStart(8)} ms/step`;
-    console.log(`  ${c.name} ${c.size}x${c.size}, global batch ${c.batch} (${two.engine})`);
+    const reduced = await runCase(c, 2, false);
+    const row = (what: string, r: WorkerResult) => `    ${what.padEnd(34)}${r.imgPerS.toFixed(1).padStart(8)} img/s${r.stepMs.toFixed(0).padStart(8)} ms/step`;
+    const comm = (r: WorkerResult) => `   all-reduce ${r.commMs!.toFixed(1)} ms/step (${r.bucketMB!.toFixed(1)} MB a step` +
+      `${r.gatheredMB ? `, ${r.gatheredMB.toFixed(2)} MB gathered` : ''}), ${r.exposedMs!.toFixed(1)} ms of it after backward`;
+    console.log(`  ${c.name} ${c.size}x${c.size}, global batch ${c.batch} (${two.engine}, ${two.buckets} buckets)`);
     console.log(row('1 process x 2 threads', one));
-    console.log(`${row('2 processes x 1 thread', two)}   all-reduce ${two.commMs!.toFixed(1)} ms/step (${two.buckets} buckets, ` +
-      `${two.bucketMB!.toFixed(1)} MB a step), ${two.exposedMs!.toFixed(1)} ms of it after backward`);
-    console.log(`    scaling efficiency ${(100 * two.imgPerS / one.imgPerS).toFixed(0)}% (2 x 1 thread against 1 x 2 threads)`);
+    console.log(`${row('2 processes x 1 thread', two)}${comm(two)}`);
+    console.log(`${row('  every gradient all-reduced', reduced)}${comm(reduced)}`);
+    console.log(`    scaling efficiency ${(100 * two.imgPerS / one.imgPerS).toFixed(0)}% (2 x 1 thread against 1 x 2 threads; ` +
+      `${(100 * reduced.imgPerS / one.imgPerS).toFixed(0)}% all-reducing every gradient)`);
   }
 }
 

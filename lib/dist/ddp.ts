@@ -11,11 +11,16 @@
 // loss, and skips a non-finite step together), with each rank's stop vote (Ctrl-C stops every rank after the same
 // step).
 //
-// The first classifier layer's weight gradient on small maps (inputs under 224² on the CPU: VGGNet.splitsHead) is
-// held as the pool's input, (out, C·h·w) instead of (out, C·7·7): 1/49 of the 411 MB of VGG's 4096×25088 at 32²
-// input. Averaging commutes with the pool, so the ranks all-reduce it in that form, and SGD defers that layer's update
-// as in one process (lib/optim/deferred.ts). All-reduces of different sizes would hang, so before backward the ranks
-// agree on the form (one small all-reduce of each rank's map size); ranks whose maps differ reduce it whole.
+// The classifier's gradients on the CPU: a linear layer's are dW = dy^T·x and db = Σ dy over the batch's rows, so
+// their average over the ranks is the same product over every rank's rows with dy/ranks. The ranks gather those rows
+// (gatherRows: at batch 8, 8·(25088 + 4096) floats for VGG's first layer instead of its 411 MB gradient) and each
+// works the averaged gradients out itself; only the convolutions' gradients go through the buckets (vgg16: 59 of
+// 528 MB). Where they are not gathered (gatherClassifierRows: false, CUDA, ranks with different batch sizes), the
+// first classifier layer's weight gradient on small maps (inputs under 224²: VGGNet.splitsHead), held as the pool's
+// input, (out, C·h·w) instead of (out, C·7·7), is all-reduced in that form: averaging commutes with the pool. Either
+// way SGD defers that layer's update as in one process (lib/optim/deferred.ts). Collectives of different sizes would
+// hang, so before backward the ranks agree on the batch size and the map size (one small all-reduce); ranks whose
+// maps differ reduce that layer's gradient whole.
 //
 // Optional: bf16 compression (each bucket travels as bfloat16, summed in float32 pairwise, averaged back into the
 // float32 gradients), and SyncBatchNorm (batch statistics over every replica's batch, in forward and backward).
@@ -30,7 +35,7 @@ import { Tensor } from '../tensor';
 import { eagerGate, runStep } from '../train/train_step';
 import { ProcessGroup, getProcessGroup } from './process_group';
 import {
-  groupFinish, groupReduceBucket, groupReduceExtras, groupRequestStop, groupStopVotes, groupSyncDevice,
+  groupAllGather, groupFinish, groupReduceBucket, groupReduceExtras, groupRequestStop, groupStopVotes, groupSyncDevice,
 } from './native_dist';
 
 export interface DDPOptions {
@@ -44,6 +49,12 @@ export interface DDPOptions {
   gradientCompression?: 'none' | 'bf16';
   /** SyncBatchNorm: batch statistics over every replica's batch, in forward and backward. Default false. */
   syncBatchNorm?: boolean;
+  /**
+   * CPU groups: the classifier's linear layers work their averaged gradients out from every rank's rows of their
+   * inputs and output gradients, gathered, instead of all-reducing the gradients (default true; false: all-reduced,
+   * as PyTorch's DDP does). Equal up to float rounding (summation order).
+   */
+  gatherClassifierRows?: boolean;
 }
 
 export interface BucketInfo {
@@ -85,7 +96,16 @@ export class DistributedDataParallel implements DistributedStep {
   private lossOut: Tensor | null = null;
   /** This step's agreed form of the first classifier layer's weight gradient: pooled in this geometry, or whole. */
   private pooledForm: PoolGeometry | null = null;
+  /** Whether every rank's first classifier layer takes its gradient alike this step (pooled alike, or whole). */
+  private sameHead = false;
+  /** This step's batch size, when every rank has the same one (their rows can be gathered), else 0. */
+  private sharedRows = 0;
   private readonly pooledWeight: Parameter | undefined;
+  readonly gatherClassifierRows: boolean;
+  /** The classifier's linear layers' weights: the layers whose rows may be gathered. */
+  private readonly gatherable = new Set<Parameter>();
+  /** The parameters whose gradients this step's gathered rows made (averaged already: no bucket reduces them). */
+  private readonly gathered = new Set<Parameter>();
 
   constructor(model: VGGNet, options: DDPOptions = {}) {
     if (!(model instanceof VGGNet)) throw new TypeError('DistributedDataParallel: expected a VGGNet model');
@@ -123,6 +143,8 @@ export class DistributedDataParallel implements DistributedStep {
     this.ready = new Array(plan.length).fill(0);
     const fc1 = model.classifier.layers[0];
     this.pooledWeight = fc1 instanceof Linear ? fc1.weight : undefined;
+    this.gatherClassifierRows = (options.gatherClassifierRows ?? true) && pg.device === 'cpu';
+    for (const l of model.classifier.layers) if (l instanceof Linear) this.gatherable.add(l.weight);
 
     // Every replica starts from rank 0's weights and buffers.
     this.broadcastState();
@@ -172,7 +194,8 @@ export class DistributedDataParallel implements DistributedStep {
     this.ready.fill(0);
     this.seen.clear();
     this.launched = 0;
-    this.pooledForm = this.agreePooledForm();
+    this.gathered.clear();
+    this.agreeOnForms();
     this.lossOut = Tensor.empty([1], { device: this.module.device });
     groupReduceExtras(this.processGroup.handle, loss, this.lossOut);
   }
@@ -188,8 +211,33 @@ export class DistributedDataParallel implements DistributedStep {
     // Buckets start in order (every rank must issue the same collectives in the same order).
     while (this.launched < this.plan.length && this.ready[this.launched] === this.plan[this.launched].params.length) {
       const b = this.plan[this.launched++];
-      groupReduceBucket(this.processGroup.handle, b.params.map((p) => this.gradientToReduce(p)), this.compression === 'bf16');
+      const rest = b.params.filter((p) => !this.gathered.has(p)); // the same on every rank: they agreed on the forms
+      if (rest.length) groupReduceBucket(this.processGroup.handle, rest.map((p) => this.gradientToReduce(p)), this.compression === 'bf16');
     }
+  }
+
+  gatherRows(layer: { weight: Parameter; bias?: Parameter }, x: Tensor, dy: Tensor): { x: Tensor; dy: Tensor } | undefined {
+    if (!this.active || !this.gatherClassifierRows || this.sharedRows === 0 || !this.gatherable.has(layer.weight)) return undefined;
+    if (layer.weight === this.pooledWeight && !this.sameHead) return undefined; // its input's width differs between ranks
+    const rows = this.sharedRows;
+    if (x.shape.length !== 2 || dy.shape.length !== 2 || x.shape[0] !== rows || dy.shape[0] !== rows) {
+      throw new Error(`DistributedDataParallel: the ranks agreed on batches of ${rows}, but a linear layer's backward has ` +
+        `input [${x.shape.join(', ')}] and output gradient [${dy.shape.join(', ')}]`);
+    }
+    const world = this.processGroup.worldSize;
+    const gx = Tensor.empty([world * rows, x.shape[1]], { dtype: x.dtype });
+    const gdy = Tensor.empty([world * rows, dy.shape[1]], { dtype: dy.dtype });
+    try {
+      groupAllGather(this.processGroup.handle, x, gx, 1);
+      groupAllGather(this.processGroup.handle, dy, gdy, 1 / world); // the average's 1/ranks (exact for powers of 2)
+    } catch (e) {
+      gx.dispose();
+      gdy.dispose();
+      throw e;
+    }
+    this.gathered.add(layer.weight);
+    if (layer.bias) this.gathered.add(layer.bias);
+    return { x: gx, dy: gdy };
   }
 
   finishGradients(): Tensor {
@@ -230,18 +278,26 @@ export class DistributedDataParallel implements DistributedStep {
   }
 
   /**
-   * Whether every rank's backward will hand the first classifier layer's weight gradient over pooled in the same
-   * geometry (VGGNet.pooledGradGeometry): one all-reduce of [1, code, code²] per step, where code encodes the rank's
-   * map height and width (0: whole). Every code is the same exactly when n·Σcode² = (Σcode)² (Cauchy–Schwarz); the
-   * sums are exact in float64. CUDA groups skip it: pooled gradients are CPU-only, and a host round trip would break
-   * the step's capture.
+   * Before backward, what its collectives depend on (VGGNet.gradientForm): whether every rank has the same batch
+   * size (their rows can be gathered) and hands the first classifier layer's weight gradient over alike (pooled in
+   * the same geometry, or whole). One all-reduce of [1, code, code², rows, rows²] per step, where code encodes the
+   * rank's map height and width (0: whole): every rank's value is the same exactly when n·Σv² = (Σv)²
+   * (Cauchy–Schwarz); the sums are exact in float64. CUDA groups skip it: pooled gradients and gathered rows are
+   * CPU-only, and a host round trip would break the step's capture.
    */
-  private agreePooledForm(): PoolGeometry | null {
-    if (this.processGroup.device !== 'cpu') return null;
-    const g = this.module.pooledGradGeometry() ?? null;
+  private agreeOnForms(): void {
+    this.pooledForm = null;
+    this.sameHead = false;
+    this.sharedRows = 0;
+    if (this.processGroup.device !== 'cpu') return;
+    const form = this.module.gradientForm();
+    const g = form?.pooled ?? null;
     const code = g ? 1 + g[1] * (g[4] + 1) + g[2] : 0; // h ≤ oh, w ≤ ow: distinct per (h, w)
-    const [n, sum, squares] = this.processGroup.allReduce([1, code, code * code]);
-    return g && n * squares === sum * sum ? g : null;
+    const rows = form?.rows ?? 0;
+    const [n, sum, squares, rowSum, rowSquares] = this.processGroup.allReduce([1, code, code * code, rows, rows * rows]);
+    this.sameHead = n * squares === sum * sum;
+    this.pooledForm = g && this.sameHead ? g : null;
+    this.sharedRows = rows > 0 && n * rowSquares === rowSum * rowSum ? rows : 0;
   }
 
   /** The gradient a bucket all-reduces for p: the pooled buffer where the ranks agreed on it, else the whole one. */
@@ -249,7 +305,7 @@ export class DistributedDataParallel implements DistributedStep {
     if (!this.pooledForm || p !== this.pooledWeight) return p.grad;
     const g = p.gradForStep();
     if (!g.pooled || !g.pooled.every((v, i) => v === this.pooledForm![i])) {
-      // Unreachable while pooledGradGeometry tells the truth: the other ranks are reducing a pooled buffer.
+      // Unreachable while gradientForm tells the truth: the other ranks are reducing a pooled buffer.
       throw new Error(`DistributedDataParallel: the ranks agreed to all-reduce ${this.bucketNameOf(p)}'s gradient pooled to ` +
         `${this.pooledForm.join('×')}, but this rank holds it ${g.pooled ? `pooled to ${g.pooled.join('×')}` : 'whole'}`);
     }

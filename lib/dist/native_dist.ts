@@ -39,6 +39,10 @@ export function groupBroadcast(g: NativeGroup, tensors: Tensor[], root: number):
 export function groupAllreduceHost(g: NativeGroup, values: Float64Array): void {
   addon().distAllreduceHost(g, values);
 }
+/** Every rank's src into dst (world × src's elements, same dtype), in rank order, times scale: CPU groups. */
+export function groupAllGather(g: NativeGroup, src: Tensor, dst: Tensor, scale: number): void {
+  addon().distAllGather(g, src.native, dst.native, scale);
+}
 export function groupStats(g: NativeGroup): NativeGroupStats {
   return addon().distStats(g);
 }

@@ -61,12 +61,20 @@ interface TrainHead {
  * weight's gradient already holds values whole, that pooled and added to them. forFold: the forward multiplied by
  * the weight's fold (SGD may then defer the weight's update: lib/optim/deferred.ts).
  */
-export function pooledLinearGrads(layer: Linear, x: Tensor, dy: Tensor, geometry: PoolGeometry, forFold = false): void {
+export function pooledLinearGrads(layer: Linear, x: Tensor, dy: Tensor, geometry: PoolGeometry, forFold = false,
+  step?: StepContext): void {
   const bias = layer.bias?.gradForBackward();
   const small = layer.weight.pooledGradForBackward(geometry, forFold);
   if (small) {
     const { grads: [dw, db], accumulate } = shareAccumulate([small, bias]);
-    ops.linearBackwardWeights(x, dy, dw!, db, accumulate);
+    // In a distributed step the gradients may come from every rank's rows (DistributedDataParallel).
+    const rows = accumulate ? undefined : step?.distributed?.gatherRows?.(layer, x, dy);
+    try {
+      ops.linearBackwardWeights(rows?.x ?? x, rows?.dy ?? dy, dw!, db, accumulate);
+    } finally {
+      rows?.x.dispose();
+      rows?.dy.dispose();
+    }
     return;
   }
   const [c, h, w] = geometry;
@@ -166,6 +174,8 @@ export class VGGNet extends Module {
   private childGenerations: number[] = [];
   /** What the latest forward's first classifier layer, run by the model on small maps (splitsHead), left for backward. */
   private trainHead: TrainHead | undefined;
+  /** The batch size of the latest forward with gradients, until its backward. */
+  private gradRows: number | undefined;
 
   constructor(config: VGGConfig, options: VGGOptions = {}, name?: string) {
     super();
@@ -267,7 +277,7 @@ export class VGGNet extends Module {
     tensorArg(x, 'VGGNet.forward');
     this.freeActs();
     const step = options?.step;
-    const [, c, h, w] = x.shape;
+    const [n, c, h, w] = x.shape;
     if (x.shape.length !== 4 || c !== this.options.inChannels) {
       throw new Error(`VGGNet.forward: expected input (N, ${this.options.inChannels}, H, W), got [${x.shape.join(', ')}]`);
     }
@@ -275,6 +285,7 @@ export class VGGNet extends Module {
     if (x.device !== this.device) throw new Error(`VGGNet.forward: input is on ${x.device}, the model on ${this.device}`);
     // Entry: activations in the compute dtype, channels-last on the GPU, and the GPU's float32 math mode.
     if (this.device === 'cuda') ops.setCudaMathMode(this.precision);
+    this.gradRows = isGradEnabled() ? n : undefined;
     let cur = x;
     const dt = this.precision === 'bf16' ? 'bfloat16' : 'float32';
     if (cur.dtype !== dt) cur = this.keep(ops.cast(cur, dt));
@@ -449,15 +460,16 @@ export class VGGNet extends Module {
   }
 
   /**
-   * For DistributedDataParallel, after the forward of a training step and before its backward: the geometry
-   * [C, H, W, oh, ow] in which backward will hand the first classifier layer's weight gradient over pooled
-   * (splitsHead; Parameter.pooledGradForBackward), or undefined when it will be whole. The ranks all-reduce it pooled
-   * when they all agree on it.
+   * For DistributedDataParallel, after the forward of a training step and before its backward (else undefined): its
+   * batch size, and the geometry [C, H, W, oh, ow] in which backward will hand the first classifier layer's weight
+   * gradient over pooled (splitsHead; Parameter.pooledGradForBackward), undefined when whole. The ranks' collectives
+   * in backward depend on both, so they agree on them first.
    */
-  pooledGradGeometry(): PoolGeometry | undefined {
+  gradientForm(): { rows: number; pooled: PoolGeometry | undefined } | undefined {
+    if (this.gradRows === undefined) return undefined;
     const g = this.trainHead?.geometry;
     const fc1 = this.classifier.layers[0] as Linear;
-    return g && fc1.weight.takesPooledGrad(g) ? [...g] : undefined;
+    return { rows: this.gradRows, pooled: g && fc1.weight.takesPooledGrad(g) ? [...g] : undefined };
   }
 
   /** Whether the average pool only repeats this feature map into a first classifier layer that can take its fold. */
@@ -506,7 +518,7 @@ export class VGGNet extends Module {
       // the small map, and the feature map's gradient through the folded weight, or through the weight and the pool.
       const fc1 = this.classifier.layers[0] as Linear;
       step(ops.reluBackward(g, head.y));
-      pooledLinearGrads(fc1, head.f, g, head.geometry, head.folded);
+      pooledLinearGrads(fc1, head.f, g, head.geometry, head.folded, options?.step);
       options?.step?.distributed?.gradientsReady(fc1.ownParameters().map(([, p]) => p));
       if (head.folded) {
         step(ops.linearBackwardData(g, head.w));
@@ -622,6 +634,7 @@ export class VGGNet extends Module {
     this.acts = [];
     this.trainHead?.prepared?.dispose();
     this.trainHead = undefined;
+    this.gradRows = undefined;
   }
 }
 

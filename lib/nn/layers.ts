@@ -367,11 +367,18 @@ export class Linear extends Module {
     return this.forwardDone(y);
   }
 
-  backward(dy: Tensor): Tensor {
+  backward(dy: Tensor, options?: BackwardOptions): Tensor {
     this.backwardStart(dy, 'Linear');
     const x = requireSaved(this.x, 'Linear');
     const { grads: [dw, db], accumulate } = gradsForBackward([this.weight, this.bias]);
-    ops.linearBackwardWeights(x, dy, dw!, db, accumulate);
+    // In a distributed step the gradients may come from every rank's rows (DistributedDataParallel).
+    const rows = accumulate ? undefined : options?.step?.distributed?.gatherRows?.(this, x, dy);
+    try {
+      ops.linearBackwardWeights(rows?.x ?? x, rows?.dy ?? dy, dw!, db, accumulate);
+    } finally {
+      rows?.x.dispose();
+      rows?.dy.dispose();
+    }
     const dx = ops.linearBackwardData(dy, this.heldWeights(dy.dtype) ?? this.weight.value);
     this.dropSaved();
     return dx;

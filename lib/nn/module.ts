@@ -246,6 +246,13 @@ export interface DistributedStep {
   beginBackward(loss: Tensor): void;
   /** Called by containers as soon as a child's backward has written these parameters' gradients. */
   gradientsReady(params: Parameter[]): void;
+  /**
+   * For a linear layer's gradients, dW = dy^T·x and db = Σ dy: every rank's rows of x and of dy (times 1/ranks), in
+   * rank order, when the ranks work the layer's averaged gradients out themselves this step instead of all-reducing
+   * them (DistributedDataParallel: a few KB of rows instead of the weight's MB); else undefined. The caller disposes
+   * the two tensors. Called only where backward writes the gradients fresh (not accumulating).
+   */
+  gatherRows?(layer: { weight: Parameter; bias?: Parameter }, x: Tensor, dy: Tensor): { x: Tensor; dy: Tensor } | undefined;
   /** After backward: every gradient is the average over the ranks; returns the loss averaged over the ranks. */
   finishGradients(): Tensor;
   /**

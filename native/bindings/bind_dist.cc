@@ -3,6 +3,7 @@
 // typed side.
 #include "bindings/bind_dist.h"
 
+#include <cmath>
 #include <memory>
 
 #include "bindings/js_tensor.h"
@@ -143,6 +144,17 @@ Napi::Value AllreduceHost(const Napi::CallbackInfo& info) {
   g.allreduce_host(a.Data(), a.ElementLength());
   return info.Env().Undefined();
 }
+// distAllGather(h, src, dst, scale): every rank's src into dst in rank order, times scale (CPU groups).
+Napi::Value AllGather(const Napi::CallbackInfo& info) {
+  ProcessGroup& g = group_arg(arg(info, 0), "distAllGather");
+  Tensor& src = unwrap(arg(info, 1), "distAllGather: source");
+  Tensor& dst = unwrap(arg(info, 2), "distAllGather: output");
+  const double scale = get_number(arg(info, 3), "distAllGather: scale");
+  VGG_CHECK_TYPE(std::isfinite(scale), "distAllGather: scale must be finite");
+  g.all_gather(src, dst, float(scale));
+  dst.mark_written();
+  return info.Env().Undefined();
+}
 Napi::Value Stats(const Napi::CallbackInfo& info) {
   const dist::GroupStats s = group_arg(arg(info, 0), "distStats").stats();
   Napi::Object o = Napi::Object::New(info.Env());
@@ -151,6 +163,7 @@ Napi::Value Stats(const Napi::CallbackInfo& info) {
   o.Set("buckets", double(s.buckets));
   o.Set("collectives", double(s.collectives));
   o.Set("bytes", s.bytes);
+  o.Set("gatheredBytes", s.gathered_bytes);
   o.Set("commMs", s.comm_ms);
   o.Set("exposedMs", s.exposed_ms);
   o.Set("backwardMs", s.backward_ms);
@@ -194,6 +207,7 @@ void init_dist(Napi::Env env, Napi::Object exports) {
   def("distSyncDevice", SyncDevice);
   def("distBroadcast", Broadcast);
   def("distAllreduceHost", AllreduceHost);
+  def("distAllGather", AllGather);
   def("distStats", Stats);
   def("distShutdown", Shutdown);
   def("distBuildInfo", BuildInfo);

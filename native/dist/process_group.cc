@@ -572,6 +572,39 @@ void ProcessGroup::allreduce_host(double* p, size_t n) {
   copy_bytes(p, Device::CPU, tmp.raw(), Device::CUDA, n * sizeof(double));
 }
 
+void ProcessGroup::all_gather(const Tensor& src, Tensor& dst, float scale) {
+  check_failed();
+  VGG_CHECK(!cuda_, "distributed: all_gather reduces CPU tensors, this group reduces %s ones", device_name(o_.device));
+  VGG_CHECK_TYPE(src.defined() && dst.defined() && src.device() == Device::CPU && dst.device() == Device::CPU,
+                 "all_gather: CPU tensors expected");
+  VGG_CHECK_TYPE((src.dtype == DType::F32 || src.dtype == DType::BF16) && dst.dtype == src.dtype,
+                 "all_gather: float32 or bfloat16 tensors of one dtype expected, got %s and %s", dtype_name(src.dtype),
+                 dtype_name(dst.dtype));
+  VGG_CHECK(src.layout == Layout::Contiguous && dst.layout == Layout::Contiguous && dst.numel() == src.numel() * o_.world,
+            "all_gather: plain tensors, the output holding %d × %lld elements, expected; it holds %lld", o_.world, (long long)src.numel(),
+            (long long)dst.numel());
+  const bool bf16 = src.dtype == DType::BF16;
+  const size_t n = size_t(src.numel()), esz = bf16 ? 2 : 4, count = n * size_t(o_.world);
+  // A sum over the ranks of buffers that are zero outside each rank's own slot: x + 0 is x, exactly.
+  char* out = static_cast<char*>(dst.raw());
+  std::memset(out, 0, count * esz);
+  std::memcpy(out + size_t(o_.rank) * n * esz, src.raw(), n * esz);
+  enqueue({strprintf("all-gather of %zu %s elements per rank", n, bf16 ? "bfloat16" : "float32"),
+           [this, out, count, bf16] { engine_->allreduce_sum(out, count, bf16 ? Elem::BF16 : Elem::F32, nullptr); }});
+  wait_all();
+  if (scale != 1.f) {
+    if (bf16) {
+      uint16_t* d = reinterpret_cast<uint16_t*>(out);
+      for (size_t i = 0; i < count; ++i) d[i] = to_bf16(scale * from_bf16(d[i]));
+    } else {
+      float* d = reinterpret_cast<float*>(out);
+      for (size_t i = 0; i < count; ++i) d[i] *= scale;
+    }
+  }
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.gathered_bytes += double(count * esz);
+}
+
 void ProcessGroup::sum(double* data, int64_t n, Device device) {
   check_failed();
   VGG_CHECK(device == o_.device, "SyncBatchNorm: tensors on %s, the process group reduces %s tensors",

@@ -54,6 +54,7 @@ struct GroupStats {
   int64_t timed_steps = 0;  // of which timed (CUDA: eager steps only; captured replays are not)
   int64_t buckets = 0, collectives = 0;
   double bytes = 0;         // bucket bytes all-reduced
+  double gathered_bytes = 0;  // bytes all_gather() received (world × each rank's)
   double comm_ms = 0;       // time inside bucket all-reduces (timed steps)
   double exposed_ms = 0;    // time the step waited for them after backward ended (timed steps)
   double backward_ms = 0;   // from the first bucket's launch to the end of backward (timed steps)
@@ -88,6 +89,10 @@ class ProcessGroup final : public ReplicaSum {
 
   void broadcast(std::vector<Tensor>& ts, int root);
   void allreduce_host(double* p, size_t n);
+  // CPU groups: every rank's src (float32 or bfloat16, the same size on every rank) into dst (world × src's elements,
+  // the same dtype), in rank order, each element times `scale`; returns when done (DDP's classifier gradients:
+  // the layers' inputs and output gradients gathered instead of their weight gradients all-reduced).
+  void all_gather(const Tensor& src, Tensor& dst, float scale);
   void sum(double* data, int64_t n, Device device) override;  // SyncBatchNorm
 
   GroupStats stats();

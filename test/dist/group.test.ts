@@ -12,6 +12,7 @@ import {
 } from '../../lib/dist';
 import { backends } from '../../lib/backend';
 import { tinyVgg, randomBatch } from '../helpers/tiny';
+import { groupAllGather } from '../../lib/dist/native_dist';
 import { freePort } from '../helpers/procs';
 import { Linear } from '../../lib/nn/layers';
 import { poolOutGrad } from '../../lib/nn/module';
@@ -81,14 +82,25 @@ describeGloo('a world of one', () => {
     const t = Tensor.from(new Float32Array([1, 2, 3]), [3]);
     pg.broadcast([t]);
     expect(Array.from(t.toFloat32())).toEqual([1, 2, 3]);
-    t.dispose();
+    // The all-gather DDP's classifier uses: the rows, scaled (float32; bfloat16 rounded to nearest even).
+    const g = Tensor.empty([3]);
+    groupAllGather(pg.handle, t, g, 0.5);
+    expect(Array.from(g.toFloat32())).toEqual([0.5, 1, 1.5]);
+    const b = ops.cast(Tensor.from(new Float32Array([1, 3, 1 + 2 ** -7]), [3]), 'bfloat16');
+    const gb = Tensor.empty([3], { dtype: 'bfloat16' });
+    groupAllGather(pg.handle, b, gb, 1 / 3);
+    expect(Array.from(gb.toFloat32())).toEqual([0.333984375, 1, 0.3359375]); // each product rounded to bf16 once
+    expect(() => groupAllGather(pg.handle, t, Tensor.empty([4]), 1)).toThrow(/all_gather: plain tensors, the output holding 1 × 3 elements, expected; it holds 4/);
+    expect(() => groupAllGather(pg.handle, t, gb, 1)).toThrow(/all_gather: float32 or bfloat16 tensors of one dtype expected, got float32 and bfloat16/);
+    expect(() => groupAllGather(pg.handle, t, g, NaN)).toThrow(/distAllGather: scale must be finite/);
+    for (const x of [t, g, b, gb]) x.dispose();
     await expect(initDistributed({ rank: 0, worldSize: 1, device: 'cpu' })).rejects.toThrow(/already belongs to a process group/);
   });
 
   // Plain steps and DDP steps from the same start, batch by batch: with one rank the average is the gradient itself.
-  function compareSteps(batchNorm: boolean, options: { syncBatchNorm?: boolean } = {}) {
-    const plain = tinyVgg({ batchNorm, seed: 4 });
-    const dist = tinyVgg({ batchNorm, seed: 4 });
+  function compareSteps(batchNorm: boolean, options: { syncBatchNorm?: boolean; gatherClassifierRows?: boolean } = {}, precision: 'fp32' | 'bf16' = 'fp32') {
+    const plain = tinyVgg({ batchNorm, seed: 4, precision });
+    const dist = tinyVgg({ batchNorm, seed: 4, precision });
     const ddp = new DistributedDataParallel(dist, { processGroup: pg, ...options });
     const o1 = sgd({ lr: 0.05, momentum: 0.9, weightDecay: 1e-3 }), o2 = sgd({ lr: 0.05, momentum: 0.9, weightDecay: 1e-3 });
     const p1 = plain.parameters().map((p) => p.param), p2 = dist.parameters().map((p) => p.param);
@@ -101,11 +113,13 @@ describeGloo('a world of one', () => {
       expect(b.loss.item()).toBe(a.loss.item());
       for (const t of [a.logits, a.loss, b.logits, b.loss, x, y]) t.dispose();
     }
-    // The first classifier layer's weight gradient travelled pooled to the 1×1 map (12 × 8 of its 12 × 8·7·7) and SGD
-    // took it so (deferred); every other gradient whole.
+    // SGD took the first classifier layer's weight gradient pooled to the 1×1 map (12 × 8 of its 12 × 8·7·7), deferred.
     const fc1 = dist.classifier.layers[0] as Linear;
     expect(fc1.weight.gradForStep().pooled).toEqual([8, 1, 1, 7, 7]);
-    const whole = p2.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    const numel = (ps: { shape: number[] }[]) => ps.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+    const whole = numel(p2);
+    const linears = dist.classifier.layers.filter((l): l is Linear => l instanceof Linear);
+    const classifier = numel(linears.flatMap((l) => l.ownParameters().map(([, p]) => p)));
     const sa = plain.stateDict(), sb = dist.stateDict();
     for (const k of Object.keys(sa)) {
       const va = sa[k], vb = sb[k];
@@ -115,12 +129,25 @@ describeGloo('a world of one', () => {
     const after = pg.stats();
     expect(after.steps - before.steps).toBe(3);
     expect(after.buckets - before.buckets).toBe(3 * ddp.buckets.length);
-    expect(after.bytes - before.bytes).toBe(3 * 4 * (whole - 12 * 8 * 49 + 12 * 8));
+    if (options.gatherClassifierRows === false) {
+      // Every gradient all-reduced, the first classifier layer's pooled.
+      expect(after.bytes - before.bytes).toBe(3 * 4 * (whole - 12 * 8 * 49 + 12 * 8));
+      expect(after.gatheredBytes - before.gatheredBytes).toBe(0);
+    } else {
+      // The convolutions' gradients all-reduced; the classifier's layers gathered their 6 rows of input and output
+      // gradient instead: (8 + 12) + (12 + 12) + (12 + 5) floats a row.
+      expect(after.bytes - before.bytes).toBe(3 * 4 * (whole - classifier));
+      expect(after.gatheredBytes - before.gatheredBytes).toBe(3 * (precision === 'bf16' ? 2 : 4) * 6 * (20 + 24 + 17));
+    }
     plain.dispose();
     dist.dispose();
   }
 
-  test('a DDP step is the plain step, bit for bit', () => compareSteps(false));
+  test('a DDP step is the plain step, bit for bit (the classifier\'s rows gathered, or its gradients all-reduced)', () => {
+    compareSteps(false);
+    compareSteps(false, { gatherClassifierRows: false });
+  });
+  test('bf16: the classifier\'s bfloat16 rows gathered, bit for bit', () => compareSteps(false, {}, 'bf16'));
   test('with batch norm, per replica and as SyncBatchNorm, bit for bit', () => {
     compareSteps(true);
     compareSteps(true, { syncBatchNorm: true });
@@ -134,7 +161,7 @@ describeGloo('a world of one', () => {
       return f[0];
     };
     const plain = tinyVgg({ seed: 5 }), dist = tinyVgg({ seed: 5 });
-    const ddp = new DistributedDataParallel(dist, { processGroup: pg, gradientCompression: 'bf16', bucketCapMB: 0.002, firstBucketMB: 0.001 });
+    const ddp = new DistributedDataParallel(dist, { processGroup: pg, gradientCompression: 'bf16', bucketCapMB: 0.002, firstBucketMB: 0.001, gatherClassifierRows: false });
     expect(ddp.buckets.length).toBeGreaterThan(2);
     const { x, y } = randomBatch(4, 9, 5, 64); // a 2×2 map: a whole entry is a mean of pooled ones, rounded or not
     for (const [m, ctx] of [[plain, undefined], [dist, ddp.stepContext()]] as const) {

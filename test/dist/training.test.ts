@@ -50,8 +50,9 @@ interface ChildOut {
   epochs: Record<string, number>[];
   validation: { loss: number; samples: number; confusion: number[][] };
   buckets: number;
-  stats: { steps: number; bytes: number };
+  stats: { steps: number; bytes: number; gatheredBytes: number };
   parameters: number;
+  linears: [number, number][];
 }
 
 async function library(name: string, cfg: Record<string, unknown>, nproc: number): Promise<{ out: ChildOut[]; dir: string }> {
@@ -64,17 +65,34 @@ async function library(name: string, cfg: Record<string, unknown>, nproc: number
   return { out, dir };
 }
 
+function expectBytes(r: ChildOut, side: number, gather: boolean, headAlike = true): void {
+  const perStep = (n: number) => n / r.stats.steps;
+  const linear = r.linears.reduce((n, [i, o]) => n + i * o + o, 0);
+  if (!gather) {
+    expect(perStep(r.stats.bytes)).toBe(4 * (r.parameters - 32 * 32 * 49 + 32 * 32 * side * side));
+    expect(r.stats.gatheredBytes).toBe(0);
+    return;
+  }
+  // headAlike false: the ranks' maps differ, so the first layer's gradient is all-reduced whole instead.
+  const [i0, o0] = r.linears[0];
+  const gathered = r.linears.slice(headAlike ? 0 : 1);
+  expect(perStep(r.stats.bytes)).toBe(4 * (r.parameters - linear + (headAlike ? 0 : i0 * o0 + o0)));
+  expect(perStep(r.stats.gatheredBytes)).toBe(4 * 2 * 8 * gathered.reduce((n, [i, o], k) => n + (k === 0 && headAlike ? 32 * side * side : i) + o, 0));
+}
+
 // One process with batch 16 against two with batch 8, the same start and the same data order.
 async function compareLibrary(name: string, cfg: Record<string, unknown>): Promise<void> {
   const one = await library(`${name}-1`, { ...cfg, batchSize: 16 }, 1);
   const two = await library(`${name}-2`, { ...cfg, batchSize: 8 }, 2);
   const ref = one.out[0];
   expect(ref.losses.length).toBe((cfg.epochs as number) * 4); // epochs of 64/16 steps
-  // The first classifier layer's weight gradient, 32 × 32·7·7, travels pooled to the s/32 × s/32 map (vgg11's five
-  // max pools); every other gradient whole.
+  // What each step sends: the classifier's layers gather their 8 rows of input and output gradient per rank (the
+  // first layer's input the s/32 × s/32 map, vgg11's five max pools on), the convolutions all-reduce their
+  // gradients; or (gather: false) every gradient is all-reduced, the first classifier layer's 32 × 32·7·7 pooled to
+  // that map.
   const side = ((cfg.imageSize as number | undefined) ?? 32) / 32;
   for (const r of two.out) {
-    expect(r.stats.bytes / r.stats.steps).toBe(4 * (r.parameters - 32 * 32 * 49 + 32 * 32 * side * side));
+    expectBytes(r, side, cfg.gather !== false);
     expect(r.world).toBe(2);
     expect(r.batches).toEqual(ref.batches); // an epoch is the rank's shard: 32/8 = 64/16 batches
     // Every rank logs the ranks' mean loss: the one process's loss, step by step.
@@ -104,18 +122,26 @@ describeGloo('N processes x batch b = 1 process x batch N*b', () => {
   // Each rank builds its model from another seed: DDP's broadcast makes every replica rank 0's before the first step.
   test('ranks that start from different weights train as one (rank 0\'s weights broadcast)', () => compareLibrary('bcast', { epochs: 1, seedPerRank: true }));
   // 128² input: a 4×4 map, which training folds into the first classifier layer while SGD defers that layer's update.
-  test('vgg11 at 128² (a 4×4 map: the pool folded, its gradient all-reduced pooled, SGD deferred)', () => compareLibrary('map4', { epochs: 1, imageSize: 128 }));
-  // Pooled gradients of different sizes cannot be all-reduced: the ranks agree to reduce that one whole.
-  test('ranks whose maps differ (32² and 64² input) all-reduce every gradient whole and stay replicas, bit for bit', async () => {
-    const r = await library('mixed', { epochs: 1, imageSizePerRank: [32, 64], saveEveryRank: true }, 2);
-    for (const x of r.out) {
-      expect(x.stats.bytes / x.stats.steps).toBe(4 * x.parameters);
-      expect(x.losses).toEqual(r.out[0].losses); // the ranks' mean, on each
+  test('vgg11 at 128² (a 4×4 map: the pool folded, SGD deferred)', () => compareLibrary('map4', { epochs: 1, imageSize: 128 }));
+  test('the classifier\'s gradients all-reduced (gatherClassifierRows: false), the first layer\'s pooled, at 32² and 128²', async () => {
+    await compareLibrary('allreduce', { epochs: 1, gather: false });
+    await compareLibrary('allreduce4', { epochs: 1, gather: false, imageSize: 128 });
+  });
+  // The first classifier layer's input (pooled gradient) has another size on each rank: the ranks agree to
+  // all-reduce that layer's gradient whole (and gather the other layers' rows, or all-reduce theirs too).
+  test('ranks whose maps differ (32² and 64² input) reduce the first classifier layer\'s gradient whole and stay replicas, bit for bit', async () => {
+    for (const gather of [true, false]) {
+      const r = await library(`mixed-${gather}`, { epochs: 1, imageSizePerRank: [32, 64], saveEveryRank: true, gather }, 2);
+      for (const x of r.out) {
+        if (gather) expectBytes(x, 0, true, false);
+        else expect(x.stats.bytes / x.stats.steps).toBe(4 * x.parameters);
+        expect(x.losses).toEqual(r.out[0].losses); // the ranks' mean, on each
+      }
+      const moved = maxRelDiff(weights(path.join(r.dir, 'init.safetensors')), weights(path.join(r.dir, 'weights0.safetensors')));
+      expect(moved.diff).toBeGreaterThan(1e-3);
+      const d = maxRelDiff(weights(path.join(r.dir, 'weights0.safetensors')), weights(path.join(r.dir, 'weights1.safetensors')));
+      expect([d.name, d.diff]).toEqual([d.name, 0]);
     }
-    const moved = maxRelDiff(weights(path.join(r.dir, 'init.safetensors')), weights(path.join(r.dir, 'weights0.safetensors')));
-    expect(moved.diff).toBeGreaterThan(1e-3);
-    const d = maxRelDiff(weights(path.join(r.dir, 'weights0.safetensors')), weights(path.join(r.dir, 'weights1.safetensors')));
-    expect([d.name, d.diff]).toEqual([d.name, 0]);
   });
 });
 

@@ -3,13 +3,15 @@
 // transforms, SGD; the Trainer with DistributedDataParallel when the launcher's environment is there.
 //   node dist_child.js <dataRoot> <outDir> '<json options>'
 //     options: { batchSize, epochs, batchNorm, syncBn, lr, compression, dropout, seedPerRank, stopAtStep, resume,
-//                imageSize, imageSizePerRank, saveEveryRank }
+//                imageSize, imageSizePerRank, saveEveryRank, gather }
 //       imageSize: the images' side (default 32); imageSizePerRank: rank r's side instead (ranks with different maps);
+//       gather: DDP's gatherClassifierRows (default true);
 //       seedPerRank: each rank builds its model with another seed (DDP's start must make them rank 0's);
 //       stopAtStep: rank 0 asks to stop in that step's onStep (every rank stops after the next step, which carries
 //       the vote; checkpoints go to <outDir>/ck); resume: a checkpoint to continue.
 // Writes <outDir>/rank<r>.json: { rank, world, losses (per step, the ranks' mean), batches (onStep's per step),
-// epochs (metrics), buckets, interrupted, stats (the group's), parameters (their total count) } and rank 0 also
+// epochs (metrics), buckets, interrupted, stats (the group's), parameters (their total count), linears ([in, out] of
+// the classifier's layers) } and rank 0 also
 // <outDir>/init.safetensors and weights.safetensors (before and after training; saveEveryRank: each rank its
 // weights<r>.safetensors as well).
 'use strict';
@@ -20,7 +22,7 @@ const lib = require(path.join(__dirname, '..', '..', 'dist', 'index.js'));
 const [dataRoot, outDir, json] = process.argv.slice(2);
 const o = {
   batchSize: 8, epochs: 1, batchNorm: false, syncBn: false, lr: 0.05, compression: 'none', dropout: 0, seedPerRank: false,
-  stopAtStep: 0, resume: null, imageSize: 32, imageSizePerRank: null, saveEveryRank: false, ...JSON.parse(json || '{}'),
+  stopAtStep: 0, resume: null, imageSize: 32, imageSizePerRank: null, saveEveryRank: false, gather: true, ...JSON.parse(json || '{}'),
 };
 const T = lib.transforms;
 
@@ -35,7 +37,7 @@ const T = lib.transforms;
   const tf = T.compose([T.evalTransform(size), T.normalize(T.IMAGENET_MEAN, T.IMAGENET_STD)]);
   const train = new lib.STL10({ root: dataRoot, split: 'train', transform: tf });
   const test = new lib.STL10({ root: dataRoot, split: 'test', transform: tf });
-  const ddp = pg ? new lib.DistributedDataParallel(model, { syncBatchNorm: o.syncBn, gradientCompression: o.compression }) : null;
+  const ddp = pg ? new lib.DistributedDataParallel(model, { syncBatchNorm: o.syncBn, gradientCompression: o.compression, gatherClassifierRows: o.gather }) : null;
   fs.mkdirSync(outDir, { recursive: true });
   if (rank === 0) model.saveStateDict(path.join(outDir, 'init.safetensors')); // (after DDP's broadcast: rank 0's)
   const losses = [], batches = [];
@@ -58,6 +60,7 @@ const T = lib.transforms;
     rank, world: pg ? pg.worldSize : 1, losses, batches, interrupted: r.interrupted, epochs: r.history, validation: r.validation && { loss: r.validation.loss, samples: r.validation.samples, confusion: r.validation.confusion },
     buckets: ddp ? ddp.buckets.length : 0, stats: pg ? pg.stats() : null,
     parameters: model.parameters().reduce((n, p) => n + p.param.shape.reduce((a, b) => a * b, 1), 0),
+    linears: model.classifier.layers.filter((l) => l instanceof lib.Linear).map((l) => [l.inFeatures, l.outFeatures]),
   }));
   pg?.destroy();
 })().catch((e) => {

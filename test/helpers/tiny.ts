@@ -5,7 +5,7 @@ import { Rng } from '../../lib/random';
 
 export const TINY_CFG: VGGConfig = [4, 'M', 6, 'M', 8, 8, 'M', 8, 'M', 8, 'M'];
 
-export function tinyVgg(opts: { batchNorm?: boolean; dropout?: number; seed?: number; numClasses?: number; initWeights?: boolean } = {}): VGGNet {
+export function tinyVgg(opts: { batchNorm?: boolean; dropout?: number; seed?: number; numClasses?: number; initWeights?: boolean; precision?: 'fp32' | 'bf16' } = {}): VGGNet {
   return new VGGNet(TINY_CFG, {
     numClasses: opts.numClasses ?? 5,
     batchNorm: opts.batchNorm ?? false,
@@ -13,7 +13,7 @@ export function tinyVgg(opts: { batchNorm?: boolean; dropout?: number; seed?: nu
     seed: opts.seed ?? 1,
     hiddenFeatures: 12,
     initWeights: opts.initWeights ?? true,
-    precision: 'fp32',
+    precision: opts.precision ?? 'fp32',
     device: (process.env.VGGNET_DEVICE as 'cpu' | 'cuda' | undefined) ?? 'cpu',
   });
 }
