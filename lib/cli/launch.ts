@@ -369,7 +369,7 @@ export function startTrainWorker(o: Record<string, unknown>): TrainWorker {
       const mb = (n: number) => (n / 1e6).toFixed(n < 1e6 ? 2 : 1);
       return `distributed: ${g.worldSize} processes over ${g.engine} ${g.engineVersion} (rendezvous ${g.master}), batch ${o.batchSize} each = ` +
         `${(o.batchSize as number) * g.worldSize} per step; gradients in ${b.length} bucket(s) (${b.map((x) => mb(x.bytes)).join(' + ')} MB)` +
-        `${o.gradCompression === 'bf16' ? ' sent as bf16' : ''}; batch norm ${model.options.batchNorm ? (o.syncBn ? 'synchronised (SyncBatchNorm)' : 'per process') : 'none'}`;
+        `${o.gradCompression === 'bf16' ? ' sent as bf16' : ''}${ddp?.gatherClassifierRows ? ', the classifier\'s rows gathered instead of its gradients' : ''}; batch norm ${model.options.batchNorm ? (o.syncBn ? 'synchronised (SyncBatchNorm)' : 'per process') : 'none'}`;
     },
     leave() {
       pg?.destroy();

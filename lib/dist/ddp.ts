@@ -15,7 +15,7 @@
 // their average over the ranks is the same product over every rank's rows with dy/ranks. The ranks gather those rows
 // (gatherRows: at batch 8, 8·(25088 + 4096) floats for VGG's first layer instead of its 411 MB gradient) and each
 // works the averaged gradients out itself; only the convolutions' gradients go through the buckets (vgg16: 59 of
-// 528 MB). Where they are not gathered (gatherClassifierRows: false, CUDA, ranks with different batch sizes), the
+// 553 MB). Where they are not gathered (gatherClassifierRows: false, CUDA, ranks with different batch sizes), the
 // first classifier layer's weight gradient on small maps (inputs under 224²: VGGNet.splitsHead), held as the pool's
 // input, (out, C·h·w) instead of (out, C·7·7), is all-reduced in that form: averaging commutes with the pool. Either
 // way SGD defers that layer's update as in one process (lib/optim/deferred.ts). Collectives of different sizes would
@@ -27,8 +27,7 @@
 // Without it, BatchNorm keeps per-replica statistics, as DDP does; evaluation then uses rank 0's running statistics
 // (broadcastBuffers()), as DDP's broadcast_buffers makes every replica's.
 import { VGGNet } from '../models/vgg';
-import { Dropout } from '../nn/layers';
-import { Linear } from '../nn/layers';
+import { Dropout, Linear } from '../nn/layers';
 import { Counter, DistributedStep, Parameter, PoolGeometry, StepContext } from '../nn/module';
 import { SGD } from '../optim/sgd';
 import { Tensor } from '../tensor';

@@ -213,7 +213,7 @@ describeGloo('the training CLI', () => {
       '--master-port', String(await freePort()), ...dirs('cli-2')], { env: ENV, timeoutMs: LIMIT });
     ok(r, 'two processes');
     expect(r.stderr).toMatch(/launcher: 2 worker\(s\) on this machine \(ranks 0-1 of 2\), rendezvous at 127\.0\.0\.1:\d+, 1 thread\(s\) each, backend auto/);
-    expect(r.stdout).toMatch(/distributed: 2 processes over gloo [\d.]+ \(rendezvous 127\.0\.0\.1:\d+\), batch 8 each = 16 per step; gradients in 1 bucket\(s\)/);
+    expect(r.stdout).toMatch(/distributed: 2 processes over gloo [\d.]+ \(rendezvous 127\.0\.0\.1:\d+\), batch 8 each = 16 per step; gradients in 1 bucket\(s\) \([\d.]+ MB\), the classifier's rows gathered instead of its gradients;/);
     expect(r.stdout).toMatch(/batch norm synchronised \(SyncBatchNorm\)/);
     for (const k of [1, 2, 3]) expect(r.stdout.split(`epoch ${k}/3 `).length - 1).toBe(1);
     expect(fs.readdirSync(path.join(tmp, 'cli-2', 'ck')).sort()).toEqual(['best.safetensors', 'last.safetensors']);
