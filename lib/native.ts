@@ -192,7 +192,7 @@ export interface NativeAddon {
   distSyncDevice(g: NativeGroup): void;
   distBroadcast(g: NativeGroup, tensors: T[], root: number): void;
   distAllreduceHost(g: NativeGroup, values: Float64Array): void;
-  distAllGather(g: NativeGroup, src: T, dst: T, scale: number): void;
+  distAllGather(g: NativeGroup, srcs: T[], dsts: T[], scales: number[]): void;
   distStats(g: NativeGroup): NativeGroupStats;
   distShutdown(g: NativeGroup): void;
   distBuildInfo(): { gloo: string | null; nccl: string | null };

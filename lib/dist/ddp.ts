@@ -227,8 +227,8 @@ export class DistributedDataParallel implements DistributedStep {
     const gx = Tensor.empty([world * rows, x.shape[1]], { dtype: x.dtype });
     const gdy = Tensor.empty([world * rows, dy.shape[1]], { dtype: dy.dtype });
     try {
-      groupAllGather(this.processGroup.handle, x, gx, 1);
-      groupAllGather(this.processGroup.handle, dy, gdy, 1 / world); // the average's 1/ranks (exact for powers of 2)
+      // One collective for both; dy times the average's 1/ranks (exact for powers of 2).
+      groupAllGather(this.processGroup.handle, [x, dy], [gx, gdy], [1, 1 / world]);
     } catch (e) {
       gx.dispose();
       gdy.dispose();

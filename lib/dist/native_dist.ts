@@ -39,9 +39,12 @@ export function groupBroadcast(g: NativeGroup, tensors: Tensor[], root: number):
 export function groupAllreduceHost(g: NativeGroup, values: Float64Array): void {
   addon().distAllreduceHost(g, values);
 }
-/** Every rank's src into dst (world × src's elements, same dtype), in rank order, times scale: CPU groups. */
-export function groupAllGather(g: NativeGroup, src: Tensor, dst: Tensor, scale: number): void {
-  addon().distAllGather(g, src.native, dst.native, scale);
+/**
+ * Every rank's srcs[k] into dsts[k] (world × its elements, one dtype), in rank order, times scales[k], in one
+ * collective: CPU groups.
+ */
+export function groupAllGather(g: NativeGroup, srcs: Tensor[], dsts: Tensor[], scales: number[]): void {
+  addon().distAllGather(g, srcs.map((t) => t.native), dsts.map((t) => t.native), scales);
 }
 export function groupStats(g: NativeGroup): NativeGroupStats {
   return addon().distStats(g);

@@ -144,15 +144,23 @@ Napi::Value AllreduceHost(const Napi::CallbackInfo& info) {
   g.allreduce_host(a.Data(), a.ElementLength());
   return info.Env().Undefined();
 }
-// distAllGather(h, src, dst, scale): every rank's src into dst in rank order, times scale (CPU groups).
+// distAllGather(h, srcs[], dsts[], scales[]): every rank's srcs[k] into dsts[k] in rank order, times scales[k], in
+// one collective (CPU groups).
 Napi::Value AllGather(const Napi::CallbackInfo& info) {
   ProcessGroup& g = group_arg(arg(info, 0), "distAllGather");
-  Tensor& src = unwrap(arg(info, 1), "distAllGather: source");
-  Tensor& dst = unwrap(arg(info, 2), "distAllGather: output");
-  const double scale = get_number(arg(info, 3), "distAllGather: scale");
-  VGG_CHECK_TYPE(std::isfinite(scale), "distAllGather: scale must be finite");
-  g.all_gather(src, dst, float(scale));
-  dst.mark_written();
+  std::vector<Tensor> srcs = tensors_arg(arg(info, 1), "distAllGather: sources");
+  std::vector<Tensor> dsts = tensors_arg(arg(info, 2), "distAllGather: outputs");
+  Napi::Value sv = arg(info, 3);
+  VGG_CHECK_TYPE(sv.IsArray(), "distAllGather: scales must be an array of numbers");
+  Napi::Array sa = sv.As<Napi::Array>();
+  std::vector<float> scales;
+  for (uint32_t i = 0; i < sa.Length(); ++i) {
+    const double s = get_number(sa.Get(i), "distAllGather: scale");
+    VGG_CHECK_TYPE(std::isfinite(s), "distAllGather: scales must be finite");
+    scales.push_back(float(s));
+  }
+  g.all_gather(srcs, dsts, scales);
+  for (const Tensor& t : dsts) t.mark_written();
   return info.Env().Undefined();
 }
 Napi::Value Stats(const Napi::CallbackInfo& info) {

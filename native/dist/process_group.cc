@@ -572,34 +572,61 @@ void ProcessGroup::allreduce_host(double* p, size_t n) {
   copy_bytes(p, Device::CPU, tmp.raw(), Device::CUDA, n * sizeof(double));
 }
 
-void ProcessGroup::all_gather(const Tensor& src, Tensor& dst, float scale) {
+void ProcessGroup::all_gather(const std::vector<Tensor>& srcs, std::vector<Tensor>& dsts,
+                              const std::vector<float>& scales) {
   check_failed();
   VGG_CHECK(!cuda_, "distributed: all_gather reduces CPU tensors, this group reduces %s ones", device_name(o_.device));
-  VGG_CHECK_TYPE(src.defined() && dst.defined() && src.device() == Device::CPU && dst.device() == Device::CPU,
-                 "all_gather: CPU tensors expected");
-  VGG_CHECK_TYPE((src.dtype == DType::F32 || src.dtype == DType::BF16) && dst.dtype == src.dtype,
-                 "all_gather: float32 or bfloat16 tensors of one dtype expected, got %s and %s", dtype_name(src.dtype),
-                 dtype_name(dst.dtype));
-  VGG_CHECK(src.layout == Layout::Contiguous && dst.layout == Layout::Contiguous && dst.numel() == src.numel() * o_.world,
-            "all_gather: plain tensors, the output holding %d × %lld elements, expected; it holds %lld", o_.world, (long long)src.numel(),
-            (long long)dst.numel());
-  const bool bf16 = src.dtype == DType::BF16;
-  const size_t n = size_t(src.numel()), esz = bf16 ? 2 : 4, count = n * size_t(o_.world);
+  VGG_CHECK(!srcs.empty() && dsts.size() == srcs.size() && scales.size() == srcs.size(),
+            "all_gather: %zu sources, %zu outputs and %zu scales; expected as many of each, at least one", srcs.size(),
+            dsts.size(), scales.size());
+  const DType dt = srcs[0].defined() ? srcs[0].dtype : DType::F32;
+  size_t total = 0;  // elements of this rank's slot
+  for (size_t k = 0; k < srcs.size(); ++k) {
+    const Tensor& s = srcs[k];
+    const Tensor& d = dsts[k];
+    VGG_CHECK_TYPE(s.defined() && d.defined() && s.device() == Device::CPU && d.device() == Device::CPU,
+                   "all_gather: CPU tensors expected");
+    VGG_CHECK_TYPE((dt == DType::F32 || dt == DType::BF16) && s.dtype == dt && d.dtype == dt,
+                   "all_gather: float32 or bfloat16 tensors of one dtype expected, got %s and %s", dtype_name(s.dtype),
+                   dtype_name(d.dtype));
+    VGG_CHECK(s.layout == Layout::Contiguous && d.layout == Layout::Contiguous && d.numel() == s.numel() * o_.world,
+              "all_gather: plain tensors, the output holding %d × %lld elements, expected; it holds %lld", o_.world,
+              (long long)s.numel(), (long long)d.numel());
+    VGG_CHECK_TYPE(std::isfinite(scales[k]), "all_gather: scales must be finite");
+    total += size_t(s.numel());
+  }
+  const bool bf16 = dt == DType::BF16;
+  const size_t esz = bf16 ? 2 : 4, count = total * size_t(o_.world);
   // A sum over the ranks of buffers that are zero outside each rank's own slot: x + 0 is x, exactly.
-  char* out = static_cast<char*>(dst.raw());
-  std::memset(out, 0, count * esz);
-  std::memcpy(out + size_t(o_.rank) * n * esz, src.raw(), n * esz);
-  enqueue({strprintf("all-gather of %zu %s elements per rank", n, bf16 ? "bfloat16" : "float32"),
-           [this, out, count, bf16] { engine_->allreduce_sum(out, count, bf16 ? Elem::BF16 : Elem::F32, nullptr); }});
+  std::vector<char> buf(count * esz, 0);
+  size_t off = size_t(o_.rank) * total * esz;
+  for (const Tensor& s : srcs) {
+    std::memcpy(buf.data() + off, s.raw(), size_t(s.numel()) * esz);
+    off += size_t(s.numel()) * esz;
+  }
+  char* bp = buf.data();
+  enqueue({strprintf("all-gather of %zu %s elements per rank", total, bf16 ? "bfloat16" : "float32"),
+           [this, bp, count, bf16] { engine_->allreduce_sum(bp, count, bf16 ? Elem::BF16 : Elem::F32, nullptr); }});
   wait_all();
-  if (scale != 1.f) {
-    if (bf16) {
-      uint16_t* d = reinterpret_cast<uint16_t*>(out);
-      for (size_t i = 0; i < count; ++i) d[i] = to_bf16(scale * from_bf16(d[i]));
-    } else {
-      float* d = reinterpret_cast<float*>(out);
-      for (size_t i = 0; i < count; ++i) d[i] *= scale;
+  size_t first = 0;  // srcs[k]'s first element within a slot
+  for (size_t k = 0; k < srcs.size(); ++k) {
+    const size_t n = size_t(srcs[k].numel());
+    const float scale = scales[k];
+    for (int r = 0; r < o_.world; ++r) {
+      const size_t from = size_t(r) * total + first, to = size_t(r) * n;
+      if (bf16) {
+        const uint16_t* s = reinterpret_cast<const uint16_t*>(bp) + from;
+        uint16_t* d = dsts[k].data<uint16_t>() + to;
+        if (scale == 1.f) std::memcpy(d, s, n * 2);
+        else for (size_t i = 0; i < n; ++i) d[i] = to_bf16(scale * from_bf16(s[i]));
+      } else {
+        const float* s = reinterpret_cast<const float*>(bp) + from;
+        float* d = dsts[k].data<float>() + to;
+        if (scale == 1.f) std::memcpy(d, s, n * 4);
+        else for (size_t i = 0; i < n; ++i) d[i] = scale * s[i];
+      }
     }
+    first += n;
   }
   std::lock_guard<std::mutex> lock(stats_mu_);
   stats_.gathered_bytes += double(count * esz);

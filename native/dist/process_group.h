@@ -89,10 +89,11 @@ class ProcessGroup final : public ReplicaSum {
 
   void broadcast(std::vector<Tensor>& ts, int root);
   void allreduce_host(double* p, size_t n);
-  // CPU groups: every rank's src (float32 or bfloat16, the same size on every rank) into dst (world × src's elements,
-  // the same dtype), in rank order, each element times `scale`; returns when done (DDP's classifier gradients:
-  // the layers' inputs and output gradients gathered instead of their weight gradients all-reduced).
-  void all_gather(const Tensor& src, Tensor& dst, float scale);
+  // CPU groups: every rank's srcs[k] (float32 or bfloat16, one dtype, the same sizes on every rank) into dsts[k]
+  // (world × srcs[k]'s elements, that dtype), in rank order, each element times scales[k], in one collective; returns
+  // when done (DDP's classifier gradients: a layer's input and output gradient gathered instead of its weight
+  // gradients all-reduced).
+  void all_gather(const std::vector<Tensor>& srcs, std::vector<Tensor>& dsts, const std::vector<float>& scales);
   void sum(double* data, int64_t n, Device device) override;  // SyncBatchNorm
 
   GroupStats stats();

@@ -83,17 +83,18 @@ describeGloo('a world of one', () => {
     pg.broadcast([t]);
     expect(Array.from(t.toFloat32())).toEqual([1, 2, 3]);
     // The all-gather DDP's classifier uses: the rows, scaled (float32; bfloat16 rounded to nearest even).
-    const g = Tensor.empty([3]);
-    groupAllGather(pg.handle, t, g, 0.5);
-    expect(Array.from(g.toFloat32())).toEqual([0.5, 1, 1.5]);
+    const g = Tensor.empty([3]), u = Tensor.from(new Float32Array([7, 8]), [2]), gu = Tensor.empty([2]);
+    groupAllGather(pg.handle, [t, u], [g, gu], [0.5, 1]);
+    expect([Array.from(g.toFloat32()), Array.from(gu.toFloat32())]).toEqual([[0.5, 1, 1.5], [7, 8]]);
     const b = ops.cast(Tensor.from(new Float32Array([1, 3, 1 + 2 ** -7]), [3]), 'bfloat16');
     const gb = Tensor.empty([3], { dtype: 'bfloat16' });
-    groupAllGather(pg.handle, b, gb, 1 / 3);
+    groupAllGather(pg.handle, [b], [gb], [1 / 3]);
     expect(Array.from(gb.toFloat32())).toEqual([0.333984375, 1, 0.3359375]); // each product rounded to bf16 once
-    expect(() => groupAllGather(pg.handle, t, Tensor.empty([4]), 1)).toThrow(/all_gather: plain tensors, the output holding 1 × 3 elements, expected; it holds 4/);
-    expect(() => groupAllGather(pg.handle, t, gb, 1)).toThrow(/all_gather: float32 or bfloat16 tensors of one dtype expected, got float32 and bfloat16/);
-    expect(() => groupAllGather(pg.handle, t, g, NaN)).toThrow(/distAllGather: scale must be finite/);
-    for (const x of [t, g, b, gb]) x.dispose();
+    expect(() => groupAllGather(pg.handle, [t], [Tensor.empty([4])], [1])).toThrow(/all_gather: plain tensors, the output holding 1 × 3 elements, expected; it holds 4/);
+    expect(() => groupAllGather(pg.handle, [t], [gb], [1])).toThrow(/all_gather: float32 or bfloat16 tensors of one dtype expected, got float32 and bfloat16/);
+    expect(() => groupAllGather(pg.handle, [t], [g], [NaN])).toThrow(/distAllGather: scales must be finite/);
+    expect(() => groupAllGather(pg.handle, [t, u], [g], [1, 1])).toThrow(/all_gather: 2 sources, 1 outputs and 2 scales/);
+    for (const x of [t, g, u, gu, b, gb]) x.dispose();
     await expect(initDistributed({ rank: 0, worldSize: 1, device: 'cpu' })).rejects.toThrow(/already belongs to a process group/);
   });
 
