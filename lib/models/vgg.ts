@@ -8,7 +8,7 @@ import {
   markGradientFor, noGrad, shareAccumulate, StepContext, tensorArg,
 } from '../nn/module';
 import {
-  AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, nchwView,
+  AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, Sequential, linearWeightGrads, nchwView,
 } from '../nn/layers';
 import { loadStateDictInto, StateRecord } from '../io/safetensors';
 import { readStateDict, writeStateDict } from '../io/state_dict';
@@ -67,14 +67,7 @@ export function pooledLinearGrads(layer: Linear, x: Tensor, dy: Tensor, geometry
   const small = layer.weight.pooledGradForBackward(geometry, forFold);
   if (small) {
     const { grads: [dw, db], accumulate } = shareAccumulate([small, bias]);
-    // In a distributed step the gradients may come from every rank's rows (DistributedDataParallel).
-    const rows = accumulate ? undefined : step?.distributed?.gatherRows?.(layer, x, dy);
-    try {
-      ops.linearBackwardWeights(rows?.x ?? x, rows?.dy ?? dy, dw!, db, accumulate);
-    } finally {
-      rows?.x.dispose();
-      rows?.dy.dispose();
-    }
+    linearWeightGrads(layer, x, dy, dw!, db, accumulate, step);
     return;
   }
   const [c, h, w] = geometry;
@@ -446,7 +439,8 @@ export class VGGNet extends Module {
    * gradients (VGGNET_TRAIN_FOLD=0 turns it off; =all folds every map). Forward and the input's gradient then multiply by the folded
    * (out, c·h·w) weight instead of the (out, c·7·7) one. Where SGD defers that layer's update (lib/optim/deferred.ts)
    * the fold comes from the deferral's small tensors: on every map splitsHead takes (up to 6×6, inputs up to 192²).
-   * A distributed step defers too: its ranks all-reduce the pooled gradient (DistributedDataParallel). Where SGD
+   * A distributed step defers too (DistributedDataParallel: the ranks gather that layer's rows, or all-reduce the
+   * gradient pooled). Where SGD
    * does not defer (VGGNET_DEFERRED_SGD=0; ranks whose maps differ, which reduce the gradient whole), the fold is
    * worked out from the whole weight in each forward, which pays up to 3×3 (inputs up to 96²) only. Why:
    * ARCHITECTURE, "Folding the average pool" and "The folded layer's SGD, deferred".

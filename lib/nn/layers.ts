@@ -3,7 +3,7 @@ import { DType, Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
   BackwardOptions, Counter, ForwardOptions, Module, Parameter, disposeAll, gradsForBackward, isGradEnabled,
-  markGradientFor, tensorArg,
+  markGradientFor, StepContext, tensorArg,
 } from './module';
 import type { NativeGroup } from '../native';
 
@@ -302,6 +302,21 @@ export class BatchNorm2d extends Module {
   }
 }
 
+/**
+ * A linear layer's gradients, dw (+)= dy^T·x and db (+)= Σ dy: in a distributed step whose ranks gather this layer's
+ * rows (DistributedStep.gatherRows), from every rank's rows, which makes them the average over the ranks.
+ */
+export function linearWeightGrads(layer: { weight: Parameter; bias?: Parameter }, x: Tensor, dy: Tensor, dw: Tensor,
+  db: Tensor | null, accumulate: boolean, step?: StepContext): void {
+  const rows = accumulate ? undefined : step?.distributed?.gatherRows?.(layer, x, dy);
+  try {
+    ops.linearBackwardWeights(rows?.x ?? x, rows?.dy ?? dy, dw, db, accumulate);
+  } finally {
+    rows?.x.dispose();
+    rows?.dy.dispose();
+  }
+}
+
 export class Linear extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter | undefined;
@@ -371,14 +386,7 @@ export class Linear extends Module {
     this.backwardStart(dy, 'Linear');
     const x = requireSaved(this.x, 'Linear');
     const { grads: [dw, db], accumulate } = gradsForBackward([this.weight, this.bias]);
-    // In a distributed step the gradients may come from every rank's rows (DistributedDataParallel).
-    const rows = accumulate ? undefined : options?.step?.distributed?.gatherRows?.(this, x, dy);
-    try {
-      ops.linearBackwardWeights(rows?.x ?? x, rows?.dy ?? dy, dw!, db, accumulate);
-    } finally {
-      rows?.x.dispose();
-      rows?.dy.dispose();
-    }
+    linearWeightGrads(this, x, dy, dw!, db, accumulate, options?.step);
     const dx = ops.linearBackwardData(dy, this.heldWeights(dy.dtype) ?? this.weight.value);
     this.dropSaved();
     return dx;
