@@ -164,7 +164,7 @@ export interface NativeAddon {
   cpuInt8Conv2dForward(x: T, xScale: number, q: T, scales: T, b: Opt, p: NativeConvParams, yScale: number, relu: boolean, prepared: Opt): { y: T; prepared?: T };
   cpuAbsMax(x: T): number;
   cpuAdaptivePoolFold(w: T, c: number, h: number, width: number, oh: number, ow: number): T;
-  cpuDeferredFold(foldW: T, foldB: T | null, z: T, p0: number, p1: number, geometry: readonly number[]): T;
+  cpuDeferredFold(foldW: T, foldB: T | null, z: T, p0: number, p1: number, geometry: readonly number[], activation: NativeDType): T;
   cpuDeferredMaterialise(wOut: T | null, bOut: T | null, anchorW: T, anchorB: T | null, zW: T, zB: T | null,
     p: readonly number[], geometry: readonly number[]): void;
   tensorVersion(t: T): number;

@@ -266,11 +266,18 @@ export function adaptivePoolFold(w: Tensor, c: number, h: number, width: number,
 }
 /**
  * CPU, deferred SGD (lib/optim/deferred.ts): the fold (as adaptivePoolFold) of the weight p0·W0 + p1·b0 + pool(z),
- * from the anchors' folds foldW, foldB (null: 0) and z (out, C·H·W) (native/ops.h, cpu_deferred_fold).
+ * from the anchors' folds foldW, foldB (null: 0) and z (out, C·H·W) (native/ops.h, cpu_deferred_fold). For bfloat16
+ * activations, the fold prepared as linearWeights(fold, 'bfloat16') prepares it (the same bits), without the float32
+ * fold in between.
  */
 export function deferredFold(foldW: Tensor, foldB: Tensor | null, z: Tensor, p0: number, p1: number,
-  geometry: readonly number[]): Tensor {
-  return T(addon().cpuDeferredFold(foldW.native, foldB?.native ?? null, z.native, p0, p1, geometry));
+  geometry: readonly number[]): Tensor;
+export function deferredFold(foldW: Tensor, foldB: Tensor | null, z: Tensor, p0: number, p1: number,
+  geometry: readonly number[], activation: 'bfloat16'): PreparedLinearWeights;
+export function deferredFold(foldW: Tensor, foldB: Tensor | null, z: Tensor, p0: number, p1: number,
+  geometry: readonly number[], activation: DType = 'float32'): Tensor | PreparedLinearWeights {
+  const t = T(addon().cpuDeferredFold(foldW.native, foldB?.native ?? null, z.native, p0, p1, geometry, activation));
+  return activation === 'float32' ? t : new PreparedLinearWeights(t, activation);
 }
 /**
  * CPU, deferred SGD: (w, b) = P·(anchorW, anchorB) + (pool(zW), pool(zB)) into wOut and/or bOut (null: skipped; each

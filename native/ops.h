@@ -252,8 +252,10 @@ Tensor cpu_adaptive_pool_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, 
 // P a 2×2 matrix (row-major p[4]), zw and zb (out, C·H·W), pool the adaptive pool of each H×W plane to oh×ow.
 // cpu_deferred_fold: w's fold as cpu_adaptive_pool_fold computes it, from small tensors only:
 //   p0·fold_w + p1·fold_b + fold(pool(zw)), fold_w/fold_b the anchors' folds (fold_b may be undefined: taken as 0).
+// activation bfloat16: the fold as linear_weights prepares weights for bf16 activations (bf16 where the CPU has bf16
+// dot products, else bf16-rounded f32), converted block by block in cache instead of in a pass of its own.
 Tensor cpu_deferred_fold(const Tensor& fold_w, const Tensor& fold_b, const Tensor& zw, double p0, double p1,
-                         const PooledGrad& g);
+                         const PooledGrad& g, DType activation = DType::F32);
 // cpu_deferred_materialise: w into w_out and b into b_out (either undefined: not worked out), each output allowed to
 // be its own anchor; anchor_b and zb may be undefined (no momentum: taken as 0). Per element in float64, rounded once.
 void cpu_deferred_materialise(Tensor& w_out, Tensor& b_out, const Tensor& anchor_w, const Tensor& anchor_b,

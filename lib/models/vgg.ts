@@ -48,8 +48,8 @@ export function foldAdaptivePool(weight: Tensor, c: number, h: number, w: number
 interface TrainHead {
   f: Tensor; // the feature map as (n, c·h·w) in nchw
   y: Tensor; // the layer's output after its ReLU
-  w: Tensor; // the folded weight (folded) or the weight
-  prepared: ops.PreparedLinearWeights | undefined; // the weight converted for bf16 activations (not folded)
+  w: Tensor | ops.PreparedLinearWeights; // what forward multiplied by: the (folded) weight, or it prepared for bf16
+  prepared: ops.PreparedLinearWeights | undefined; // w when prepared here (this head disposes it)
   features: { shape: number[]; layout: Layout };
   geometry: PoolGeometry;
   folded: boolean;
@@ -327,10 +327,16 @@ export class VGGNet extends Module {
       const bias = fc1.bias?.value ?? null;
       if (this.foldsInTraining(cur)) {
         // While SGD defers this weight's update (lib/optim/deferred.ts) its fold comes from the deferral's small
-        // tensors, the weight left as it is.
-        const wFold = this.keep(fc1.weight.deferredFold(geometry) ?? foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
-        const y = this.keep(ops.linearForward(f, wFold, bias, true));
-        this.trainHead = { f, y, w: wFold, prepared: undefined, features, geometry, folded: true };
+        // tensors, the weight left as it is; for bf16 activations prepared for them as it is made.
+        const prepared = f.dtype === 'bfloat16' ? fc1.weight.deferredPreparedFold(geometry, 'bfloat16') : undefined;
+        try {
+          const wFold = prepared ?? this.keep(fc1.weight.deferredFold(geometry) ?? foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
+          const y = this.keep(ops.linearForward(f, wFold, bias, true));
+          this.trainHead = { f, y, w: wFold, prepared, features, geometry, folded: true };
+        } catch (e) {
+          prepared?.dispose();
+          throw e;
+        }
       } else {
         const x = this.keep(ops.adaptiveAvgpool2dForward(cur, oh, ow));
         const prepared = x.dtype === 'float32' ? undefined : ops.linearWeights(fc1.weight.value, x.dtype);
@@ -404,8 +410,10 @@ export class VGGNet extends Module {
     const key = `${c}x${h}x${w}:${x.dtype}`;
     let f = this.folds.get(key);
     if (!f) {
-      f = fc1.weight.deferredFold([c, h, w, oh, ow]) ?? foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow);
-      if (x.dtype !== 'float32') {
+      const g: PoolGeometry = [c, h, w, oh, ow];
+      f = x.dtype === 'bfloat16' ? fc1.weight.deferredPreparedFold(g, 'bfloat16') : undefined;
+      f ??= fc1.weight.deferredFold(g) ?? foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow);
+      if (f instanceof Tensor && x.dtype !== 'float32') {
         const folded = f;
         try {
           f = ops.linearWeights(folded, x.dtype);

@@ -35,6 +35,8 @@ export interface Deferral {
   materialiseWeight(): void;
   /** The fold (ops.adaptivePoolFold) of the current weight for this geometry, a new tensor; undefined for another. */
   fold(geometry: PoolGeometry): Tensor | undefined;
+  /** That fold prepared for bfloat16 activations (as ops.linearWeights prepares it), without the float32 one. */
+  preparedFold(geometry: PoolGeometry, activation: 'bfloat16'): ops.PreparedLinearWeights | undefined;
   /** Ends the deferral before the weight is replaced (its momentum worked out, the rest dropped). */
   release(): void;
 }
@@ -72,6 +74,11 @@ export class Parameter {
   /** The fold of the current weight when its update is deferred for this geometry (a new tensor), else undefined. */
   deferredFold(geometry: PoolGeometry): Tensor | undefined {
     return this.deferral?.fold(geometry);
+  }
+
+  /** deferredFold prepared for bfloat16 activations (as ops.linearWeights prepares it), else undefined. */
+  deferredPreparedFold(geometry: PoolGeometry, activation: 'bfloat16'): ops.PreparedLinearWeights | undefined {
+    return this.deferral?.preparedFold(geometry, activation);
   }
 
   get shape(): number[] {

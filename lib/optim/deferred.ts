@@ -115,13 +115,24 @@ export class DeferredUpdate implements Deferral {
   }
 
   fold(geometry: PoolGeometry): Tensor | undefined {
-    if (!sameGeometry(geometry, this.geometry)) return undefined;
+    if (!this.anchorsFolded(geometry)) return undefined;
+    return ops.deferredFold(this.foldW!, this.foldB ?? null, this.zW, this.p[0], this.p[1], this.geometry);
+  }
+
+  preparedFold(geometry: PoolGeometry, activation: 'bfloat16'): ops.PreparedLinearWeights | undefined {
+    if (!this.anchorsFolded(geometry)) return undefined;
+    return ops.deferredFold(this.foldW!, this.foldB ?? null, this.zW, this.p[0], this.p[1], this.geometry, activation);
+  }
+
+  /** Whether the deferral is for this geometry; then the anchors' folds are made (at the first call). */
+  private anchorsFolded(geometry: PoolGeometry): boolean {
+    if (!sameGeometry(geometry, this.geometry)) return false;
     this.checkWeight();
     if (!this.foldW) {
       this.foldW = ops.adaptivePoolFold(this.anchorW, ...this.geometry);
       if (this.anchoredMomentum) this.foldB = ops.adaptivePoolFold(this.anchorB!, ...this.geometry);
     }
-    return ops.deferredFold(this.foldW, this.foldB ?? null, this.zW, this.p[0], this.p[1], this.geometry);
+    return true;
   }
 
   materialiseWeight(): void {

@@ -553,8 +553,8 @@ Napi::Value CpuAdaptivePoolFold(const Napi::CallbackInfo& info) {
   const PooledGrad p = pool_geometry(g, op);
   return wrap(info.Env(), cpu_adaptive_pool_fold(w, p.C, p.H, p.W, p.oh, p.ow));
 }
-// cpuDeferredFold(foldW, foldB | null, z, p0, p1, [C, H, W, oh, ow]) -> the fold of a weight whose SGD is deferred
-// (ops.h, cpu_deferred_fold)
+// cpuDeferredFold(foldW, foldB | null, z, p0, p1, [C, H, W, oh, ow], activation dtype = 'float32') -> the fold of a
+// weight whose SGD is deferred, prepared for that dtype's activations (ops.h, cpu_deferred_fold)
 Napi::Value CpuDeferredFold(const Napi::CallbackInfo& info) {
   const char* op = "deferredFold";
   const Tensor fw = cpu_tensor(arg(info, 0), "deferredFold: the anchor's fold");
@@ -562,7 +562,9 @@ Napi::Value CpuDeferredFold(const Napi::CallbackInfo& info) {
   VGG_CHECK(!fb.defined() || fb.device() == Device::CPU, "%s: runs on the CPU", op);
   const Tensor z = cpu_tensor(arg(info, 2), "deferredFold: z");
   const double p0 = get_finite(arg(info, 3), "deferredFold: p0"), p1 = get_finite(arg(info, 4), "deferredFold: p1");
-  return wrap(info.Env(), cpu_deferred_fold(fw, fb, z, p0, p1, pool_geometry(arg(info, 5), "deferredFold: geometry")));
+  const Napi::Value av = info.Length() > 6 ? info[6] : info.Env().Undefined();
+  const DType act = av.IsUndefined() ? DType::F32 : dtype_from_name(get_string(av, "deferredFold: activation dtype"));
+  return wrap(info.Env(), cpu_deferred_fold(fw, fb, z, p0, p1, pool_geometry(arg(info, 5), "deferredFold: geometry"), act));
 }
 // cpuDeferredMaterialise(wOut | null, bOut | null, anchorW, anchorB | null, zW, zB | null, [p00, p01, p10, p11],
 // [C, H, W, oh, ow]) (ops.h, cpu_deferred_materialise)

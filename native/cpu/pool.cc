@@ -467,9 +467,11 @@ Tensor cpu_adaptive_pool_fold(const Tensor& w, int64_t C, int64_t H, int64_t W, 
 namespace vgg {
 
 Tensor cpu_deferred_fold(const Tensor& fold_w, const Tensor& fold_b, const Tensor& zw, double p0, double p1,
-                         const PooledGrad& g) {
+                         const PooledGrad& g, DType activation) {
   const char* op = "deferred_fold";
   VGG_CHECK(g.on(), "%s: no pool geometry", op);
+  VGG_CHECK_TYPE(activation == DType::F32 || activation == DType::BF16,
+                 "%s: activations must be float32 or bfloat16, got %s", op, dtype_name(activation));
   for (const Tensor* t : {&fold_w, &fold_b, &zw}) {
     if (t == &fold_b && !fold_b.defined()) continue;
     check_cpu(*t, op);
@@ -490,22 +492,27 @@ Tensor cpu_deferred_fold(const Tensor& fold_w, const Tensor& fold_b, const Tenso
   for (int64_t k = 0; k < M; ++k) unit[size_t(k * M + k)] = 1.f;
   pool.run(unit.data(), pooled.data(), M);
   fold_all(f, pooled.data(), K.data(), M);
-  Tensor out = Tensor::empty(zw.shape, DType::F32, Device::CPU);
+  // bf16 activations: each block converted as bf16_weights converts (same bits) while it is in cache.
+  const Bf16Path path = bf16_path(activation);
+  Tensor out = Tensor::empty(zw.shape, path == Bf16Path::Native ? DType::BF16 : DType::F32, Device::CPU);
   const float* z = zw.data<float>();
   const float* fw = fold_w.data<float>();
   const float* fb = fold_b.defined() ? fold_b.data<float>() : nullptr;
-  float* o = out.data<float>();
   const int64_t planes = rows * g.C;
+  constexpr int64_t kBlock = 4096;  // planes: at most 9 × 16 KB of z in cache
   parallel_chunks(planes, [&](int64_t p_lo, int64_t p_hi) {
-    constexpr int64_t kBlock = 4096;  // planes: at most 9 × 16 KB of z in cache
+    std::vector<float> tmp(path == Bf16Path::None ? 0 : size_t(kBlock * M));
     for (int64_t lo = p_lo; lo < p_hi; lo += kBlock) {
       const int64_t n = std::min(p_hi, lo + kBlock) - lo, e0 = lo * M;
-      dnnl::sgemm('N', 'N', n, M, M, 1.f, z + e0, M, K.data(), M, 0.f, o + e0, M);
+      float* o = path == Bf16Path::None ? out.data<float>() + e0 : tmp.data();
+      dnnl::sgemm('N', 'N', n, M, M, 1.f, z + e0, M, K.data(), M, 0.f, o, M);
       if (fb) {
-        for (int64_t i = e0; i < e0 + n * M; ++i) o[i] = float(p0 * fw[i] + p1 * fb[i] + double(o[i]));
+        for (int64_t i = 0; i < n * M; ++i) o[i] = float(p0 * fw[e0 + i] + p1 * fb[e0 + i] + double(o[i]));
       } else {
-        for (int64_t i = e0; i < e0 + n * M; ++i) o[i] = float(p0 * fw[i] + double(o[i]));
+        for (int64_t i = 0; i < n * M; ++i) o[i] = float(p0 * fw[e0 + i] + double(o[i]));
       }
+      if (path == Bf16Path::Native) f32_to_bf16_array(o, out.data<uint16_t>() + e0, n * M);
+      if (path == Bf16Path::Emulated) round_to_bf16_array(o, out.data<float>() + e0, n * M);
     }
   });
   return out;

@@ -156,6 +156,23 @@ cpuOnly('deferred SGD against float64 SGD on the pooled-out gradient', () => {
     }
   });
 
+  // The bf16 forward takes the fold prepared as it is made: the same bits as preparing the float32 fold afterwards,
+  // whether the CPU has bf16 dot products (a bf16 tensor) or emulates them (bf16-rounded float32).
+  test('the fold prepared for bf16 activations is linearWeights(fold, bfloat16), bit for bit (3×3: 33 500 planes)', () => {
+    for (const [h, w, rows] of [[2, 2, ROWS], [3, 3, 500], [5, 5, ROWS]]) {
+      const s = new Setup(h, w, FLAGS[0][1], 2, rows);
+      for (const lr of LRS.slice(0, 2)) s.step(lr);
+      const fold = s.param.deferredFold(s.geometry)!;
+      const want = ops.linearWeights(fold, 'bfloat16');
+      const got = s.param.deferredPreparedFold(s.geometry, 'bfloat16')!;
+      expect([got.dtype, got.tensor.dtype, got.tensor.shape]).toEqual(['bfloat16', want.tensor.dtype, want.tensor.shape]);
+      expect(same(got.tensor.toFloat32(), want.tensor.toFloat32())).toBe(true); // bf16 widens exactly
+      expect(s.param.deferredPreparedFold([C, h + 1, w, OH, OW], 'bfloat16')).toBeUndefined(); // another geometry
+      for (const t of [fold, want, got]) t.dispose();
+      s.dispose();
+    }
+  });
+
 });
 
 cpuOnly('deferred SGD: reads, checkpoints, writes', () => {
@@ -337,6 +354,7 @@ cpuOnly('deferred SGD in training', () => {
     const z = Tensor.zeros([3, 16]), fw = Tensor.zeros([3, 16]), w = Tensor.zeros([3, 196]);
     expect(() => ops.deferredFold(fw, null, Tensor.zeros([3, 15]), 1, 0, g)).toThrow(/deferred_fold: z has 15 columns, expected 4·2·2/);
     expect(() => ops.deferredFold(Tensor.zeros([3, 12]), null, z, 1, 0, g)).toThrow(/deferred_fold: the anchor's fold/);
+    expect(() => ops.deferredFold(fw, null, z, 1, 0, g, 'int8' as 'bfloat16')).toThrow(/deferred_fold: activations must be float32 or bfloat16, got int8/);
     expect(() => ops.deferredMaterialise(w, null, Tensor.zeros([3, 195]), null, z, null, [1, 0, 0, 1], g)).toThrow(/the weight's anchor/);
     expect(() => ops.deferredMaterialise(null, w, w, null, z, null, [1, 0, 0, 1], g)).toThrow(/no momentum to work out/);
     expect(() => ops.deferredFold(fw, null, z, 1, 0, [4, 2, 2, 7, 2 ** 31])).toThrow(/deferredFold: geometry: pool width must be in \[1, 2147483647\], got 2147483648/);
