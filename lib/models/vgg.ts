@@ -1,7 +1,7 @@
 // VGG from a table of layer widths, the way torchvision's models/vgg.py builds it: configurations A/B/D/E
 // (VGG11/13/16/19), optional batch norm, torchvision's layer indices, parameter names and initialisation.
 import { DeviceOption, DeviceName, deferringMemoryReports, resolveDevice } from '../backend';
-import { Layout, Tensor } from '../tensor';
+import { DType, Layout, Tensor } from '../tensor';
 import * as ops from '../ops';
 import {
   BackwardOptions, Counter, ForwardOptions, Module, Parameter, NamedParameter, PoolGeometry, isGradEnabled, poolOutGrad,
@@ -327,10 +327,11 @@ export class VGGNet extends Module {
       const bias = fc1.bias?.value ?? null;
       if (this.foldsInTraining(cur)) {
         // While SGD defers this weight's update (lib/optim/deferred.ts) its fold comes from the deferral's small
-        // tensors, the weight left as it is; for bf16 activations prepared for them as it is made.
-        const prepared = f.dtype === 'bfloat16' ? fc1.weight.deferredPreparedFold(geometry, 'bfloat16') : undefined;
+        // tensors, the weight left as it is (fc1Fold).
+        const wFold = this.fc1Fold(geometry, f.dtype);
+        const prepared = wFold instanceof Tensor ? undefined : wFold;
+        if (wFold instanceof Tensor) this.keep(wFold);
         try {
-          const wFold = prepared ?? this.keep(fc1.weight.deferredFold(geometry) ?? foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow));
           const y = this.keep(ops.linearForward(f, wFold, bias, true));
           this.trainHead = { f, y, w: wFold, prepared, features, geometry, folded: true };
         } catch (e) {
@@ -406,24 +407,33 @@ export class VGGNet extends Module {
     if (!this.poolFolds(x)) return undefined;
     const [, c, h, w] = x.shape;
     const [oh, ow] = this.avgpool.outputSize;
-    const fc1 = this.classifier.layers[0] as Linear;
     const key = `${c}x${h}x${w}:${x.dtype}`;
     let f = this.folds.get(key);
     if (!f) {
-      const g: PoolGeometry = [c, h, w, oh, ow];
-      f = x.dtype === 'bfloat16' ? fc1.weight.deferredPreparedFold(g, 'bfloat16') : undefined;
-      f ??= fc1.weight.deferredFold(g) ?? foldAdaptivePool(fc1.weight.value, c, h, w, oh, ow);
-      if (f instanceof Tensor && x.dtype !== 'float32') {
-        const folded = f;
-        try {
-          f = ops.linearWeights(folded, x.dtype);
-        } finally {
-          folded.dispose();
-        }
-      }
+      f = this.fc1Fold([c, h, w, oh, ow], x.dtype);
       this.folds.set(key, f);
     }
     return f;
+  }
+
+  /**
+   * The first classifier layer's weight folded with the pool for this geometry, a new tensor: from the deferral's
+   * small tensors while SGD defers that layer's update, else from the weight; for bf16 activations prepared for them
+   * (the deferral makes it so directly, without the float32 fold).
+   */
+  private fc1Fold(geometry: PoolGeometry, dtype: DType): Tensor | ops.PreparedLinearWeights {
+    const weight = (this.classifier.layers[0] as Linear).weight;
+    if (dtype === 'bfloat16') {
+      const prepared = weight.deferredPreparedFold(geometry, 'bfloat16');
+      if (prepared) return prepared;
+    }
+    const folded = weight.deferredFold(geometry) ?? foldAdaptivePool(weight.value, ...geometry);
+    if (dtype === 'float32') return folded;
+    try {
+      return ops.linearWeights(folded, dtype);
+    } finally {
+      folded.dispose();
+    }
   }
 
   /**

@@ -592,7 +592,6 @@ void ProcessGroup::all_gather(const std::vector<Tensor>& srcs, std::vector<Tenso
     VGG_CHECK(s.layout == Layout::Contiguous && d.layout == Layout::Contiguous && d.numel() == s.numel() * o_.world,
               "all_gather: plain tensors, the output holding %d × %lld elements, expected; it holds %lld", o_.world,
               (long long)s.numel(), (long long)d.numel());
-    VGG_CHECK_TYPE(std::isfinite(scales[k]), "all_gather: scales must be finite");
     total += size_t(s.numel());
   }
   const bool bf16 = dt == DType::BF16;
