@@ -126,11 +126,14 @@ export function getNumThreads(): number {
 }
 
 /**
- * Which Winograd F(4×4, 3×3) convolutions the CPU backend runs for 3×3 stride-1 layers with at least 64 input
- * channels on maps of at least 8×8 (about a quarter of a direct convolution's multiplies, several times its rounding
- * error: still float32-sized, see ARCHITECTURE.md). 'auto' (the default): oneDNN's on AVX-512 CPUs, vggnet's own on
- * AVX2 ones; 'off': the direct kernels everywhere; 'avx2': vggnet's own wherever the CPU has AVX2, AVX-512 included.
- * The starting value comes from VGGNET_CPU_WINOGRAD ('0': off, 'avx2').
+ * Which Winograd convolutions the CPU backend runs. float32: F(4×4, 3×3) for 3×3 stride-1 layers with at least 64
+ * input channels on maps of at least 8×8 (about a quarter of a direct convolution's multiplies, several times its
+ * rounding error: still float32-sized, see ARCHITECTURE.md); native bf16 on avx512_core_bf16 CPUs: vggnet's F(2×2,
+ * 3×3) on layers of at least 256 channels on maps of 7² to 56² (2.25× fewer multiplies, about one more bf16 rounding).
+ * 'auto' (the default): oneDNN's F(4×4) on AVX-512 CPUs, vggnet's own on AVX2 ones, and vggnet's bf16 one by its rule;
+ * 'off': the direct kernels everywhere; 'avx2': vggnet's own F(4×4) wherever the CPU has AVX2, AVX-512 included, and
+ * its bf16 one on every native bf16 layer it can take (3×3, stride 1, padding 1, channels multiples of 16), whatever
+ * the size (for tests and comparisons). The starting value comes from VGGNET_CPU_WINOGRAD ('0': off, 'avx2').
  */
 export type CpuWinogradMode = 'auto' | 'off' | 'avx2';
 export function setCpuWinograd(mode: CpuWinogradMode): void {

@@ -523,7 +523,9 @@ void backward_weights(const ConvGeom& g, const Conv2dParams& p, const Tensor& x,
 // fewer multiplications, where the layer's work outweighs the widening and rounding passes over its activations.
 // Measured layer by layer in a vgg16 b8 224² step (AMD Zen 5, 2 threads, VGGNET_PROFILE=layers, CPU time): such
 // layers 1.15-1.34x faster in each direction; 64-128 channels on 112²-224² maps 0.67-0.88x, 512 on 14² 0.89-1.09x,
-// so those stay on the bf16 kernels. VGGNET_CPU_BF16=native keeps every layer on them.
+// so those stay on the bf16 kernels. VGGNET_CPU_BF16=native keeps every layer on them. Our own bf16 Winograd
+// (use_bf16_winograd, below) now takes those layers first where it can (nchw16c activations, channels multiples of
+// 16, Winograd on); this path is what they take otherwise.
 Bf16Path conv_bf16_path(const ConvGeom& g, DType activation) {
   static const bool winograd_layers = cpu_isa_info().bf16_winograd_layers;
   const Bf16Path path = bf16_path(activation);
@@ -531,6 +533,36 @@ Bf16Path conv_bf16_path(const ConvGeom& g, DType activation) {
   return path == Bf16Path::Native && winograd_layers && wide_and_large && use_winograd(g, DType::F32)
              ? Bf16Path::Emulated
              : path;
+}
+
+// Our bf16 Winograd F(2×2, 3×3) (winograd.h, winograd_bf16.cc) for native bf16 layers on avx512_core_bf16 CPUs
+// (no AMX): 3×3 stride-1 pad-1 layers of at least 256 input and output channels on maps of 7² to 56², taken before
+// conv_bf16_path's choice. There bf16 dot products run at twice the fp32 FMA rate (440 against 225 GFLOP/s measured on
+// a Zen 4, 2 threads) and oneDNN's direct bf16 kernels near that peak (forward and backward-data 380-430 GFLOP/s,
+// backward-weights 180-400), so only fewer multiplications help: F(2×2) does 2.25× fewer, at oneDNN's bf16 matmul
+// rate (~300 GFLOP/s on these shapes), plus transforms. Measured per layer and direction (Zen 4, 2 threads,
+// interleaved, medians of 6), against the direct bf16 kernels: backward-weights 1.07-2.2× on 7²-24² maps (0.91× at
+// 6²); forward and backward-data 1.1-1.6× where the layer has at least 512² positions × channels (N·P·Q · min(C, K):
+// [8,512,14²], [4,256,24²], [4,512,12²], [8,512,8²]), 0.6-0.9× below ([4,512,8²], [4,256,12²], 6²-7² maps: the
+// weight transform, per call, outweighs the saving); and on 28²-56² maps against the emulated f32 Winograd F(4×4)
+// those layers took before: 1.02-1.26× ([8,256,56²], [8,512,28²], [4,256,48²]). 64-128 channels on 112²-224² maps:
+// 0.71-0.96× forward (direct). A fixed rule of shape and ISA, never a timing, so runs stay reproducible;
+// VGGNET_CPU_WINOGRAD=0 (setCpuWinograd('off')) turns it off with the other Winograd kernels,
+// VGGNET_CPU_BF16_WINOGRAD=0 alone (to compare).
+enum class ConvDir { Forward, BackwardData, BackwardWeights };
+bool use_bf16_winograd(const ConvGeom& g, DType activation, Layout in, Layout out, ConvDir dir) {
+  static const bool on = [] {
+    const char* env = std::getenv("VGGNET_CPU_BF16_WINOGRAD");
+    return !(env && std::string(env) == "0") && cpu_isa_info().isa == "avx512_core_bf16" && winograd::bf16_supported();
+  }();
+  const CpuWinograd mode = cpu_winograd();
+  const bool can = g.R == 3 && g.S == 3 && g.strides == memory::dims{1, 1} && g.pad_l == memory::dims{1, 1} &&
+                   g.pad_r == memory::dims{1, 1} && g.C % 16 == 0 && g.K % 16 == 0;
+  // setCpuWinograd('avx2') (CpuWinograd::Ours) puts ours on every layer it can take, whatever its size (tests).
+  const bool wide = g.C >= 256 && g.K >= 256 && g.P <= 56 && g.Q <= 56 && g.P >= 7 && g.Q >= 7;
+  const bool enough = dir == ConvDir::BackwardWeights || g.N * g.P * g.Q * std::min(g.C, g.K) >= 512 * 512;
+  return on && bf16_path(activation) == Bf16Path::Native && can && (mode == CpuWinograd::Ours || (mode == CpuWinograd::Auto && wide && enough)) &&
+         in == Layout::Blocked16 && out == Layout::Blocked16;
 }
 
 }  // namespace
@@ -547,6 +579,12 @@ Tensor CpuBackend::conv2d_forward(const Tensor& x, const Tensor& w, const Tensor
   if (b.defined()) check_param(b, {g.K}, "conv2d_forward: bias");
   const Layout y_layout = act_layout(p.cpu_blocked_output ? cpu_activation_layout(x.dtype) : x.layout, g.K);
   if (g.N == 0) return Tensor::empty({0, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);  // oneDNN: SIGFPE on N=0
+  if (use_bf16_winograd(g, x.dtype, x.layout, y_layout, ConvDir::Forward) && w.layout == Layout::Contiguous)
+    return guard(op, [&] {
+      Tensor y = Tensor::empty({g.N, g.K, g.P, g.Q}, x.dtype, Device::CPU, y_layout);
+      winograd::forward_bf16(shape3x3(g), x, w.data<float>(), b.defined() ? b.data<float>() : nullptr, relu, y);
+      return y;
+    });
   const Bf16Path path = conv_bf16_path(g, x.dtype);
   return guard(op, [&] {
     const Tensor xc = bf16_operand(x, path), wc = bf16_weights(w, path);
@@ -566,6 +604,13 @@ Tensor CpuBackend::conv2d_backward_data(const Tensor& dy, const Tensor& w, const
   ConvGeom g = conv_geometry(x_shape, w.shape, p, op);
   check_shape(dy, {g.N, g.K, g.P, g.Q}, "conv2d_backward_data: dy");
   if (g.N == 0) return Tensor::empty(x_shape, dy.dtype, Device::CPU, act_layout(dy.layout, g.C));
+  const Layout dx_layout = act_layout(dy.layout, g.C);
+  if (use_bf16_winograd(g, dy.dtype, dy.layout, dx_layout, ConvDir::BackwardData) && w.layout == Layout::Contiguous)
+    return guard(op, [&] {
+      Tensor dx = Tensor::empty(x_shape, dy.dtype, Device::CPU, dx_layout);
+      winograd::backward_data_bf16(shape3x3(g), dy, w.data<float>(), dx);
+      return dx;
+    });
   const Bf16Path path = conv_bf16_path(g, dy.dtype);
   return guard(op, [&] {
     const Tensor dyc = bf16_operand(dy, path), wc = bf16_weights(w, path);
@@ -590,6 +635,11 @@ void CpuBackend::conv2d_backward_weights(const Tensor& x, const Tensor& dy, cons
   VGG_CHECK(dw.layout == Layout::Contiguous, "conv2d_backward_weights: dw must be plain (K,C,R,S), got %s",
             layout_name(dw.layout));
   if (g.N == 0) return zero_grads_of_empty_batch(*this, dw, db, accumulate);
+  if (use_bf16_winograd(g, x.dtype, x.layout, dy.layout, ConvDir::BackwardWeights))
+    return guard(op, [&] {
+      winograd::backward_weights_bf16(shape3x3(g), x, dy, dw.data<float>(), db.defined() ? db.data<float>() : nullptr,
+                                      accumulate);
+    });
   const Bf16Path path = conv_bf16_path(g, x.dtype);
   guard(op, [&] { backward_weights(g, p, bf16_operand(x, path), bf16_operand(dy, path), dw, db, accumulate); });
 }

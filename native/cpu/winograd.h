@@ -26,4 +26,14 @@ void backward_weights(const Shape3x3& s, const Tensor& x, const Tensor& dy, floa
 // Whether this CPU can run it at all (AVX2 and FMA).
 bool cpu_supported();
 
+// Winograd F(2×2, 3×3) for native bf16 activations (winograd_bf16.cc): the same shapes with channel counts multiples
+// of 16 and activations in nchw16c; f32 weights (transformed, then rounded to bf16), bias and weight gradients; bf16
+// x, y, dy and dx. The transformed operands are rounded to bf16 and multiplied by oneDNN's bf16 matmul.
+void forward_bf16(const Shape3x3& s, const Tensor& x, const float* w, const float* b, bool relu, Tensor& y);
+void backward_data_bf16(const Shape3x3& s, const Tensor& dy, const float* w, Tensor& dx);
+void backward_weights_bf16(const Shape3x3& s, const Tensor& x, const Tensor& dy, float* dw, float* db,
+                           bool accumulate);
+// Whether this CPU can run those (AVX-512 with bf16 conversions).
+bool bf16_supported();
+
 }  // namespace vgg::cpu::winograd

@@ -228,6 +228,8 @@ describe('bf16 ops on the CPU vs float64 references on the bf16-rounded inputs a
 
   // conv.cc's conv_bf16_path: where bf16 dot products are only twice as fast as fp32 FMAs (avx512_core_bf16, no AMX),
   // layers of ≥ 256 channels on ≥ 28² maps run f32 Winograd on the widened bf16 operands; smaller ones the bf16 kernels.
+  // (Our bf16 Winograd takes such layers first where its rule says so, test/ops/cpu_winograd.test.ts; a forward of one
+  // 28² image is below its size.)
   const bf16Isa = ops.cpuIsaInfo().isa === 'avx512_core_bf16' && ops.cpuIsaInfo().bf16;
   const forced = process.env.VGGNET_CPU_BF16 === 'native' || process.env.VGGNET_CPU_WINOGRAD === '0';
   const whyNoRule = !bf16Isa ? `the rule is for avx512_core_bf16 with native bf16; this CPU's oneDNN runs ${ops.cpuIsaInfo().isa}` : forced ? 'VGGNET_CPU_BF16=native or VGGNET_CPU_WINOGRAD=0 turns it off' : '';

@@ -9,6 +9,7 @@ import * as ops from '../../lib/ops';
 import { cpuWinograd, setCpuWinograd } from '../../lib/backend';
 import * as R from '../ref/naive';
 import { uniformSource } from '../ref/random';
+import { roundBf16 } from '../ref/bf16';
 import { disposeKeptAfterEach, f64 as arr, keep, numel } from '../helpers/tensors';
 
 const uniform = uniformSource(4242);
@@ -207,5 +208,121 @@ const OURS = /^wino_4x3:avx2 \(vggnet\)$/;
     }
     expect(kernelsFor([2, 64, 8, 8], 16, P1, 'nchw8c').conv2d_forward).toMatch(OURS);
     expect(() => setCpuWinograd('fast' as never)).toThrow(/setCpuWinograd: expected 'auto', 'off' or 'avx2', got 'fast'/);
+  });
+});
+
+// Our bf16 Winograd F(2×2, 3×3) (native/cpu/winograd_bf16.cc, use_bf16_winograd in conv.cc): native bf16 layers on
+// avx512_core_bf16 CPUs, at least 256 channels each side, maps of 7² to 56²; forward and backward-data only where
+// N·P·Q·min(C, K) >= 512², backward-weights on every such layer. That rule's layers are too large for the float64
+// references here (minutes), so the accuracy tests take small layers with setCpuWinograd('avx2'), which puts ours on
+// every layer it can take; the rule is checked by the kernel each direction ran. Held against float64 on the same
+// bf16 inputs (x and dy rounded to bf16, the f32 weights as they are). Measured on these inputs (uniform in [-1, 1),
+// weights in [-0.05, 0.05); AMD Zen 4), relative to the largest value: forward 2.5-4.2e-3, backward-data 4.2-5.2e-3,
+// weight gradients 2.3-5.6e-3; oneDNN's direct bf16 kernels 2.4-2.8e-3, 3.1-3.2e-3 and 2e-7 (their outputs' own bf16
+// rounding; their weight gradients are f32 sums of exact products, where ours round the transformed operands to bf16
+// once, about the rounding of a bf16 weight gradient such as PyTorch's bf16 autocast makes). A wrong transform, tile
+// edge or channel group is off by O(1).
+const TOL_BF16 = { forward: 1e-2, backwardData: 1e-2, dw: 1.5e-2, db: 1e-6 };
+const OURS_BF16 = /^wino_2x3_bf16:avx512_core_bf16 \(vggnet\)$/;
+const whyNotBf16 =
+  isa !== 'avx512_core_bf16'
+    ? `our bf16 Winograd runs on avx512_core_bf16 CPUs, this CPU's oneDNN runs ${isa}`
+    : !ops.cpuIsaInfo().bf16 || ops.cpuIsaInfo().bf16Layout !== 'nchw16c'
+      ? 'native bf16 with nchw16c activations is off here (VGGNET_CPU_BF16)'
+      : off
+        ? 'VGGNET_CPU_WINOGRAD=0'
+        : null;
+if (whyNotBf16) console.log(`skipping the tests of our bf16 Winograd: ${whyNotBf16}`);
+
+(whyNotBf16 ? describe.skip : describe)('our bf16 Winograd convolutions (avx512_core_bf16)', () => {
+  const bf16 = (data: ArrayLike<number>, shape: number[]) => keep(ops.cast(T(data, shape, 'nchw16c'), 'bfloat16'));
+
+  describe("accuracy, on every layer it can take (setCpuWinograd('avx2'))", () => {
+    beforeAll(() => setCpuWinograd('avx2'));
+    afterAll(() => setCpuWinograd('auto'));
+    // Odd maps leave partial 2×2 tiles on the right and bottom; 1×3 and 2×2 maps are mostly padding; 48 and 80
+    // channels are three and five 16-channel groups.
+    const cases: { xs: R.Shape4; k: number }[] = [
+      { xs: [2, 32, 9, 11], k: 48 },
+      { xs: [3, 80, 7, 5], k: 32 },
+      { xs: [2, 16, 1, 3], k: 16 },
+      { xs: [1, 64, 2, 2], k: 16 },
+      { xs: [2, 256, 6, 6], k: 64 },
+    ];
+    for (const { xs, k } of cases)
+      test(`[${xs}] -> ${k}: forward (bias, relu), backward data, backward weights (+accumulate) against float64`, () => {
+        const ws: R.Shape4 = [k, xs[1], 3, 3];
+        const x = roundBf16(uniform(numel(xs))), w = uniform(numel(ws), -0.05, 0.05), b = uniform(k);
+        const ref = R.convForward(x, xs, w, ws, b, P1, true);
+        const dy = roundBf16(uniform(numel(ref.shape)));
+        ops.cpuKernelsUsed(); // clear
+        const y = keep(ops.conv2dForward(bf16(x, xs), T(w, ws), T(b, [k]), P1, true));
+        const dx = keep(ops.conv2dBackwardData(bf16(dy, ref.shape), T(w, ws), xs, P1));
+        const dw = T(new Float32Array(numel(ws)), ws), db = T(new Float32Array(k), [k]);
+        ops.conv2dBackwardWeights(bf16(x, xs), bf16(dy, ref.shape), P1, dw, db, false);
+        expect([y.dtype, y.layout, dx.dtype, dx.layout]).toEqual(['bfloat16', 'nchw16c', 'bfloat16', 'nchw16c']);
+        const kernels = convKernels();
+        expect(kernels.conv2d_forward).toMatch(OURS_BF16);
+        expect(kernels.conv2d_backward_data).toMatch(OURS_BF16);
+        expect(kernels.conv2d_backward_weights).toMatch(OURS_BF16);
+
+        const g = R.convBackwardWeights(x, xs, dy, ws, P1);
+        const errs = {
+          forward: relErr(arr(y), ref.y),
+          backwardData: relErr(arr(dx), R.convBackwardData(dy, w, ws, xs, P1)),
+          dw: relErr(arr(dw), g.dw),
+          db: relErr(arr(db), g.db),
+        };
+        ops.conv2dBackwardWeights(bf16(x, xs), bf16(dy, ref.shape), P1, dw, db, true);
+        const acc = { dw: relErr(arr(dw), g.dw.map((v) => 2 * v)), db: relErr(arr(db), g.db.map((v) => 2 * v)) };
+        console.log(`our bf16 Winograd [${xs}] -> ${k}: relative error ${JSON.stringify(errs)}, accumulated ${JSON.stringify(acc)}`);
+        for (const [what, e] of Object.entries({ ...errs, dwAccumulated: acc.dw, dbAccumulated: acc.db })) {
+          const tol = TOL_BF16[what.replace('Accumulated', '') as keyof typeof TOL_BF16];
+          if (!(e <= tol)) throw new Error(`${what}: relative error ${e} exceeds ${tol}`);
+        }
+      });
+  });
+
+  /** The kernel each direction ran for one bf16 (or float32) layer under the default rule. */
+  function kernels(xs: R.Shape4, k: number, p: typeof P1 = P1, dtype: 'bfloat16' | 'float32' = 'bfloat16') {
+    const ws: R.Shape4 = [k, xs[1], 3, 3];
+    const x = T(uniform(numel(xs)), xs, 'nchw16c');
+    const xa = dtype === 'bfloat16' ? keep(ops.cast(x, 'bfloat16')) : x;
+    const w = T(uniform(numel(ws), -0.05, 0.05), ws);
+    ops.cpuKernelsUsed();
+    const y = keep(ops.conv2dForward(xa, w, null, p, false));
+    keep(ops.conv2dBackwardData(y, w, xs, p));
+    ops.conv2dBackwardWeights(xa, y, p, T(new Float32Array(numel(ws)), ws), null, false);
+    const kk = convKernels();
+    const ours = (d: string) => OURS_BF16.test(kk[d] ?? '');
+    return { forward: ours('conv2d_forward'), backwardData: ours('conv2d_backward_data'), backwardWeights: ours('conv2d_backward_weights') };
+  }
+  const all = { forward: true, backwardData: true, backwardWeights: true };
+  const weightsOnly = { forward: false, backwardData: false, backwardWeights: true };
+  const none = { forward: false, backwardData: false, backwardWeights: false };
+
+  test('the rule: wide layers on 7²-56² maps, forward and backward-data from 512² positions × channels', () => {
+    expect(kernels([4, 256, 16, 16], 256)).toEqual(all); // 1024 positions × 256
+    expect(kernels([4, 512, 8, 8], 512)).toEqual(weightsOnly); // 256 × 512
+    expect(kernels([8, 512, 8, 8], 512)).toEqual(all); // 512 × 512
+    expect(kernels([2, 512, 27, 27], 256)).toEqual(all);
+    expect(kernels([1, 256, 7, 9], 256)).toEqual(weightsOnly);
+    expect(kernels([8, 512, 6, 6], 512)).toEqual(none); // 6² maps
+    expect(kernels([1, 256, 28, 28], 256)).toEqual(weightsOnly); // 784 × 256
+    expect(kernels([2, 256, 28, 28], 256)).toEqual(all); // in place of the emulated f32 Winograd
+    expect(kernels([1, 256, 57, 57], 256)).toEqual(none); // maps over 56²
+    expect(kernels([4, 128, 16, 16], 256)).toEqual(none); // 128 input channels
+    expect(kernels([4, 256, 16, 16], 256, { strideH: 2, strideW: 2, padH: 1, padW: 1 })).toEqual(none);
+    expect(kernels([4, 256, 16, 16], 256, P1, 'float32')).toEqual(none);
+  });
+
+  test("setCpuWinograd('off') turns it off, and back on", () => {
+    setCpuWinograd('off');
+    try {
+      expect(kernels([4, 256, 16, 16], 256)).toEqual(none);
+    } finally {
+      setCpuWinograd('auto');
+    }
+    expect(kernels([4, 256, 16, 16], 256)).toEqual(all);
   });
 });
